@@ -1,0 +1,120 @@
+"""The read-only view of the cluster a policy decides from, and the assignment it returns.
+
+A policy sees per-worker loads, counts, caps and free slots, the active requests (prompt, age,
+output hint, prompt key) and the waiting pool, and nothing else. All arrays are read-only views;
+policies that need scratch copies make them. The same type is built by the simulator every step
+and by the router on every dispatcher tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .state import ClusterState, Pool
+
+
+class Assignment(NamedTuple):
+    request_id: int
+    worker: int
+
+
+@dataclass(frozen=True)
+class ActiveView:
+    """Active requests, one entry per occupied slot (any order)."""
+
+    worker: np.ndarray  # int64
+    request_id: np.ndarray
+    prompt: np.ndarray  # s_i
+    age: np.ndarray  # tokens generated so far
+    limit: np.ndarray  # output-length hint: true o_i in the simulator, max_tokens in the router (oracle only)
+    key: np.ndarray  # prompt key or NO_KEY
+
+    @property
+    def load(self) -> np.ndarray:
+        """Current KV tokens of each request, ``s_i + age``."""
+        return self.prompt + self.age
+
+    def __len__(self) -> int:
+        return len(self.worker)
+
+
+class Snapshot:
+    """Immutable view handed to ``Policy.dispatch``. Cheap to build: it wraps the live arrays."""
+
+    __slots__ = ("_state", "_pool", "step", "now", "loads", "counts", "free", "caps", "_pool_view", "_active")
+
+    def __init__(self, state: ClusterState, pool: Pool, now: float = 0.0, free: np.ndarray | None = None):
+        self._state = state
+        self._pool = pool
+        self.step = state.clock
+        self.now = now
+        self.loads = state.loads_ro
+        self.counts = state.counts_ro
+        self.free = state.free_ro if free is None else free
+        self.caps = state.caps_ro
+        self._pool_view = None
+        self._active = None
+
+    # -------------------------------------------------------------- workers
+    @property
+    def workers(self) -> int:
+        return self._state.G
+
+    @property
+    def total_free(self) -> int:
+        return int(self.free.sum())
+
+    @property
+    def envelope(self) -> int:
+        """M = max_g L_g."""
+        return int(self.loads.max())
+
+    @property
+    def margins(self) -> np.ndarray:
+        """m_g = M - L_g."""
+        return self.loads.max() - self.loads
+
+    # -------------------------------------------------------------- pool
+    def _pv(self):
+        if self._pool_view is None:
+            self._pool_view = self._pool.view()
+        return self._pool_view
+
+    @property
+    def pool_size(self) -> int:
+        return len(self._pool)
+
+    @property
+    def pool_ids(self) -> np.ndarray:
+        return self._pv()[0]
+
+    @property
+    def pool_prompt(self) -> np.ndarray:
+        return self._pv()[1]
+
+    @property
+    def pool_arrival(self) -> np.ndarray:
+        return self._pv()[2]
+
+    @property
+    def pool_key(self) -> np.ndarray:
+        return self._pv()[3]
+
+    # -------------------------------------------------------------- active requests
+    @property
+    def active(self) -> ActiveView:
+        if self._active is None:
+            st = self._state
+            occ = np.flatnonzero(st.slot_rid >= 0)
+            self._active = ActiveView(
+                worker=occ // st.bmax,
+                request_id=st.slot_rid[occ],
+                prompt=st.slot_prompt[occ],
+                age=st.clock - st.slot_start[occ],
+                limit=st.slot_limit[occ],
+                key=st.slot_key[occ],
+            )
+        return self._active

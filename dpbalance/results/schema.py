@@ -1,0 +1,229 @@
+"""The versioned result of one run (SPEC §4) and how it is computed from raw run data.
+
+The simulator and the router both end in ``build_result``: per-step load aggregates (exact per step in
+the simulator, sampled in the router) plus per-request timestamps. The field names below are the
+contract of the JSON files; ``SCHEMA_VERSION`` changes whenever they do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.metrics import step_stats
+
+SCHEMA_VERSION = "dpbalance.result/1"
+
+#: the table columns, in order (SPEC §4)
+TABLE_FIELDS = (
+    "policy", "workers", "slots", "requests", "completed", "makespan_s", "throughput_tok_s",
+    "avg_imbalance_gap", "avg_imbalance_maxmin", "balance_ratio", "idle_fraction", "energy_j",
+    "energy_j_per_token", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_ms", "tpot_p95_ms",
+    "tpot_p99_ms", "e2e_p50_s", "e2e_p95_s", "e2e_p99_s", "dispatch_us_p50", "dispatch_us_p99", "steps",
+    "sim_wall_s",
+)
+
+
+@dataclass
+class Result:
+    policy: str
+    workers: int
+    slots: int
+    requests: int
+    completed: int
+    makespan_s: float
+    throughput_tok_s: float
+    avg_imbalance_gap: float
+    avg_imbalance_maxmin: float
+    balance_ratio: float
+    idle_fraction: float
+    energy_j: float
+    energy_j_per_token: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    ttft_p99_s: float
+    tpot_p50_ms: float
+    tpot_p95_ms: float
+    tpot_p99_ms: float
+    e2e_p50_s: float
+    e2e_p95_s: float
+    e2e_p99_s: float
+    dispatch_us_p50: float
+    dispatch_us_p99: float
+    steps: int
+    sim_wall_s: float
+    window: str = "all"
+    label: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _jsonable(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is dataclass_missing()]
+        if missing:
+            raise ValueError(f"result is missing fields: {', '.join(missing)}")
+        return cls(**{k: (math.nan if v is None and k in TABLE_FIELDS else v) for k, v in d.items() if k in names})
+
+    @property
+    def name(self) -> str:
+        return self.label or self.policy
+
+
+def dataclass_missing():
+    import dataclasses
+
+    return dataclasses.MISSING
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return None if not math.isfinite(f) else f
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    """Write atomically: a crash never leaves a half-written result file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    payload = [r.to_dict() for r in data] if isinstance(data, list) else (data.to_dict() if isinstance(data, Result) else data)
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_results(path: Path | str) -> list[Result]:
+    data = json.loads(Path(path).read_text())
+    items = data if isinstance(data, list) else [data]
+    return [Result.from_dict(d) for d in items]
+
+
+def _pct(x: np.ndarray, q: float, scale: float = 1.0) -> float:
+    return float(np.percentile(x, q) * scale) if len(x) else math.nan
+
+
+@dataclass
+class Series:
+    """Time series kept for plots (not part of the JSON contract)."""
+
+    t: np.ndarray  # end time of each decode step
+    maxmin: np.ndarray
+    gap: np.ndarray
+    idle: np.ndarray
+    sample_t: np.ndarray  # times of the sampled per-worker rows
+    sample_rows: np.ndarray  # [k, G]
+    ttft: np.ndarray
+    tpot_ms: np.ndarray
+    e2e: np.ndarray
+
+    def save(self, path: Path | str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Series":
+        with np.load(path) as z:
+            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
+
+
+def build_result(
+    *,
+    policy: str,
+    workers: int,
+    slots: int,
+    steps: dict[str, np.ndarray],
+    arrival: np.ndarray,
+    first_token: np.ndarray,
+    finish: np.ndarray,
+    output: np.ndarray,
+    completed_mask: np.ndarray,
+    dispatch_ns: np.ndarray,
+    window_end_step: int,
+    window: str,
+    wall_s: float,
+    config: dict[str, Any],
+    label: str = "",
+    t0: float = 0.0,
+) -> tuple[Result, Series]:
+    """Compute the §4 metrics.
+
+    ``steps`` holds per-step ``max``, ``min``, ``sum`` (token loads), ``tau``, ``t_end``, ``active``
+    (sequences decoded, = tokens produced) and ``energy`` (J). The window covers steps
+    ``0..window_end_step``; throughput is window tokens over window duration (from ``t0``), energy is the
+    window's energy, latency percentiles cover all completed requests.
+    """
+    n_steps = len(steps["tau"])
+    w_end = min(max(window_end_step, -1), n_steps - 1)
+    sl = slice(0, w_end + 1)
+    st = step_stats(steps["max"][sl], steps["min"][sl], steps["sum"][sl].astype(np.float64), workers)
+    tokens = float(steps["active"][sl].sum())
+    duration = float(steps["t_end"][w_end] - t0) if w_end >= 0 else 0.0
+    energy = float(steps["energy"][sl].sum())
+    done = completed_mask
+    ttft = (first_token - arrival)[done]
+    e2e = (finish - arrival)[done]
+    multi = done & (output > 1)
+    tpot_ms = ((finish - first_token)[multi] / (output[multi] - 1)) * 1e3
+    mean = lambda x: float(np.mean(x)) if len(x) else math.nan  # noqa: E731
+    disp_us = dispatch_ns / 1e3
+    res = Result(
+        policy=policy,
+        workers=workers,
+        slots=slots,
+        requests=int(len(arrival)),
+        completed=int(done.sum()),
+        makespan_s=float(finish[done].max() - t0) if done.any() else math.nan,
+        throughput_tok_s=tokens / duration if duration > 0 else math.nan,
+        avg_imbalance_gap=mean(st["gap"]),
+        avg_imbalance_maxmin=mean(st["maxmin"]),
+        balance_ratio=mean(st["balance"]),
+        idle_fraction=mean(st["idle"]),
+        energy_j=energy,
+        energy_j_per_token=energy / tokens if tokens > 0 else math.nan,
+        ttft_p50_s=_pct(ttft, 50),
+        ttft_p95_s=_pct(ttft, 95),
+        ttft_p99_s=_pct(ttft, 99),
+        tpot_p50_ms=_pct(tpot_ms, 50),
+        tpot_p95_ms=_pct(tpot_ms, 95),
+        tpot_p99_ms=_pct(tpot_ms, 99),
+        e2e_p50_s=_pct(e2e, 50),
+        e2e_p95_s=_pct(e2e, 95),
+        e2e_p99_s=_pct(e2e, 99),
+        dispatch_us_p50=_pct(disp_us, 50),
+        dispatch_us_p99=_pct(disp_us, 99),
+        steps=int(n_steps),
+        sim_wall_s=float(wall_s),
+        window=window,
+        label=label,
+        config=config,
+    )
+    full = step_stats(steps["max"], steps["min"], steps["sum"].astype(np.float64), workers)
+    sidx = steps.get("sample_idx", np.empty(0, np.int64))
+    series = Series(
+        t=steps["t_end"] - t0,
+        maxmin=full["maxmin"],
+        gap=full["gap"],
+        idle=full["idle"],
+        sample_t=steps["t_end"][sidx] - t0 if len(sidx) else np.empty(0),
+        sample_rows=steps.get("sample_rows", np.empty((0, workers), np.int64)),
+        ttft=ttft,
+        tpot_ms=tpot_ms,
+        e2e=e2e,
+    )
+    return res, series
