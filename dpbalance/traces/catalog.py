@@ -1,0 +1,136 @@
+"""Named traces, where they are looked for, and ``load_trace``.
+
+A trace is given by name (SPEC §5), by file path, or as a synthetic spec (``synthetic:n=…``). The trace
+directory is ``--trace-dir``, else ``$DPBALANCE_TRACE_DIR``, else ``../shared/traces`` next to the
+repository (or the working directory). ``sample`` is bundled inside the package, so the quick start
+works with no trace directory at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..core.workload import Workload
+from .loaders import LOADERS, TraceError, sniff_format
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+ENV_VAR = "DPBALANCE_TRACE_DIR"
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    name: str
+    files: tuple[str, ...]  # candidate file names inside the trace directory, first match wins
+    fmt: str
+    description: str
+    bundled: bool = False  # shipped in ../shared/traces (False: the user supplies the file)
+
+
+KNOWN: dict[str, TraceSpec] = {
+    t.name: t
+    for t in (
+        TraceSpec("azure-code-2023", ("azure-code-2023.csv.gz", "AzureLLMInferenceTrace_code.csv"), "azure",
+                  "Azure LLM inference 2023, code (Splitwise), CC-BY-4.0", True),
+        TraceSpec("azure-conv-2023", ("azure-conv-2023.csv.gz", "AzureLLMInferenceTrace_conv.csv"), "azure",
+                  "Azure LLM inference 2023, conversation (Splitwise), CC-BY-4.0", True),
+        TraceSpec("mooncake-conversation", ("mooncake-conversation.jsonl.gz", "conversation_trace.jsonl"), "mooncake",
+                  "Mooncake FAST'25 conversation (Kimi), real arrivals, Apache-2.0", True),
+        TraceSpec("mooncake-synthetic", ("mooncake-synthetic.jsonl.gz", "synthetic_trace.jsonl"), "mooncake",
+                  "Mooncake FAST'25 synthetic (Poisson arrivals), Apache-2.0", True),
+        TraceSpec("bfio-arxiv", ("bfio-arxiv.json.gz", "arxiv_data_8000.json"), "bfio",
+                  "BF-IO paper workload: arXiv summarization lengths (no arrivals)", True),
+        TraceSpec("bfio-burst", ("bfio-burst.json.gz", "burst_data_8000.json"), "bfio",
+                  "BF-IO paper workload: BurstGPT lengths (no arrivals)", True),
+        TraceSpec("bfio-longbench", ("bfio-longbench.json.gz", "longbench_data_8000.json"), "bfio",
+                  "BF-IO paper workload: LongBench-v2 lengths (no arrivals)", True),
+        TraceSpec("vidur-arxiv", ("vidur-arxiv.csv.gz", "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"),
+                  "vidur", "Vidur arXiv-summarization lengths (no arrivals), MIT", True),
+        TraceSpec("azure-code-2024", ("azure-code-2024.csv.gz", "AzureLLMInferenceTrace_code_1week.csv.gz",
+                                      "AzureLLMInferenceTrace_code_1week.csv"), "azure",
+                  "Azure LLM inference 2024 week-long, code (user-supplied)"),
+        TraceSpec("azure-conv-2024", ("azure-conv-2024.csv.gz", "AzureLLMInferenceTrace_conv_1week.csv.gz",
+                                      "AzureLLMInferenceTrace_conv_1week.csv"), "azure",
+                  "Azure LLM inference 2024 week-long, conversation (user-supplied; the BalanceRoute paper's trace)"),
+        TraceSpec("burstgpt", ("burstgpt.csv.gz", "burstgpt.csv", "BurstGPT_1.csv", "BurstGPT_without_fails_1.csv"),
+                  "burstgpt", "BurstGPT (user-supplied), CC-BY-4.0"),
+        TraceSpec("sample", ("sample.csv.gz",), "generic",
+                  "bundled: first 2,000 requests of mooncake-conversation (Apache-2.0), see traces/data/SAMPLE.md"),
+    )
+}
+
+
+def default_trace_dirs(trace_dir: str | Path | None = None) -> list[Path]:
+    """Where traces are looked for, in order."""
+    if trace_dir is not None:
+        return [Path(trace_dir)]
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return [Path(env)]
+    repo = Path(__file__).resolve().parents[2]
+    dirs = [repo.parent / "shared" / "traces", Path.cwd().parent / "shared" / "traces"]
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def resolve_trace(name_or_path: str, trace_dir: str | Path | None = None) -> tuple[Path, str, str]:
+    """(file, format, name) for a trace name or path; a clear error says where it looked."""
+    if name_or_path in KNOWN:
+        spec = KNOWN[name_or_path]
+        dirs = [PACKAGE_DATA] if spec.name == "sample" else default_trace_dirs(trace_dir)
+        tried = []
+        for d in dirs:
+            for f in spec.files:
+                p = d / f
+                tried.append(str(p))
+                if p.is_file():
+                    return p, spec.fmt, spec.name
+        hint = "" if spec.bundled else " This trace is not shipped; download it and put it in the trace directory."
+        raise TraceError(
+            name_or_path, None,
+            f"trace file not found; looked for {', '.join(spec.files)} in {', '.join(map(str, dirs))}. "
+            f"Pass --trace-dir DIR or set {ENV_VAR}.{hint}",
+        )
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p, sniff_format(p), p.name.split(".")[0]
+    raise TraceError(
+        name_or_path, None,
+        f"not a known trace name or an existing file. Known traces: {', '.join(sorted(KNOWN))}; "
+        "or 'synthetic:...' (see `dpbalance trace info --help`)",
+    )
+
+
+@lru_cache(maxsize=16)
+def _load_cached(path: str, mtime: float, fmt: str, name: str) -> Workload:
+    w = LOADERS.entry(fmt).factory(Path(path), name=name)
+    for arr in (w.arrival, w.prompt, w.output, w.key):
+        arr.flags.writeable = False
+    return w
+
+
+def load_trace(name_or_path: str, trace_dir: str | Path | None = None) -> Workload:
+    """Load a named trace, a trace file, or a synthetic workload spec (``synthetic:n=1000,...``)."""
+    if name_or_path.startswith("synthetic"):
+        from .synthetic import synthetic_from_spec
+
+        return synthetic_from_spec(name_or_path)
+    path, fmt, name = resolve_trace(name_or_path, trace_dir)
+    return _load_cached(str(path.resolve()), path.stat().st_mtime, fmt, name)
+
+
+def available_traces(trace_dir: str | Path | None = None) -> list[tuple[str, str, str | None]]:
+    """(name, description, path or None) for every known trace."""
+    out = []
+    for name, spec in sorted(KNOWN.items()):
+        try:
+            p, _, _ = resolve_trace(name, trace_dir)
+            out.append((name, spec.description, str(p)))
+        except TraceError:
+            out.append((name, spec.description, None))
+    return out
