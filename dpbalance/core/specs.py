@@ -154,8 +154,9 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Name -> factory. Filled at import time by the ``register`` decorator; read-only afterwards."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plural: str | None = None):
         self.kind = kind
+        self.plural = plural or kind + "s"
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, *, config: type | None = None, summary: str = ""):
@@ -179,7 +180,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise SpecError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}"
             ) from None
 
     def config_for(self, spec: str) -> tuple[Entry[T], Any]:

@@ -36,7 +36,7 @@ class Policy(Protocol):
     def dispatch(self, snap: Snapshot) -> list[Assignment]: ...
 
 
-POLICIES: Registry[Policy] = Registry("policy")
+POLICIES: Registry[Policy] = Registry("policy", "policies")
 
 
 def make_policy(spec: str, ctx: PolicyContext) -> Policy:

@@ -180,6 +180,8 @@ class RunRecord:
     wall_s: float
     step_params: dict
     energy_params: dict
+    final_loads: np.ndarray = None  # per-worker loads and counts after the run (all zero: nothing left behind)
+    final_counts: np.ndarray = None
 
     @property
     def n_steps(self) -> int:
@@ -230,8 +232,6 @@ def simulate(
     C, t_tok = (step_model.C, step_model.t_tok) if linear else (0.0, 0.0)
     idle_tau = step_model(0.0, 0.0)
     loads = st.loads
-    free = st.free
-    slot_rid = st.slot_rid
     buckets: dict[int, list[int]] = {}
     disp: list[int] = []
     perf = time.perf_counter_ns
@@ -327,7 +327,6 @@ def simulate(
     wall = time.perf_counter() - wall0
     if progress is not None:
         progress(done, N)
-    del free, slot_rid
     return RunRecord(
         workers=G,
         slots=B,
@@ -340,4 +339,6 @@ def simulate(
         wall_s=wall,
         step_params=step_model.params(),
         energy_params=energy_model.params(),
+        final_loads=st.loads.copy(),
+        final_counts=st.counts.copy(),
     )

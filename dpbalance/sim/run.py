@@ -50,6 +50,10 @@ def summarize(record: RunRecord, policy_spec: str, cfg: SimConfig, workload: Wor
     )
 
 
+def build_policy(policy_spec: str, cfg: SimConfig, train: Workload | None = None):
+    return make_policy(policy_spec, PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train))
+
+
 def run_simulation(
     workload: Workload,
     policy_spec: str,
@@ -59,10 +63,13 @@ def run_simulation(
     progress: ProgressFn | None = None,
     label: str = "",
     extra_config: dict[str, Any] | None = None,
+    policy=None,
 ) -> tuple[Result, Series]:
-    """Simulate ``policy_spec`` on ``workload``; ``train`` is what predictors may fit on."""
-    ctx = PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train)
-    policy = make_policy(policy_spec, ctx)
+    """Simulate ``policy_spec`` on ``workload``; ``train`` is what predictors may fit on.
+
+    ``policy`` may pass an already-built policy for that spec (callers that validate specs up front)."""
+    if policy is None:
+        policy = build_policy(policy_spec, cfg, train)
     record = simulate(workload, policy, cfg, progress=progress)
     n_admitted = int((record.admit_step >= 0).sum())
     if n_admitted != len(workload):  # pragma: no cover - the engine runs until every request finishes

@@ -281,7 +281,7 @@ def sniff_format(path: Path) -> str:
                 break
     if first.startswith("{"):
         return "mooncake" if '"input_length"' in first and '"timestamp"' in first else "bfio"
-    if "TIMESTAMP" in first and "ContextTokens" in first:
+    if "TIMESTAMP" in first:
         return "azure"
     if "num_prefill_tokens" in first:
         return "vidur"

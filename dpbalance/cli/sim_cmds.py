@@ -1,0 +1,197 @@
+"""``simulate``, ``compare``, ``trace info|list`` and ``policies``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..core.specs import split_specs
+from ..policies import describe_policies
+from ..results.schema import TABLE_FIELDS, Result, write_json
+from ..sim.run import build_policy, run_simulation
+from ..traces import available_traces, load_trace
+from .common import (
+    ArrivalOpt, EndOpt, EnergyOpt, MaxOutOpt, MaxReqOpt, MinOutOpt, PrefillOpt, QpsOpt, RateScaleOpt, SeedOpt,
+    SlotsOpt, StartOpt, StepTimeOpt, TraceDirOpt, TraceOpt, TrainOpt, TraceSelection, VisibleOpt, WindowOpt,
+    WorkersOpt, console, out, progress_bar, sim_config, user_errors,
+)
+
+DEFAULT_POLICIES = "random,round_robin,p2c,jsq_count,jsq_tokens,vllm,br0,brh:predictor=oracle"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _result_table(res: Result) -> Table:
+    t = Table(title=f"{res.name} — {res.config.get('trace', {}).get('name', '')} ({res.window} window)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for f in TABLE_FIELDS:
+        t.add_row(f, _fmt(getattr(res, f)))
+    return t
+
+
+def _run_one(sel: TraceSelection, policy: str, cfg, label: str = ""):
+    test, train = sel.load()
+    built = build_policy(policy, cfg, train)  # fails on a bad spec before any progress bar
+    with progress_bar() as bar:
+        task = bar.add_task(label or policy, total=len(test))
+        res, series = run_simulation(
+            test, policy, cfg, train=train, label=label, policy=built,
+            progress=lambda done, total: bar.update(task, completed=done),
+            extra_config={"trace_selection": {k: (str(v) if isinstance(v, Path) else v) for k, v in sel.__dict__.items()}},
+        )
+    return res, series
+
+
+def register(app: typer.Typer) -> None:
+    trace_app = typer.Typer(help="Inspect traces.", no_args_is_help=True)
+    app.add_typer(trace_app, name="trace")
+
+    @app.command()
+    def simulate(
+        policy: Annotated[str, typer.Option("--policy", "-p", help="Policy spec, e.g. br0 or brh:predictor=survival,H=40 (see `dpbalance policies`).")] = "br0",
+        trace: TraceOpt = "sample",
+        trace_dir: TraceDirOpt = None,
+        workers: WorkersOpt = 8,
+        slots: SlotsOpt = 72,
+        arrival: ArrivalOpt = "replay",
+        visible: VisibleOpt = None,
+        window: WindowOpt = None,
+        rate_scale: RateScaleOpt = 1.0,
+        qps: QpsOpt = None,
+        min_output: MinOutOpt = None,
+        max_output: MaxOutOpt = None,
+        max_requests: MaxReqOpt = None,
+        start_s: StartOpt = None,
+        end_s: EndOpt = None,
+        seed: SeedOpt = 0,
+        step_time: StepTimeOpt = "linear_max",
+        energy: EnergyOpt = "bfio_power",
+        prefill_delay: PrefillOpt = 0.0,
+        train_split: TrainOpt = 0.0,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON here.")] = None,
+    ) -> None:
+        """Simulate one policy on a trace and print its metrics (SPEC §4)."""
+        with user_errors():
+            cfg = sim_config(workers=workers, slots=slots, arrival=arrival, visible=visible, window=window,
+                             rate_scale=rate_scale, qps=qps, seed=seed, step_time=step_time, energy=energy,
+                             prefill_delay_s=prefill_delay)
+            sel = TraceSelection(trace, trace_dir, min_output, max_output, max_requests, start_s, end_s, train_split)
+            res, _ = _run_one(sel, policy, cfg)
+        out.print(_result_table(res))
+        if json_out is not None:
+            write_json(json_out, res)
+            console.print(f"wrote {json_out}")
+
+    @app.command()
+    def compare(
+        policies: Annotated[str, typer.Option("--policies", "-p", help="Comma-separated policy specs; options of one spec continue after its colon, e.g. jsq_count,brh:H=40,gamma=0.8,br0.")] = DEFAULT_POLICIES,
+        trace: TraceOpt = "sample",
+        trace_dir: TraceDirOpt = None,
+        workers: WorkersOpt = 8,
+        slots: SlotsOpt = 72,
+        arrival: ArrivalOpt = "replay",
+        visible: VisibleOpt = None,
+        window: WindowOpt = None,
+        rate_scale: RateScaleOpt = 1.0,
+        qps: QpsOpt = None,
+        min_output: MinOutOpt = None,
+        max_output: MaxOutOpt = None,
+        max_requests: MaxReqOpt = None,
+        start_s: StartOpt = None,
+        end_s: EndOpt = None,
+        seed: SeedOpt = 0,
+        step_time: StepTimeOpt = "linear_max",
+        energy: EnergyOpt = "bfio_power",
+        prefill_delay: PrefillOpt = 0.0,
+        train_split: TrainOpt = 0.0,
+        baseline: Annotated[Optional[str], typer.Option("--baseline", help="Policy the ratios are taken against (default jsq_count if run, else the first).")] = None,
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory: results.json, report.md, PNG plots.")] = Path("report"),
+    ) -> None:
+        """Run several policies on the same workload; print the table and write a Markdown report with plots."""
+        from ..results.report import format_table, write_report
+
+        with user_errors():
+            specs = split_specs(policies)
+            if not specs:
+                raise typer.BadParameter("--policies is empty")
+            cfg = sim_config(workers=workers, slots=slots, arrival=arrival, visible=visible, window=window,
+                             rate_scale=rate_scale, qps=qps, seed=seed, step_time=step_time, energy=energy,
+                             prefill_delay_s=prefill_delay)
+            sel = TraceSelection(trace, trace_dir, min_output, max_output, max_requests, start_s, end_s, train_split)
+            test, train = sel.load()
+            # build every policy first so a typo fails before minutes of simulation
+            built = [build_policy(spec, cfg, train) for spec in specs]
+            runs = []
+            with progress_bar() as bar:
+                for spec, pol in zip(specs, built):
+                    task = bar.add_task(spec, total=len(test))
+                    runs.append(run_simulation(
+                        test, spec, cfg, train=train, policy=pol,
+                        progress=lambda done, total, task=task: bar.update(task, completed=done),
+                        extra_config={"trace_selection": {k: (str(v) if isinstance(v, Path) else v) for k, v in sel.__dict__.items()}},
+                    ))
+            if baseline is not None and baseline not in [r.name for r, _ in runs]:
+                raise typer.BadParameter(f"--baseline {baseline!r} is not one of the compared policies: {', '.join(specs)}")
+            report = write_report(
+                out_dir, runs, baseline=baseline,
+                title=f"dpbalance compare — {test.name}, G={workers}, B={slots}, {arrival}",
+                context={"trace": trace, "requests": len(test), "arrival": arrival},
+            )
+        out.print(format_table([r for r, _ in runs], baseline=baseline))
+        console.print(f"wrote {report} and {out_dir / 'results.json'}")
+
+    @app.command("policies")
+    def policies_cmd() -> None:
+        """List the routing policies and their options."""
+        t = Table(title="policies (spec: name or name:key=value,...)")
+        t.add_column("name", style="bold")
+        t.add_column("rule")
+        t.add_column("options (default)")
+        for name, summary, opts in describe_policies():
+            t.add_row(name, summary, "\n".join(f"{k}={d!r}  {doc}" for k, d, doc in opts))
+        out.print(t)
+
+    @trace_app.command("info")
+    def trace_info(
+        name: Annotated[str, typer.Argument(help="Trace name, file path, or synthetic:... spec.")],
+        trace_dir: TraceDirOpt = None,
+    ) -> None:
+        """Rows, time span and token statistics of a trace."""
+        with user_errors():
+            w = load_trace(name, trace_dir)
+        st = w.stats()
+        t = Table(title=f"{w.name}  ({w.meta.get('source', w.meta.get('format', ''))})")
+        t.add_column("statistic")
+        t.add_column("value", justify="right")
+        for k, v in st.items():
+            t.add_row(k, _fmt(float(v)) if isinstance(v, float) else f"{v:,}")
+        t.add_row("arrival times", "yes" if w.has_timestamps else "no (use --arrival saturated or poisson)")
+        if w.meta.get("dropped"):
+            t.add_row("left out", str(w.meta["dropped"]))
+        out.print(t)
+
+    @trace_app.command("list")
+    def trace_list(trace_dir: TraceDirOpt = None) -> None:
+        """Known trace names and whether their files were found."""
+        t = Table(title="traces")
+        t.add_column("name", style="bold")
+        t.add_column("description")
+        t.add_column("file")
+        for name, desc, path in available_traces(trace_dir):
+            t.add_row(name, desc, path or "[red]not found[/]")
+        out.print(t)
