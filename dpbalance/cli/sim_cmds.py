@@ -12,6 +12,7 @@ from rich.table import Table
 from ..core.specs import split_specs
 from ..policies import describe_policies
 from ..results.schema import TABLE_FIELDS, Result, write_json
+from ..sim.engine import arrival_times
 from ..sim.run import build_policy, run_simulation
 from ..traces import available_traces, load_trace
 from .common import (
@@ -46,7 +47,8 @@ def _result_table(res: Result) -> Table:
 
 def _run_one(sel: TraceSelection, policy: str, cfg, label: str = ""):
     test, train = sel.load()
-    built = build_policy(policy, cfg, train)  # fails on a bad spec before any progress bar
+    arrival_times(test, cfg)  # fails on an impossible arrival mode before any progress bar
+    built = build_policy(policy, cfg, train)
     with progress_bar() as bar:
         task = bar.add_task(label or policy, total=len(test))
         res, series = run_simulation(
@@ -135,6 +137,7 @@ def register(app: typer.Typer) -> None:
             sel = TraceSelection(trace, trace_dir, min_output, max_output, max_requests, start_s, end_s, train_split)
             test, train = sel.load()
             # build every policy first so a typo fails before minutes of simulation
+            arrival_times(test, cfg)
             built = [build_policy(spec, cfg, train) for spec in specs]
             runs = []
             with progress_bar() as bar:
