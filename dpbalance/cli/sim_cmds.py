@@ -45,6 +45,16 @@ def _result_table(res: Result) -> Table:
     return t
 
 
+def _setup(o: dict):
+    """SimConfig and TraceSelection from the shared options of simulate/compare."""
+    cfg = sim_config(workers=o["workers"], slots=o["slots"], arrival=o["arrival"], visible=o["visible"],
+                     window=o["window"], rate_scale=o["rate_scale"], qps=o["qps"], seed=o["seed"],
+                     step_time=o["step_time"], energy=o["energy"], prefill_delay_s=o["prefill_delay"])
+    sel = TraceSelection(o["trace"], o["trace_dir"], o["min_output"], o["max_output"], o["max_requests"],
+                         o["start_s"], o["end_s"], o["train_split"])
+    return cfg, sel
+
+
 def _run_one(sel: TraceSelection, policy: str, cfg, label: str = ""):
     test, train = sel.load()
     arrival_times(test, cfg)  # fails on an impossible arrival mode before any progress bar
@@ -89,10 +99,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate one policy on a trace and print its metrics (SPEC §4)."""
         with user_errors():
-            cfg = sim_config(workers=workers, slots=slots, arrival=arrival, visible=visible, window=window,
-                             rate_scale=rate_scale, qps=qps, seed=seed, step_time=step_time, energy=energy,
-                             prefill_delay_s=prefill_delay)
-            sel = TraceSelection(trace, trace_dir, min_output, max_output, max_requests, start_s, end_s, train_split)
+            cfg, sel = _setup(locals())
             res, _ = _run_one(sel, policy, cfg)
         out.print(_result_table(res))
         if json_out is not None:
@@ -131,10 +138,7 @@ def register(app: typer.Typer) -> None:
             specs = split_specs(policies)
             if not specs:
                 raise typer.BadParameter("--policies is empty")
-            cfg = sim_config(workers=workers, slots=slots, arrival=arrival, visible=visible, window=window,
-                             rate_scale=rate_scale, qps=qps, seed=seed, step_time=step_time, energy=energy,
-                             prefill_delay_s=prefill_delay)
-            sel = TraceSelection(trace, trace_dir, min_output, max_output, max_requests, start_s, end_s, train_split)
+            cfg, sel = _setup(locals())
             test, train = sel.load()
             # build every policy first so a typo fails before minutes of simulation
             arrival_times(test, cfg)

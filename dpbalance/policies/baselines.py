@@ -114,9 +114,12 @@ class _StaleStats(FifoPolicy):
             self.waiting[:] = 0
         self.calls += 1
 
-    def _bump(self, g: int, prompt: int) -> None:
-        self.waiting[g] += self.cfg.client_count
-        self.held[g] += prompt
+    def _bump(self, g: int, prompt: int) -> int:
+        """Record the optimistic bump of a choice (no-op for g < 0) and return g."""
+        if g >= 0:
+            self.waiting[g] += self.cfg.client_count
+            self.held[g] += prompt
+        return g
 
     def _pick_rotating(self, score: np.ndarray, free: np.ndarray) -> int:
         """Lowest score among free workers; scan starts at a rotating index so ties spread."""
@@ -141,23 +144,19 @@ class VllmConfig:
 @POLICIES.register("vllm", config=VllmConfig, summary="vLLM internal DP rule: lowest 4·waiting + running, rotating ties")
 class VllmPolicy(_StaleStats):
     def choose(self, loads, counts, free, prompt):
-        g = self._pick_rotating(4 * self.waiting + self.running, free)
-        if g >= 0:
-            self._bump(g, prompt)
-        return g
+        return self._bump(self._pick_rotating(4 * self.waiting + self.running, free), prompt)
 
 
 @dataclass(frozen=True)
-class VllmKvConfig:
-    stats_interval: int = field(default=1, metadata={"doc": "dispatch calls between engine stat refreshes"})
-    client_count: int = field(default=1, metadata={"doc": "front-end API servers sharing the engines"})
+class VllmKvConfig(VllmConfig):
     kv_tokens_per_slot: int = field(
         default=16384, metadata={"doc": "KV capacity per slot; kv_usage = load / (slots·this)"}
     )
 
     def __post_init__(self):
-        if self.stats_interval < 1 or self.client_count < 1 or self.kv_tokens_per_slot < 1:
-            raise ValueError("stats_interval, client_count and kv_tokens_per_slot must be >= 1")
+        super().__post_init__()
+        if self.kv_tokens_per_slot < 1:
+            raise ValueError("kv_tokens_per_slot must be >= 1")
 
 
 @POLICIES.register(
@@ -175,10 +174,7 @@ class VllmKvPolicy(_StaleStats):
         base = np.maximum(self.cfg.client_count * inflight, self.waiting + self.running).astype(np.float64)
         usage = self.held / self.kv_cap
         score = base + self.waiting * 6.0 * np.maximum(0.0, usage - 0.5)
-        g = self._pick_rotating(score, free)
-        if g >= 0:
-            self._bump(g, prompt)
-        return g
+        return self._bump(self._pick_rotating(score, free), prompt)
 
 
 @dataclass(frozen=True)
@@ -203,10 +199,7 @@ class SglangTotalTokensPolicy(_StaleStats):
     def choose(self, loads, counts, free, prompt):
         masked = np.where(free > 0, self.held, _BIG)
         g = int(masked.argmin())
-        if masked[g] == _BIG:
-            return -1
-        self._bump(g, prompt)
-        return g
+        return self._bump(g if masked[g] != _BIG else -1, prompt)
 
 
 # --------------------------------------------------------------------------- TensorRT-LLM ADP balance
