@@ -53,7 +53,7 @@ def test_simulate_json_and_replay(tmp_path):
     (["simulate", "--policy", "nope"], "known policies:"),
     (["simulate", "--policy", "vllm:bogus=1"], "valid options: client_count, stats_interval"),
     (["simulate", "--trace", "azure-code-2024", "--trace-dir", "/nonexistent"], "looked for azure-code-2024.csv.gz"),
-    (["simulate", "-p", "fcfs", "--trace", "bfio-arxiv", "--arrival", "replay"], "no arrival times"),
+    (["simulate", "-p", "fcfs", "--trace", "synthetic:n=50", "--arrival", "replay"], "no arrival times"),
     (["simulate", "-p", "fcfs", "--arrival", "poisson"], "qps"),
     (["simulate", "--arrival", "sideways"], "--arrival must be"),
     (["simulate", "-p", "fcfs", "--min-output", "100000"], "no requests left"),
