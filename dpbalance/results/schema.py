@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class Result:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Result":
         names = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name not in d and f.default is dataclass_missing()]
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ValueError(f"result is missing fields: {', '.join(missing)}")
         return cls(**{k: (math.nan if v is None and k in TABLE_FIELDS else v) for k, v in d.items() if k in names})
@@ -76,12 +76,6 @@ class Result:
     @property
     def name(self) -> str:
         return self.label or self.policy
-
-
-def dataclass_missing():
-    import dataclasses
-
-    return dataclasses.MISSING
 
 
 def _jsonable(v):
