@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -17,7 +18,8 @@ from ..sim.engine import SimConfig, SimulationError
 from ..traces import TraceError, load_trace
 
 console = Console(stderr=True)
-out = Console()
+# pipes and CI logs get a wide console so tables are not squeezed to 80 columns
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 # ---------------------------------------------------------------- reusable option types
 TraceOpt = Annotated[str, typer.Option("--trace", "-t", help="Trace name (see `dpbalance trace list`), file path, or synthetic:... spec.")]
