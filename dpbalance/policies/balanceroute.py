@@ -18,6 +18,10 @@ Driver, per dispatch:
    or ``max_f`` (the subset with the highest F). If nothing scores F > 0 it still takes the single best
    request (anti-starvation), so no free slot is left idle while requests wait and none waits forever.
 
+An aging guard (``max_wait_s``, off by default) admits requests that have waited longer first, so waits are
+bounded even when a large prompt never scores well. It costs balance: on mooncake-conversation (saturated,
+G = 8) ``max_wait_s=60`` caps the worst wait at 60 s (185 s without) but raises max–min from 13.9k to 25.5k.
+
 Two published configurations (``preset``): ``bfio-code`` (the BF-IO authors' H0 strategy: r_max = the
 visible pool (32), exact-cardinality subset-sum DP, lowest-load worker heap, max_count) and ``paper``
 (BalanceRoute as published: r_max = 4 enumerated, (free, margin) worker key, max_f).
@@ -55,6 +59,8 @@ class BR0Config:
         default=None, metadata={"doc": "Stage 2 subset choice (preset: max_count / max_f)"})
     beta: float | None = field(default=None, metadata={"doc": "overflow penalty β (default G, the exact one-step slope)"})
     dp_buckets: int = field(default=4096, metadata={"doc": "subset-sum DP resolution in buckets of Δ* (0 = exact tokens)"})
+    max_wait_s: float | None = field(
+        default=None, metadata={"doc": "requests waiting longer are admitted first, where F is highest (none = off)"})
 
     def __post_init__(self):
         if self.s_greedy < 0 or self.window < 1 or (self.r_max is not None and self.r_max < 1):
@@ -136,7 +142,8 @@ class _BrhScorer:
         if len(av) == 0:
             return np.zeros((H + 1, G))
         c_hat, _, _ = self.predictor.predict(av.age, av.key, av.limit, H, rid=av.request_id)
-        c = np.clip(np.ceil(c_hat), 1, H + 1).astype(np.int64)  # horizon steps it still counts
+        # horizon steps h = 0..c−1 it still counts; ĉ = E[min(r, H)] reaching H means "outlives the horizon"
+        c = np.where(c_hat >= H, H + 1, np.clip(np.ceil(c_hat), 1, H)).astype(np.int64)
         idx = c * G + av.worker
         size = (H + 2) * G
         cnt = np.bincount(idx, minlength=size).reshape(H + 2, G)
@@ -258,6 +265,24 @@ class BalanceRoute:
         left = n_pool
         out: list[Assignment] = []
         win = min(cfg.window, n_pool)
+
+        # Aging guard: overdue requests (a FIFO prefix of the pool) go first, each where F is highest,
+        # so no request waits much longer than max_wait_s however the scores fall.
+        if cfg.max_wait_s is not None:
+            overdue = int(np.searchsorted(snap.pool_arrival, snap.now - cfg.max_wait_s, side="right"))
+            for i in range(min(overdue, total_free)):
+                ws = np.flatnonzero(free > 0)
+                best, g = -np.inf, -1
+                for w in ws.tolist():
+                    sc.prepare(w)
+                    f = float(sc.f(sizes[i]))
+                    if f > best:
+                        best, g = f, w
+                self._take(out, ids, sizes, taken, i, g, free, sc)
+                left -= 1
+                total_free -= 1
+            if total_free == 0 or left == 0:
+                return out
 
         # Stage 1: greedy while capacity is abundant
         if total_free > cfg.s_greedy:
