@@ -81,10 +81,11 @@ class BRHConfig(BR0Config):
     predictor: Literal["oracle", "survival", "exact_match"] = field(
         default="oracle", metadata={"doc": "output-length predictor giving ĉ = E[min(r, H)]"})
     noise: float = field(default=0.0, metadata={"doc": "oracle only: multiplicative error δ"})
-    H: int = field(default=80, metadata={"doc": "lookahead horizon in decode steps"})
+    # defaults = the best oracle setting of the search in docs/algorithms.md (the paper's is H=80, γ=0.9)
+    H: int = field(default=8, metadata={"doc": "lookahead horizon in decode steps"})
     alpha: float = field(default=1.0, metadata={"doc": "reward weight α"})
-    gamma: float = field(default=0.9, metadata={"doc": "discount d_h = γ^h"})
-    growth: bool = field(default=True, metadata={"doc": "projected loads grow +1 per step (w_i + h)"})
+    gamma: float = field(default=0.8, metadata={"doc": "discount d_h = γ^h"})
+    growth: bool = field(default=False, metadata={"doc": "projected loads grow +1 per step (w_i + h)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -405,3 +406,6 @@ def f_score(delta: float, margin: float, G: int, beta: float | None = None) -> f
 
 
 __all__ = ["BR0Config", "BRHConfig", "BalanceRoute", "f_score", "make_br0", "make_brh"]
+
+
+from . import bfio as _bfio  # noqa: E402,F401  (registers the BF-IO policy beside its BR-H machinery)
