@@ -1,0 +1,1 @@
+"""The live side: OpenAI-compatible router, barrier-synchronized engine emulator, load generator."""

@@ -1,0 +1,170 @@
+"""``dpbalance loadgen``: replay a trace as real HTTP streams against any OpenAI-compatible endpoint.
+
+Each request sends a prompt of s tokens (s words the engine counts as one token each; ``prompt_scale`` shrinks
+them for quick tests), ``max_tokens = o`` (optionally capped) and ``ignore_eos``, with ``stream=true``. Arrivals
+are open-loop: trace timestamps (``replay``, scaled by ``rate_scale``) or Poisson at ``qps``; the run is
+bounded by ``max_requests`` and ``duration_s``. It records TTFT, TPOT and E2E per request and builds the
+SPEC §4 result; per-step load statistics (imbalance, idle) come from the engine group's ``/admin/stats`` when
+an engine-sim URL is given, since a client can't see per-step loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import aiohttp
+import numpy as np
+
+from ..core.workload import Workload
+from ..results.schema import Result, SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class LoadgenConfig:
+    target: str
+    mode: str = "replay"  # replay | qps
+    qps: float | None = None
+    rate_scale: float = 1.0
+    max_requests: int | None = None
+    duration_s: float = 600.0
+    prompt_scale: float = 1.0
+    max_output: int | None = None
+    model: str = "dpbalance"
+    api_key: str | None = None
+    seed: int = 0
+    request_timeout_s: float = 600.0
+
+
+@dataclass
+class Outcome:
+    sent: float
+    first: float = math.nan
+    end: float = math.nan
+    tokens: int = 0
+    expected: int = 0
+    status: str = "pending"  # ok | error:<reason>
+
+
+def schedule(w: Workload, cfg: LoadgenConfig) -> np.ndarray:
+    n = len(w)
+    if cfg.mode == "qps":
+        if not cfg.qps:
+            raise ValueError("--qps is required unless --replay")
+        gaps = np.random.default_rng(cfg.seed).exponential(1.0 / cfg.qps, n)
+        return np.cumsum(gaps) - gaps[0]
+    if not w.has_timestamps:
+        raise ValueError(f"trace {w.name!r} has no timestamps; use --qps")
+    return w.arrival / cfg.rate_scale
+
+
+async def _one(session, cfg: LoadgenConfig, s: int, o: int, out: Outcome) -> None:
+    body = {"model": cfg.model, "prompt": " ".join(["w"] * max(1, s)), "max_tokens": o, "ignore_eos": True,
+            "stream": True}
+    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    out.expected = o
+    try:
+        async with session.post(cfg.target + "/v1/completions", json=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s)) as r:
+            if r.status != 200:
+                out.status = f"error:http_{r.status}"
+                return
+            buf = b""
+            async for chunk in r.content.iter_any():
+                buf += chunk
+                while b"\n\n" in buf:
+                    raw, buf = buf.split(b"\n\n", 1)
+                    data = raw[5:].strip() if raw.startswith(b"data:") else b""
+                    if data == b"[DONE]":
+                        out.end = time.perf_counter()
+                        out.status = "ok" if out.tokens == o else f"error:short_{out.tokens}_of_{o}"
+                        return
+                    if not data:
+                        continue
+                    ev = json.loads(data)
+                    if "error" in ev:
+                        out.status = "error:stream_error"
+                        return
+                    if any(c.get("text") or (c.get("delta") or {}).get("content") for c in ev.get("choices") or []):
+                        if out.tokens == 0:
+                            out.first = time.perf_counter()
+                        out.tokens += 1
+            out.status = "error:no_done"
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        out.status = f"error:{type(exc).__name__}"
+
+
+async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], None] | None = None) -> list[Outcome]:
+    """Send the workload open-loop; every request ends with an outcome (ok or an error reason)."""
+    n = len(w) if cfg.max_requests is None else min(len(w), cfg.max_requests)
+    at = schedule(w, cfg)[:n]
+    prompts = np.maximum(1, np.round(w.prompt[:n] * cfg.prompt_scale)).astype(int)
+    outs_len = w.output[:n] if cfg.max_output is None else np.minimum(w.output[:n], cfg.max_output)
+    outcomes = [Outcome(sent=math.nan) for _ in range(n)]
+    done = 0
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        t0 = time.perf_counter()
+        tasks = []
+
+        async def fire(i: int):
+            nonlocal done
+            delay = at[i] - (time.perf_counter() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            outcomes[i].sent = time.perf_counter()
+            await _one(session, cfg, int(prompts[i]), int(outs_len[i]), outcomes[i])
+            done += 1
+            if progress:
+                progress(done, n)
+
+        for i in range(n):
+            if at[i] > cfg.duration_s:
+                break
+            tasks.append(asyncio.create_task(fire(i)))
+        _, pending = await asyncio.wait(tasks, timeout=cfg.duration_s + cfg.request_timeout_s) if tasks else (set(), set())
+        for t in pending:
+            t.cancel()
+        for o in outcomes:
+            if o.status == "pending":
+                o.status = "error:not_sent_within_duration" if math.isnan(o.sent) else "error:timeout"
+    return outcomes
+
+
+def summarize(outcomes: list[Outcome], *, policy: str, workers: int, slots: int, engine_stats: dict | None,
+              wall_s: float, config: dict) -> Result:
+    ok = [o for o in outcomes if o.status == "ok"]
+    ttft = np.array([o.first - o.sent for o in ok])
+    e2e = np.array([o.end - o.sent for o in ok])
+    tpot = np.array([(o.end - o.first) / (o.tokens - 1) * 1e3 for o in ok if o.tokens > 1])
+    pct = lambda x, q: float(np.percentile(x, q)) if len(x) else math.nan  # noqa: E731
+    sent = [o.sent for o in outcomes if not math.isnan(o.sent)]
+    span = (max(o.end for o in ok) - min(sent)) if ok else math.nan
+    tokens = sum(o.tokens for o in outcomes)
+    es = engine_stats or {}
+    return Result(
+        policy=policy, workers=workers, slots=slots, requests=len(outcomes), completed=len(ok),
+        makespan_s=span, throughput_tok_s=tokens / span if ok and span > 0 else math.nan,
+        avg_imbalance_gap=es.get("avg_imbalance_gap", math.nan), avg_imbalance_maxmin=es.get("avg_imbalance_maxmin", math.nan),
+        balance_ratio=es.get("balance_ratio", math.nan), idle_fraction=es.get("idle_fraction", math.nan),
+        energy_j=math.nan, energy_j_per_token=math.nan,
+        ttft_p50_s=pct(ttft, 50), ttft_p95_s=pct(ttft, 95), ttft_p99_s=pct(ttft, 99),
+        tpot_p50_ms=pct(tpot, 50), tpot_p95_ms=pct(tpot, 95), tpot_p99_ms=pct(tpot, 99),
+        e2e_p50_s=pct(e2e, 50), e2e_p95_s=pct(e2e, 95), e2e_p99_s=pct(e2e, 99),
+        dispatch_us_p50=math.nan, dispatch_us_p99=math.nan, steps=int(es.get("steps", 0)), sim_wall_s=wall_s,
+        window="all", label=f"live:{policy}",
+        config={**config, "engine_stats": es, "errors": _errors(outcomes), "source": "loadgen"},
+        schema_version=SCHEMA_VERSION,
+    )
+
+
+def _errors(outcomes: list[Outcome]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o in outcomes:
+        if o.status != "ok":
+            out[o.status] = out.get(o.status, 0) + 1
+    return out

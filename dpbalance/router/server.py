@@ -1,0 +1,482 @@
+"""``dpbalance serve``: an OpenAI-compatible proxy that admits requests to data-parallel decode ranks with the
+same policy objects the simulator runs.
+
+Flow of one request: validate (400/401/413) → 429 if the pool is full → prompt length from a rank's
+``/tokenize`` (or an estimate) → wait in the pool → the dispatcher (every ``tick_ms`` and on every arrival
+and finish) calls ``policy.dispatch(snapshot)`` → forward to the chosen rank with ``stream=true`` → count
+tokens from the SSE stream into the live ``ClusterState`` (exact loads) → relay to the client.
+
+Faults: a rank that refuses or fails before the first token is marked unhealthy (slot cap 0) and the request
+re-queued with bounded exponential backoff; a stream that breaks mid-way ends with an error event and frees
+the slot; a client that disconnects aborts the upstream stream and frees the slot; a health checker brings
+ranks back. Every request ends exactly once as completed, failed (with a reason) or rejected, counted in
+``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..core.snapshot import Snapshot
+from ..core.state import ClusterState, Pool
+from ..policies import PolicyContext, make_policy
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    decode: tuple[str, ...]
+    policy: str = "br0"
+    slots: int = 72
+    tick_ms: float = 5.0
+    max_pending: int = 10_000
+    max_body_bytes: int = 8 * 1024**2
+    max_tokens_limit: int = 1_000_000
+    api_key: str | None = None
+    tokenize: str = "rank"  # rank | estimate
+    chars_per_token: float = 4.0
+    health_interval_s: float = 1.0
+    max_retries: int = 3
+    backoff_s: float = 0.05
+    request_timeout_s: float = 3600.0
+    model: str = "dpbalance"
+    prefill: tuple[str, ...] = ()
+    seed: int = 0
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, param: str | None = None, etype: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.param, self.etype = status, param, etype
+
+
+def error_body(message: str, etype: str = "invalid_request_error", param: str | None = None, code=None) -> dict:
+    return {"error": {"message": message, "type": etype, "param": param, "code": code}}
+
+
+@dataclass
+class Pending:
+    rid: int
+    body: dict
+    chat: bool
+    prompt_tokens: int
+    max_tokens: int
+    arrival: float
+    assigned: asyncio.Future = field(default=None)
+    attempts: int = 0
+
+
+class Router:
+    def __init__(self, cfg: RouterConfig):
+        if not cfg.decode:
+            raise ValueError("at least one decode rank (--decode URL) is needed")
+        self.cfg = cfg
+        self.G = len(cfg.decode)
+        self.state = ClusterState(self.G, cfg.slots)
+        self.pool = Pool()
+        self.policy = make_policy(cfg.policy, PolicyContext(workers=self.G, slots=cfg.slots, seed=cfg.seed))
+        self.pending: dict[int, Pending] = {}
+        self.healthy = np.ones(self.G, dtype=bool)
+        self.next_id = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.session: aiohttp.ClientSession | None = None
+        self.dispatch_us: list[float] = []
+        self.outcomes = {"completed": 0, "failed": 0, "rejected": 0}
+        reg = self.registry = CollectorRegistry()
+        self.m_requests = Counter("dpbalance_requests", "Requests by final outcome", ["outcome", "reason"], registry=reg)
+        self.m_tokens = Counter("dpbalance_generated_tokens", "Tokens relayed from decode ranks", ["rank"], registry=reg)
+        self.m_dispatch = Histogram("dpbalance_dispatch_seconds", "Policy dispatch latency", registry=reg,
+                                    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2))
+        self.m_load = Gauge("dpbalance_rank_load_tokens", "KV tokens held per rank", ["rank"], registry=reg)
+        self.m_active = Gauge("dpbalance_rank_active_requests", "Active requests per rank", ["rank"], registry=reg)
+        self.m_free = Gauge("dpbalance_rank_free_slots", "Free slots per rank", ["rank"], registry=reg)
+        self.m_healthy = Gauge("dpbalance_rank_healthy", "1 if the rank is in rotation", ["rank"], registry=reg)
+        self.m_pool = Gauge("dpbalance_pool_size", "Requests waiting in the router pool", registry=reg)
+        self.m_gap = Gauge("dpbalance_imbalance_gap_tokens", "G·max load − Σ load", registry=reg)
+        self.m_maxmin = Gauge("dpbalance_imbalance_maxmin_tokens", "max load − min load", registry=reg)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch_loop()), loop.create_task(self._health_loop())]
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        if self.session:
+            await self.session.close()
+
+    # ------------------------------------------------------------------ dispatcher
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _dispatch_loop(self) -> None:
+        tick = self.cfg.tick_ms / 1000.0
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=tick)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            self.dispatch_once()
+
+    def dispatch_once(self) -> int:
+        if len(self.pool) == 0 or self.state.free.sum() == 0:
+            return 0
+        snap = Snapshot(self.state, self.pool, time.monotonic())
+        t0 = time.perf_counter()
+        asg = self.policy.dispatch(snap)
+        dt = time.perf_counter() - t0
+        self.m_dispatch.observe(dt)
+        self.dispatch_us.append(dt * 1e6)
+        if not asg:
+            return 0
+        rids = [int(r) for r, _ in asg]
+        self.pool.remove(rids)
+        for rid, g in asg:
+            p = self.pending.get(int(rid))
+            slot = self.state.admit(int(rid), int(g), p.prompt_tokens, p.max_tokens)
+            if not p.assigned.done():
+                p.assigned.set_result((int(g), slot))
+        return len(asg)
+
+    def _requeue(self, p: Pending) -> None:
+        p.assigned = asyncio.get_running_loop().create_future()
+        self.pool.insert(p.rid, p.prompt_tokens, p.arrival)
+        self.wake()
+
+    def mark_unhealthy(self, g: int) -> None:
+        if self.healthy[g]:
+            self.healthy[g] = False
+            self.state.set_cap(g, 0)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.health_interval_s)
+            for g, url in enumerate(self.cfg.decode):
+                ok = False
+                try:
+                    async with self.session.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        ok = r.status == 200
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    ok = False
+                if ok and not self.healthy[g]:
+                    self.healthy[g] = True
+                    self.state.set_cap(g, self.cfg.slots)
+                    self.wake()
+                elif not ok:
+                    self.mark_unhealthy(g)
+
+    # ------------------------------------------------------------------ accounting
+    def finish(self, outcome: str, reason: str) -> None:
+        self.outcomes[outcome] += 1
+        self.m_requests.labels(outcome, reason).inc()
+
+    def refresh_gauges(self) -> None:
+        st = self.state
+        for g in range(self.G):
+            lbl = str(g)
+            self.m_load.labels(lbl).set(int(st.loads[g]))
+            self.m_active.labels(lbl).set(int(st.counts[g]))
+            self.m_free.labels(lbl).set(int(st.free[g]))
+            self.m_healthy.labels(lbl).set(int(self.healthy[g]))
+        self.m_pool.set(len(self.pool))
+        loads = st.loads
+        self.m_gap.set(int(self.G * loads.max() - loads.sum()))
+        self.m_maxmin.set(int(loads.max() - loads.min()))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, body, chat: bool) -> tuple[int, str]:
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        if "model" in body and not isinstance(body["model"], str):
+            raise BadRequest("'model' must be a string", param="model")
+        if chat:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise BadRequest("'messages' must be a non-empty list of {role, content} objects", param="messages")
+            for m in msgs:
+                if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+                    raise BadRequest("each message needs a string 'role' and a 'content'", param="messages")
+            text = " ".join(str(m.get("content") or "") for m in msgs)
+        else:
+            if "prompt" not in body:
+                raise BadRequest("missing required field 'prompt'", param="prompt")
+            pr = body["prompt"]
+            if isinstance(pr, str):
+                text = pr
+            elif isinstance(pr, list) and pr and all(isinstance(t, int) and not isinstance(t, bool) for t in pr):
+                text = pr  # token ids
+            else:
+                raise BadRequest("'prompt' must be a string or a non-empty list of token ids", param="prompt")
+        mt = body.get("max_tokens", body.get("max_completion_tokens", 16))
+        if isinstance(mt, bool) or not isinstance(mt, int):
+            raise BadRequest("'max_tokens' must be an integer", param="max_tokens")
+        if mt < 1 or mt > self.cfg.max_tokens_limit:
+            raise BadRequest(f"'max_tokens' must be between 1 and {self.cfg.max_tokens_limit}", param="max_tokens")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise BadRequest("'stream' must be a boolean", param="stream")
+        for k in ("temperature", "top_p"):
+            if k in body and (isinstance(body[k], bool) or not isinstance(body[k], (int, float))):
+                raise BadRequest(f"'{k}' must be a number", param=k)
+        return mt, text
+
+    async def prompt_length(self, text) -> int:
+        if isinstance(text, list):
+            return len(text)
+        if self.cfg.tokenize == "rank":
+            for g in np.flatnonzero(self.healthy).tolist():
+                try:
+                    async with self.session.post(self.cfg.decode[g] + "/tokenize", json={"prompt": text},
+                                                 timeout=aiohttp.ClientTimeout(total=5)) as r:
+                        if r.status == 200:
+                            return int((await r.json())["count"])
+                except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError):
+                    continue
+        return max(1, int(len(text) / self.cfg.chars_per_token))
+
+    # ------------------------------------------------------------------ HTTP handlers
+    async def handle(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        if self.cfg.api_key is not None:
+            auth = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(auth, f"Bearer {self.cfg.api_key}"):
+                self.finish("rejected", "unauthorized")
+                return web.json_response(error_body("invalid API key", "authentication_error"), status=401)
+        try:
+            if request.content_length is not None and request.content_length > self.cfg.max_body_bytes:
+                raise BadRequest(f"request body is over the {self.cfg.max_body_bytes}-byte limit", status=413)
+            raw = await request.read()
+            if len(raw) > self.cfg.max_body_bytes:
+                raise BadRequest(f"request body is over the {self.cfg.max_body_bytes}-byte limit", status=413)
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"malformed JSON body: {exc}") from None
+            max_tokens, text = self.validate(body, chat)
+        except BadRequest as exc:
+            self.finish("rejected", "bad_request" if exc.status == 400 else "too_large")
+            return web.json_response(error_body(str(exc), exc.etype, exc.param), status=exc.status)
+        except web.HTTPRequestEntityTooLarge:
+            self.finish("rejected", "too_large")
+            return web.json_response(error_body("request body too large"), status=413)
+        if len(self.pool) >= self.cfg.max_pending:
+            self.finish("rejected", "overloaded")
+            return web.json_response(error_body("router pool is full, retry later", "rate_limit_error"), status=429,
+                                     headers={"Retry-After": "1"})
+        s = await self.prompt_length(text)
+        loop = asyncio.get_running_loop()
+        rid = self.next_id
+        self.next_id += 1
+        p = Pending(rid, body, chat, s, max_tokens, time.monotonic(), loop.create_future())
+        self.pending[rid] = p
+        self.pool.push(rid, s, p.arrival)
+        self.wake()
+        try:
+            return await self._serve(request, p)
+        finally:
+            self.pending.pop(rid, None)
+
+    async def _serve(self, request: web.Request, p: Pending) -> web.StreamResponse:
+        stream = bool(p.body.get("stream"))
+        resp: web.StreamResponse | None = None
+        while True:
+            try:
+                g, slot = await asyncio.wait_for(asyncio.shield(p.assigned), timeout=self.cfg.request_timeout_s)
+            except asyncio.TimeoutError:
+                self._drop_from_pool(p)
+                self.finish("failed", "queue_timeout")
+                return web.json_response(error_body("timed out waiting for a decode slot", "server_error"), status=504)
+            except asyncio.CancelledError:
+                self._drop_from_pool(p)
+                self.finish("failed", "client_disconnect")
+                raise
+            url = self.cfg.decode[g] + ("/v1/chat/completions" if p.chat else "/v1/completions")
+            up_body = dict(p.body, stream=True)
+            up_body["model"] = p.body.get("model") or self.cfg.model
+            started = False
+            text_parts: list[str] = []
+            n_tok = 0
+            try:
+                async with self.session.post(url, json=up_body) as up:
+                    if up.status != 200:
+                        detail = (await up.text())[:200]
+                        raise _UpstreamRefused(f"rank {g} answered {up.status}: {detail}")
+                    async for event in _sse_events(up.content):
+                        if event == "[DONE]":
+                            break
+                        try:
+                            chunk = json.loads(event)
+                        except json.JSONDecodeError:
+                            continue
+                        toks = _chunk_tokens(chunk)
+                        if toks:
+                            if not started:
+                                started = True
+                                if stream:
+                                    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                                       "Cache-Control": "no-cache"})
+                                    await resp.prepare(request)
+                            n_tok += toks
+                            self.state.add_tokens(slot, toks)
+                            self.m_tokens.labels(str(g)).inc(toks)
+                        if stream and resp is not None:
+                            await resp.write(b"data: " + event.encode() + b"\n\n")
+                        elif not stream:
+                            text_parts.append(_chunk_text(chunk))
+                    else:
+                        raise _UpstreamBroken(f"rank {g} closed the stream before [DONE]")
+            except asyncio.CancelledError:  # the client went away: leaving the block closed the upstream
+                self._release(slot)
+                self.finish("failed", "client_disconnect")
+                raise
+            except (_UpstreamRefused, aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientPayloadError, aiohttp.ClientOSError, _UpstreamBroken) as exc:
+                self._release(slot)
+                if not started:  # nothing reached the client: retry elsewhere
+                    self.mark_unhealthy(g)
+                    p.attempts += 1
+                    if p.attempts > self.cfg.max_retries:
+                        self.finish("failed", "no_healthy_rank")
+                        return web.json_response(error_body(f"decode ranks unavailable: {exc}", "server_error"),
+                                                 status=503)
+                    await asyncio.sleep(min(1.0, self.cfg.backoff_s * 2 ** (p.attempts - 1)))
+                    self._requeue(p)
+                    continue
+                self.finish("failed", "upstream_broken")
+                if stream and resp is not None:
+                    err = error_body(f"decode stream broke after {n_tok} tokens: {exc}", "server_error")
+                    try:
+                        await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+                        await resp.write_eof()
+                    except (ConnectionResetError, RuntimeError):
+                        pass
+                    return resp
+                return web.json_response(error_body(f"decode stream broke after {n_tok} tokens", "server_error"),
+                                         status=502)
+            self._release(slot)
+            self.finish("completed", "ok")
+            if stream:
+                if resp is None:  # zero-token answer
+                    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                    await resp.prepare(request)
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+                return resp
+            return web.json_response(_assemble(p, "".join(text_parts), n_tok))
+
+    def _release(self, slot: int) -> None:
+        self.state.release(slot)
+        self.wake()
+
+    def _drop_from_pool(self, p: Pending) -> None:
+        try:
+            self.pool.remove([p.rid])
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ app
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.max_body_bytes + 1024)
+
+        async def models(_):
+            return web.json_response({"object": "list", "data": [{"id": self.cfg.model, "object": "model",
+                                                                  "owned_by": "dpbalance"}]})
+
+        async def health(_):
+            ok = bool(self.healthy.any())
+            return web.json_response({"status": "ok" if ok else "no healthy decode rank",
+                                      "healthy_ranks": int(self.healthy.sum()), "ranks": self.G},
+                                     status=200 if ok else 503)
+
+        async def metrics(_):
+            self.refresh_gauges()
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def on_startup(_):
+            await self.start()
+
+        async def on_cleanup(_):
+            await self.close()
+
+        app.router.add_post("/v1/completions", lambda r: self.handle(r, chat=False))
+        app.router.add_post("/v1/chat/completions", lambda r: self.handle(r, chat=True))
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/health", health)
+        app.router.add_get("/metrics", metrics)
+        app.on_startup.append(on_startup)
+        app.on_cleanup.append(on_cleanup)
+        return app
+
+
+class _UpstreamRefused(Exception):
+    pass
+
+
+class _UpstreamBroken(Exception):
+    pass
+
+
+async def _sse_events(content: aiohttp.StreamReader):
+    """Yield the data payload of each server-sent event."""
+    buf = b""
+    async for chunk in content.iter_any():
+        buf += chunk
+        while b"\n\n" in buf:
+            raw, buf = buf.split(b"\n\n", 1)
+            for line in raw.split(b"\n"):
+                if line.startswith(b"data:"):
+                    yield line[5:].strip().decode()
+
+
+def _chunk_tokens(chunk: dict) -> int:
+    """Tokens carried by one streamed chunk (vLLM streams one token per chunk; usage-only chunks carry none)."""
+    n = 0
+    for c in chunk.get("choices") or []:
+        if c.get("text") or (c.get("delta") or {}).get("content"):
+            n += 1
+    return n
+
+
+def _chunk_text(chunk: dict) -> str:
+    out = []
+    for c in chunk.get("choices") or []:
+        out.append(c.get("text") or (c.get("delta") or {}).get("content") or "")
+    return "".join(out)
+
+
+def _assemble(p: Pending, text: str, n_tok: int) -> dict:
+    usage = {"prompt_tokens": p.prompt_tokens, "completion_tokens": n_tok, "total_tokens": p.prompt_tokens + n_tok}
+    model = p.body.get("model", "dpbalance")
+    if p.chat:
+        return {"id": f"chatcmpl-{p.rid}", "object": "chat.completion", "model": model, "usage": usage,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}]}
+    return {"id": f"cmpl-{p.rid}", "object": "text_completion", "model": model, "usage": usage,
+            "choices": [{"index": 0, "text": text, "finish_reason": "length"}]}
+
+
+async def start_router(cfg: RouterConfig, host: str = "127.0.0.1", port: int = 0) -> tuple[Router, str, web.AppRunner]:
+    router = Router(cfg)
+    runner = web.AppRunner(router.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    real_port = site._server.sockets[0].getsockname()[1]
+    return router, f"http://{host}:{real_port}", runner
