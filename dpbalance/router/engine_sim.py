@@ -27,9 +27,13 @@ from aiohttp import web
 from ..core.metrics import step_stats
 from ..sim.models import make_step_time
 
+RANK_KEY = web.AppKey("rank", object)
+
 
 @dataclass
 class _Req:
+    """A request inside the emulator; tokens are handed to its HTTP handler through ``queue``."""
+
     rid: str
     prompt_tokens: int
     max_tokens: int
@@ -42,6 +46,8 @@ class _Req:
 
 
 class Rank:
+    """One DP rank: running requests (≤ slots) and its own waiting queue."""
+
     def __init__(self, idx: int, slots: int):
         self.idx = idx
         self.slots = slots
@@ -158,7 +164,7 @@ class EngineGroup:
     def app(self, idx: int) -> web.Application:
         rank = self.ranks[idx]
         app = web.Application(client_max_size=64 * 1024**2)
-        app["rank"] = rank
+        app[RANK_KEY] = rank
 
         async def health(_):
             return web.Response(status=200 if rank.healthy else 503, text="ok" if rank.healthy else "unhealthy")
@@ -216,17 +222,29 @@ class EngineGroup:
         app.router.add_post("/tokenize", tokenize)
         app.router.add_get("/metrics", metrics)
         app.router.add_post("/v1/completions", completions)
-        app.router.add_post("/v1/chat/completions", lambda r: completions(r, chat=True))
-        app.router.add_post("/admin/fail", lambda r: self._admin(r, "fail"))
-        app.router.add_post("/admin/revive", lambda r: self._admin(r, "revive"))
-        app.router.add_post("/admin/break", lambda r: self._admin(r, "break"))
-        app.router.add_get("/admin/stats", lambda r: web.json_response(self.stats()))
-        app.router.add_post("/admin/reset_stats", lambda r: (self.reset_stats(), web.json_response({"ok": True}))[1])
+
+        async def chat(r):
+            return await completions(r, chat=True)
+
+        async def admin(r):
+            return await self._admin(r, r.match_info["action"])
+
+        async def stats(_):
+            return web.json_response(self.stats())
+
+        async def reset(_):
+            self.reset_stats()
+            return web.json_response({"ok": True})
+
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_post("/admin/{action:fail|revive|break}", admin)
+        app.router.add_get("/admin/stats", stats)
+        app.router.add_post("/admin/reset_stats", reset)
         return app
 
     async def _admin(self, request, action: str):
         try:
-            rank = self.ranks[int(request.query.get("rank", request.app["rank"].idx))]
+            rank = self.ranks[int(request.query.get("rank", request.app[RANK_KEY].idx))]
         except (ValueError, IndexError):
             return web.json_response({"error": {"message": "bad rank"}}, status=400)
         if action == "fail":
@@ -298,7 +316,7 @@ async def _stream(request: web.Request, req: _Req, body: dict) -> web.StreamResp
         await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         # client went away: drop the request from the engine
-        for rk in (request.app["rank"],):
+        for rk in (request.app[RANK_KEY],):
             if req in rk.running:
                 rk.running.remove(req)
             if req in rk.waiting:

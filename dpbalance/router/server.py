@@ -87,6 +87,7 @@ class Router:
         self.pending: dict[int, Pending] = {}
         self.healthy = np.ones(self.G, dtype=bool)
         self.next_id = 0
+        self.tokenizing = 0  # requests accepted but not yet in the pool (waiting for /tokenize)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.session: aiohttp.ClientSession | None = None
@@ -277,11 +278,15 @@ class Router:
         except web.HTTPRequestEntityTooLarge:
             self.finish("rejected", "too_large")
             return web.json_response(error_body("request body too large"), status=413)
-        if len(self.pool) >= self.cfg.max_pending:
+        if len(self.pool) + self.tokenizing >= self.cfg.max_pending:
             self.finish("rejected", "overloaded")
             return web.json_response(error_body("router pool is full, retry later", "rate_limit_error"), status=429,
                                      headers={"Retry-After": "1"})
-        s = await self.prompt_length(text)
+        self.tokenizing += 1
+        try:
+            s = await self.prompt_length(text)
+        finally:
+            self.tokenizing -= 1
         loop = asyncio.get_running_loop()
         rid = self.next_id
         self.next_id += 1
@@ -333,19 +338,21 @@ class Router:
                                 if stream:
                                     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                                        "Cache-Control": "no-cache"})
-                                    await resp.prepare(request)
+                                    await _to_client(resp.prepare(request))
                             n_tok += toks
                             self.state.add_tokens(slot, toks)
                             self.m_tokens.labels(str(g)).inc(toks)
                         if stream and resp is not None:
-                            await resp.write(b"data: " + event.encode() + b"\n\n")
+                            await _to_client(resp.write(b"data: " + event.encode() + b"\n\n"))
                         elif not stream:
                             text_parts.append(_chunk_text(chunk))
                     else:
                         raise _UpstreamBroken(f"rank {g} closed the stream before [DONE]")
-            except asyncio.CancelledError:  # the client went away: leaving the block closed the upstream
+            except (asyncio.CancelledError, _ClientGone) as exc:  # client went away; leaving the block closed upstream
                 self._release(slot)
                 self.finish("failed", "client_disconnect")
+                if isinstance(exc, _ClientGone) and resp is not None:
+                    return resp
                 raise
             except (_UpstreamRefused, aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
                     aiohttp.ClientPayloadError, aiohttp.ClientOSError, _UpstreamBroken) as exc:
@@ -416,8 +423,14 @@ class Router:
         async def on_cleanup(_):
             await self.close()
 
-        app.router.add_post("/v1/completions", lambda r: self.handle(r, chat=False))
-        app.router.add_post("/v1/chat/completions", lambda r: self.handle(r, chat=True))
+        async def completions(r):
+            return await self.handle(r, chat=False)
+
+        async def chat_completions(r):
+            return await self.handle(r, chat=True)
+
+        app.router.add_post("/v1/completions", completions)
+        app.router.add_post("/v1/chat/completions", chat_completions)
         app.router.add_get("/v1/models", models)
         app.router.add_get("/health", health)
         app.router.add_get("/metrics", metrics)
@@ -428,6 +441,18 @@ class Router:
 
 class _UpstreamRefused(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _to_client(coro) -> None:
+    """Write to the client; a closed client connection becomes _ClientGone (not an upstream fault)."""
+    try:
+        await coro
+    except (ConnectionResetError, RuntimeError) as exc:
+        raise _ClientGone(str(exc)) from None
 
 
 class _UpstreamBroken(Exception):
