@@ -205,3 +205,34 @@ def test_rank_killed_mid_run_no_hang_accounting_adds_up():
             await close()
 
     asyncio.run(main())
+
+
+def test_pd_mode_passes_kv_handles_from_prefill_to_decode():
+    async def main():
+        pgroup, purls, pruns = await start_group(1, slots=4, time_scale=10.0)
+        group, urls, eruns = await start_group(2, slots=4, time_scale=10.0)
+        seen = []
+        orig = group.submit
+
+        def spy(rank, req):
+            seen.append(req)
+            orig(rank, req)
+
+        group.submit = spy
+        router, rurl, rrun = await start_router(RouterConfig(decode=tuple(urls), prefill=tuple(purls), slots=4))
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(rurl + "/v1/completions", json={"prompt": "a b c", "max_tokens": 5}) as r:
+                    assert r.status == 200 and (await r.json())["usage"]["completion_tokens"] == 5
+            assert pgroup.stats()["tokens"] == 1  # the probe: max_tokens = 1 on the prefill instance
+            assert group.stats()["tokens"] == 5 and len(seen) == 1
+            # the decode rank was admitted with the handles the prefill instance returned
+            assert seen[0].kv == {"remote_engine_id": "sim", "remote_block_ids": [0], "do_remote_prefill": True}
+        finally:
+            await rrun.cleanup()
+            for x in eruns + pruns:
+                await x.cleanup()
+            await group.stop()
+            await pgroup.stop()
+
+    asyncio.run(main())

@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DPBALANCE_API_KEY", help="Require 'Authorization: Bearer KEY'.")] = None,
         tokenize: Annotated[str, typer.Option("--tokenize", help="Prompt length from a rank's /tokenize ('rank') or len/chars-per-token ('estimate').")] = "rank",
         model: Annotated[str, typer.Option("--model", help="Model name served at /v1/models and sent upstream when the client gives none.")] = "dpbalance",
+        prefill: Annotated[list[str], typer.Option("--prefill", help="PD mode: prefill instance URL (repeat); requests get a max_tokens=1 prefill probe with kv_transfer_params first.")] = [],  # noqa: B006
     ) -> None:
         """Run the OpenAI-compatible router in front of data-parallel decode ranks."""
         from aiohttp import web
@@ -59,7 +60,8 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             router = Router(RouterConfig(decode=ranks, policy=policy if policy != "br0" else opts.get("policy", policy),
                                          slots=opts.get("slots", slots), tick_ms=tick_ms, max_pending=max_pending,
-                                         max_body_bytes=max_body_bytes, api_key=api_key, tokenize=tokenize, model=model))
+                                         max_body_bytes=max_body_bytes, api_key=api_key, tokenize=tokenize, model=model,
+                                         prefill=tuple(prefill or opts.get("prefill", ()))))
         _loop_policy()
         console.print(f"dpbalance serve: policy {router.policy.spec} over {len(ranks)} ranks on http://{host}:{port}")
         web.run_app(router.app(), host=host, port=port, access_log=None, print=None)

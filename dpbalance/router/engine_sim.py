@@ -43,6 +43,7 @@ class _Req:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     generated: int = 0
     t_arrive: float = 0.0
+    kv: dict | None = None  # kv_transfer_params the request arrived with (PD decode admission)
 
 
 class Rank:
@@ -201,7 +202,8 @@ class EngineGroup:
             prompt = body.get("messages") if chat else body.get("prompt")
             req = _Req(rid=f"cmpl-{uuid.uuid4().hex[:16]}", prompt_tokens=_count_tokens(prompt),
                        max_tokens=int(body.get("max_tokens") or 16), stream=bool(body.get("stream")), chat=chat,
-                       model=body.get("model", self.model), t_arrive=time.time())
+                       model=body.get("model", self.model), t_arrive=time.time(),
+                       kv=body.get("kv_transfer_params"))
             if body.get("kv_transfer_params", {}).get("do_remote_decode"):  # PD prefill probe: one token, hand back KV
                 req.max_tokens = 1
             self.submit(rank, req)

@@ -254,6 +254,26 @@ class Router:
                     continue
         return max(1, int(len(text) / self.cfg.chars_per_token))
 
+    async def prefill_probe(self, body: dict, chat: bool) -> dict | None:
+        """PD mode (vLLM's disaggregated-prefill proxy protocol): run the prompt on a prefill instance with
+        max_tokens=1 and kv_transfer_params asking for remote decode; return the handles it gives back."""
+        self._prefill_rr = (getattr(self, "_prefill_rr", -1) + 1) % len(self.cfg.prefill)
+        url = self.cfg.prefill[self._prefill_rr] + ("/v1/chat/completions" if chat else "/v1/completions")
+        probe = dict(body, max_tokens=1, stream=False,
+                     kv_transfer_params={"do_remote_decode": True, "do_remote_prefill": False,
+                                         "remote_engine_id": None, "remote_block_ids": None,
+                                         "remote_host": None, "remote_port": None})
+        probe.pop("stream_options", None)
+        if "max_completion_tokens" in probe:
+            probe["max_completion_tokens"] = 1
+        try:
+            async with self.session.post(url, json=probe, timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)) as r:
+                if r.status != 200:
+                    raise _PrefillFailed(f"prefill {url} answered {r.status}")
+                return (await r.json()).get("kv_transfer_params")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _PrefillFailed(f"prefill {url} failed: {exc}") from None
+
     # ------------------------------------------------------------------ HTTP handlers
     async def handle(self, request: web.Request, chat: bool) -> web.StreamResponse:
         if self.cfg.api_key is not None:
@@ -285,8 +305,14 @@ class Router:
         self.tokenizing += 1
         try:
             s = await self.prompt_length(text)
+            kv = await self.prefill_probe(body, chat) if self.cfg.prefill else None
+        except _PrefillFailed as exc:
+            self.finish("failed", "prefill_failed")
+            return web.json_response(error_body(str(exc), "server_error"), status=502)
         finally:
             self.tokenizing -= 1
+        if kv is not None:
+            body = dict(body, kv_transfer_params=kv)
         loop = asyncio.get_running_loop()
         rid = self.next_id
         self.next_id += 1
@@ -444,6 +470,10 @@ class _UpstreamRefused(Exception):
 
 
 class _ClientGone(Exception):
+    pass
+
+
+class _PrefillFailed(Exception):
     pass
 
 
