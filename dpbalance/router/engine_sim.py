@@ -280,7 +280,9 @@ def _chunk(req: _Req, text: str, finish: str | None, body: dict) -> dict:
     else:
         choice = {"index": 0, "text": text, "finish_reason": finish}
         obj = "text_completion"
-    return {"id": req.rid, "object": obj, "created": int(req.t_arrive), "model": req.model, "choices": [choice]}
+    # "ts": emission time, so a client can measure what sits between the engine and itself (router overhead)
+    return {"id": req.rid, "object": obj, "created": int(req.t_arrive), "model": req.model, "choices": [choice],
+            "ts": time.time()}
 
 
 def _full_response(req: _Req, text: str, body: dict) -> dict:

@@ -459,7 +459,14 @@ class Router:
         app.router.add_post("/v1/chat/completions", chat_completions)
         app.router.add_get("/v1/models", models)
         app.router.add_get("/health", health)
+        async def dispatch_stats(_):
+            d = np.asarray(self.dispatch_us[-100_000:])
+            return web.json_response({"calls": int(len(d)), "p50_us": float(np.percentile(d, 50)) if len(d) else None,
+                                      "p99_us": float(np.percentile(d, 99)) if len(d) else None,
+                                      "outcomes": self.outcomes})
+
         app.router.add_get("/metrics", metrics)
+        app.router.add_get("/debug/dispatch", dispatch_stats)
         app.on_startup.append(on_startup)
         app.on_cleanup.append(on_cleanup)
         return app
