@@ -23,11 +23,11 @@ from dpbalance.sim import SimConfig, run_simulation
 from dpbalance.traces import load_trace
 
 SCALE, CAP, QPS = 1 / 8, 128, 1500.0
-TIME_SCALE = 2.0
+TIME_SCALE = 0.5  # engine slower than real time so the router keeps up with every step
 
 
-async def live(policy: str, w: Workload, G: int, B: int) -> dict:
-    group, urls, eruns = await start_group(G, slots=B, time_scale=TIME_SCALE)
+async def live(policy: str, w: Workload, G: int, B: int, time_scale: float) -> dict:
+    group, urls, eruns = await start_group(G, slots=B, time_scale=time_scale)
     router, rurl, rrun = await start_router(RouterConfig(decode=tuple(urls), policy=policy, slots=B))
     try:
         outs = await loadgen.run(w, loadgen.LoadgenConfig(target=rurl, mode="qps", qps=QPS, prompt_scale=1.0))
@@ -47,8 +47,6 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--time-scale", type=float, default=TIME_SCALE, help="engine-sim speed-up (lower = router keeps up)")
     a = ap.parse_args()
-    global TIME_SCALE
-    TIME_SCALE = a.time_scale
     src = load_trace("mooncake-conversation").filter(max_requests=a.requests)
     w = Workload.from_arrays(np.zeros(len(src)), np.maximum(1, np.round(src.prompt * SCALE)),
                              np.minimum(src.output, CAP), name="mooncake-scaled", has_timestamps=False)
@@ -56,7 +54,7 @@ def main() -> None:
     rows = {}
     for p in ("jsq_count", "br0", "brh"):
         sim, _ = run_simulation(w, p, cfg)
-        lv = asyncio.run(live(p, w, a.workers, a.slots))
+        lv = asyncio.run(live(p, w, a.workers, a.slots, a.time_scale))
         rows[p] = (sim, lv)
     print("| policy | sim tok/s | sim max–min | live tok/s (engine time) | live max–min |")
     print("|---|---:|---:|---:|---:|")
