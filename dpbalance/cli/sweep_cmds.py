@@ -1,0 +1,151 @@
+"""``sweep`` (grid of cells on a local process pool or Ray) and ``reproduce`` (the paper experiments)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.table import Table
+
+from .common import TraceDirOpt, console, out, user_errors
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("cells"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}", style="dim"),
+        console=console,
+        transient=False,
+    )
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def sweep(
+        grid: Annotated[Path, typer.Option("--grid", "-g", help="Grid file (.yaml/.yml/.toml): base, axes, cells; see docs/sweep.md.")],
+        backend: Annotated[str, typer.Option("--backend", "-b", help="local (process pool on this machine) | ray (Ray tasks; pip install -e '.[ray]').")] = "local",
+        out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default sweeps/<grid name>); cells/<hash>.json is the resumable cache.")] = None,
+        workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="Parallel processes (local) or CPUs for a local Ray (default: all cores). 1 = run in this process.")] = None,
+        ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for ray.init(address=...), e.g. ray://head:10001 or auto (default: start a local Ray).")] = None,
+        trace_dir: TraceDirOpt = None,
+        series: Annotated[bool, typer.Option("--series/--no-series", help="Also keep per-step time series (cells/<hash>.series.npz) for plots.")] = False,
+        budget_min: Annotated[Optional[float], typer.Option("--budget-min", min=0.1, help="Wall-time budget in minutes (default 40, quick 2.5): optional grid points are dropped until the estimate fits.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded cells and which are cached, run nothing.")] = False,
+    ) -> None:
+        """Run every cell of a grid (policy × predictor × G × B × load × seed × trace), resuming from cached cells.
+
+        Results: OUT/results.csv (+ results.parquet with pyarrow), OUT/results.json (list of §4 results),
+        OUT/cells/<hash>.json per cell. Re-running the same grid recomputes only missing cells.
+        """
+        from ..sweep import GridError, load_grid, run_cells
+        from ..sweep.runner import RAY_INSTALL_HINT, _cell_paths, cell_hash
+
+        if backend not in ("local", "ray"):
+            raise typer.BadParameter(f"--backend must be local or ray (got {backend!r})")
+        if backend == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                console.print(f"[bold red]error:[/] {escape(RAY_INSTALL_HINT)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+        with user_errors():
+            try:
+                g = load_grid(grid)
+                tdir = str(trace_dir) if trace_dir is not None else g.trace_dir
+                odir = out_dir or Path("sweeps") / g.name
+                if dry_run:
+                    t = Table(title=f"{g.name}: {len(g.cells)} cells")
+                    t.add_column("#", justify="right")
+                    t.add_column("cell")
+                    t.add_column("hash")
+                    t.add_column("cached")
+                    for i, c in enumerate(g.cells):
+                        k = cell_hash(c, tdir)
+                        t.add_row(str(i), c.short(), k, "yes" if _cell_paths(odir, k)[0].exists() else "")
+                    out.print(t)
+                    return
+                console.print(f"sweep [bold]{g.name}[/]: {len(g.cells)} cells, backend {backend}, out {odir}")
+                with _progress() as bar:
+                    task = bar.add_task(g.name, total=len(g.cells), last="")
+                    rep = run_cells(
+                        g.cells, odir, backend=backend, workers=workers, trace_dir=tdir, ray_address=ray_address,
+                        save_series=series or g.save_series,
+                        progress=lambda done, total, last: bar.update(task, completed=done, total=total, last=last),
+                    )
+            except GridError as exc:
+                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                console.print("interrupted: finished cells are cached; re-run the same command to resume")
+                raise typer.Exit(130) from None
+        t = Table(title=f"{g.name} ({rep.computed} computed, {rep.cached} cached, {rep.wall_s:.1f} s)")
+        cols = ("trace", "policy", "G", "B", "load", "tok/s", "max–min", "idle", "J/tok", "TPOT95 ms")
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("trace", "policy", "load") else "right",
+                         overflow="fold" if c in ("trace", "policy") else "ellipsis")
+        for o in rep.outcomes[:200]:
+            r = o.result
+            load = o.cell.arrival + (f"×{o.cell.rate_scale:g}" if o.cell.arrival == "replay" else "")
+            vals = [o.cell.trace, r.policy, r.workers, r.slots, load, r.throughput_tok_s,
+                    r.avg_imbalance_maxmin, r.idle_fraction, r.energy_j_per_token, r.tpot_p95_ms]
+            t.add_row(*[_fmt(v) for v in vals])
+        out.print(t)
+        console.print("wrote " + ", ".join(str(p) for p in rep.tables))
+
+    @app.command()
+    def reproduce(
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory: report.md, PNG plots, results tables, cells/ cache.")] = Path("reproduce"),
+        quick: Annotated[bool, typer.Option("--quick", help="Reduced experiments (< 3 min on 2 cores): fewer requests, smaller grids.")] = False,
+        trace_dir: TraceDirOpt = None,
+        workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
+        backend: Annotated[str, typer.Option("--backend", "-b", help="local | ray, as for `sweep`.")] = "local",
+        ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (backend ray).")] = None,
+        budget_min: Annotated[Optional[float], typer.Option("--budget-min", min=0.1, help="Wall-time budget in minutes (default 40, quick 2.5): optional grid points are dropped until the estimate fits.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (cells per experiment, time estimate) and exit.")] = False,
+        only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated experiment names to run (default all): main,scaling,sensitivity,bfio,theory,energy,predictors,optimal,regimes.")] = None,
+    ) -> None:
+        """Run the BalanceRoute and BF-IO paper experiments end to end and write OUT/report.md (SPEC §8).
+
+        Uses every trace found in the trace directory (azure-conv-2024 too, when you have it). Interrupted runs
+        resume from OUT/cells/.
+        """
+        from ..sweep import GridError
+        from ..sweep.reproduce import EXPERIMENTS, run_reproduce
+
+        names = None
+        if only:
+            names = [x.strip() for x in only.split(",") if x.strip()]
+            bad = [x for x in names if x not in EXPERIMENTS]
+            if bad:
+                raise typer.BadParameter(f"unknown experiment(s) {', '.join(bad)}; valid: {', '.join(EXPERIMENTS)}")
+        with user_errors():
+            try:
+                path = run_reproduce(out_dir, quick=quick, trace_dir=str(trace_dir) if trace_dir else None,
+                                     workers=workers, backend=backend, ray_address=ray_address, only=names,
+                                     console=console, progress_factory=_progress, dry_run=dry_run,
+                                     budget_min=budget_min)
+            except GridError as exc:
+                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                console.print("interrupted: finished cells are cached in OUT/cells; re-run to resume")
+                raise typer.Exit(130) from None
+        if path is not None:
+            console.print(f"wrote {path}")

@@ -1,0 +1,374 @@
+"""Run sweep cells with a result cache, on a local process pool or on Ray, and merge them into one table.
+
+Every finished cell is written at once as ``cells/<hash>.json`` (the SPEC §4 result, atomically), so a
+sweep that is killed half-way resumes: cells whose file exists are loaded, not recomputed. The hash
+covers the fully resolved cell (canonical policy spec, every SimConfig field, trace selection), the
+package version and the trace file's content hash; anything else (tags, output paths, backend, worker
+count) does not change a cell's result and is not in the key.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..core.workload import Workload
+from ..results.schema import TABLE_FIELDS, Result, Series, write_json
+from .grid import Cell, GridError
+
+RAY_INSTALL_HINT = (
+    "the ray backend needs Ray: pip install -e '.[ray]'  (or: pip install 'ray>=2.9'); "
+    "then re-run with --backend ray, or use --backend local"
+)
+
+#: cell columns copied into the merged table, in order
+CELL_COLUMNS = ("tag", "trace", "policy", "workers", "slots", "arrival", "visible", "rate_scale", "qps", "seed",
+                "min_output", "max_output", "max_requests", "resample", "step_time", "energy")
+
+
+# ---------------------------------------------------------------------- workload selection
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def trace_identity(trace: str, trace_dir: str | None) -> str:
+    """Content identity of a trace: the file's sha256 (path-independent), or the synthetic spec itself."""
+    if trace.startswith("synthetic"):
+        return trace
+    from ..traces import resolve_trace
+
+    path, fmt, name = resolve_trace(trace, trace_dir)
+    st = path.stat()
+    return f"{name}:{fmt}:{_file_digest(str(path.resolve()), st.st_size, st.st_mtime)}"
+
+
+def cell_hash(cell: Cell, trace_dir: str | None) -> str:
+    payload = {"cell": cell.identity(), "version": __version__, "trace": trace_identity(cell.trace, trace_dir)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def select_workload(cell: Cell, trace_dir: str | None) -> tuple[Workload, Workload | None]:
+    """(replayed requests, training requests or None) for a cell; the two never share a row.
+
+    With ``resample`` the replay is a seeded joint bootstrap of the filtered trace and the training set an
+    independent bootstrap of the same size. Otherwise the first ``n`` filtered requests are replayed and the
+    rows after them train predictors, where ``n`` is ``max_requests`` shrunk just enough to leave
+    ``holdout·n`` training rows.
+    """
+    from ..traces import load_trace
+
+    full = load_trace(cell.trace, trace_dir)
+    w = full.filter(min_output=cell.min_output, max_output=cell.max_output)
+    if len(w) == 0:
+        raise GridError(f"cell {cell.short()}: no requests left after the output filters")
+    if cell.resample is not None:
+        train = None
+        src = w
+        if cell.holdout > 0:  # hold the last rows out for training, bootstrap only from the others
+            n_src = len(w) - max(1, int(round(len(w) * cell.holdout / (1.0 + cell.holdout))))
+            if n_src < 1:
+                raise GridError(f"cell {cell.short()}: too few requests ({len(w)}) for a training holdout")
+            train, src = w.head_tail(n_src)
+        rng = np.random.default_rng([cell.seed, 7919])
+        idx = rng.integers(0, len(src), size=cell.resample)
+        meta = {**w.meta, "resampled_from": len(src), "resample": cell.resample}
+        test = Workload.from_arrays(np.zeros(len(idx)), src.prompt[idx], src.output[idx], src.key[idx], name=w.name,
+                                    has_timestamps=False, meta=meta)
+        return test, train
+    n = len(w)
+    n_test = min(cell.max_requests or n, n)
+    if cell.holdout <= 0:
+        return w.filter(max_requests=n_test), None
+    if n - n_test < cell.holdout * n_test:
+        n_test = int(math.floor(n / (1.0 + cell.holdout)))
+    if n_test < 1:
+        raise GridError(f"cell {cell.short()}: too few requests ({n}) for a training holdout")
+    train, test = w.head_tail(n_test)
+    test = test.filter(max_requests=n_test) if cell.max_requests is not None else test
+    return test, (train if len(train) else None)
+
+
+# ---------------------------------------------------------------------- one cell
+def execute_cell(cell_dict: dict[str, Any], trace_dir: str | None, key: str, want_series: bool = False,
+                 workloads: tuple[Workload, Workload | None] | None = None,
+                 trace_id: str | None = None) -> dict[str, Any]:
+    """Simulate one cell; returns ``{"hash", "result": §4 dict, "series": arrays or None}``.
+
+    A plain function of plain data so it pickles under ``spawn`` and runs unchanged as a Ray task. With
+    ``workloads`` and ``trace_id`` given (the Ray driver does this) it never touches the trace directory.
+    """
+    from ..sim.run import run_simulation
+
+    cell = Cell.from_dict(cell_dict)
+    test, train = workloads if workloads is not None else select_workload(cell, trace_dir)
+    cfg = cell.sim_config()
+    extra = {
+        "sweep": {
+            "cell": cell.to_dict(),
+            "hash": key,
+            "version": __version__,
+            "trace_identity": trace_id or trace_identity(cell.trace, trace_dir),
+            "replayed": len(test),
+            "train_rows": 0 if train is None else len(train),
+        }
+    }
+    res, series = run_simulation(test, cell.policy_spec(), cfg, train=train, label=cell.tag, extra_config=extra)
+    out: dict[str, Any] = {"hash": key, "result": res.to_dict(), "series": None}
+    if want_series:
+        out["series"] = {k: getattr(series, k) for k in series.__dataclass_fields__}
+    return out
+
+
+# ---------------------------------------------------------------------- sweep
+@dataclass
+class CellOutcome:
+    cell: Cell
+    hash: str
+    result: Result
+    cached: bool
+    series_path: Path | None = None
+
+    def series(self) -> Series | None:
+        return Series.load(self.series_path) if self.series_path is not None and self.series_path.exists() else None
+
+
+@dataclass
+class SweepReport:
+    out_dir: Path
+    outcomes: list[CellOutcome]
+    computed: int
+    cached: int
+    wall_s: float
+    tables: list[Path] = field(default_factory=list)
+
+    def results(self) -> list[Result]:
+        return [o.result for o in self.outcomes]
+
+
+def _cell_paths(out_dir: Path, key: str) -> tuple[Path, Path]:
+    d = out_dir / "cells"
+    return d / f"{key}.json", d / f"{key}.series.npz"
+
+
+def _load_cached(path: Path) -> Result | None:
+    try:
+        data = json.loads(path.read_text())
+        return Result.from_dict(data)
+    except (OSError, ValueError, TypeError):
+        return None  # missing or unreadable (e.g. from an older schema): recompute
+
+
+ProgressCb = Callable[[int, int, str], None]
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    out_dir: str | Path,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    trace_dir: str | None = None,
+    ray_address: str | None = None,
+    save_series: bool | Callable[[Cell], bool] = False,
+    progress: ProgressCb | None = None,
+    write_tables: bool = True,
+) -> SweepReport:
+    """Run every cell not already cached in ``out_dir/cells``; return all outcomes in cell order.
+
+    ``save_series`` (all cells, or a predicate per cell) also keeps per-step series for plots."""
+    want = save_series if callable(save_series) else (lambda c, _v=bool(save_series): _v)
+    if backend not in ("local", "ray"):
+        raise GridError(f"unknown backend {backend!r}; use local or ray")
+    out_dir = Path(out_dir)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    keys = [cell_hash(c, trace_dir) for c in cells]
+    outcomes: dict[int, CellOutcome] = {}
+    todo: list[int] = []
+    first_of: dict[str, int] = {}
+    for i, (c, k) in enumerate(zip(cells, keys)):
+        if k in first_of:  # identical cell listed twice: compute once
+            continue
+        first_of[k] = i
+        jpath, spath = _cell_paths(out_dir, k)
+        res = _load_cached(jpath) if jpath.exists() else None
+        if res is not None and (not want(c) or spath.exists()):
+            outcomes[i] = CellOutcome(c, k, res, True, spath if spath.exists() else None)
+        else:
+            todo.append(i)
+    n_cached = len(outcomes)
+    total = len(first_of)
+    if progress:
+        progress(n_cached, total, f"{n_cached} cached")
+
+    def finish(i: int, payload: dict[str, Any]) -> None:
+        c, k = cells[i], keys[i]
+        jpath, spath = _cell_paths(out_dir, k)
+        res = Result.from_dict(payload["result"])
+        sp = None
+        if payload.get("series") is not None:
+            Series(**payload["series"]).save(spath.with_suffix(".tmp.npz"))
+            spath.with_suffix(".tmp.npz").replace(spath)
+            sp = spath
+        write_json(jpath, res)  # last: a JSON file means the cell is complete
+        outcomes[i] = CellOutcome(c, k, res, False, sp)
+        if progress:
+            progress(len(outcomes), total, c.short())
+
+    if todo:
+        if backend == "ray":
+            _run_ray(cells, keys, todo, trace_dir, ray_address, want, finish, workers)
+        elif (workers or 0) == 1 or len(todo) == 1:
+            for i in todo:
+                finish(i, execute_cell(cells[i].to_dict(), trace_dir, keys[i], want(cells[i])))
+        else:
+            _run_local(cells, keys, todo, trace_dir, want, finish, workers)
+    ordered = []
+    for i, k in enumerate(keys):
+        o = outcomes[first_of[k]]
+        res = o.result if o.result.label == cells[i].tag else dataclasses.replace(o.result, label=cells[i].tag)
+        ordered.append(CellOutcome(cells[i], k, res, o.cached, o.series_path))
+    report = SweepReport(out_dir, ordered, computed=len(todo), cached=n_cached, wall_s=time.perf_counter() - t0)
+    if write_tables:
+        report.tables = write_table(out_dir, ordered)
+    return report
+
+
+def _run_local(cells, keys, todo, trace_dir, want, finish, workers) -> None:
+    # one BLAS thread per process: the pool already uses every core
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    n = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    # largest cells first so the pool does not end on one long straggler
+    order = sorted(todo, key=lambda i: -_cost_hint(cells[i]))
+    ex = ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"))
+    try:
+        pending = {ex.submit(execute_cell, cells[i].to_dict(), trace_dir, keys[i], want(cells[i])): i for i in order}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = pending.pop(fut)
+                finish(i, fut.result())
+    except BaseException:
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+
+
+def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise GridError(RAY_INSTALL_HINT) from None
+    started = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False}
+        if address:
+            kw["address"] = address
+        elif workers:
+            kw["num_cpus"] = workers
+        ray.init(**kw)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(execute_cell)
+        # the driver loads each distinct trace selection once and ships it through the object store, so
+        # cluster nodes need no copy of the trace directory
+        refs_by_sel: dict[str, Any] = {}
+        pending = {}
+        for i in sorted(todo, key=lambda i: -_cost_hint(cells[i])):
+            c = cells[i]
+            sel_fields = ["trace", "min_output", "max_output", "max_requests", "holdout", "resample"]
+            if c.resample is not None:
+                sel_fields.append("seed")  # the bootstrap draw depends on the seed
+            sel = json.dumps({k: getattr(c, k) for k in sel_fields}, sort_keys=True, default=str)
+            if sel not in refs_by_sel:
+                refs_by_sel[sel] = ray.put(select_workload(c, trace_dir))
+            ref = remote.remote(c.to_dict(), trace_dir, keys[i], want(c), refs_by_sel[sel],
+                                trace_identity(c.trace, trace_dir))
+            pending[ref] = i
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                finish(i, ray.get(ref))
+    except BaseException:
+        for ref in list(locals().get("pending", {})):
+            try:
+                ray.cancel(ref)
+            except Exception:  # pragma: no cover - best effort
+                pass
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _cost_hint(c: Cell) -> float:
+    """Rough relative cost of a cell, for scheduling long cells first."""
+    n = c.resample or c.max_requests or 10_000
+    w = 1.0 if c.policy.split(":")[0] in ("br0", "brh", "bfio") else 0.1
+    return n * w * (1 + c.workers / 16)
+
+
+# ---------------------------------------------------------------------- tables
+def table_rows(outcomes: Iterable[CellOutcome]) -> list[dict[str, Any]]:
+    rows = []
+    for o in outcomes:
+        row: dict[str, Any] = {"cell_hash": o.hash}
+        for k in CELL_COLUMNS:
+            row[k] = getattr(o.cell, k)
+        row["policy"] = o.result.policy
+        row["window"] = o.result.window
+        for f in TABLE_FIELDS:
+            if f != "policy":
+                row[f] = getattr(o.result, f)
+        row["cached"] = o.cached
+        rows.append(row)
+    return rows
+
+
+def write_table(out_dir: Path, outcomes: Sequence[CellOutcome]) -> list[Path]:
+    """``results.csv`` (+ ``results.parquet`` when pyarrow is installed) and ``results.json`` (list of §4 results)."""
+    rows = table_rows(outcomes)
+    paths = []
+    csv_path = out_dir / "results.csv"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        cols = list(rows[0]) if rows else ["cell_hash"]
+        wr = csv.DictWriter(f, fieldnames=cols)
+        wr.writeheader()
+        for r in rows:
+            wr.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    tmp.replace(csv_path)
+    paths.append(csv_path)
+    write_json(out_dir / "results.json", [o.result for o in outcomes])
+    paths.append(out_dir / "results.json")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return paths
+    if rows:
+        cols = {k: [r[k] for r in rows] for k in rows[0]}
+        pq.write_table(pa.table(cols), out_dir / "results.parquet")
+        paths.append(out_dir / "results.parquet")
+    return paths

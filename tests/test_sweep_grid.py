@@ -1,0 +1,122 @@
+"""Grid files expand into validated, canonical, de-duplicated cells; cache keys track exactly the config."""
+
+import pytest
+
+from dpbalance.sweep import Cell, GridError, cell_hash, expand, load_grid
+from dpbalance.sweep import runner
+
+
+def test_yaml_grid_cartesian_product_with_dict_axis(tmp_path):
+    g = tmp_path / "g.yaml"
+    g.write_text(
+        "name: t\n"
+        "base: {trace: sample, max_requests: 100, slots: 8}\n"
+        "axes:\n"
+        "  policy: [jsq_count, jsq_tokens]\n"
+        "  workers: [2, 4, 8]\n"
+        "  load:\n"
+        "    - {arrival: saturated, visible: 16}\n"
+        "    - {arrival: replay, rate_scale: 3}\n"
+        "cells:\n"
+        "  - {policy: fcfs, workers: 3}\n"
+    )
+    grid = load_grid(g)
+    assert grid.name == "t"
+    assert len(grid.cells) == 2 * 3 * 2 + 1
+    replay = [c for c in grid.cells if c.arrival == "replay"]
+    assert len(replay) == 6 and all(c.rate_scale == 3.0 and c.visible is None for c in replay)
+    assert grid.cells[-1].policy == "fcfs" and grid.cells[-1].workers == 3 and grid.cells[-1].slots == 8
+    assert all(c.max_requests == 100 and c.trace == "sample" for c in grid.cells)
+
+
+def test_toml_grid_equals_yaml_grid(tmp_path):
+    y = tmp_path / "g.yaml"
+    y.write_text("base: {trace: sample}\naxes:\n  policy: [p2c, random]\n  seed: [0, 1]\n")
+    t = tmp_path / "g.toml"
+    t.write_text('[base]\ntrace = "sample"\n[axes]\npolicy = ["p2c", "random"]\nseed = [0, 1]\n')
+    assert load_grid(y).cells == load_grid(t).cells
+
+
+def test_unknown_field_policy_and_option_fail_before_running(tmp_path):
+    with pytest.raises(GridError, match="unknown cell field.*wokers"):
+        expand({"wokers": 4})
+    with pytest.raises(GridError, match="unknown policy 'jsq'"):
+        expand({"policy": "jsq"})
+    with pytest.raises(GridError, match="unknown option 'stats'"):
+        expand({"policy": "vllm:stats=2"})
+    with pytest.raises(GridError, match="poisson arrivals need qps"):
+        expand({"arrival": "poisson"})
+    bad = tmp_path / "g.yaml"
+    bad.write_text("axes: {policy: []}\n")
+    with pytest.raises(GridError, match="non-empty list"):
+        load_grid(bad)
+    bad.write_text("base: {}\nextra: 1\n")
+    with pytest.raises(GridError, match="unknown top-level key"):
+        load_grid(bad)
+
+
+def test_predictor_axis_collapses_on_policies_without_predictor():
+    cells = expand({"trace": "sample"}, {"policy": ["jsq_count", "vllm"], "predictor": ["oracle", "survival"]})
+    # neither baseline takes a predictor: the predictor axis must not duplicate cells
+    assert [c.policy for c in cells] == ["jsq_count", "vllm"]
+    assert all(c.predictor is None for c in cells)
+
+
+def test_policy_spec_is_canonical():
+    a = Cell(policy="vllm:stats_interval=1")  # the default value
+    b = Cell(policy="vllm")
+    assert a.policy_spec() == b.policy_spec() == "vllm"
+    assert cell_hash(a, None) == cell_hash(b, None)
+    assert Cell(policy="vllm:stats_interval=3").policy_spec() == "vllm:stats_interval=3"
+
+
+def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path):
+    base = Cell(policy="jsq_tokens", trace="sample", max_requests=100, workers=4)
+    h = cell_hash(base, None)
+    assert cell_hash(Cell(**{**base.to_dict(), "tag": "other"}), None) == h
+    for change in ({"workers": 8}, {"slots": 16}, {"seed": 1}, {"max_requests": 101}, {"policy": "jsq_count"},
+                   {"energy": "busy_idle"}, {"arrival": "replay"}, {"holdout": 0.0}):
+        assert cell_hash(Cell(**{**base.to_dict(), **change}), None) != h, change
+    monkeypatch.setattr(runner, "__version__", "9.9.9")
+    assert cell_hash(base, None) != h
+    monkeypatch.undo()
+    # same trace name, different file content -> different key
+    import gzip
+    import shutil
+    from dpbalance.traces.catalog import PACKAGE_DATA
+
+    d1, d2 = tmp_path / "a", tmp_path / "b"
+    for d in (d1, d2):
+        d.mkdir()
+    shutil.copy(PACKAGE_DATA / "sample.csv.gz", d1 / "x.csv.gz")
+    rows = gzip.open(PACKAGE_DATA / "sample.csv.gz", "rt").read().splitlines()
+    with gzip.open(d2 / "x.csv.gz", "wt") as f:
+        f.write("\n".join(rows[:-1]) + "\n")
+    c1 = Cell(trace=str(d1 / "x.csv.gz"))
+    c2 = Cell(trace=str(d2 / "x.csv.gz"))
+    assert runner.trace_identity(c1.trace, None) != runner.trace_identity(c2.trace, None)
+    assert cell_hash(c1, None) != cell_hash(c2, None)
+
+
+def test_workload_selection_keeps_training_disjoint():
+    from dpbalance.sweep import select_workload
+
+    c = Cell(trace="sample", max_requests=1500, holdout=0.5)  # sample has 2,000 rows: 1500 + 750 does not fit
+    test, train = select_workload(c, None)
+    assert len(test) + len(train) == 2000
+    assert len(train) >= 0.5 * len(test) - 1
+    c2 = Cell(trace="sample", max_requests=500, holdout=0.2)
+    test2, train2 = select_workload(c2, None)
+    assert len(test2) == 500 and len(train2) == 1500
+    c3 = Cell(trace="sample", resample=3000, seed=4, holdout=0.25)
+    t3, tr3 = select_workload(c3, None)
+    assert len(t3) == 3000 and len(tr3) == 400 and not t3.has_timestamps
+    t3b, _ = select_workload(c3, None)
+    assert (t3.prompt == t3b.prompt).all()  # seeded
+    # the bootstrap draws only from rows that are not in the training split
+    from dpbalance.traces import load_trace
+
+    full = load_trace("sample")
+    src_pairs = set(zip(full.prompt[:1600].tolist(), full.output[:1600].tolist(), full.key[:1600].tolist()))
+    assert set(zip(t3.prompt.tolist(), t3.output.tolist(), t3.key.tolist())) <= src_pairs
+    assert (tr3.prompt == full.prompt[1600:]).all()
