@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,7 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dpbalance compare --trace sample --arrival saturated --workers 8 --slots 72 --out demo-report
 
-## make test: install, then run the default test suite (slow / real-engine / ray tests are opt-in)
+## make test: install (with the ray extra, so the Ray sweep test runs), then the default suite (slow / real-vLLM tests are opt-in)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
