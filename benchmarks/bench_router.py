@@ -118,6 +118,7 @@ def run(G: int, streams: int, tokens: int, base: int) -> dict:
             "routed_p50_ms": q(routed, 50), "routed_p99_ms": q(routed, 99),
             "added_p50_ms": q(routed, 50) - q(direct, 50), "added_p99_ms": q(routed, 99) - q(direct, 99),
             "dispatch_p50_us": d["p50_us"], "dispatch_p99_us": d["p99_us"], "dispatch_calls": d["calls"],
+            "dispatch_cpu_p50_us": d["cpu_p50_us"], "dispatch_cpu_p99_us": d["cpu_p99_us"],
             "router_cpu_s": cpu1 - cpu0, "wall_s": wall, "router_peak_rss_mb": rss, "outcomes": d["outcomes"]}
 
 
