@@ -89,22 +89,21 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one clear line and exit code 2."""
     try:
         yield
-    except (TraceError, SpecError, SimulationError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except FileNotFoundError as exc:
+    except (TraceError, SpecError, SimulationError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
-def progress_bar() -> Progress:
+def progress_bar(unit: str = "requests", *extra) -> Progress:
+    """The progress bar every long command shows (on stderr, so tables on stdout stay clean)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("requests"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        *extra,
         console=console,
         transient=False,
     )
