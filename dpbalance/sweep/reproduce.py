@@ -1125,15 +1125,23 @@ def summary_render(ctx: Ctx, R: Results, names: list[str]) -> str:
                          f"{min(ts) * 100:+.1f} … {max(ts) * 100:+.1f} %; {'yes' if min(ts) > 0 else 'no'} ({wl.label})"])
     pr = ctx.computed.get("predictors")
     if pr:
-        aucs = [(lab, n, _metric(m, "auc")) for lab, n, m in pr]
+        def rng_(name, key):
+            v = [_metric(m, key) for _, n, m in pr if n == name]
+            v = [x for x in v if math.isfinite(x)]
+            return f"{min(v):.3g}–{max(v):.3g}" if v else "–"
+
         rows.append(["Predictor AUC (Survival / ExactMatch)", "0.993 / 0.995 (Azure), 0.700 / 0.974 (Prop.)",
-                     "; ".join(f"{lab} {n} {a:.3f}" for lab, n, a in aucs if n == "exact_match" or True)[:400]])
+                     f"{rng_('survival', 'auc')} / {rng_('exact_match', 'auc')} over {len(pr) // 2} workloads"])
+        rows.append(["Predictor MAE, steps (Survival / ExactMatch)", "5.4 / 5.4 (Azure), 20.1 / 2.9 (Prop.)",
+                     f"{rng_('survival', 'mae_steps')} / {rng_('exact_match', 'mae_steps')}"])
     sl = ctx.computed.get("theory_slopes", {})
     for axis in ("B", "G"):
-        f, b = sl.get((axis, "fcfs")), sl.get((axis, "bfio"), sl.get((axis, "brh-oracle")))
-        if f is not None and b is not None and math.isfinite(f) and math.isfinite(b):
-            rows.append([f"Reduction factor FCFS ÷ BF-IO grows with {axis} (synthetic)", "yes (theory)",
-                         f"{'yes' if b < f else 'no'} (log-log slopes FCFS {f:.2f}, look-ahead {b:.2f})"])
+        f = sl.get((axis, "fcfs"))
+        for lab in ("bfio", "brh-oracle"):
+            b = sl.get((axis, lab))
+            if f is not None and b is not None and math.isfinite(f) and math.isfinite(b):
+                rows.append([f"Reduction factor FCFS ÷ {lab} grows with {axis} (synthetic)", "yes (theory)",
+                             f"{'yes' if b < f else 'no'} (log-log slopes FCFS {f:.2f}, {lab} {b:.2f})"])
     if not rows:
         return "No results to summarise."
     return ("Every paper figure we can reproduce, our number on our traces (ratios and trends are comparable, absolute "
@@ -1191,6 +1199,17 @@ GENERAL_DEVIATIONS = [
     "**Prefill.** No prefill tier is modelled (requests enter the decode pool on arrival), so the paper's G = 16 "
     "5P1D prefill bottleneck is absent.",
     "**Single run per cell,** like the paper (\"one replay per cell\"); deterministic given the seed.",
+    "**Long-output stand-ins show small gains.** vidur-arxiv > 1000 has short prompts (mean 509 tokens) and long "
+    "outputs (mean 2,584), so the per-worker KV load is dominated by generated tokens that grow alike on every worker, "
+    "and the fixed per-step cost C is a large share of each step; imbalance therefore costs little time and balancing "
+    "gains ~1 %. The paper's Azure-2024 > 1000 rows have 9× longer prompts (mean 4,652), which is where placement "
+    "matters; mooncake-conversation (prompt mean 12,035) is much closer to that regime and reproduces the paper's gains.",
+    "**\"Best baseline\".** On our simulator round-robin (not JSQ) is the best of the papers' baselines at G = 8 on "
+    "mooncake-conversation, so gains over the best baseline are ~3 points lower than gains over JSQ (tokens), the "
+    "comparator behind SPEC §8's +21 % anchor. TensorRT-LLM's `adp_balance` (not a baseline in either paper) is "
+    "stronger still; gains over it are listed separately.",
+    "**BR-H vs BR-0.** SPEC §8 expects `brh` to beat `br0` on mooncake-conversation; where the anchor table says it "
+    "does not, the gap is within ~1 % of throughput (the sensitivity section shows the β/γ/H range).",
 ]
 
 
