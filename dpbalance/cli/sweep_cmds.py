@@ -7,25 +7,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 from rich.markup import escape
 from rich.table import Table
 
-from .common import TraceDirOpt, console, out, user_errors
+from .common import TraceDirOpt, console, out, progress_bar, user_errors
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("cells"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[last]}", style="dim"),
-        console=console,
-        transient=False,
-    )
+    return progress_bar("cells", TextColumn("{task.fields[last]}", style="dim"))
 
 
 def _fmt(v) -> str:
