@@ -5,6 +5,7 @@ DPBALANCE_VLLM_PYTHON=/path/to/venv/bin/python. Start-up is ≈ 40–60 s per se
 """
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -77,13 +78,15 @@ async def _run(ports, model):
         async with aiohttp.ClientSession() as s:
             async def one(i):
                 body = {"model": model, "prompt": " ".join(f"w{j}" for j in range(10 + i)), "max_tokens": 20,
-                        "ignore_eos": True, "stream": True}
+                        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
                 n = 0
                 async with s.post(rurl + "/v1/completions", json=body) as r:
                     assert r.status == 200
                     async for line in r.content:
                         if line.startswith(b"data: {"):
-                            n += 1
+                            u = json.loads(line[6:]).get("usage")
+                            if u:  # vLLM may put several tokens in one chunk: trust usage
+                                n = u["completion_tokens"]
                 return n
 
             counts = await asyncio.gather(*[one(i) for i in range(24)])

@@ -274,6 +274,14 @@ def _count_tokens(prompt) -> int:
 
 
 def _chunk(req: _Req, text: str, finish: str | None, body: dict) -> dict:
+    out = _chunk_body(req, text, finish)
+    if (body.get("stream_options") or {}).get("continuous_usage_stats"):  # as vLLM: usage in every chunk
+        out["usage"] = {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.generated,
+                        "total_tokens": req.prompt_tokens + req.generated}
+    return out
+
+
+def _chunk_body(req: _Req, text: str, finish: str | None) -> dict:
     if req.chat:
         choice = {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
         obj = "chat.completion.chunk"

@@ -348,6 +348,9 @@ class Router:
             url = self.cfg.decode[g] + ("/v1/chat/completions" if p.chat else "/v1/completions")
             up_body = dict(p.body, stream=True)
             up_body["model"] = p.body.get("model") or self.cfg.model
+            # exact token counts even when the engine coalesces several tokens into one chunk (vLLM does)
+            want_usage = bool((p.body.get("stream_options") or {}).get("include_usage"))
+            up_body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
             started = False
             text_parts: list[str] = []
             n_tok = 0
@@ -363,7 +366,13 @@ class Router:
                             chunk = json.loads(event)
                         except json.JSONDecodeError:
                             continue
-                        toks = _chunk_tokens(chunk)
+                        usage = chunk.get("usage")
+                        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+                            toks = max(0, usage["completion_tokens"] - n_tok)
+                        else:
+                            toks = _chunk_tokens(chunk)
+                        if not chunk.get("choices") and not want_usage:
+                            continue  # a usage-only chunk the client did not ask for
                         if toks:
                             if not started:
                                 started = True
