@@ -54,6 +54,10 @@ class TraceSelection:
     end_s: float | None = None
     train_split: float = 0.0
 
+    def as_config(self) -> dict:
+        """JSON-friendly record of the selection for the result's config."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
     def load(self) -> tuple[Workload, Workload | None]:
         """(replayed requests, training requests or None). Training rows never overlap replayed rows."""
         full = load_trace(self.trace, self.trace_dir)

@@ -64,7 +64,7 @@ def _run_one(sel: TraceSelection, policy: str, cfg, label: str = ""):
         res, series = run_simulation(
             test, policy, cfg, train=train, label=label, policy=built,
             progress=lambda done, total: bar.update(task, completed=done),
-            extra_config={"trace_selection": {k: (str(v) if isinstance(v, Path) else v) for k, v in sel.__dict__.items()}},
+            extra_config={"trace_selection": sel.as_config()},
         )
     return res, series
 
@@ -150,7 +150,7 @@ def register(app: typer.Typer) -> None:
                     runs.append(run_simulation(
                         test, spec, cfg, train=train, policy=pol,
                         progress=lambda done, total, task=task: bar.update(task, completed=done),
-                        extra_config={"trace_selection": {k: (str(v) if isinstance(v, Path) else v) for k, v in sel.__dict__.items()}},
+                        extra_config={"trace_selection": sel.as_config()},
                     ))
             if baseline is not None and baseline not in [r.name for r, _ in runs]:
                 raise typer.BadParameter(f"--baseline {baseline!r} is not one of the compared policies: {', '.join(specs)}")

@@ -70,7 +70,7 @@ class BR0Config:
         if self.dp_buckets < 0:
             raise ValueError("dp_buckets must be >= 0")
 
-    def resolved(self, name: str):
+    def resolved(self):
         preset = PRESETS[self.preset]
         return (self.r_max or preset["r_max"], self.worker_key or preset["worker_key"],
                 self.subset_rule or preset["subset_rule"])
@@ -247,7 +247,7 @@ class BalanceRoute:
     def __init__(self, cfg: BR0Config, ctx: PolicyContext, scorer):
         self.cfg = cfg
         self.G = ctx.workers
-        self.r_max, self.worker_key, self.subset_rule = cfg.resolved("br")
+        self.r_max, self.worker_key, self.subset_rule = cfg.resolved()
         self.scorer = scorer
 
     def dispatch(self, snap: Snapshot) -> list[Assignment]:
@@ -369,7 +369,7 @@ class BalanceRoute:
         else:
             if math.isinf(target):  # F only grows: the K largest
                 chosen = np.argsort(-s, kind="stable")[:K].tolist()
-            elif self.subset_rule == "max_count" or K <= 0:
+            elif self.subset_rule == "max_count":
                 chosen = _dp_max_count(s, target, K, self.cfg.dp_buckets)
             else:
                 best = _dp_max_count(s, target, K, self.cfg.dp_buckets)
@@ -391,12 +391,16 @@ def make_br0(cfg: BR0Config, ctx: PolicyContext) -> BalanceRoute:
     return BalanceRoute(cfg, ctx, _Br0Scorer(float(cfg.beta if cfg.beta is not None else ctx.workers)))
 
 
+def brh_scorer(cfg: BRHConfig, ctx: PolicyContext) -> _BrhScorer:
+    """The horizon scorer with its predictor (fitted on ctx.train) and β (default G); BR-H and BF-IO share it."""
+    spec = cfg.predictor + (f":noise={cfg.noise},seed={ctx.seed}" if cfg.predictor == "oracle" and cfg.noise else "")
+    beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
+    return _BrhScorer(cfg, beta, make_predictor(spec, train=ctx.train), ctx.workers)
+
+
 @POLICIES.register("brh", config=BRHConfig, summary="BalanceRoute BR-H: horizon-discounted F over predicted loads")
 def make_brh(cfg: BRHConfig, ctx: PolicyContext) -> BalanceRoute:
-    spec = cfg.predictor + (f":noise={cfg.noise},seed={ctx.seed}" if cfg.predictor == "oracle" and cfg.noise else "")
-    predictor = make_predictor(spec, train=ctx.train)
-    beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
-    return BalanceRoute(cfg, ctx, _BrhScorer(cfg, beta, predictor, ctx.workers))
+    return BalanceRoute(cfg, ctx, brh_scorer(cfg, ctx))
 
 
 def f_score(delta: float, margin: float, G: int, beta: float | None = None) -> float:

@@ -29,8 +29,7 @@ from scipy.sparse import coo_matrix
 
 from ..core.snapshot import Assignment, Snapshot
 from ..core.workload import Workload
-from ..predictors import make_predictor
-from .balanceroute import BRHConfig, BalanceRoute, _BrhScorer
+from .balanceroute import BRHConfig, BalanceRoute, brh_scorer
 from .base import POLICIES, PolicyContext
 
 
@@ -128,9 +127,7 @@ class BfioPolicy:
 
     def __init__(self, cfg: BfioConfig, ctx: PolicyContext):
         self.cfg = cfg
-        spec = cfg.predictor + (f":noise={cfg.noise},seed={ctx.seed}" if cfg.predictor == "oracle" and cfg.noise else "")
-        beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
-        self.scorer = _BrhScorer(cfg, beta, make_predictor(spec, train=ctx.train), ctx.workers)
+        self.scorer = brh_scorer(cfg, ctx)
         self.fallback = BalanceRoute(cfg, ctx, self.scorer)
         self.d = cfg.gamma ** np.arange(cfg.H + 1)
         self.solved = 0

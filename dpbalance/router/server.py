@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..core.snapshot import Snapshot
-from ..core.state import ClusterState, Pool
+from ..core.state import ClusterState, Pool, StateError
 from ..policies import PolicyContext, make_policy
 
 
@@ -437,7 +437,7 @@ class Router:
     def _drop_from_pool(self, p: Pending) -> None:
         try:
             self.pool.remove([p.rid])
-        except Exception:
+        except StateError:  # already admitted (or re-queue pending): nothing waits in the pool
             pass
 
     # ------------------------------------------------------------------ app
