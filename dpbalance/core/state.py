@@ -81,6 +81,31 @@ class ClusterState:
         self.free[worker] -= 1
         return slot
 
+    def admit_many(self, rids: np.ndarray, workers: np.ndarray, prompts: np.ndarray, limits: np.ndarray,
+                   keys: np.ndarray) -> np.ndarray:
+        """Admit a validated batch (see ``core.apply``); returns the slot index of each request.
+
+        The caller has checked that every worker has room for what it is given."""
+        stacks = self._free_slots
+        slots = np.fromiter((stacks[g].pop() for g in workers.tolist()), dtype=np.int64, count=len(workers))
+        self.slot_rid[slots] = rids
+        self.slot_prompt[slots] = prompts
+        self.slot_start[slots] = self.clock
+        self.slot_limit[slots] = limits
+        self.slot_key[slots] = keys
+        if len(workers) == 1:
+            g = int(workers[0])
+            self.loads[g] += int(prompts[0])
+            self.counts[g] += 1
+            self.free[g] -= 1
+        else:
+            G = self.G
+            self.loads += np.bincount(workers, weights=prompts, minlength=G).astype(np.int64)
+            cnt = np.bincount(workers, minlength=G)
+            self.counts += cnt
+            self.free -= cnt
+        return slots
+
     def release(self, slot: int) -> int:
         """Remove the request in ``slot``; returns the load it carried (``s + age``)."""
         worker = slot // self.bmax

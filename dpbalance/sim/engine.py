@@ -29,7 +29,8 @@ from typing import Callable, Literal
 import numpy as np
 
 from ..core.snapshot import Snapshot
-from ..core.state import ClusterState, Pool, StateError
+from ..core.apply import InvalidAssignment, apply_assignments
+from ..core.state import ClusterState, Pool
 from ..core.workload import Workload
 from .models import LinearMax, make_energy, make_step_time
 
@@ -42,21 +43,30 @@ class SimulationError(RuntimeError):
 class SimConfig:
     """Knobs of one simulated run; every field is recorded in the result JSON."""
 
-    workers: int = field(default=8, metadata={"doc": "G, data-parallel decode workers"})
-    slots: int = field(default=72, metadata={"doc": "B, max concurrent sequences per worker"})
-    arrival: Literal["replay", "poisson", "saturated"] = field(default="replay", metadata={"doc": "arrival mode"})
-    visible: int | None = field(default=None, metadata={"doc": "saturated: pool size kept visible (default 4·G)"})
-    rate_scale: float = field(default=1.0, metadata={"doc": "replay: multiply the arrival rate by this"})
-    qps: float | None = field(default=None, metadata={"doc": "poisson: rate; replay: resample to this mean rate"})
-    window: Literal["steady", "all"] | None = field(
-        default=None, metadata={"doc": "measurement window (default steady for saturated, all otherwise)"}
-    )
+    workers: int = field(default=8, metadata={"doc": "G, data-parallel decode workers", "flags": ("--workers", "-G"),
+                                              "min": 1})
+    slots: int = field(default=72, metadata={"doc": "B, max concurrent sequences per worker (vLLM max_num_seqs)",
+                                             "flags": ("--slots", "-B"), "min": 1})
+    arrival: Literal["replay", "poisson", "saturated"] = field(default="replay", metadata={
+        "doc": "replay (trace timestamps) | poisson (--qps) | saturated (pool topped up to --visible every step)"})
+    visible: int | None = field(default=None, metadata={"doc": "saturated: requests visible in the pool (default 4·G)",
+                                                        "min": 1})
+    rate_scale: float = field(default=1.0, metadata={"doc": "replay: multiply the trace's arrival rate by k",
+                                                     "min": 1e-9})
+    qps: float | None = field(default=None, metadata={
+        "doc": "poisson: arrival rate; replay: resample the trace to this mean rate (req/s)", "min": 1e-9})
+    window: Literal["steady", "all"] | None = field(default=None, metadata={
+        "doc": "measurement window: steady (up to the last admission) | all (default: steady if saturated, else all)"})
     seed: int = field(default=0, metadata={"doc": "seeds arrivals and randomised policies"})
-    step_time: str = field(default="linear_max", metadata={"doc": "step-time model spec"})
-    energy: str = field(default="bfio_power", metadata={"doc": "energy model spec"})
-    prefill_delay_s: float = field(default=0.0, metadata={"doc": "fixed delay between arrival and joining the pool"})
-    max_idle_dispatches: int = field(default=100_000, metadata={"doc": "consecutive empty iterations before failing"})
-    record_stride: int = field(default=8, metadata={"doc": "keep every k-th per-worker load row for plots"})
+    step_time: str = field(default="linear_max", metadata={
+        "doc": "step-time model spec: linear_max | linear_max_mean[:a=…,b=…,c=…]"})
+    energy: str = field(default="bfio_power", metadata={
+        "doc": "energy model spec: bfio_power[:p_idle=…,p_max=…,gamma=…] | busy_idle[:p_busy=…,p_idle=…]"})
+    prefill_delay_s: float = field(default=0.0, metadata={
+        "doc": "fixed seconds between arrival and joining the decode pool", "flags": ("--prefill-delay",), "min": 0.0})
+    max_idle_dispatches: int = field(default=100_000, metadata={
+        "doc": "consecutive empty iterations before failing", "cli": False})
+    record_stride: int = field(default=8, metadata={"doc": "keep every k-th per-worker load row for plots", "cli": False})
 
     def __post_init__(self):
         if self.workers < 1 or self.slots < 1:
@@ -273,27 +283,23 @@ def simulate(
         t1 = perf()
         if waiting and active < G * B:
             disp.append(t1 - t0)
-        if asg:
+        if asg is not None and len(asg):
             try:
-                pos = pool.positions([a[0] for a in asg])
-                if len(np.unique(pos)) != len(pos):
-                    raise StateError("the same request was assigned twice")
-                for rid, g in asg:
-                    if not 0 <= g < G:
-                        raise StateError(f"worker {g} does not exist (G = {G})")
-                    o = int(output[rid])
-                    slot = st.admit(rid, g, int(prompt[rid]), o, int(key[rid]))
-                    admit_step[rid] = k
-                    worker_of[rid] = g
-                    b = buckets.get(k + o)
-                    if b is None:
-                        buckets[k + o] = [slot]
-                    else:
-                        b.append(slot)
-            except StateError as exc:
-                raise SimulationError(f"policy {getattr(policy, 'name', policy)!r} made an invalid assignment at step {k}: {exc}") from None
-            pool.remove_positions(np.sort(pos))
-            active += len(asg)
+                got = apply_assignments(st, pool, asg, output)
+            except InvalidAssignment as exc:
+                raise SimulationError(
+                    f"policy {getattr(policy, 'name', policy)!r} made an invalid assignment at step {k}: {exc}"
+                ) from None
+            admit_step[got.request_id] = k
+            worker_of[got.request_id] = got.worker
+            ends = k + output[got.request_id]
+            for e, slot in zip(ends.tolist(), got.slot.tolist()):
+                b = buckets.get(e)
+                if b is None:
+                    buckets[e] = [slot]
+                else:
+                    b.append(slot)
+            active += len(got.slot)
         if active == 0:
             idle += 1
             if idle > cfg.max_idle_dispatches:

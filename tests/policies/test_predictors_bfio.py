@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
+
 from dpbalance.core import ClusterState, Pool, Snapshot, Workload
 from dpbalance.policies import PolicyContext, make_policy
 from dpbalance.policies.bfio import offline_lower_bound, solve_step, step_objective
 from dpbalance.predictors import evaluate, make_predictor
 from dpbalance.sim import SimConfig, run_simulation, simulate
 from dpbalance.traces import load_trace
+from tests.helpers import random_snapshot
 
 
 def wl(outputs, keys=None):
@@ -47,16 +49,7 @@ def test_oracle_auc_one_mae_zero_and_learned_predictors_are_sane():
 
 
 def small_snapshot(rng, G=3, B=2, n_pool=5):
-    st = ClusterState(G, B)
-    rid = 1000
-    for g in range(G):
-        for _ in range(rng.integers(0, B)):
-            st.admit(rid, g, int(rng.integers(1, 2000)), limit=50)
-            rid += 1
-    p = Pool()
-    for r in range(n_pool):
-        p.push(r, int(rng.integers(1, 2000)), 0.0)
-    return Snapshot(st, p)
+    return random_snapshot(rng, G, B, n_pool, max_s=2000, full=False, max_steps=0, limit=50)
 
 
 def test_br_step_objective_is_close_to_the_milp_optimum():

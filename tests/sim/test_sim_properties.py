@@ -99,7 +99,7 @@ class _Bad:
         return []  # "starve"
 
 
-@pytest.mark.parametrize("kind,msg", [("full", "no free slot"), ("dup", "twice"), ("ghost", "not in the waiting pool"),
+@pytest.mark.parametrize("kind,msg", [("full", "free slot"), ("dup", "twice"), ("ghost", "not in the waiting pool"),
                                       ("worker", "does not exist"), ("starve", "left")])
 def test_invalid_assignments_are_rejected(kind, msg):
     w = Workload.from_arrays(np.zeros(10), np.full(10, 10), np.full(10, 3), name="b")

@@ -13,21 +13,13 @@ import pytest
 from dpbalance.core import ClusterState, Pool, Snapshot
 from dpbalance.core.specs import SpecError
 from dpbalance.policies import PolicyContext, make_policy, policy_names
+from tests.helpers import snapshot_of
 
 CTX = PolicyContext(workers=4, slots=3, seed=1)
 
 
 def crafted(pool=((10, 40), (11, 500))):
-    st = ClusterState(4, 3)
-    rid = 100
-    for g, prompts in enumerate([(50, 50), (300,), (10, 10, 10), ()]):
-        for s in prompts:
-            st.admit(rid, g, s)
-            rid += 1
-    p = Pool()
-    for r, s in pool:
-        p.push(r, s, 0.0)
-    return Snapshot(st, p)
+    return snapshot_of([(50, 50), (300,), (10, 10, 10), ()], pool, slots=3)
 
 
 def decide(spec, snap=None):

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from dpbalance.policies import PolicyContext, make_policy
 from dpbalance.policies.balanceroute import BRHConfig, _BrhScorer, _dp_max_count, f_score
 from dpbalance.predictors import make_predictor
 from dpbalance.sim import SimConfig, simulate
+from tests.helpers import random_snapshot
 
 
 @settings(max_examples=200, deadline=None)
@@ -24,21 +26,6 @@ def test_f_score_is_the_one_step_reduction_of_the_gap(loads, data):
     after[g] += delta
     m = loads.max() - loads[g]
     assert f_score(delta, m, len(loads)) == imbalance_gap(loads) - imbalance_gap(after)
-
-
-def random_snapshot(rng, G, B, n_pool, max_s=5000):
-    st_ = ClusterState(G, B)
-    rid = 10_000
-    for g in range(G):
-        for _ in range(rng.integers(0, B + 1)):
-            st_.admit(rid, g, int(rng.integers(1, max_s)), limit=int(rng.integers(1, 300)))
-            rid += 1
-    for _ in range(int(rng.integers(0, 30))):
-        st_.advance()
-    p = Pool()
-    for r in range(n_pool):
-        p.push(r, int(rng.integers(1, max_s)), 0.0)
-    return Snapshot(st_, p)
 
 
 @pytest.mark.parametrize("preset", ["bfio-code", "paper"])

@@ -1,0 +1,116 @@
+"""Command-line options generated from the typed config dataclasses, so every setting is defined once.
+
+A config dataclass field carries its documentation in ``field(metadata=...)``:
+
+- ``doc`` — the help text (required for fields shown on the command line);
+- ``flags`` — the option names, e.g. ``("--workers", "-G")`` (default ``--field-name``);
+- ``min`` / ``max`` — numeric bounds checked by the parser; ``envvar`` — an environment variable;
+- ``cli`` — ``False`` keeps the field off the command line (it keeps its default);
+- ``panel`` — the ``--help`` section the option is listed under.
+
+``with_configs(sim=SimConfig, trace=TraceSelection)`` turns a command function that takes keyword arguments
+``sim: SimConfig`` and ``trace: TraceSelection`` into one whose signature lists an option per field; the
+wrapper builds the configs from the parsed values (a ``ValueError`` from a config's own validation becomes a
+usage error naming the problem) and calls the function with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def _cli_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """(annotation typer understands, converter from the parsed value back to the field's type)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            inner, conv = _cli_type(args[0])
+            return Optional[inner], (lambda v: None if v is None else conv(v))
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(tp) or (str,)
+        return list[item], (lambda v: tuple(v) if v is not None else ())
+    return tp, (lambda v: v)
+
+
+def flag_names(f: dataclasses.Field) -> tuple[str, ...]:
+    return tuple(f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))
+
+
+def config_options(cls: type, *, panel: str | None = None) -> list[tuple[inspect.Parameter, Callable]]:
+    """One ``inspect.Parameter`` (with its typer option) per command-line field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.metadata.get("cli", True) is False:
+            continue
+        if "doc" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} has no metadata doc: every command-line setting needs help text")
+        ann, conv = _cli_type(hints[f.name])
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = ...
+        if isinstance(default, tuple):
+            default = list(default) or None
+        names = flag_names(f)
+        if ann is bool and len(names) == 1 and "/" not in names[0]:
+            names = (f"{names[0]}/--no-{names[0][2:]}",)
+        kw: dict[str, Any] = {"help": f.metadata["doc"], "rich_help_panel": f.metadata.get("panel", panel)}
+        for key in ("min", "max", "envvar"):
+            if key in f.metadata:
+                kw[key] = f.metadata[key]
+        if ann is Path or ann == Optional[Path]:
+            kw["path_type"] = Path
+        param = inspect.Parameter(f.name, _KW, default=default, annotation=Annotated[ann, typer.Option(*names, **kw)])
+        out.append((param, conv))
+    return out
+
+
+def with_configs(**configs: type) -> Callable[[Callable], Callable]:
+    """Decorator: generate the command-line options of the given config dataclasses (see module docstring)."""
+
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for name, p in sig.parameters.items() if name not in configs]
+        taken = {p.name for p in own}
+        fields_of: dict[str, list[tuple[str, Callable]]] = {}
+        generated: list[inspect.Parameter] = []
+        for arg, cls in configs.items():
+            fields_of[arg] = []
+            for p, conv in config_options(cls, panel=getattr(cls, "PANEL", None)):
+                if p.name in taken:
+                    raise TypeError(f"option {p.name!r} of {cls.__name__} clashes with another option of {fn.__name__}")
+                taken.add(p.name)
+                generated.append(p)
+                fields_of[arg].append((p.name, conv))
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            built = {}
+            for arg, cls in configs.items():
+                values = {name: conv(kwargs.pop(name)) for name, conv in fields_of[arg]}
+                try:
+                    built[arg] = cls(**values)
+                except (ValueError, TypeError) as exc:
+                    raise typer.BadParameter(str(exc)) from None
+            return fn(**kwargs, **built)
+
+        params = [p.replace(kind=_KW) if p.kind != _KW else p for p in own] + generated
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return deco

@@ -1,0 +1,101 @@
+"""The one guard between a policy's decision and the cluster state, shared by the simulator and the router.
+
+A policy returns assignments (request id → worker). Before anything changes, ``apply_assignments`` checks the
+whole batch: every request is waiting in the pool, none is assigned twice, every worker exists and has a free
+slot for everything it is given. Only then are the requests taken out of the pool and admitted. A bad batch
+raises ``InvalidAssignment`` and leaves state and pool exactly as they were, so the caller decides what a policy
+bug means (the simulator stops with an error; the router counts it and falls back to a safe rule).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .state import ClusterState, Pool, StateError
+
+
+class InvalidAssignment(StateError):
+    """A policy returned an assignment that cannot be applied (nothing was changed)."""
+
+
+class Admitted(NamedTuple):
+    """Requests admitted by one ``apply_assignments`` call, in the order the policy gave them."""
+
+    request_id: np.ndarray  # int64
+    worker: np.ndarray  # int64
+    slot: np.ndarray  # int64: index into the state's slot table
+
+
+EMPTY = Admitted(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+def as_arrays(assignments) -> tuple[np.ndarray, np.ndarray]:
+    """(request ids, workers) as int64 arrays from a list of (request_id, worker) pairs or a pair of arrays."""
+    if isinstance(assignments, tuple) and len(assignments) == 2 and isinstance(assignments[0], np.ndarray):
+        rids, ws = assignments
+        return np.asarray(rids, dtype=np.int64), np.asarray(ws, dtype=np.int64)
+    n = len(assignments)
+    rids = np.empty(n, dtype=np.int64)
+    ws = np.empty(n, dtype=np.int64)
+    for i, (r, g) in enumerate(assignments):
+        rids[i] = r
+        ws[i] = g
+    return rids, ws
+
+
+def check_assignments(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """Validate a batch without changing anything; returns the pool-relative positions of the requests."""
+    G = state.G
+    if len(rids) != len(ws):
+        raise InvalidAssignment(f"{len(rids)} request ids but {len(ws)} workers")
+    if len(ws) and (int(ws.min()) < 0 or int(ws.max()) >= G):
+        bad = int(ws[(ws < 0) | (ws >= G)][0])
+        raise InvalidAssignment(f"worker {bad} does not exist (workers are 0..{G - 1})")
+    try:
+        pos = pool.positions(rids)
+    except StateError as exc:
+        raise InvalidAssignment(str(exc)) from None
+    if len(np.unique(pos)) != len(pos):
+        dup = rids[np.flatnonzero(np.bincount(pos) > 1)[:1]] if len(pos) else rids[:1]
+        raise InvalidAssignment(f"request {int(dup[0]) if len(dup) else '?'} was assigned twice")
+    need = np.bincount(ws, minlength=G)
+    over = np.flatnonzero(need > state.free)
+    if len(over):
+        g = int(over[0])
+        raise InvalidAssignment(
+            f"worker {g} was given {int(need[g])} request(s) but has {int(state.free[g])} free slot(s) "
+            f"(cap {int(state.caps[g])})")
+    return pos
+
+
+def apply_assignments(
+    state: ClusterState,
+    pool: Pool,
+    assignments,
+    limit: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Admitted:
+    """Validate then apply a policy's assignments atomically; returns what was admitted.
+
+    ``limit`` gives each admitted request's output-length hint for the slot table (the simulator's true output
+    length, the router's ``max_tokens``): an array indexed by request id, or a function of the id array.
+    Prompt lengths and prompt keys come from the pool.
+    """
+    if assignments is None or len(assignments) == 0:
+        return EMPTY
+    rids, ws = as_arrays(assignments)
+    pos = check_assignments(state, pool, rids, ws)
+    at = pool.head + pos
+    prompts = pool.prompt[at].copy()
+    keys = pool.key[at].copy()
+    if limit is None:
+        lims = np.zeros(len(rids), dtype=np.int64)
+    elif callable(limit):
+        lims = np.asarray(limit(rids), dtype=np.int64)
+    else:
+        lims = np.asarray(limit)[rids]
+    pool.remove_positions(np.sort(pos))
+    slots = state.admit_many(rids, ws, prompts, lims, keys)
+    return Admitted(rids, ws, slots)
+
