@@ -12,6 +12,11 @@ A config dataclass field carries its documentation in ``field(metadata=...)``:
 ``sim: SimConfig`` and ``trace: TraceSelection`` into one whose signature lists an option per field; the
 wrapper builds the configs from the parsed values (a ``ValueError`` from a config's own validation becomes a
 usage error naming the problem) and calls the function with them.
+
+``with_configs(config_file="--config", ...)`` also adds a ``--config FILE`` option (YAML, TOML or JSON, keys
+are the field names, dashes or underscores): the file gives the base values, options typed on the command line
+(or set through their environment variable) override it, an unknown key is an error listing the valid ones, and
+values are type-checked (dacite, strict).
 """
 
 from __future__ import annotations
@@ -24,9 +29,55 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
+import dacite
 import typer
+import yaml
 
 _KW = inspect.Parameter.KEYWORD_ONLY
+_FROM_USER = ("COMMANDLINE", "ENVIRONMENT")
+
+
+class ConfigFileError(ValueError):
+    """A config file cannot be read or does not match the settings it configures."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A mapping from a .yaml/.yml/.toml/.json file; keys normalised to underscores."""
+    import json
+    import tomllib
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"{path}: does not parse: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build_from_mapping(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """A config dataclass from a mapping, strictly: unknown keys and wrong types are errors naming the key."""
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigFileError(f"{where}unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}")
+    try:
+        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple, Path]))
+    except dacite.DaciteError as exc:
+        raise ConfigFileError(f"{where}{exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigFileError(f"{where}{exc}") from None
 
 
 def _cli_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:
@@ -79,7 +130,7 @@ def config_options(cls: type, *, panel: str | None = None) -> list[tuple[inspect
     return out
 
 
-def with_configs(**configs: type) -> Callable[[Callable], Callable]:
+def with_configs(config_file: str | None = None, **configs: type) -> Callable[[Callable], Callable]:
     """Decorator: generate the command-line options of the given config dataclasses (see module docstring)."""
 
     def deco(fn: Callable) -> Callable:
@@ -96,12 +147,42 @@ def with_configs(**configs: type) -> Callable[[Callable], Callable]:
                 taken.add(p.name)
                 generated.append(p)
                 fields_of[arg].append((p.name, conv))
+        if config_file:
+            generated.append(inspect.Parameter("_config_file", _KW, default=None, annotation=Annotated[
+                Optional[Path], typer.Option(config_file, help="YAML, TOML or JSON file of settings (keys as the "
+                                             "options without dashes); options given on the command line override it.",
+                                             exists=True, dir_okay=False)]))
+            generated.append(inspect.Parameter("_ctx", _KW, annotation=typer.Context))
 
         @functools.wraps(fn)
         def wrapper(**kwargs):
+            path = kwargs.pop("_config_file", None)
+            ctx = kwargs.pop("_ctx", None)
+            try:
+                file_values = read_config_file(path) if path is not None else {}
+            except ConfigFileError as exc:
+                raise typer.BadParameter(str(exc)) from None
+            if file_values:
+                known = {name for arg in configs for name, _ in fields_of[arg]}
+                every = {f.name for cls in configs.values() for f in dataclasses.fields(cls) if f.init}
+                unknown = sorted(set(file_values) - every)
+                if unknown:
+                    raise typer.BadParameter(f"{path}: unknown setting(s) {', '.join(unknown)}; valid settings: "
+                                             f"{', '.join(sorted(known))}")
             built = {}
             for arg, cls in configs.items():
                 values = {name: conv(kwargs.pop(name)) for name, conv in fields_of[arg]}
+                if file_values:
+                    mine = {f.name for f in dataclasses.fields(cls) if f.init}
+                    for name in mine & set(file_values):
+                        src = ctx.get_parameter_source(name) if (ctx is not None and name in values) else None
+                        if src is None or src.name not in _FROM_USER:
+                            values[name] = file_values[name]
+                    try:
+                        built[arg] = build_from_mapping(cls, values, f"{path}: ")
+                    except ConfigFileError as exc:
+                        raise typer.BadParameter(str(exc)) from None
+                    continue
                 try:
                     built[arg] = cls(**values)
                 except (ValueError, TypeError) as exc:
