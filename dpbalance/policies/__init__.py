@@ -9,4 +9,7 @@ except ImportError as _exc:  # pragma: no cover - only while that module is bein
     if "balanceroute" not in str(_exc):
         raise
 
-__all__ = ["POLICIES", "FifoPolicy", "Policy", "PolicyContext", "describe_policies", "make_policy", "policy_names"]
+#: the policy the router and the README use unless told otherwise
+DEFAULT_POLICY = "br0"
+
+__all__ = ["DEFAULT_POLICY", "POLICIES", "FifoPolicy", "Policy", "PolicyContext", "describe_policies", "make_policy", "policy_names"]
