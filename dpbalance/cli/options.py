@@ -29,55 +29,12 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
-import dacite
 import typer
-import yaml
+
+from ..core.config_io import ConfigFileError, build_from_mapping, read_config_file
 
 _KW = inspect.Parameter.KEYWORD_ONLY
 _FROM_USER = ("COMMANDLINE", "ENVIRONMENT")
-
-
-class ConfigFileError(ValueError):
-    """A config file cannot be read or does not match the settings it configures."""
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """A mapping from a .yaml/.yml/.toml/.json file; keys normalised to underscores."""
-    import json
-    import tomllib
-
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"{path}: does not parse: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def build_from_mapping(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """A config dataclass from a mapping, strictly: unknown keys and wrong types are errors naming the key."""
-    valid = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigFileError(f"{where}unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}")
-    try:
-        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple, Path]))
-    except dacite.DaciteError as exc:
-        raise ConfigFileError(f"{where}{exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigFileError(f"{where}{exc}") from None
 
 
 def _cli_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:

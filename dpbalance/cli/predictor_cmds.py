@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from ..core.specs import split_specs
-from ..predictors import PREDICTORS, evaluate, make_predictor
+from ..analysis import evaluate
+from ..predictors import PREDICTORS, make_predictor
 from .common import MaxReqOpt, TraceDirOpt, TraceOpt, TraceSelection, TrainOpt, console, out, user_errors
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..core.specs import split_specs
-from ..policies import describe_policies
+from ..policies import POLICIES
 from ..results.schema import TABLE_FIELDS, Result, write_json
 from ..sim.engine import arrival_times
 from ..sim.run import build_policy, run_simulation
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         t.add_column("name", style="bold")
         t.add_column("rule")
         t.add_column("options (default)")
-        for name, summary, opts in describe_policies():
+        for name, summary, opts in POLICIES.describe():
             t.add_row(name, summary, "\n".join(f"{k}={d!r}  {doc}" for k, d, doc in opts))
         out.print(t)
 

@@ -92,8 +92,9 @@ def register(app: typer.Typer) -> None:
                          overflow="fold" if c in ("trace", "policy") else "ellipsis")
         for o in rep.outcomes[:200]:
             r = o.result
-            load = o.cell.arrival + (f"×{o.cell.rate_scale:g}" if o.cell.arrival == "replay" else "")
-            vals = [o.cell.trace, r.policy, r.workers, r.slots, load, r.throughput_tok_s,
+            sim = o.cell.sim
+            load = sim.arrival + (f"×{sim.rate_scale:g}" if sim.arrival == "replay" else "")
+            vals = [o.cell.trace.trace, r.policy, r.workers, r.slots, load, r.throughput_tok_s,
                     r.avg_imbalance_maxmin, r.idle_fraction, r.energy_j_per_token, r.tpot_p95_ms]
             t.add_row(*[_fmt(v) for v in vals])
         out.print(t)

@@ -2,12 +2,12 @@
 
 from .metrics import balance_ratio, envelope, idle_fraction, imbalance_gap, imbalance_maxmin, margins
 from .snapshot import ActiveView, Assignment, Snapshot
-from .specs import Registry, SpecError, build_config, parse_spec, spec_string, split_specs
+from .specs import Registry, SpecError, build_config, parse_spec, split_specs
 from .state import ClusterState, Pool, StateError
 from .workload import NO_KEY, Workload
 
 __all__ = [
     "ActiveView", "Assignment", "ClusterState", "NO_KEY", "Pool", "Registry", "Snapshot", "SpecError",
     "StateError", "Workload", "balance_ratio", "build_config", "envelope", "idle_fraction", "imbalance_gap",
-    "imbalance_maxmin", "margins", "parse_spec", "spec_string", "split_specs",
+    "imbalance_maxmin", "margins", "parse_spec", "split_specs",
 ]

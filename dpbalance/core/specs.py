@@ -125,24 +125,6 @@ def build_config(cls: type[T], options: dict[str, str] | None = None, *, what: s
         raise SpecError(f"{what or cls.__name__}: {exc}") from None
 
 
-def config_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-friendly dict of a config dataclass (for result files)."""
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
-
-
-def spec_string(name: str, cfg: Any) -> str:
-    """The canonical spec of a configured component: its name and every non-default option."""
-    if not dataclasses.is_dataclass(cfg):
-        return name
-    parts = []
-    for f in fields(cfg):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        value = getattr(cfg, f.name)
-        if value != default:
-            parts.append(f"{f.name}={value}")
-    return name + (":" + ",".join(parts) if parts else "")
-
-
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str
@@ -152,22 +134,17 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Name -> factory. Filled at import time by the ``register`` decorator; read-only afterwards."""
+    """Name -> factory, built from an explicit list of entries (each kind has one registry module that lists
+    every implementation); read-only afterwards."""
 
-    def __init__(self, kind: str, plural: str | None = None):
+    def __init__(self, kind: str, plural: str | None = None, entries: list[Entry[T]] | tuple = ()):
         self.kind = kind
         self.plural = plural or kind + "s"
         self._entries: dict[str, Entry[T]] = {}
-
-    def register(self, name: str, *, config: type | None = None, summary: str = ""):
-        def deco(factory):
-            if name in self._entries:
-                raise RuntimeError(f"{self.kind} {name!r} registered twice")
-            doc = summary or (factory.__doc__ or "").strip().split("\n")[0]
-            self._entries[name] = Entry(name, factory, config, doc)
-            return factory
-
-        return deco
+        for e in entries:
+            if e.name in self._entries:
+                raise RuntimeError(f"{kind} {e.name!r} listed twice")
+            self._entries[e.name] = e
 
     def names(self) -> list[str]:
         return sorted(self._entries)

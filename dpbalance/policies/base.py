@@ -1,20 +1,20 @@
-"""The policy contract and registry.
+"""The policy contract.
 
-A policy is pure decision logic: ``dispatch(snapshot) -> list[Assignment]``. It may keep internal
-state across calls (a round-robin pointer, a seeded RNG, iteration counters) but does no I/O, reads
-no clock and never mutates the snapshot. The simulator and the router construct policies the same
-way, from a spec string such as ``brh:predictor=survival,H=40``.
+A policy is pure decision logic: ``dispatch(snapshot) -> assignments``, a list of (request id, worker) pairs (or
+a pair of equal-length int arrays). It may keep internal state across calls (a round-robin pointer, a seeded
+RNG, iteration counters) but does no I/O, reads no clock and never changes the snapshot. The simulator and the
+router build policies the same way, from a spec string such as ``brh:predictor=survival,H=40`` (see
+``registry``), and both apply the assignments through the one guard in ``core.apply``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ..core.snapshot import Assignment, Snapshot
-from ..core.specs import Registry, spec_string
 from ..core.workload import Workload
 
 
@@ -31,38 +31,15 @@ class PolicyContext:
 
 @runtime_checkable
 class Policy(Protocol):
-    name: str
-
     def dispatch(self, snap: Snapshot) -> list[Assignment]: ...
-
-
-POLICIES: Registry[Policy] = Registry("policy", "policies")
-
-
-def make_policy(spec: str, ctx: PolicyContext) -> Policy:
-    """Build a policy from its spec; unknown names/options raise ``SpecError`` listing valid ones."""
-    entry, cfg = POLICIES.config_for(spec)
-    policy = entry.factory(ctx) if cfg is None else entry.factory(cfg, ctx)
-    policy.name = entry.name
-    policy.spec = spec_string(entry.name, cfg) if cfg is not None else entry.name
-    policy.config = cfg
-    return policy
-
-
-def policy_names() -> list[str]:
-    import dpbalance.policies  # noqa: F401  (registers every family)
-
-    return POLICIES.names()
 
 
 class FifoPolicy:
     """Helper base: walk the pool in FIFO order and place each request with ``choose``.
 
-    Subclasses implement ``choose(loads, counts, free) -> worker`` on scratch copies that this driver
+    Subclasses implement ``choose(loads, counts, free, prompt) -> worker`` on scratch copies that this driver
     updates after every placement, so one dispatch can place many requests consistently.
     """
-
-    name = "fifo"
 
     def dispatch(self, snap: Snapshot) -> list[Assignment]:
         n_free = snap.total_free
@@ -90,9 +67,3 @@ class FifoPolicy:
 
     def choose(self, loads: np.ndarray, counts: np.ndarray, free: np.ndarray, prompt: int) -> int:
         raise NotImplementedError
-
-
-def describe_policies() -> list[tuple[str, str, list[tuple[str, Any, str]]]]:
-    import dpbalance.policies  # noqa: F401
-
-    return POLICIES.describe()

@@ -1,5 +1,6 @@
-"""Baseline routers a user compares against (SPEC §3 table): count- and token-based rules, the
-rules built into vLLM, SGLang and TensorRT-LLM, and the BF-IO paper's FCFS.
+"""Simple baseline routers a user compares against: random, round-robin, power-of-two choices,
+join-shortest-queue by count and by tokens, and the BF-IO paper's FCFS (the engines' own rules are in
+``engine_rules``).
 
 Every rule only places requests on workers with a free slot (the simulator rejects anything else)
 and walks the pool in FIFO order unless its rule says otherwise.
@@ -7,17 +8,13 @@ and walks the pool in FIFO order unless its rule says otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..core.snapshot import Assignment, Snapshot
-from .base import POLICIES, FifoPolicy, PolicyContext
+from .base import FifoPolicy, PolicyContext
 
 _BIG = np.iinfo(np.int64).max
 
 
-@POLICIES.register("random", summary="uniformly random worker with a free slot, FIFO over the pool")
 class RandomPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         self.rng = np.random.default_rng(ctx.seed)
@@ -27,7 +24,6 @@ class RandomPolicy(FifoPolicy):
         return int(cand[self.rng.integers(len(cand))]) if len(cand) else -1
 
 
-@POLICIES.register("round_robin", summary="cycle through workers, skipping full ones, FIFO")
 class RoundRobinPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         self.G = ctx.workers
@@ -43,7 +39,6 @@ class RoundRobinPolicy(FifoPolicy):
         return -1
 
 
-@POLICIES.register("p2c", summary="two random workers with free slots, the lower token load wins")
 class PowerOfTwoPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         self.rng = np.random.default_rng(ctx.seed)
@@ -57,7 +52,6 @@ class PowerOfTwoPolicy(FifoPolicy):
         return gb if loads[gb] < loads[ga] else ga  # ties: first sample (vllm-router)
 
 
-@POLICIES.register("jsq_count", summary="fewest active requests (ties: lowest token load), FIFO")
 class JsqCountPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         pass
@@ -71,7 +65,6 @@ class JsqCountPolicy(FifoPolicy):
         return int(cand[0]) if len(cand) == 1 else int(cand[np.argmin(loads[cand])])
 
 
-@POLICIES.register("jsq_tokens", summary="lowest token load among workers with free slots, FIFO")
 class JsqTokensPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         pass
@@ -82,7 +75,6 @@ class JsqTokensPolicy(FifoPolicy):
         return g if masked[g] != _BIG else -1
 
 
-@POLICIES.register("fcfs", summary="BF-IO paper's FCFS: fill worker 0's free slots, then worker 1's, …")
 class FcfsPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         pass
@@ -90,176 +82,3 @@ class FcfsPolicy(FifoPolicy):
     def choose(self, loads, counts, free, prompt):
         nz = np.flatnonzero(free > 0)
         return int(nz[0]) if len(nz) else -1
-
-
-# --------------------------------------------------------------------------- engine-internal rules
-class _StaleStats(FifoPolicy):
-    """Engines publish running/waiting counts periodically (vLLM's DP coordinator: ≤ every 100 ms);
-    between refreshes the front-end only adds its own optimistic bumps. ``stats_interval`` is the
-    refresh period in dispatch calls (1 = fresh every decode step)."""
-
-    def __init__(self, cfg, ctx: PolicyContext):
-        self.cfg = cfg
-        self.G = ctx.workers
-        self.calls = 0
-        self.running = np.zeros(ctx.workers, dtype=np.int64)
-        self.waiting = np.zeros(ctx.workers, dtype=np.int64)
-        self.held = np.zeros(ctx.workers, dtype=np.int64)
-        self.start = 0
-
-    def begin(self, snap: Snapshot) -> None:
-        if self.calls % max(1, self.cfg.stats_interval) == 0:
-            self.running[:] = snap.counts
-            self.held[:] = snap.loads
-            self.waiting[:] = 0
-        self.calls += 1
-
-    def _bump(self, g: int, prompt: int) -> int:
-        """Record the optimistic bump of a choice (no-op for g < 0) and return g."""
-        if g >= 0:
-            self.waiting[g] += self.cfg.client_count
-            self.held[g] += prompt
-        return g
-
-    def _pick_rotating(self, score: np.ndarray, free: np.ndarray) -> int:
-        """Lowest score among free workers; scan starts at a rotating index so ties spread."""
-        G = len(score)
-        order = (self.start + np.arange(G)) % G
-        s = np.where(free[order] > 0, score[order], np.inf)
-        k = int(np.argmin(s))  # first minimum in rotated order
-        self.start = (self.start + 1) % G
-        return int(order[k]) if np.isfinite(s[k]) else -1
-
-
-@dataclass(frozen=True)
-class VllmConfig:
-    stats_interval: int = field(default=1, metadata={"doc": "dispatch calls between engine stat refreshes (1 = every step)"})
-    client_count: int = field(default=1, metadata={"doc": "front-end API servers sharing the engines (bump size)"})
-
-    def __post_init__(self):
-        if self.stats_interval < 1 or self.client_count < 1:
-            raise ValueError("stats_interval and client_count must be >= 1")
-
-
-@POLICIES.register("vllm", config=VllmConfig, summary="vLLM internal DP rule: lowest 4·waiting + running, rotating ties")
-class VllmPolicy(_StaleStats):
-    def choose(self, loads, counts, free, prompt):
-        return self._bump(self._pick_rotating(4 * self.waiting + self.running, free), prompt)
-
-
-@dataclass(frozen=True)
-class VllmKvConfig(VllmConfig):
-    kv_tokens_per_slot: int = field(
-        default=16384, metadata={"doc": "KV capacity per slot; kv_usage = load / (slots·this)"}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.kv_tokens_per_slot < 1:
-            raise ValueError("kv_tokens_per_slot must be >= 1")
-
-
-@POLICIES.register(
-    "vllm_kv",
-    config=VllmKvConfig,
-    summary="vLLM's newer rule: max(inflight, waiting+running) + waiting·6·max(0, kv_usage-0.5)",
-)
-class VllmKvPolicy(_StaleStats):
-    def begin(self, snap: Snapshot) -> None:
-        super().begin(snap)
-        self.kv_cap = np.maximum(snap.caps, 1) * self.cfg.kv_tokens_per_slot
-
-    def choose(self, loads, counts, free, prompt):
-        inflight = self.running + self.waiting  # this front-end's own in-flight requests per engine
-        base = np.maximum(self.cfg.client_count * inflight, self.waiting + self.running).astype(np.float64)
-        usage = self.held / self.kv_cap
-        score = base + self.waiting * 6.0 * np.maximum(0.0, usage - 0.5)
-        return self._bump(self._pick_rotating(score, free), prompt)
-
-
-@dataclass(frozen=True)
-class SglangConfig:
-    stats_interval: int = field(default=1, metadata={"doc": "dispatch calls between rank stat refreshes"})
-
-    def __post_init__(self):
-        if self.stats_interval < 1:
-            raise ValueError("stats_interval must be >= 1")
-
-    @property
-    def client_count(self) -> int:
-        return 1
-
-
-@POLICIES.register(
-    "sglang_total_tokens",
-    config=SglangConfig,
-    summary="SGLang total_tokens: lowest held tokens, the new request counted by its prompt length",
-)
-class SglangTotalTokensPolicy(_StaleStats):
-    def choose(self, loads, counts, free, prompt):
-        masked = np.where(free > 0, self.held, _BIG)
-        g = int(masked.argmin())
-        return self._bump(g if masked[g] != _BIG else -1, prompt)
-
-
-# --------------------------------------------------------------------------- TensorRT-LLM ADP balance
-@dataclass(frozen=True)
-class AdpBalanceConfig:
-    timeout_iters: int = field(default=50, metadata={"doc": "max iterations new work waits for every rank to have room"})
-    batching_wait_iters: int = field(
-        default=10, metadata={"doc": "extra iterations to accumulate a batch of >= one request per rank"}
-    )
-
-    def __post_init__(self):
-        if self.timeout_iters < 0 or self.batching_wait_iters < 0:
-            raise ValueError("timeout_iters and batching_wait_iters must be >= 0")
-
-
-@POLICIES.register(
-    "adp_balance",
-    config=AdpBalanceConfig,
-    summary="TensorRT-LLM attention-DP balance: hold new work until every rank can take some, then sort-by-tokens round-robin",
-)
-class AdpBalancePolicy:
-    """Coordinated waiting: ranks admit new work together so prefills/loads line up.
-
-    Work is held while some rank is full (up to ``timeout_iters`` dispatches) and, once all ranks have
-    room, while fewer than G requests wait (up to ``batching_wait_iters``). On release the pool is sorted
-    by prompt tokens (largest first) and dealt round-robin over ranks ordered by load (lightest first).
-    """
-
-    def __init__(self, cfg: AdpBalanceConfig, ctx: PolicyContext):
-        self.cfg = cfg
-        self.wait = 0
-        self.batch_wait = 0
-
-    def dispatch(self, snap: Snapshot) -> list[Assignment]:
-        if snap.pool_size == 0 or snap.total_free == 0:
-            self.wait = self.batch_wait = 0 if snap.pool_size == 0 else self.wait
-            return []
-        free = snap.free.copy()
-        all_ready = bool(np.all(free > 0))
-        if not all_ready and self.wait < self.cfg.timeout_iters:
-            self.wait += 1
-            return []
-        if all_ready and snap.pool_size < snap.workers and self.batch_wait < self.cfg.batching_wait_iters:
-            self.batch_wait += 1
-            return []
-        self.wait = self.batch_wait = 0
-        ids, prompt = snap.pool_ids, snap.pool_prompt
-        n = min(snap.total_free, len(ids))
-        # take the oldest n requests, then order them by size for the deal
-        take = np.argsort(-prompt[:n], kind="stable")
-        ranks = [int(g) for g in np.argsort(snap.loads, kind="stable") if free[g] > 0]
-        out: list[Assignment] = []
-        k = 0
-        for i in take:
-            while ranks and free[ranks[k % len(ranks)]] <= 0:
-                ranks.pop(k % len(ranks))
-            if not ranks:
-                break
-            g = ranks[k % len(ranks)]
-            out.append(Assignment(int(ids[i]), g))
-            free[g] -= 1
-            k += 1
-        return out

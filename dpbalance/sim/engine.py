@@ -288,7 +288,7 @@ def simulate(
                 got = apply_assignments(st, pool, asg, output)
             except InvalidAssignment as exc:
                 raise SimulationError(
-                    f"policy {getattr(policy, 'name', policy)!r} made an invalid assignment at step {k}: {exc}"
+                    f"policy {type(policy).__name__} made an invalid assignment at step {k}: {exc}"
                 ) from None
             admit_step[got.request_id] = k
             worker_of[got.request_id] = got.worker
@@ -304,7 +304,7 @@ def simulate(
             idle += 1
             if idle > cfg.max_idle_dispatches:
                 raise SimulationError(
-                    f"policy {getattr(policy, 'name', policy)!r} left {waiting} requests waiting with every worker "
+                    f"policy {type(policy).__name__} left {waiting} requests waiting with every worker "
                     f"idle for {idle - 1} consecutive iterations"
                 )
             t += idle_tau

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.specs import Registry
+from ..core.specs import Entry, Registry
 
 
 def _default_c(slots: int) -> float:
@@ -39,16 +39,12 @@ class StepTimeModel:
         raise NotImplementedError
 
 
-STEP_TIME: Registry[StepTimeModel] = Registry("step-time model")
-
-
 @dataclass(frozen=True)
 class LinearMaxConfig:
     C: float | None = field(default=None, metadata={"doc": "fixed step cost, s (default (B·0.6e-3+35e-3)/16)"})
     t_tok: float = field(default=T_TOK_DEFAULT, metadata={"doc": "seconds per KV token of the straggler"})
 
 
-@STEP_TIME.register("linear_max", config=LinearMaxConfig, summary="τ = C + t_tok · max_g L_g (barrier: the straggler sets the pace)")
 class LinearMax(StepTimeModel):
     def __init__(self, cfg: LinearMaxConfig, *, slots: int):
         self.C = _default_c(slots) if cfg.C is None else float(cfg.C)
@@ -71,9 +67,6 @@ class LinearMaxMeanConfig:
     b: float = field(default=0.5 * T_TOK_DEFAULT, metadata={"doc": "seconds per token of the mean load (shared experts)"})
 
 
-@STEP_TIME.register(
-    "linear_max_mean", config=LinearMaxMeanConfig, summary="τ = c + a·max_g L_g + b·mean_g L_g (MoE with shared experts)"
-)
 class LinearMaxMean(StepTimeModel):
     def __init__(self, cfg: LinearMaxMeanConfig, *, slots: int):
         self.c = _default_c(slots) if cfg.c is None else float(cfg.c)
@@ -102,9 +95,6 @@ class EnergyModel:
         raise NotImplementedError
 
 
-ENERGY: Registry[EnergyModel] = Registry("energy model")
-
-
 @dataclass(frozen=True)
 class BfioPowerConfig:
     p_idle: float = field(default=100.0, metadata={"doc": "watts per worker at zero utilisation"})
@@ -112,11 +102,6 @@ class BfioPowerConfig:
     gamma: float = field(default=0.7, metadata={"doc": "power curve exponent"})
 
 
-@ENERGY.register(
-    "bfio_power",
-    config=BfioPowerConfig,
-    summary="P(u_g) = P_idle + (P_max - P_idle)·u_g^γ with u_g = L_g / M, for the whole step (BF-IO App. D.1)",
-)
 class BfioPower(EnergyModel):
     def __init__(self, cfg: BfioPowerConfig, **_):
         self.cfg = cfg
@@ -138,11 +123,6 @@ class BusyIdleConfig:
     p_idle: float = field(default=100.0, metadata={"doc": "watts per worker waiting at the barrier"})
 
 
-@ENERGY.register(
-    "busy_idle",
-    config=BusyIdleConfig,
-    summary="worker g is busy for step_time(L_g) at P_busy and idles at the barrier for the rest of τ at P_idle",
-)
 class BusyIdle(EnergyModel):
     def __init__(self, cfg: BusyIdleConfig, **_):
         self.cfg = cfg
@@ -155,6 +135,20 @@ class BusyIdle(EnergyModel):
 
     def params(self):
         return {"model": "busy_idle", "p_busy_w": self.cfg.p_busy, "p_idle_w": self.cfg.p_idle}
+
+
+STEP_TIME: Registry[StepTimeModel] = Registry("step-time model", entries=[
+    Entry("linear_max", LinearMax, LinearMaxConfig, "τ = C + t_tok · max_g L_g (barrier: the straggler sets the pace)"),
+    Entry("linear_max_mean", LinearMaxMean, LinearMaxMeanConfig,
+          "τ = c + a·max_g L_g + b·mean_g L_g (MoE with shared experts)"),
+])
+
+ENERGY: Registry[EnergyModel] = Registry("energy model", entries=[
+    Entry("bfio_power", BfioPower, BfioPowerConfig,
+          "P(u_g) = P_idle + (P_max - P_idle)·u_g^γ with u_g = L_g / M, for the whole step (BF-IO App. D.1)"),
+    Entry("busy_idle", BusyIdle, BusyIdleConfig,
+          "worker g is busy for step_time(L_g) at P_busy and idles at the barrier for the rest of τ at P_idle"),
+])
 
 
 def make_step_time(spec: str, slots: int) -> StepTimeModel:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from ..core.workload import Workload
-from ..policies import PolicyContext, make_policy
+from ..policies import PolicyContext, resolve_policy
 from ..results.schema import Result, Series, build_result
 from .engine import ProgressFn, RunRecord, SimConfig, simulate
 
@@ -51,7 +51,8 @@ def summarize(record: RunRecord, policy_spec: str, cfg: SimConfig, workload: Wor
 
 
 def build_policy(policy_spec: str, cfg: SimConfig, train: Workload | None = None):
-    return make_policy(policy_spec, PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train))
+    return resolve_policy(policy_spec).build(PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed,
+                                                           train=train))
 
 
 def run_simulation(
@@ -74,5 +75,5 @@ def run_simulation(
     n_admitted = int((record.admit_step >= 0).sum())
     if n_admitted != len(workload):  # pragma: no cover - the engine runs until every request finishes
         raise RuntimeError(f"{len(workload) - n_admitted} requests were never admitted")
-    res, series = summarize(record, getattr(policy, "spec", policy_spec), cfg, workload, extra_config, label)
+    res, series = summarize(record, resolve_policy(policy_spec).label, cfg, workload, extra_config, label)
     return res, series

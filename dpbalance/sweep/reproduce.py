@@ -861,7 +861,8 @@ def _call_flex(fn, values: dict[str, Any]):
 
 def predictors_compute(ctx: Ctx):
     try:
-        from ..predictors import evaluate, make_predictor
+        from ..analysis import evaluate
+        from ..predictors import make_predictor
     except ImportError:
         ctx.note("predictors", "The predictors package (AUC/MAE evaluation) is not available in this build.")
         return None

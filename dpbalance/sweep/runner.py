@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -35,9 +34,6 @@ RAY_INSTALL_HINT = (
     "then re-run with --backend ray, or use --backend local"
 )
 
-#: cell columns copied into the merged table, in order
-CELL_COLUMNS = ("tag", "trace", "policy", "workers", "slots", "arrival", "visible", "rate_scale", "qps", "seed",
-                "min_output", "max_output", "max_requests", "resample", "step_time", "energy")
 
 
 # ---------------------------------------------------------------------- workload selection
@@ -62,49 +58,20 @@ def trace_identity(trace: str, trace_dir: str | None) -> str:
 
 
 def cell_hash(cell: Cell, trace_dir: str | None) -> str:
-    payload = {"cell": cell.identity(), "version": __version__, "trace": trace_identity(cell.trace, trace_dir)}
+    payload = {"cell": cell.identity(), "version": __version__, "trace": trace_identity(cell.trace.trace, trace_dir)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def select_workload(cell: Cell, trace_dir: str | None) -> tuple[Workload, Workload | None]:
-    """(replayed requests, training requests or None) for a cell; the two never share a row.
+    """(replayed requests, training requests or None) for a cell: the one selection rule of
+    ``traces.selection`` (resampling seeded by the cell's seed)."""
+    from ..traces import TraceError
 
-    With ``resample`` the replay is a seeded joint bootstrap of the filtered trace and the training set an
-    independent bootstrap of the same size. Otherwise the first ``n`` filtered requests are replayed and the
-    rows after them train predictors, where ``n`` is ``max_requests`` shrunk just enough to leave
-    ``holdout·n`` training rows.
-    """
-    from ..traces import load_trace
-
-    full = load_trace(cell.trace, trace_dir)
-    w = full.filter(min_output=cell.min_output, max_output=cell.max_output)
-    if len(w) == 0:
-        raise GridError(f"cell {cell.short()}: no requests left after the output filters")
-    if cell.resample is not None:
-        train = None
-        src = w
-        if cell.holdout > 0:  # hold the last rows out for training, bootstrap only from the others
-            n_src = len(w) - max(1, int(round(len(w) * cell.holdout / (1.0 + cell.holdout))))
-            if n_src < 1:
-                raise GridError(f"cell {cell.short()}: too few requests ({len(w)}) for a training holdout")
-            train, src = w.head_tail(n_src)
-        rng = np.random.default_rng([cell.seed, 7919])
-        idx = rng.integers(0, len(src), size=cell.resample)
-        meta = {**w.meta, "resampled_from": len(src), "resample": cell.resample}
-        test = Workload.from_arrays(np.zeros(len(idx)), src.prompt[idx], src.output[idx], src.key[idx], name=w.name,
-                                    has_timestamps=False, meta=meta)
-        return test, train
-    n = len(w)
-    n_test = min(cell.max_requests or n, n)
-    if cell.holdout <= 0:
-        return w.filter(max_requests=n_test), None
-    if n - n_test < cell.holdout * n_test:
-        n_test = int(math.floor(n / (1.0 + cell.holdout)))
-    if n_test < 1:
-        raise GridError(f"cell {cell.short()}: too few requests ({n}) for a training holdout")
-    train, test = w.head_tail(n_test)
-    test = test.filter(max_requests=n_test) if cell.max_requests is not None else test
-    return test, (train if len(train) else None)
+    sel = dataclasses.replace(cell.trace, trace_dir=Path(trace_dir) if trace_dir else cell.trace.trace_dir)
+    try:
+        return sel.load(seed=cell.sim.seed)
+    except TraceError as exc:
+        raise GridError(f"cell {cell.short()}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- one cell
@@ -120,13 +87,13 @@ def execute_cell(cell_dict: dict[str, Any], trace_dir: str | None, key: str, wan
 
     cell = Cell.from_dict(cell_dict)
     test, train = workloads if workloads is not None else select_workload(cell, trace_dir)
-    cfg = cell.sim_config()
+    cfg = cell.sim
     extra = {
         "sweep": {
             "cell": cell.to_dict(),
             "hash": key,
             "version": __version__,
-            "trace_identity": trace_id or trace_identity(cell.trace, trace_dir),
+            "trace_identity": trace_id or trace_identity(cell.trace.trace, trace_dir),
             "replayed": len(test),
             "train_rows": 0 if train is None else len(train),
         }
@@ -296,14 +263,14 @@ def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> No
         pending = {}
         for i in sorted(todo, key=lambda i: -_cost_hint(cells[i])):
             c = cells[i]
-            sel_fields = ["trace", "min_output", "max_output", "max_requests", "holdout", "resample"]
-            if c.resample is not None:
-                sel_fields.append("seed")  # the bootstrap draw depends on the seed
-            sel = json.dumps({k: getattr(c, k) for k in sel_fields}, sort_keys=True, default=str)
+            ident = c.trace.identity()
+            if c.trace.resample is not None:
+                ident["seed"] = c.sim.seed  # the bootstrap draw depends on the seed
+            sel = json.dumps(ident, sort_keys=True, default=str)
             if sel not in refs_by_sel:
                 refs_by_sel[sel] = ray.put(select_workload(c, trace_dir))
             ref = remote.remote(c.to_dict(), trace_dir, keys[i], want(c), refs_by_sel[sel],
-                                trace_identity(c.trace, trace_dir))
+                                trace_identity(c.trace.trace, trace_dir))
             pending[ref] = i
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -324,9 +291,9 @@ def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> No
 
 def _cost_hint(c: Cell) -> float:
     """Rough relative cost of a cell, for scheduling long cells first."""
-    n = c.resample or c.max_requests or 10_000
+    n = c.trace.resample or (c.trace.max_requests or 10_000) * c.trace.repeat
     w = 1.0 if c.policy.split(":")[0] in ("br0", "brh", "bfio") else 0.1
-    return n * w * (1 + c.workers / 16)
+    return n * w * (1 + c.sim.workers / 16)
 
 
 # ---------------------------------------------------------------------- tables
@@ -334,8 +301,7 @@ def table_rows(outcomes: Iterable[CellOutcome]) -> list[dict[str, Any]]:
     rows = []
     for o in outcomes:
         row: dict[str, Any] = {"cell_hash": o.hash}
-        for k in CELL_COLUMNS:
-            row[k] = getattr(o.cell, k)
+        row.update({k: v for k, v in o.cell.to_dict().items() if k != "predictor"})
         row["policy"] = o.result.policy
         row["window"] = o.result.window
         for f in TABLE_FIELDS:

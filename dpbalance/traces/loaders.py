@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core.specs import Registry
+from ..core.specs import Entry, Registry
 from ..core.workload import NO_KEY, Workload
 
 _MASK63 = (1 << 63) - 1
@@ -37,9 +37,6 @@ class TraceError(ValueError):
 
 
 LoaderFn = Callable[[Path], Workload]
-LOADERS: Registry[LoaderFn] = Registry("trace format")
-
-
 def _open_text(path: Path) -> io.TextIOBase:
     try:
         if path.suffix == ".gz":
@@ -137,7 +134,6 @@ def _finish(path: Path, name: str, arrival, prompt, output, key=None, *, has_ts:
     )
 
 
-@LOADERS.register("azure", summary="Azure LLM inference traces 2023/2024: TIMESTAMP, ContextTokens, GeneratedTokens")
 def load_azure(path: Path, name: str = "azure") -> Workload:
     arrival, prompt, output = [], [], []
     t0 = None
@@ -162,7 +158,6 @@ def prompt_key_of(hash_ids) -> int:
     return hash(tuple(int(h) for h in hash_ids)) & _MASK63
 
 
-@LOADERS.register("mooncake", summary="Mooncake FAST'25 JSONL: timestamp (ms), input_length, output_length, hash_ids")
 def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
     arrival, prompt, output, key = [], [], [], []
     with _open_text(path) as fh:
@@ -191,7 +186,6 @@ def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
     return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="mooncake")
 
 
-@LOADERS.register("bfio", summary="BF-IO simulator JSON: {data: [{input_length, output_length}, ...]} (no arrival times)")
 def load_bfio(path: Path, name: str = "bfio") -> Workload:
     with _open_text(path) as fh:
         text = fh.read()
@@ -216,7 +210,6 @@ def load_bfio(path: Path, name: str = "bfio") -> Workload:
     return _finish(path, name, np.zeros(len(prompt)), prompt, output, has_ts=False, fmt="bfio", dataset=meta)
 
 
-@LOADERS.register("vidur", summary="Vidur processed-trace CSV: num_prefill_tokens, num_decode_tokens (no arrival times)")
 def load_vidur(path: Path, name: str = "vidur") -> Workload:
     prompt, output = [], []
     for line, row in _csv_rows(path, ("num_prefill_tokens", "num_decode_tokens")):
@@ -225,10 +218,6 @@ def load_vidur(path: Path, name: str = "vidur") -> Workload:
     return _finish(path, name, np.zeros(len(prompt)), prompt, output, has_ts=False, fmt="vidur")
 
 
-@LOADERS.register(
-    "burstgpt",
-    summary="BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, ... (failed rows counted and left out)",
-)
 def load_burstgpt(path: Path, name: str = "burstgpt") -> Workload:
     arrival, prompt, output = [], [], []
     failed = 0
@@ -246,10 +235,6 @@ def load_burstgpt(path: Path, name: str = "burstgpt") -> Workload:
                    dropped={"failed_requests_zero_response_tokens": failed})
 
 
-@LOADERS.register(
-    "generic",
-    summary="CSV with prompt_tokens, output_tokens and optional arrival_s, prompt_key ('#' lines are comments)",
-)
 def load_generic(path: Path, name: str = "generic") -> Workload:
     arrival, prompt, output, key = [], [], [], []
     has_ts = has_key = None
@@ -266,6 +251,22 @@ def load_generic(path: Path, name: str = "generic") -> Workload:
     n = len(prompt)
     return _finish(path, name, arrival if has_ts else np.zeros(n), prompt, output, key if has_key else None,
                    has_ts=bool(has_ts), fmt="generic")
+
+
+LOADERS: Registry[LoaderFn] = Registry("trace format", entries=[
+    Entry("azure", load_azure, None,
+          "Azure LLM inference traces 2023/2024: TIMESTAMP, ContextTokens, GeneratedTokens"),
+    Entry("mooncake", load_mooncake, None,
+          "Mooncake FAST'25 JSONL: timestamp (ms), input_length, output_length, hash_ids"),
+    Entry("bfio", load_bfio, None,
+          "BF-IO simulator JSON: {data: [{input_length, output_length}, ...]} (no arrival times)"),
+    Entry("vidur", load_vidur, None,
+          "Vidur processed-trace CSV: num_prefill_tokens, num_decode_tokens (no arrival times)"),
+    Entry("burstgpt", load_burstgpt, None,
+          "BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, ... (failed rows counted and left out)"),
+    Entry("generic", load_generic, None,
+          "CSV with prompt_tokens, output_tokens and optional arrival_s, prompt_key ('#' lines are comments)"),
+])
 
 
 def sniff_format(path: Path) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from dpbalance.core import ClusterState, Pool, Snapshot
 from dpbalance.core.specs import SpecError
-from dpbalance.policies import PolicyContext, make_policy, policy_names
+from dpbalance.policies import POLICIES, PolicyContext, make_policy
 from tests.helpers import snapshot_of
 
 CTX = PolicyContext(workers=4, slots=3, seed=1)
@@ -94,7 +94,7 @@ def test_vllm_stale_stats_keep_bumping():
 
 
 def test_no_policy_overfills():
-    for name in policy_names():
+    for name in POLICIES.names():
         if name in ("brh", "bfio"):
             continue  # need predictors/training data; covered by their own tests
         snap = crafted(pool=tuple((r, 10 * r) for r in range(10, 20)))

@@ -6,8 +6,9 @@ import pytest
 
 from dpbalance.core import ClusterState, Pool, Snapshot, Workload
 from dpbalance.policies import PolicyContext, make_policy
-from dpbalance.policies.bfio import offline_lower_bound, solve_step, step_objective
-from dpbalance.predictors import evaluate, make_predictor
+from dpbalance.analysis import evaluate, offline_lower_bound
+from dpbalance.policies.bfio import solve_step, step_objective
+from dpbalance.predictors import expected_steps, finish_stats, make_predictor
 from dpbalance.sim import SimConfig, run_simulation, simulate
 from dpbalance.traces import load_trace
 from tests.helpers import random_snapshot
@@ -18,9 +19,15 @@ def wl(outputs, keys=None):
     return Workload.from_arrays(np.zeros(n), np.full(n, 10), outputs, keys, has_timestamps=False)
 
 
+def predict(p, age, key, limit, H):
+    """(ĉ, p_fin, μ_rem) from the predictor's survival probabilities."""
+    alive = p.alive(np.array(age), np.array(key), np.array(limit), H)
+    return (expected_steps(alive), *finish_stats(alive))
+
+
 def test_survival_by_hand():
     p = make_predictor("survival", wl([1, 2, 3, 4]))
-    c, pf, mu = p.predict(np.array([0, 2]), np.array([-1, -1]), np.array([0, 0]), 2)
+    c, pf, mu = predict(p, [0, 2], [-1, -1], [0, 0], 2)
     # age 0, H 2: E[min(O, 2)] = (1+2+2+2)/4; P(O <= 2) = 1/2; E[O | O <= 2] = 1.5
     assert c[0] == pytest.approx(1.75) and pf[0] == 0.5 and mu[0] == pytest.approx(1.5)
     # age 2 (O in {3, 4}), H 2: both finish within 2 steps; remaining 1 or 2
@@ -30,9 +37,9 @@ def test_survival_by_hand():
 def test_exact_match_uses_key_then_falls_back():
     train = wl([10, 10, 10, 100, 200, 300], keys=[7, 7, 7, -1, -1, -1])
     p = make_predictor("exact_match", train)
-    c, pf, mu = p.predict(np.array([0, 0]), np.array([7, 99]), np.array([0, 0]), 20)
+    c, pf, mu = predict(p, [0, 0], [7, 99], [0, 0], 20)
     assert c[0] == pytest.approx(10) and pf[0] == 1.0  # every key-7 sample ends at 10
-    s = make_predictor("survival", train).predict(np.array([0]), np.array([99]), np.array([0]), 20)
+    s = predict(make_predictor("survival", train), [0], [99], [0], 20)
     assert c[1] == pytest.approx(s[0][0])  # unknown key: survival over all training outputs
 
 

@@ -1,5 +1,6 @@
 """Grid files expand into validated, canonical, de-duplicated cells; cache keys track exactly the config."""
 
+import numpy as np
 import pytest
 
 from dpbalance.sweep import Cell, GridError, cell_hash, expand, load_grid
@@ -18,15 +19,15 @@ def test_yaml_grid_cartesian_product_with_dict_axis(tmp_path):
         "    - {arrival: saturated, visible: 16}\n"
         "    - {arrival: replay, rate_scale: 3}\n"
         "cells:\n"
-        "  - {policy: fcfs, workers: 3}\n"
+        "  - {policy: fcfs, workers: 3, arrival: saturated}\n"
     )
     grid = load_grid(g)
     assert grid.name == "t"
     assert len(grid.cells) == 2 * 3 * 2 + 1
-    replay = [c for c in grid.cells if c.arrival == "replay"]
-    assert len(replay) == 6 and all(c.rate_scale == 3.0 and c.visible is None for c in replay)
-    assert grid.cells[-1].policy == "fcfs" and grid.cells[-1].workers == 3 and grid.cells[-1].slots == 8
-    assert all(c.max_requests == 100 and c.trace == "sample" for c in grid.cells)
+    replay = [c for c in grid.cells if c.sim.arrival == "replay"]
+    assert len(replay) == 6 and all(c.sim.rate_scale == 3.0 and c.sim.visible is None for c in replay)
+    assert grid.cells[-1].policy == "fcfs" and grid.cells[-1].sim.workers == 3 and grid.cells[-1].sim.slots == 8
+    assert all(c.trace.max_requests == 100 and c.trace.trace == "sample" for c in grid.cells)
 
 
 def test_toml_grid_equals_yaml_grid(tmp_path):
@@ -71,12 +72,12 @@ def test_policy_spec_is_canonical():
 
 
 def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path):
-    base = Cell(policy="jsq_tokens", trace="sample", max_requests=100, workers=4)
+    base = Cell.from_dict({"policy": "jsq_tokens", "trace": "sample", "max_requests": 100, "workers": 4})
     h = cell_hash(base, None)
-    assert cell_hash(Cell(**{**base.to_dict(), "tag": "other"}), None) == h
+    assert cell_hash(Cell.from_dict({**base.to_dict(), "tag": "other"}), None) == h
     for change in ({"workers": 8}, {"slots": 16}, {"seed": 1}, {"max_requests": 101}, {"policy": "jsq_count"},
-                   {"energy": "busy_idle"}, {"arrival": "replay"}, {"holdout": 0.0}):
-        assert cell_hash(Cell(**{**base.to_dict(), **change}), None) != h, change
+                   {"energy": "busy_idle"}, {"arrival": "saturated"}, {"train_split": 0.5}, {"repeat": 2}):
+        assert cell_hash(Cell.from_dict({**base.to_dict(), **change}), None) != h, change
     monkeypatch.setattr(runner, "__version__", "9.9.9")
     assert cell_hash(base, None) != h
     monkeypatch.undo()
@@ -92,31 +93,30 @@ def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path)
     rows = gzip.open(PACKAGE_DATA / "sample.csv.gz", "rt").read().splitlines()
     with gzip.open(d2 / "x.csv.gz", "wt") as f:
         f.write("\n".join(rows[:-1]) + "\n")
-    c1 = Cell(trace=str(d1 / "x.csv.gz"))
-    c2 = Cell(trace=str(d2 / "x.csv.gz"))
-    assert runner.trace_identity(c1.trace, None) != runner.trace_identity(c2.trace, None)
+    c1 = Cell.from_dict({"trace": str(d1 / "x.csv.gz")})
+    c2 = Cell.from_dict({"trace": str(d2 / "x.csv.gz")})
+    assert runner.trace_identity(c1.trace.trace, None) != runner.trace_identity(c2.trace.trace, None)
     assert cell_hash(c1, None) != cell_hash(c2, None)
 
 
 def test_workload_selection_keeps_training_disjoint():
     from dpbalance.sweep import select_workload
-
-    c = Cell(trace="sample", max_requests=1500, holdout=0.5)  # sample has 2,000 rows: 1500 + 750 does not fit
-    test, train = select_workload(c, None)
-    assert len(test) + len(train) == 2000
-    assert len(train) >= 0.5 * len(test) - 1
-    c2 = Cell(trace="sample", max_requests=500, holdout=0.2)
-    test2, train2 = select_workload(c2, None)
-    assert len(test2) == 500 and len(train2) == 1500
-    c3 = Cell(trace="sample", resample=3000, seed=4, holdout=0.25)
-    t3, tr3 = select_workload(c3, None)
-    assert len(t3) == 3000 and len(tr3) == 400 and not t3.has_timestamps
-    t3b, _ = select_workload(c3, None)
-    assert (t3.prompt == t3b.prompt).all()  # seeded
-    # the bootstrap draws only from rows that are not in the training split
     from dpbalance.traces import load_trace
 
-    full = load_trace("sample")
-    src_pairs = set(zip(full.prompt[:1600].tolist(), full.output[:1600].tolist(), full.key[:1600].tolist()))
-    assert set(zip(t3.prompt.tolist(), t3.output.tolist(), t3.key.tolist())) <= src_pairs
-    assert (tr3.prompt == full.prompt[1600:]).all()
+    full = load_trace("sample")  # 2,000 rows
+    test, train = select_workload(Cell.from_dict({"trace": "sample", "max_requests": 1500}), None)
+    assert len(test) == 1500 and len(train) == 500 and (train.prompt == full.prompt[1500:]).all()
+    test, train = select_workload(Cell.from_dict({"trace": "sample"}), None)
+    assert len(test) == 2000 and train is None  # everything replayed: nothing left to train on
+    c3 = Cell.from_dict({"trace": "sample", "resample": 3000, "seed": 4, "train_split": 0.25})
+    t3, tr3 = select_workload(c3, None)
+    assert len(t3) == 3000 and len(tr3) == 500 and not t3.has_timestamps
+    assert (select_workload(c3, None)[0].prompt == t3.prompt).all()  # seeded
+    assert (tr3.prompt == full.prompt[:500]).all()  # the past trains
+    # the bootstrap draws only from rows that are not in the training split
+    src = set(zip(full.prompt[500:].tolist(), full.output[500:].tolist(), full.key[500:].tolist()))
+    assert set(zip(t3.prompt.tolist(), t3.output.tolist(), t3.key.tolist())) <= src
+    t4, _ = select_workload(Cell.from_dict({"trace": "sample", "max_requests": 100, "repeat": 3}), None)
+    assert len(t4) == 300 and (t4.prompt[200:] == full.prompt[:100]).all()
+    assert t4.arrival[100] > t4.arrival[99] and np.allclose(t4.arrival[200:] - t4.arrival[100:200],
+                                                             t4.arrival[100] - t4.arrival[0])

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dpbalance.cli.main import app
-from dpbalance.policies import policy_names
+from dpbalance.policies import POLICIES
 from dpbalance.sweep.reproduce import EXPERIMENTS
 
 SECTIONS = ["Summary: paper figures vs ours", "BalanceRoute main table", "SPEC §8 anchors", "Scaling with G", "BR-H sensitivity", "BF-IO experiments",

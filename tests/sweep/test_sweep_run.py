@@ -21,7 +21,7 @@ DETERMINISTIC = ("throughput_tok_s", "avg_imbalance_gap", "avg_imbalance_maxmin"
 
 
 def small_cells():
-    return expand({"trace": "sample", "max_requests": 300, "slots": 8, "holdout": 0},
+    return expand({"trace": "sample", "max_requests": 300, "slots": 8},
                   {"policy": ["jsq_tokens", "random", "fcfs"], "workers": [2, 4],
                    "load": [{"arrival": "saturated"}, {"arrival": "replay", "rate_scale": 10}]})
 
@@ -41,7 +41,7 @@ def test_pool_equals_inline_and_cache_resumes(tmp_path):
     assert c.computed == 0 and c.cached == 12 and all(o.cached for o in c.outcomes)
     assert [o.result.avg_imbalance_gap for o in c.outcomes] == [o.result.avg_imbalance_gap for o in a.outcomes]
     # a grown grid computes only the new cells
-    more = cells + expand({"trace": "sample", "max_requests": 300, "slots": 8, "holdout": 0, "policy": "p2c"})
+    more = cells + expand({"trace": "sample", "max_requests": 300, "slots": 8, "policy": "p2c"})
     d = run_cells(more, tmp_path / "pool", workers=1)
     assert d.computed == 1 and d.cached == 12
 
@@ -116,7 +116,7 @@ def test_killed_sweep_resumes_only_missing_cells(tmp_path):
     """Run a sweep in a subprocess, kill it once some cells are cached, re-run: cached cells are not recomputed."""
     g = tmp_path / "grid.yaml"
     # G = 1, B = 2 makes each cell ~70k decode steps (~0.3 s), so the sweep is still running when killed
-    g.write_text("name: kill\nbase: {trace: sample, max_requests: 400, workers: 1, slots: 2, holdout: 0}\n"
+    g.write_text("name: kill\nbase: {trace: sample, max_requests: 400, workers: 1, slots: 2}\n"
                  "axes:\n  policy: [jsq_tokens, jsq_count, fcfs, round_robin, random, p2c]\n  seed: [0, 1, 2]\n")
     out = tmp_path / "o"
     env = {**os.environ, "COLUMNS": "120"}
