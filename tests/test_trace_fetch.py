@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import re
 import socket
 import threading
@@ -77,7 +78,8 @@ def _fixture_checksums(monkeypatch, name: str) -> bytes:
     """Make the source table expect the fixture file's size and sha256; returns the fixture's bytes."""
     src = SOURCES[name]
     data = (MIRROR / src.upstream_file).read_bytes()
-    monkeypatch.setitem(SOURCES, name, dataclasses.replace(src, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    fixture = dataclasses.replace(src, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(SOURCES, name, fixture)
     return data
 
 
@@ -101,6 +103,14 @@ def test_every_named_trace_has_a_source_and_pinned_urls_are_exact():
         assert re.fullmatch(r"[0-9a-f]{40}", src.commit) and src.sha256 and src.size and src.rows
         assert src.url == f"https://raw.githubusercontent.com/{src.repository}/{src.commit}/{src.path}"
     assert SOURCES["azure-conv-2024"].url.endswith("/AzureLLMInferenceTrace_conv_1week.csv")
+
+
+def test_docs_list_every_source():
+    doc = (Path(__file__).parents[1] / "docs" / "traces.md").read_text()
+    for name, src in SOURCES.items():
+        assert f"`{name}`" in doc
+        for fact in (src.url, src.sha256, src.commit, f"{src.size:,}" if src.size else None):
+            assert fact is None or fact in doc, (name, fact)
 
 
 def test_trace_directory_order(tmp_path, monkeypatch):
@@ -128,6 +138,9 @@ def test_fetched_file_lands_under_its_name_and_loads(server, monkeypatch, tmp_pa
     assert res.size == len(data) and res.url == f"{server['url']}/{SOURCES[name].upstream_file}"
     assert gzip.decompress(res.path.read_bytes()) == data  # the publisher's bytes, unchanged
     assert _files(tmp_path) == [SOURCES[name].file]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert res.path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private mode
     w = load_trace(name, tmp_path)
     assert len(w) == {"azure-code-2023": 3, "azure-conv-2023": 2, "mooncake-conversation": 3,
                       "mooncake-synthetic": 2, "bfio-arxiv": 2, "bfio-burst": 3, "bfio-longbench": 1,
@@ -257,7 +270,7 @@ def test_cli_fetch_list_info_end_to_end(server, monkeypatch, tmp_path):
     d = str(tmp_path / "td")
     r, text = _cli("trace", "fetch", "--all", "--trace-dir", d, "--mirror", server["url"])
     assert r.exit_code == 0, r.output
-    assert text.count("size and sha256 verified") == 8 and "Licence CC-BY-4.0" in text
+    assert text.count("size and sha256 verified") == 8 and "Licence: CC-BY-4.0" in text
     assert _files(Path(d)) == sorted(SOURCES[n].file for n in PINNED)
 
     r, text = _cli("trace", "list", "--trace-dir", d)
@@ -280,10 +293,12 @@ def test_cli_fetch_errors(server, monkeypatch, tmp_path):
     d = str(tmp_path / "td")
     _fixture_checksums(monkeypatch, "bfio-arxiv")
     # one good, one bad checksum (real table value), one missing on the mirror: the good one is still written
-    monkeypatch.setitem(SOURCES, "burstgpt", dataclasses.replace(SOURCES["burstgpt"], url="https://x.invalid/nope.csv"))
-    r, text = _cli("trace", "fetch", "bfio-arxiv", "vidur-arxiv", "burstgpt", "--trace-dir", d, "--mirror", server["url"])
-    assert r.exit_code == 1
-    assert "size mismatch" in text and "HTTP 404" in text and "2 of 3 trace(s) not fetched: vidur-arxiv, burstgpt" in text
+    gone = dataclasses.replace(SOURCES["burstgpt"], url="https://x.invalid/nope.csv")
+    monkeypatch.setitem(SOURCES, "burstgpt", gone)
+    r, text = _cli("trace", "fetch", "bfio-arxiv", "vidur-arxiv", "burstgpt", "--trace-dir", d,
+                   "--mirror", server["url"])
+    assert r.exit_code == 1 and "size mismatch" in text and "HTTP 404" in text
+    assert "2 of 3 trace(s) not fetched: vidur-arxiv, burstgpt" in text
     assert _files(Path(d)) == ["bfio-arxiv.json.gz"]
     for args, needle in [(("sample",), "shipped inside the package"), (("nope",), "cannot be fetched"),
                          ((), "name at least one trace"), (("--all", "sample"), "not both")]:
@@ -295,3 +310,22 @@ def test_cli_missing_trace_says_how_to_fetch(tmp_path):
     r, text = _cli("trace", "info", "mooncake-conversation", "--trace-dir", str(tmp_path))
     assert r.exit_code == 2 and "dpbalance trace fetch mooncake-conversation" in text
     assert "Apache-2.0" in text  # the source is shown even when the file is missing
+
+
+def test_real_files_pass_the_real_checksums(need_trace, server, tmp_path):
+    """The publishers' real bytes (from the local trace directory) pass the table's size and sha256 untouched,
+    and the fetched copies load to the same workloads as the originals."""
+    for name in PINNED:
+        need_trace(name)
+    for name in PINNED:
+        path, _, _ = resolve_trace(name)
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        server["override"][SOURCES[name].upstream_file] = raw
+    r, text = _cli("trace", "fetch", "--all", "--trace-dir", str(tmp_path / "td"), "--mirror", server["url"])
+    assert r.exit_code == 0, r.output
+    assert text.count("size and sha256 verified") == 8
+    for name in PINNED:
+        a, b = load_trace(name), load_trace(name, tmp_path / "td")
+        assert b.meta["source"] != a.meta["source"]
+        assert np.array_equal(a.prompt, b.prompt) and np.array_equal(a.output, b.output)
+        assert np.array_equal(a.arrival, b.arrival)

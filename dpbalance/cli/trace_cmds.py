@@ -7,7 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.progress import (
-    BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn,
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -24,6 +30,17 @@ FETCH_HELP = (
     "--all fetches every trace with a pinned, checksummed source; the large Azure 2024 traces and BurstGPT "
     "are fetched only when named."
 )
+
+
+NamesArg = Annotated[Optional[list[str]], typer.Argument(
+    help="Trace names (see `dpbalance trace list`).", show_default=False)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every trace with a pinned, checksummed source.")]
+FetchDirOpt = Annotated[Optional[Path], typer.Option(
+    "--trace-dir", help="Write here (default: $DPBALANCE_TRACE_DIR, else the user data directory).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Download again even if the trace is already there.")]
+MirrorOpt = Annotated[Optional[str], typer.Option(
+    "--mirror", help="Base URL (http/https) or local folder holding the publishers' files under their own names; "
+    "default $DPBALANCE_TRACE_MIRROR, else the publishers' URLs.")]
 
 
 def _source_table(name: str) -> Table:
@@ -64,7 +81,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Trace name, file path, or synthetic:... spec.")],
         trace_dir: TraceDirOpt = None,
     ) -> None:
-        """Where a trace comes from (publisher, URL, licence, citation), then its rows, time span and token statistics."""
+        """Where a trace comes from (publisher, URL, licence, citation), then its rows, span and token statistics."""
         if name in SOURCES:
             out.print(_source_table(name))
         with user_errors():
@@ -91,18 +108,18 @@ def register(app: typer.Typer) -> None:
         t.add_column("file")
         for name, desc, path in available_traces(trace_dir):
             src = SOURCES.get(name)
-            missing = f"[red]missing[/]: dpbalance trace fetch {name}" if src and src.kind != "bundled" else "[red]missing[/]"
+            missing = "[red]missing[/]" + (f": dpbalance trace fetch {name}" if src and src.kind != "bundled" else "")
             where = (src.repository or src.publisher) if src else "–"
             t.add_row(name, desc, where, src.licence.split(" (")[0] if src else "–", path or missing)
         out.print(t)
 
     @trace_app.command("fetch", help=FETCH_HELP)
     def trace_fetch(
-        names: Annotated[Optional[list[str]], typer.Argument(help="Trace names (see `dpbalance trace list`).", show_default=False)] = None,
-        all_: Annotated[bool, typer.Option("--all", help="Every trace with a pinned, checksummed source.")] = False,
-        trace_dir: Annotated[Optional[Path], typer.Option("--trace-dir", help="Write here (default: $DPBALANCE_TRACE_DIR, else the user data directory).")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Download again even if the trace is already there.")] = False,
-        mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL (http/https) or local folder holding the publishers' files under their own names; default $DPBALANCE_TRACE_MIRROR, else the publishers' URLs.")] = None,
+        names: NamesArg = None,
+        all_: AllOpt = False,
+        trace_dir: FetchDirOpt = None,
+        force: ForceOpt = False,
+        mirror: MirrorOpt = None,
     ) -> None:
         from ..traces.fetch import FetchError, fetch_trace
 
@@ -141,7 +158,8 @@ def register(app: typer.Typer) -> None:
                 check = ("size and sha256 verified" if res.verified
                          else f"no published checksum; sha256 of the download {res.sha256}")
                 console.print(f"{name}: wrote {res.path} ({res.size:,} bytes from {res.url}; {check}). "
-                              f"Licence {src.licence}; cite: {src.citation}", highlight=False, soft_wrap=True)
+                              f"Licence: {src.licence}; citation: `dpbalance trace info {name}`.",
+                              highlight=False, soft_wrap=True)
         if failed:
             console.print(f"[bold red]{len(failed)} of {len(todo)} trace(s) not fetched:[/] {', '.join(failed)}",
                           highlight=False)

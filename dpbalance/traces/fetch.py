@@ -160,6 +160,7 @@ def _write_verified(src: Source, chunks: Iterator[tuple[bytes, int | None]], loc
         if src.sha256 is not None and got != src.sha256:
             raise FetchError(f"{src.name}: sha256 mismatch for {location}: expected {src.sha256}, got {got} "
                              f"({n:,} bytes); nothing was written")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, target)
         return n, got
     except BaseException:
@@ -169,6 +170,12 @@ def _write_verified(src: Source, chunks: Iterator[tuple[bytes, int | None]], loc
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # release the HTTP response / file even when we stopped reading early
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def make_client(timeout: float = 60.0) -> httpx.Client:
