@@ -249,6 +249,13 @@ def test_mirror_from_the_environment(server, monkeypatch, tmp_path):
     assert res.url == f"{server['url']}/synthetic_trace.jsonl"
 
 
+def test_unwritable_trace_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the trace directory should be")
+    with pytest.raises(FetchError, match=r"azure-conv-2024: .*file"):
+        fetch_trace("azure-conv-2024", blocker / "traces", mirror=str(MIRROR))
+
+
 def test_sample_and_unknown_names_cannot_be_fetched(tmp_path):
     with pytest.raises(FetchError, match="shipped inside the package"):
         fetch_trace("sample", tmp_path)

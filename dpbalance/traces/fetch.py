@@ -238,6 +238,8 @@ def fetch_trace(
                 time.sleep(backoff_s * 2 ** (attempt - 1))
             except _Unavailable as exc:
                 raise FetchError(f"{exc}. {manual_steps(src, tdir)}") from None
+            except OSError as exc:  # the trace directory is not writable, the disk is full, a local file unreadable
+                raise FetchError(f"{src.name}: {exc.strerror or exc}: {exc.filename or target}") from None
     finally:
         if own_client:
             client.close()
