@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 # ---------------------------------------------------------------- reusable option types
 TraceOpt = Annotated[str, typer.Option("--trace", "-t", help="Trace name (see `dpbalance trace list`), file path, or synthetic:... spec.")]
-TraceDirOpt = Annotated[Optional[Path], typer.Option("--trace-dir", help="Directory with the trace files (default: $DPBALANCE_TRACE_DIR, else ../shared/traces).")]
+TraceDirOpt = Annotated[Optional[Path], typer.Option("--trace-dir", help="Directory with the trace files (default: $DPBALANCE_TRACE_DIR, else the user data directory; see `dpbalance trace list`).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-G", min=1, help="Data-parallel decode workers G.")]
 SlotsOpt = Annotated[int, typer.Option("--slots", "-B", min=1, help="Max concurrent sequences per worker B (vLLM max_num_seqs).")]
 ArrivalOpt = Annotated[str, typer.Option("--arrival", help="replay (trace timestamps) | poisson (--qps) | saturated (pool topped up to --visible).")]
@@ -73,6 +74,19 @@ class TraceSelection:
             train, test = w.head_tail(self.max_requests)
             return test.filter(max_requests=self.max_requests), train
         return w, None
+
+
+def fmt_number(v) -> str:
+    """A metric for a table: thousands separators for large values, 4 significant digits for small ones."""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.4g}"
+    return str(v)
 
 
 def sim_config(**kw) -> SimConfig:

@@ -18,6 +18,7 @@ app = typer.Typer(
 #: command modules, registered in this order; a module that is absent is skipped
 COMMAND_MODULES = (
     "dpbalance.cli.sim_cmds",
+    "dpbalance.cli.trace_cmds",
     "dpbalance.cli.predictor_cmds",
     "dpbalance.cli.sweep_cmds",
     "dpbalance.cli.serve_cmds",

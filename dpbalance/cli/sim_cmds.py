@@ -1,8 +1,7 @@
-"""``simulate``, ``compare``, ``trace info|list`` and ``policies``."""
+"""``simulate``, ``compare`` and ``policies``."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,26 +13,13 @@ from ..policies import POLICIES
 from ..results.schema import TABLE_FIELDS, Result, write_json
 from ..sim.engine import arrival_times
 from ..sim.run import build_policy, run_simulation
-from ..traces import available_traces, load_trace
 from .common import (
     ArrivalOpt, EndOpt, EnergyOpt, MaxOutOpt, MaxReqOpt, MinOutOpt, PrefillOpt, QpsOpt, RateScaleOpt, SeedOpt,
     SlotsOpt, StartOpt, StepTimeOpt, TraceDirOpt, TraceOpt, TrainOpt, TraceSelection, VisibleOpt, WindowOpt,
-    WorkersOpt, console, out, progress_bar, sim_config, user_errors,
+    WorkersOpt, console, fmt_number, out, progress_bar, sim_config, user_errors,
 )
 
 DEFAULT_POLICIES = "random,round_robin,p2c,jsq_count,jsq_tokens,vllm,br0,brh:predictor=oracle"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        if abs(v) >= 10:
-            return f"{v:.1f}"
-        return f"{v:.4g}"
-    return str(v)
 
 
 def _result_table(res: Result) -> Table:
@@ -41,7 +27,7 @@ def _result_table(res: Result) -> Table:
     t.add_column("metric")
     t.add_column("value", justify="right")
     for f in TABLE_FIELDS:
-        t.add_row(f, _fmt(getattr(res, f)))
+        t.add_row(f, fmt_number(getattr(res, f)))
     return t
 
 
@@ -70,9 +56,6 @@ def _run_one(sel: TraceSelection, policy: str, cfg, label: str = ""):
 
 
 def register(app: typer.Typer) -> None:
-    trace_app = typer.Typer(help="Inspect traces.", no_args_is_help=True)
-    app.add_typer(trace_app, name="trace")
-
     @app.command()
     def simulate(
         policy: Annotated[str, typer.Option("--policy", "-p", help="Policy spec, e.g. br0 or brh:predictor=survival,H=40 (see `dpbalance policies`).")] = "br0",
@@ -171,34 +154,4 @@ def register(app: typer.Typer) -> None:
         t.add_column("options (default)")
         for name, summary, opts in POLICIES.describe():
             t.add_row(name, summary, "\n".join(f"{k}={d!r}  {doc}" for k, d, doc in opts))
-        out.print(t)
-
-    @trace_app.command("info")
-    def trace_info(
-        name: Annotated[str, typer.Argument(help="Trace name, file path, or synthetic:... spec.")],
-        trace_dir: TraceDirOpt = None,
-    ) -> None:
-        """Rows, time span and token statistics of a trace."""
-        with user_errors():
-            w = load_trace(name, trace_dir)
-        st = w.stats()
-        t = Table(title=f"{w.name}  ({w.meta.get('source', w.meta.get('format', ''))})")
-        t.add_column("statistic")
-        t.add_column("value", justify="right")
-        for k, v in st.items():
-            t.add_row(k, _fmt(float(v)) if isinstance(v, float) else f"{v:,}")
-        t.add_row("arrival times", "yes" if w.has_timestamps else "no (use --arrival saturated or poisson)")
-        if w.meta.get("dropped"):
-            t.add_row("left out", str(w.meta["dropped"]))
-        out.print(t)
-
-    @trace_app.command("list")
-    def trace_list(trace_dir: TraceDirOpt = None) -> None:
-        """Known trace names and whether their files were found."""
-        t = Table(title="traces")
-        t.add_column("name", style="bold")
-        t.add_column("description")
-        t.add_column("file")
-        for name, desc, path in available_traces(trace_dir):
-            t.add_row(name, desc, path or "[red]not found[/]")
         out.print(t)

@@ -1,9 +1,10 @@
 """Named traces, where they are looked for, and ``load_trace``.
 
-A trace is given by name (SPEC §5), by file path, or as a synthetic spec (``synthetic:n=…``). The trace
-directory is ``--trace-dir``, else ``$DPBALANCE_TRACE_DIR``, else ``../shared/traces`` next to the
-repository (or the working directory). ``sample`` is bundled inside the package, so the quick start
-works with no trace directory at all.
+A trace is given by name, by file path, or as a synthetic spec (``synthetic:n=…``). Named traces live in
+the trace directory: ``--trace-dir``, else ``$DPBALANCE_TRACE_DIR``, else the user's data directory
+(``$XDG_DATA_HOME/dpbalance/traces``, by default ``~/.local/share/dpbalance/traces`` on Linux), which is
+where ``dpbalance trace fetch`` puts them. ``sample`` is bundled inside the package, so the quick start
+works with no trace directory at all. Where each trace comes from is in :mod:`.sources`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import platformdirs
+
 from ..core.workload import Workload
 from .loaders import LOADERS, TraceError, sniff_format
+from .sources import SOURCES
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 ENV_VAR = "DPBALANCE_TRACE_DIR"
@@ -26,75 +30,80 @@ class TraceSpec:
     files: tuple[str, ...]  # candidate file names inside the trace directory, first match wins
     fmt: str
     description: str
-    bundled: bool = False  # shipped in ../shared/traces (False: the user supplies the file)
 
 
 KNOWN: dict[str, TraceSpec] = {
     t.name: t
     for t in (
         TraceSpec("azure-code-2023", ("azure-code-2023.csv.gz", "AzureLLMInferenceTrace_code.csv"), "azure",
-                  "Azure LLM inference 2023, code (Splitwise), CC-BY-4.0", True),
+                  "Azure LLM inference 2023, code (Splitwise)"),
         TraceSpec("azure-conv-2023", ("azure-conv-2023.csv.gz", "AzureLLMInferenceTrace_conv.csv"), "azure",
-                  "Azure LLM inference 2023, conversation (Splitwise), CC-BY-4.0", True),
+                  "Azure LLM inference 2023, conversation (Splitwise)"),
         TraceSpec("mooncake-conversation", ("mooncake-conversation.jsonl.gz", "conversation_trace.jsonl"), "mooncake",
-                  "Mooncake FAST'25 conversation (Kimi), real arrivals, Apache-2.0", True),
+                  "Mooncake FAST'25 conversation (Kimi), real arrivals"),
         TraceSpec("mooncake-synthetic", ("mooncake-synthetic.jsonl.gz", "synthetic_trace.jsonl"), "mooncake",
-                  "Mooncake FAST'25 synthetic (Poisson arrivals), Apache-2.0", True),
+                  "Mooncake FAST'25 synthetic (Poisson arrivals)"),
         TraceSpec("bfio-arxiv", ("bfio-arxiv.json.gz", "arxiv_data_8000.json"), "bfio",
-                  "BF-IO paper workload: arXiv summarization lengths (no arrivals)", True),
+                  "BF-IO paper workload: arXiv summarization lengths (no arrivals)"),
         TraceSpec("bfio-burst", ("bfio-burst.json.gz", "burst_data_8000.json"), "bfio",
-                  "BF-IO paper workload: BurstGPT lengths (no arrivals)", True),
+                  "BF-IO paper workload: BurstGPT lengths (no arrivals)"),
         TraceSpec("bfio-longbench", ("bfio-longbench.json.gz", "longbench_data_8000.json"), "bfio",
-                  "BF-IO paper workload: LongBench-v2 lengths (no arrivals)", True),
+                  "BF-IO paper workload: LongBench-v2 lengths (no arrivals)"),
         TraceSpec("vidur-arxiv", ("vidur-arxiv.csv.gz", "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"),
-                  "vidur", "Vidur arXiv-summarization lengths (no arrivals), MIT", True),
+                  "vidur", "Vidur arXiv-summarization lengths (no arrivals)"),
         TraceSpec("azure-code-2024", ("azure-code-2024.csv.gz", "AzureLLMInferenceTrace_code_1week.csv.gz",
                                       "AzureLLMInferenceTrace_code_1week.csv"), "azure",
-                  "Azure LLM inference 2024 week-long, code (user-supplied)"),
+                  "Azure LLM inference 2024 week-long, code (large; from Azure Blob Storage)"),
         TraceSpec("azure-conv-2024", ("azure-conv-2024.csv.gz", "AzureLLMInferenceTrace_conv_1week.csv.gz",
                                       "AzureLLMInferenceTrace_conv_1week.csv"), "azure",
-                  "Azure LLM inference 2024 week-long, conversation (user-supplied; the BalanceRoute paper's trace)"),
+                  "Azure LLM inference 2024 week-long, conversation (large; from Azure Blob Storage; "
+                  "the BalanceRoute paper's trace)"),
         TraceSpec("burstgpt", ("burstgpt.csv.gz", "burstgpt.csv", "BurstGPT_1.csv", "BurstGPT_without_fails_1.csv"),
-                  "burstgpt", "BurstGPT (user-supplied), CC-BY-4.0"),
+                  "burstgpt", "BurstGPT conversation and API logs (large; Git LFS)"),
         TraceSpec("sample", ("sample.csv.gz",), "generic",
-                  "bundled: first 2,000 requests of mooncake-conversation (Apache-2.0), see traces/data/SAMPLE.md"),
+                  "bundled: first 2,000 requests of mooncake-conversation"),
     )
 }
 
 
-def default_trace_dirs(trace_dir: str | Path | None = None) -> list[Path]:
-    """Where traces are looked for, in order."""
+def user_trace_dir() -> Path:
+    """The per-user default trace directory (platform data directory + ``traces``)."""
+    return platformdirs.user_data_path("dpbalance", appauthor=False) / "traces"
+
+
+def trace_directory(trace_dir: str | Path | None = None) -> Path:
+    """The trace directory: ``trace_dir``, else ``$DPBALANCE_TRACE_DIR``, else :func:`user_trace_dir`."""
     if trace_dir is not None:
-        return [Path(trace_dir)]
+        return Path(trace_dir).expanduser()
     env = os.environ.get(ENV_VAR)
-    if env:
-        return [Path(env)]
-    repo = Path(__file__).resolve().parents[2]
-    dirs = [repo.parent / "shared" / "traces", Path.cwd().parent / "shared" / "traces"]
-    out: list[Path] = []
-    for d in dirs:
-        if d not in out:
-            out.append(d)
-    return out
+    return Path(env).expanduser() if env else user_trace_dir()
+
+
+def missing_hint(name: str, trace_dir: Path) -> str:
+    """How to get a named trace that is not in ``trace_dir``."""
+    src = SOURCES.get(name)
+    if src is None or src.kind == "bundled":
+        return ""
+    fetch = f"Run `dpbalance trace fetch {name}`"
+    if src.kind == "pinned":
+        return f"{fetch} to download it."
+    return (f"{fetch} to download it from {src.url} ({src.note}), or download that file yourself and put it "
+            f"into {trace_dir} as {src.upstream_file}.")
 
 
 def resolve_trace(name_or_path: str, trace_dir: str | Path | None = None) -> tuple[Path, str, str]:
     """(file, format, name) for a trace name or path; a clear error says where it looked."""
     if name_or_path in KNOWN:
         spec = KNOWN[name_or_path]
-        dirs = [PACKAGE_DATA] if spec.name == "sample" else default_trace_dirs(trace_dir)
-        tried = []
-        for d in dirs:
-            for f in spec.files:
-                p = d / f
-                tried.append(str(p))
-                if p.is_file():
-                    return p, spec.fmt, spec.name
-        hint = "" if spec.bundled else " This trace is not shipped; download it and put it in the trace directory."
+        d = PACKAGE_DATA if spec.name == "sample" else trace_directory(trace_dir)
+        for f in spec.files:
+            p = d / f
+            if p.is_file():
+                return p, spec.fmt, spec.name
         raise TraceError(
             name_or_path, None,
-            f"trace file not found; looked for {', '.join(spec.files)} in {', '.join(map(str, dirs))}. "
-            f"Pass --trace-dir DIR or set {ENV_VAR}.{hint}",
+            f"trace file not found; looked for {', '.join(spec.files)} in {d}. {missing_hint(spec.name, d)} "
+            f"To use another folder, pass --trace-dir DIR or set {ENV_VAR}.",
         )
     p = Path(name_or_path).expanduser()
     if p.is_file():

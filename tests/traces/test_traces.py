@@ -2,20 +2,13 @@
 
 import gzip
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dpbalance.traces import TraceError, load_trace, parse_timestamp, resolve_trace
-from dpbalance.traces.catalog import default_trace_dirs
-
-SHARED = next((d for d in default_trace_dirs() if (d / "SOURCES.md").is_file()), None)
-needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/traces not present")
 
 
-@needs_shared
 @pytest.mark.parametrize("name,rows,prompt_mean,output_mean,gt1000", [
     ("azure-code-2023", 8819, 2047.8, 27.9, 2),
     ("azure-conv-2023", 19366, 1154.7, 211.1, 0),
@@ -25,7 +18,8 @@ needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/traces not p
     ("bfio-burst", 8000, 362.9, 57.0, 42),
     ("vidur-arxiv", 28257, 2588.1, 291.4, 1241),
 ])
-def test_shipped_traces_match_sources(name, rows, prompt_mean, output_mean, gt1000):
+def test_real_traces_match_sources(need_trace, name, rows, prompt_mean, output_mean, gt1000):
+    need_trace(name)
     w = load_trace(name)
     st = w.stats()
     assert st["requests"] == rows
@@ -34,20 +28,22 @@ def test_shipped_traces_match_sources(name, rows, prompt_mean, output_mean, gt10
     assert st["output_gt_1000"] == gt1000
 
 
-@needs_shared
-def test_trace_spans():
+def test_trace_spans(need_trace):
+    for name in ("azure-conv-2023", "mooncake-conversation", "bfio-arxiv"):
+        need_trace(name)
     assert load_trace("azure-conv-2023").stats()["span_s"] == pytest.approx(3501.7, abs=0.1)
     assert load_trace("mooncake-conversation").stats()["span_s"] == pytest.approx(3537.0, abs=0.01)
     assert not load_trace("bfio-arxiv").has_timestamps
 
 
-def test_sample_is_bundled_and_works_without_shared(tmp_path, monkeypatch):
+def test_sample_is_bundled_and_works_without_a_trace_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DPBALANCE_TRACE_DIR", str(tmp_path))  # an empty trace dir
     w = load_trace("sample")
     assert len(w) == 2000 and w.has_timestamps
     assert (w.key >= 0).all()
-    with pytest.raises(TraceError, match="looked for azure-conv-2023.csv.gz"):
+    with pytest.raises(TraceError, match="looked for azure-conv-2023.csv.gz") as err:
         load_trace("azure-conv-2023")
+    assert "dpbalance trace fetch azure-conv-2023" in str(err.value) and str(tmp_path) in str(err.value)
 
 
 def test_azure_2024_format(tmp_path):
@@ -120,7 +116,6 @@ def test_synthetic_spec_is_seeded():
     assert abs(a.output.mean() - 50) < 10 and not a.has_timestamps
     c = load_trace("synthetic:n=2000,joint=bfio,qps=10,seed=1")
     assert c.has_timestamps and abs(c.output.mean() - 1200) < 100
-    assert os.environ.get("DPBALANCE_TRACE_DIR") is None or True
 
 
 def test_filters_on_a_real_trace():
