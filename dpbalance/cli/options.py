@@ -87,12 +87,22 @@ def config_options(cls: type, *, panel: str | None = None) -> list[tuple[inspect
     return out
 
 
+def option_for(cls: type, name: str):
+    """The annotated type of one config field's option, for a command that needs just that setting."""
+    for p, _ in config_options(cls):
+        if p.name == name:
+            return p.annotation
+    raise KeyError(f"{cls.__name__} has no command-line field {name!r}")
+
+
 def with_configs(config_file: str | None = None, **configs: type) -> Callable[[Callable], Callable]:
     """Decorator: generate the command-line options of the given config dataclasses (see module docstring)."""
 
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
-        own = [p for name, p in sig.parameters.items() if name not in configs]
+        hints = typing.get_type_hints(fn, include_extras=True)  # real objects, also under `from __future__ import annotations`
+        own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items()
+               if name not in configs]
         taken = {p.name for p in own}
         fields_of: dict[str, list[tuple[str, Callable]]] = {}
         generated: list[inspect.Parameter] = []

@@ -17,46 +17,47 @@ import numpy as np
 
 from ..core.metrics import step_stats
 
-SCHEMA_VERSION = "dpbalance.result/1"
+SCHEMA_VERSION = "dpbalance.result/2"
 
-#: the table columns, in order (SPEC §4)
-TABLE_FIELDS = (
-    "policy", "workers", "slots", "requests", "completed", "makespan_s", "throughput_tok_s",
-    "avg_imbalance_gap", "avg_imbalance_maxmin", "balance_ratio", "idle_fraction", "energy_j",
-    "energy_j_per_token", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_ms", "tpot_p95_ms",
-    "tpot_p99_ms", "e2e_p50_s", "e2e_p95_s", "e2e_p99_s", "dispatch_us_p50", "dispatch_us_p99", "steps",
-    "sim_wall_s",
-)
+
+def _m(doc: str) -> dict:
+    return {"doc": doc, "table": True}
 
 
 @dataclass
 class Result:
-    policy: str
-    workers: int
-    slots: int
-    requests: int
-    completed: int
-    makespan_s: float
-    throughput_tok_s: float
-    avg_imbalance_gap: float
-    avg_imbalance_maxmin: float
-    balance_ratio: float
-    idle_fraction: float
-    energy_j: float
-    energy_j_per_token: float
-    ttft_p50_s: float
-    ttft_p95_s: float
-    ttft_p99_s: float
-    tpot_p50_ms: float
-    tpot_p95_ms: float
-    tpot_p99_ms: float
-    e2e_p50_s: float
-    e2e_p95_s: float
-    e2e_p99_s: float
-    dispatch_us_p50: float
-    dispatch_us_p99: float
-    steps: int
-    sim_wall_s: float
+    """One run's metrics. Every field marked ``table`` is a column of the printed table, in this order."""
+
+    policy: str = field(metadata=_m("policy label (name and every non-default option; predictor always)"))
+    workers: int = field(metadata=_m("G, data-parallel decode workers"))
+    slots: int = field(metadata=_m("B, max concurrent sequences per worker"))
+    requests: int = field(metadata=_m("requests in the workload"))
+    completed: int = field(metadata=_m("requests that finished (all their output tokens)"))
+    running: int = field(metadata=_m("requests still decoding when the run ended"))
+    never_admitted: int = field(metadata=_m("requests never admitted to a worker (rejected, failed or waiting)"))
+    makespan_s: float = field(metadata=_m("first arrival to last finish, s"))
+    throughput_tok_s: float = field(metadata=_m("output tokens per second over the measurement window"))
+    throughput_all_tok_s: float = field(metadata=_m("output tokens per second over the whole run"))
+    avg_imbalance_gap: float = field(metadata=_m("mean over window steps of G·max load − Σ load (token·workers)"))
+    avg_imbalance_maxmin: float = field(metadata=_m("mean over window steps of max load − min load (tokens)"))
+    balance_ratio: float = field(metadata=_m("mean over window steps of mean load / max load"))
+    idle_fraction: float = field(metadata=_m("mean over window steps of the barrier-idle share of worker time"))
+    energy_j: float = field(metadata=_m("energy of the whole run, idle cluster included, J"))
+    energy_j_per_token: float = field(metadata=_m("whole-run energy per output token, J"))
+    ttft_p50_s: float = field(metadata=_m("time to first token, median, s"))
+    ttft_p95_s: float = field(metadata=_m("time to first token, 95th percentile, s"))
+    ttft_p99_s: float = field(metadata=_m("time to first token, 99th percentile, s"))
+    wait_max_s: float = field(metadata=_m("longest time any request waited before admission, s"))
+    tpot_p50_ms: float = field(metadata=_m("time per output token, median, ms"))
+    tpot_p95_ms: float = field(metadata=_m("time per output token, 95th percentile, ms"))
+    tpot_p99_ms: float = field(metadata=_m("time per output token, 99th percentile, ms"))
+    e2e_p50_s: float = field(metadata=_m("end-to-end latency, median, s"))
+    e2e_p95_s: float = field(metadata=_m("end-to-end latency, 95th percentile, s"))
+    e2e_p99_s: float = field(metadata=_m("end-to-end latency, 99th percentile, s"))
+    dispatch_us_p50: float = field(metadata=_m("policy decision time per call, median, µs"))
+    dispatch_us_p99: float = field(metadata=_m("policy decision time per call, 99th percentile, µs"))
+    steps: int = field(metadata=_m("decode steps"))
+    sim_wall_s: float = field(metadata=_m("wall time of the run, s"))
     window: str = "all"
     label: str = ""
     config: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +77,10 @@ class Result:
     @property
     def name(self) -> str:
         return self.label or self.policy
+
+
+#: the table columns, in order: every Result field marked ``table``
+TABLE_FIELDS = tuple(f.name for f in fields(Result) if f.metadata.get("table"))
 
 
 def _jsonable(v):
@@ -119,11 +124,14 @@ class Series:
     maxmin: np.ndarray
     gap: np.ndarray
     idle: np.ndarray
+    tokens: np.ndarray  # output tokens decoded in each step (= sequences active)
     sample_t: np.ndarray  # times of the sampled per-worker rows
     sample_rows: np.ndarray  # [k, G]
     ttft: np.ndarray
     tpot_ms: np.ndarray
     e2e: np.ndarray
+    wait: np.ndarray  # per admitted request: time from arrival to admission
+    window_end_t: float  # end of the measurement window (shade it on time plots)
 
     def save(self, path: Path | str) -> None:
         path = Path(path)
@@ -133,7 +141,7 @@ class Series:
     @classmethod
     def load(cls, path: Path | str) -> "Series":
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
+            return cls(**{k: (float(z[k]) if z[k].ndim == 0 else z[k]) for k in cls.__dataclass_fields__})
 
 
 def build_result(
@@ -143,24 +151,28 @@ def build_result(
     slots: int,
     steps: dict[str, np.ndarray],
     arrival: np.ndarray,
+    admitted: np.ndarray,
     first_token: np.ndarray,
     finish: np.ndarray,
     output: np.ndarray,
-    completed_mask: np.ndarray,
+    finished: np.ndarray,
     dispatch_ns: np.ndarray,
     window_end_step: int,
     window: str,
     wall_s: float,
     config: dict[str, Any],
+    idle_energy_j: float = 0.0,
     label: str = "",
     t0: float = 0.0,
 ) -> tuple[Result, Series]:
-    """Compute the §4 metrics.
+    """Compute a run's metrics.
 
     ``steps`` holds per-step ``max``, ``min``, ``sum`` (token loads), ``tau``, ``t_end``, ``active``
-    (sequences decoded, = tokens produced) and ``energy`` (J). The window covers steps
-    ``0..window_end_step``; throughput is window tokens over window duration (from ``t0``), energy is the
-    window's energy, latency percentiles cover all completed requests.
+    (sequences decoded, = tokens produced) and ``energy`` (J). Per request: ``arrival``, ``admitted`` (time it got
+    a slot; nan if never), ``first_token``, ``finish`` and the ``finished`` mask. The balance metrics and
+    ``throughput_tok_s`` cover the window, steps ``0..window_end_step``; ``throughput_all_tok_s`` and the energy
+    (steps plus ``idle_energy_j`` for the time no step ran) cover the whole run; latency percentiles cover every
+    finished request.
     """
     n_steps = len(steps["tau"])
     w_end = min(max(window_end_step, -1), n_steps - 1)
@@ -168,10 +180,14 @@ def build_result(
     st = step_stats(steps["max"][sl], steps["min"][sl], steps["sum"][sl].astype(np.float64), workers)
     tokens = float(steps["active"][sl].sum())
     duration = float(steps["t_end"][w_end] - t0) if w_end >= 0 else 0.0
-    energy = float(steps["energy"][sl].sum())
-    done = completed_mask
+    all_tokens = float(steps["active"].sum())
+    energy = float(steps["energy"].sum()) + float(idle_energy_j)
+    done = finished
+    was_admitted = np.isfinite(admitted)
+    makespan = float(finish[done].max() - t0) if done.any() else math.nan
     ttft = (first_token - arrival)[done]
     e2e = (finish - arrival)[done]
+    wait = (admitted - arrival)[was_admitted]
     multi = done & (output > 1)
     tpot_ms = ((finish - first_token)[multi] / (output[multi] - 1)) * 1e3
     mean = lambda x: float(np.mean(x)) if len(x) else math.nan  # noqa: E731
@@ -182,17 +198,21 @@ def build_result(
         slots=slots,
         requests=int(len(arrival)),
         completed=int(done.sum()),
-        makespan_s=float(finish[done].max() - t0) if done.any() else math.nan,
+        running=int((was_admitted & ~done).sum()),
+        never_admitted=int((~was_admitted).sum()),
+        makespan_s=makespan,
         throughput_tok_s=tokens / duration if duration > 0 else math.nan,
+        throughput_all_tok_s=all_tokens / makespan if makespan > 0 else math.nan,
         avg_imbalance_gap=mean(st["gap"]),
         avg_imbalance_maxmin=mean(st["maxmin"]),
         balance_ratio=mean(st["balance"]),
         idle_fraction=mean(st["idle"]),
         energy_j=energy,
-        energy_j_per_token=energy / tokens if tokens > 0 else math.nan,
+        energy_j_per_token=energy / all_tokens if all_tokens > 0 else math.nan,
         ttft_p50_s=_pct(ttft, 50),
         ttft_p95_s=_pct(ttft, 95),
         ttft_p99_s=_pct(ttft, 99),
+        wait_max_s=float(wait.max()) if len(wait) else math.nan,
         tpot_p50_ms=_pct(tpot_ms, 50),
         tpot_p95_ms=_pct(tpot_ms, 95),
         tpot_p99_ms=_pct(tpot_ms, 99),
@@ -214,10 +234,13 @@ def build_result(
         maxmin=full["maxmin"],
         gap=full["gap"],
         idle=full["idle"],
+        tokens=steps["active"],
         sample_t=steps["t_end"][sidx] - t0 if len(sidx) else np.empty(0),
         sample_rows=steps.get("sample_rows", np.empty((0, workers), np.int64)),
         ttft=ttft,
         tpot_ms=tpot_ms,
         e2e=e2e,
+        wait=wait,
+        window_end_t=float(steps["t_end"][w_end] - t0) if w_end >= 0 else 0.0,
     )
     return res, series

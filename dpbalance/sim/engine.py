@@ -190,12 +190,17 @@ class RunRecord:
     wall_s: float
     step_params: dict
     energy_params: dict
+    idle_power_w: float = 0.0  # per worker, drawn while no decode step runs
     final_loads: np.ndarray = None  # per-worker loads and counts after the run (all zero: nothing left behind)
     final_counts: np.ndarray = None
 
     @property
     def n_steps(self) -> int:
         return len(self.steps["tau"])
+
+    def admit_time(self) -> np.ndarray:
+        """When each request got its slot: the start of its first decode step."""
+        return self.steps["t_end"][self.admit_step] - self.steps["tau"][self.admit_step]
 
     def first_token_time(self) -> np.ndarray:
         return self.steps["t_end"][self.admit_step]
@@ -345,6 +350,7 @@ def simulate(
         wall_s=wall,
         step_params=step_model.params(),
         energy_params=energy_model.params(),
+        idle_power_w=energy_model.idle_power_w(),
         final_loads=st.loads.copy(),
         final_counts=st.counts.copy(),
     )

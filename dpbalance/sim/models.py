@@ -1,4 +1,4 @@
-"""Step-time and energy models (SPEC §2.2), registered by name and configured by spec strings.
+"""Step-time and energy models, registered by name and configured by spec strings.
 
 Step-time models map a step's per-worker loads to its duration; energy models map a block of steps
 (loads matrix + durations) to joules. Both are vectorised over steps so the simulator can reduce its
@@ -94,6 +94,10 @@ class EnergyModel:
     def params(self) -> dict:
         raise NotImplementedError
 
+    def idle_power_w(self) -> float:
+        """Watts one worker draws while no decode step runs (an idle cluster still draws power)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class BfioPowerConfig:
@@ -112,6 +116,9 @@ class BfioPower(EnergyModel):
         u = np.divide(loads, m, out=np.zeros_like(loads), where=m > 0)
         p = self.cfg.p_idle + (self.cfg.p_max - self.cfg.p_idle) * np.power(u, self.cfg.gamma)
         return p.sum(axis=1) * tau
+
+    def idle_power_w(self) -> float:
+        return self.cfg.p_idle
 
     def params(self):
         return {"model": "bfio_power", "p_idle_w": self.cfg.p_idle, "p_max_w": self.cfg.p_max, "gamma": self.cfg.gamma}
@@ -132,6 +139,9 @@ class BusyIdle(EnergyModel):
         busy = np.minimum(step_time.busy(loads), tau[:, None])
         idle = tau[:, None] - busy
         return (self.cfg.p_busy * busy + self.cfg.p_idle * idle).sum(axis=1)
+
+    def idle_power_w(self) -> float:
+        return self.cfg.p_idle
 
     def params(self):
         return {"model": "busy_idle", "p_busy_w": self.cfg.p_busy, "p_idle_w": self.cfg.p_idle}

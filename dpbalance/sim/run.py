@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from ..core.workload import Workload
 from ..policies import PolicyContext, resolve_policy
 from ..results.schema import Result, Series, build_result
@@ -31,16 +33,22 @@ def summarize(record: RunRecord, policy_spec: str, cfg: SimConfig, workload: Wor
         "dispatch_timing": "per policy call with waiting requests and free slots",
         **(extra or {}),
     }
+    admitted = record.admit_step >= 0
+    finish = record.finish_time()
+    # the cluster draws idle power whenever no decode step runs (empty, or waiting on the policy)
+    gap_s = max(0.0, float(finish.max()) - float(record.steps["tau"].sum())) if len(finish) else 0.0
     return build_result(
         policy=policy_spec,
         workers=record.workers,
         slots=record.slots,
         steps=record.steps,
         arrival=record.arrival,
+        admitted=np.where(admitted, record.admit_time(), np.nan),
         first_token=record.first_token_time(),
-        finish=record.finish_time(),
+        finish=finish,
         output=record.output,
-        completed_mask=record.admit_step >= 0,
+        finished=admitted,  # the simulator runs until every admitted request has finished
+        idle_energy_j=record.workers * record.idle_power_w * gap_s,
         dispatch_ns=record.dispatch_ns,
         window_end_step=w_end,
         window=window,

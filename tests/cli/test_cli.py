@@ -55,7 +55,7 @@ def test_simulate_json_and_replay(tmp_path):
     (["simulate", "--trace", "azure-code-2024", "--trace-dir", "/nonexistent"], "looked for azure-code-2024.csv.gz"),
     (["simulate", "-p", "fcfs", "--trace", "synthetic:n=50", "--arrival", "replay"], "no arrival times"),
     (["simulate", "-p", "fcfs", "--arrival", "poisson"], "qps"),
-    (["simulate", "--arrival", "sideways"], "--arrival must be"),
+    (["simulate", "--arrival", "sideways"], "'sideways' is not one of 'replay', 'poisson', 'saturated'"),
     (["simulate", "-p", "fcfs", "--min-output", "100000"], "no requests left"),
 ])
 def test_user_errors_are_one_clear_line(args, needle):

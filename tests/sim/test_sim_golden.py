@@ -98,3 +98,25 @@ def test_linear_max_mean_step_time():
     cfg = SimConfig(**{**CFG.__dict__, "step_time": "linear_max_mean:c=1,a=0.01,b=0.005"})
     rec = simulate(workload(), make_policy("jsq_tokens", PolicyContext(3, 2)), cfg)
     np.testing.assert_allclose(rec.steps["tau"], 1 + 0.01 * LOADS.max(1) + 0.005 * LOADS.mean(1))
+
+
+def test_golden_whole_run_figures_waits_and_conservation():
+    res, series = run_simulation(workload(), "jsq_tokens", SimConfig(**{**CFG.__dict__, "window": "steady"}))
+    assert res.throughput_tok_s == pytest.approx(9 / 4.51)  # steady window: steps 0..1
+    assert res.throughput_all_tok_s == pytest.approx(11 / 6.12)  # whole run
+    # r4 and r5 arrive at 1.5 and get their slots when step 1 starts, at 2.10; the rest at once
+    assert res.wait_max_s == pytest.approx(0.60)
+    np.testing.assert_allclose(np.sort(series.wait), [0, 0, 0, 0, 0.6, 0.6], atol=1e-9)
+    assert series.window_end_t == pytest.approx(4.51)
+    assert (res.completed, res.running, res.never_admitted) == (6, 0, 0)
+    assert res.completed + res.running + res.never_admitted == res.requests
+
+
+def test_an_empty_cluster_draws_idle_power():
+    # one worker; r0 runs 0 → 1 s, nothing runs until r1 arrives at 100 s, r1 runs 100 → 101 s
+    w = Workload.from_arrays([0.0, 100.0], [10, 10], [1, 1], name="gap")
+    res, _ = run_simulation(w, "jsq_tokens", SimConfig(workers=1, slots=1, step_time="linear_max:C=1,t_tok=0"))
+    # two 1 s steps at full utilisation (400 W) + 99 s idle at 100 W
+    assert res.energy_j == pytest.approx(2 * 400 + 99 * 100)
+    assert res.energy_j_per_token == pytest.approx((2 * 400 + 99 * 100) / 2)
+    assert res.throughput_all_tok_s == pytest.approx(2 / 101)

@@ -27,7 +27,7 @@ from dpbalance.traces import KNOWN, SOURCES, TraceError, load_trace, resolve_tra
 from dpbalance.traces.fetch import MIRROR_ENV, FetchError, fetch_trace
 from dpbalance.traces.sources import PINNED
 
-MIRROR = Path(__file__).parent / "data" / "mirror"
+MIRROR = Path(__file__).parents[1] / "data" / "mirror"
 runner = CliRunner()
 
 
@@ -106,7 +106,7 @@ def test_every_named_trace_has_a_source_and_pinned_urls_are_exact():
 
 
 def test_docs_list_every_source():
-    doc = (Path(__file__).parents[1] / "docs" / "traces.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "traces.md").read_text()
     for name, src in SOURCES.items():
         assert f"`{name}`" in doc
         for fact in (src.url, src.sha256, src.commit, f"{src.size:,}" if src.size else None):
