@@ -57,8 +57,20 @@ def trace_identity(trace: str, trace_dir: str | None) -> str:
     return f"{name}:{fmt}:{_file_digest(str(path.resolve()), st.st_size, st.st_mtime)}"
 
 
+@lru_cache(maxsize=1)
+def code_identity() -> str:
+    """A digest of the package's own source: a cached cell is reused only by the code that computed it (a policy
+    changed during development must not be served stale results under the same version number)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
 def cell_hash(cell: Cell, trace_dir: str | None) -> str:
-    payload = {"cell": cell.identity(), "version": __version__, "trace": trace_identity(cell.trace.trace, trace_dir)}
+    payload = {"cell": cell.identity(), "version": code_identity(), "trace": trace_identity(cell.trace.trace, trace_dir)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -92,7 +104,7 @@ def execute_cell(cell_dict: dict[str, Any], trace_dir: str | None, key: str, wan
         "sweep": {
             "cell": cell.to_dict(),
             "hash": key,
-            "version": __version__,
+            "version": code_identity(),
             "trace_identity": trace_id or trace_identity(cell.trace.trace, trace_dir),
             "replayed": len(test),
             "train_rows": 0 if train is None else len(train),

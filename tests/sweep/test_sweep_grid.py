@@ -78,7 +78,7 @@ def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path)
     for change in ({"workers": 8}, {"slots": 16}, {"seed": 1}, {"max_requests": 101}, {"policy": "jsq_count"},
                    {"energy": "busy_idle"}, {"arrival": "saturated"}, {"train_split": 0.5}, {"repeat": 2}):
         assert cell_hash(Cell.from_dict({**base.to_dict(), **change}), None) != h, change
-    monkeypatch.setattr(runner, "__version__", "9.9.9")
+    monkeypatch.setattr(runner, "code_identity", lambda: "9.9.9+other")  # another version or source
     assert cell_hash(base, None) != h
     monkeypatch.undo()
     # same trace name, different file content -> different key

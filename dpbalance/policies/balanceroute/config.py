@@ -29,9 +29,10 @@ _PRESET_KNOBS = ("placement", "s_greedy", "r_max", "worker_key", "subset_rule", 
 class BR0Config:
     preset: Literal["default", "bfio-code", "paper"] = field(
         default="default", metadata={"doc": "published configuration the unset knobs below come from"})
-    placement: Literal["load", "free"] | None = field(default=None, metadata={
+    placement: Literal["load", "free", "auto"] | None = field(default=None, metadata={
         "doc": "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
-               "worker with most free slots takes its best request ('free')"})
+               "worker with most free slots takes its best request ('free'); 'auto': 'free' for a burst of at least "
+               "one request per worker, else 'load'"})
     s_greedy: int | Literal["fit"] | None = field(default=None, metadata={
         "doc": "the first stage runs while more than this many slots are free ('fit': while every waiting request "
                "fits)"})

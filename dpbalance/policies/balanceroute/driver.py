@@ -59,6 +59,11 @@ class BalanceRoute:
             return []
         cfg = self.cfg
         n = min(n_pool, cfg.window)
+        if not isinstance(cfg.max_wait_s, str):
+            # bounded overtaking: only requests that arrived within max_wait_s of the oldest waiting one are
+            # candidates, so nobody is passed over for a request that arrived more than max_wait_s after it
+            arr = snap.pool_arrival[:n]
+            n = max(1, int(np.searchsorted(arr, arr[0] + cfg.max_wait_s, side="right")))
         self._ids = snap.pool_ids[:n]
         self._sizes = sizes = snap.pool_prompt[:n].astype(np.float64)
         self._taken = taken = np.zeros(n, dtype=bool)
@@ -66,21 +71,17 @@ class BalanceRoute:
         self._out = out = []
         sc = self.scorer
         sc.prepare(snap)
-
-        # 0. overdue requests (a prefix of the pool: it is in arrival order)
-        if not isinstance(cfg.max_wait_s, str):
-            overdue = int(np.searchsorted(snap.pool_arrival[:n], snap.now - cfg.max_wait_s, side="right"))
-            for i in range(min(overdue, total_free)):
-                self._take(i, self._best_worker(sizes[i], free))
-        left = n - len(out)
-        total_free -= len(out)
+        left = n
 
         # 1. placement while slots are plentiful
         def plentiful() -> bool:
             return left <= total_free if cfg.s_greedy == "fit" else total_free > cfg.s_greedy
 
+        placement = cfg.placement
+        if placement == "auto":  # a burst (at least one request per worker) is spread; a trickle goes by load
+            placement = "free" if n >= self.G else "load"
         if left and total_free and plentiful():
-            if cfg.placement == "load":
+            if placement == "load":
                 order = np.argsort(-sizes, kind="stable") if cfg.s_greedy == "fit" else np.arange(n)
                 for i in order.tolist():
                     if taken[i]:
