@@ -40,6 +40,7 @@ class Result:
     throughput_all_tok_s: float = field(metadata=_m("output tokens per second over the whole run"))
     avg_imbalance_gap: float = field(metadata=_m("mean over window steps of G·max load − Σ load (token·workers)"))
     avg_imbalance_maxmin: float = field(metadata=_m("mean over window steps of max load − min load (tokens)"))
+    maxmin_all: float = field(metadata=_m("mean over every step of the run of max load − min load (tokens)"))
     balance_ratio: float = field(metadata=_m("mean over window steps of mean load / max load"))
     idle_fraction: float = field(metadata=_m("mean over window steps of the barrier-idle share of worker time"))
     energy_j: float = field(metadata=_m("energy of the whole run, idle cluster included, J"))
@@ -192,6 +193,7 @@ def build_result(
     tpot_ms = ((finish - first_token)[multi] / (output[multi] - 1)) * 1e3
     mean = lambda x: float(np.mean(x)) if len(x) else math.nan  # noqa: E731
     disp_us = dispatch_ns / 1e3
+    full = step_stats(steps["max"], steps["min"], steps["sum"].astype(np.float64), workers)
     res = Result(
         policy=policy,
         workers=workers,
@@ -205,6 +207,7 @@ def build_result(
         throughput_all_tok_s=all_tokens / makespan if makespan > 0 else math.nan,
         avg_imbalance_gap=mean(st["gap"]),
         avg_imbalance_maxmin=mean(st["maxmin"]),
+        maxmin_all=mean(full["maxmin"]),
         balance_ratio=mean(st["balance"]),
         idle_fraction=mean(st["idle"]),
         energy_j=energy,
@@ -227,7 +230,6 @@ def build_result(
         label=label,
         config=config,
     )
-    full = step_stats(steps["max"], steps["min"], steps["sum"].astype(np.float64), workers)
     sidx = steps.get("sample_idx", np.empty(0, np.int64))
     series = Series(
         t=steps["t_end"] - t0,

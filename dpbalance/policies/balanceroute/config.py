@@ -33,6 +33,19 @@ class BR0Config:
         "doc": "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
                "worker with most free slots takes its best request ('free'); 'auto': 'free' for a burst of at least "
                "one request per worker, else 'load'"})
+    overflow: float = field(default=0.0, metadata={
+        "doc": "an overdue request goes to its reserved worker once at most this share of it overflows the margin"})
+    hold_s: float = field(default=0.0, metadata={
+        "doc": "while every waiting request fits, hold them up to this long to gather one per worker (0: off)"})
+    cold: float = field(default=0.5, metadata={"doc": "auto placement: a cluster below this share of used slots is cold"})
+    order: Literal["largest", "smallest", "fifo"] = field(default="largest", metadata={
+        "doc": "load placement: the order requests are placed in"})
+    tie: Literal["load", "fit"] = field(default="load", metadata={
+        "doc": "load placement among workers with equal F: the lightest ('load') or the fullest that still fits "
+               "('fit', best fit)"})
+    quota: Literal["free", "even", "off"] = field(default="free", metadata={
+        "doc": "load placement: a worker takes at most its share of a dispatch's requests, in proportion to its free "
+               "slots"})
     s_greedy: int | Literal["fit"] | None = field(default=None, metadata={
         "doc": "the first stage runs while more than this many slots are free ('fit': while every waiting request "
                "fits)"})

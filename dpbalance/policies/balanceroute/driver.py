@@ -2,19 +2,25 @@
 
 One dispatch, on the waiting requests the snapshot shows (the first ``window`` of them, oldest first):
 
-0. **Overdue requests first** (``max_wait_s``): a request that has waited longer than the cap is admitted before
-   anything else, on the free worker where F is highest — so no wait exceeds the cap by more than the time until
-   some slot frees.
+0. **Bounded overtaking** (``max_wait_s`` = W): once the oldest waiting request has been passed over by a request
+   that arrived more than W after it, it is *overdue*: the lightest worker is reserved for it — nothing else is
+   admitted there, so the worker's load falls behind the others as its requests finish — and it is admitted there
+   as soon as it fits the worker's margin, or at the first free slot once it has been overdue for another W.
+   So no request is overtaken by later arrivals for more than about 2·W, and a large prompt is placed where the
+   cluster made room for it instead of wherever a slot happened to free.
 1. **Placement** while slots are plentiful (``s_greedy``; by default while every waiting request fits):
    ``placement=load`` places the requests largest first, each on the worker with the highest F (ties: lowest
-   load) — a load-aware rule, which is what wins when slots are not scarce; ``placement=free`` is the BF-IO
-   authors' greedy: the worker with most free slots (ties: lowest load) takes the waiting request with the
-   highest F.
+   load), no worker taking more than its share of the batch (``quota``) — the load-aware rule that wins when
+   slots are not scarce; ``placement=free`` is the BF-IO authors' greedy: the worker with most free slots (ties:
+   lowest load) takes the waiting request with the highest F; ``auto`` uses ``free`` for a cold start (a burst of
+   at least one request per worker onto a mostly empty cluster) and ``load`` otherwise. ``hold_s`` optionally
+   holds a small batch (fewer requests than workers) briefly so it can be spread (TensorRT-LLM's coordinated
+   waiting).
 2. **Packing** when slots are scarce: workers with free slots in order (lowest load first, or most free slots
    then largest margin), each taking a subset of the candidates (``subset_rule``, see ``packing``) sized to its
    target Δ*; a worker with slots left goes back in the queue.
-Every free slot is used while requests wait (work-conserving): when no subset scores above zero the single
-best request is admitted anyway.
+Every free slot is used while requests wait (work-conserving; a reserved worker's slots excepted): when no subset
+scores above zero the single best request is admitted anyway.
 """
 
 from __future__ import annotations
@@ -34,77 +40,129 @@ class BalanceRoute:
         self.cfg = cfg.resolved()
         self.G = workers
         self.scorer = scorer
+        self._newest = -np.inf  # latest arrival time among the requests this policy admitted
+        self._reserved: tuple[int, int, float] | None = None  # (request id, worker, when it became overdue)
 
     # ------------------------------------------------------------------ helpers
-    def _best_worker(self, s: float, free: np.ndarray) -> int:
-        """The free worker with the highest F for s; ties go to the lowest load."""
-        f = self.scorer.scores(s)
-        f = np.where(free > 0, f, -np.inf)
+    def _best_worker(self, s: float, room: np.ndarray) -> int:
+        """The worker with room and the highest F for s; ties go to the lowest load (or best fit, ``tie=fit``)."""
+        f = np.where(room > 0, self.scorer.scores(s), -np.inf)
         best = f.max()
         cand = np.flatnonzero(f >= best - 1e-9 * max(1.0, abs(best)))
-        return int(cand[0]) if len(cand) == 1 else int(cand[np.argmin(self.scorer.load[cand])])
+        if len(cand) == 1:
+            return int(cand[0])
+        load = self.scorer.load[cand]
+        return int(cand[np.argmax(load)] if self.cfg.tie == "fit" else cand[np.argmin(load)])
 
     def _take(self, i: int, g: int) -> None:
         self._taken[i] = True
         self._out.append(Assignment(int(self._ids[i]), g))
         self._free[g] -= 1
+        self._left -= 1
         self.scorer.add(g, self._sizes[i])
+        a = float(self._arrival[i])
+        if a > self._newest:
+            self._newest = a
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, snap: Snapshot) -> list[Assignment]:
-        free = snap.free.astype(np.int64)
-        total_free = int(free.sum())
         n_pool = snap.pool_size
-        if total_free == 0 or n_pool == 0:
+        if n_pool == 0:
+            self._reserved = None
+        if snap.total_free == 0 or n_pool == 0:
             return []
         cfg = self.cfg
         n = min(n_pool, cfg.window)
-        if not isinstance(cfg.max_wait_s, str):
-            # bounded overtaking: only requests that arrived within max_wait_s of the oldest waiting one are
-            # candidates, so nobody is passed over for a request that arrived more than max_wait_s after it
-            arr = snap.pool_arrival[:n]
-            n = max(1, int(np.searchsorted(arr, arr[0] + cfg.max_wait_s, side="right")))
         self._ids = snap.pool_ids[:n]
-        self._sizes = sizes = snap.pool_prompt[:n].astype(np.float64)
-        self._taken = taken = np.zeros(n, dtype=bool)
-        self._free = free
-        self._out = out = []
-        sc = self.scorer
-        sc.prepare(snap)
-        left = n
+        self._sizes = snap.pool_prompt[:n].astype(np.float64)
+        self._arrival = snap.pool_arrival[:n]
+        self._taken = np.zeros(n, dtype=bool)
+        self._free = snap.free.astype(np.int64)
+        self._out = []
+        self._left = n
+        self.scorer.prepare(snap)
+        blocked = self._overdue(snap)
+        if blocked is not None:
+            self._free[blocked] = 0  # reserved: nothing else goes there
+        if self._left and self._free.sum():
+            self._place(snap)
+        if self._left and self._free.sum():
+            self._pack()
+        return self._out
 
-        # 1. placement while slots are plentiful
-        def plentiful() -> bool:
-            return left <= total_free if cfg.s_greedy == "fit" else total_free > cfg.s_greedy
+    def _overdue(self, snap: Snapshot) -> int | None:
+        """Step 0: admit or keep waiting for the overdue request; returns the worker reserved for it, if any."""
+        W = self.cfg.max_wait_s
+        if isinstance(W, str):
+            return None
+        res = self._reserved
+        if res is not None and (len(self._ids) == 0 or int(self._ids[0]) != res[0]):
+            res = self._reserved = None  # it left the pool (admitted, or gone in the router)
+        if res is None:
+            if self._newest - float(self._arrival[0]) <= W:
+                return None
+            g = int(np.argmin(np.where(snap.caps > 0, self.scorer.load, np.inf)))
+            res = self._reserved = (int(self._ids[0]), g, float(snap.now))
+        rid, g, since = res
+        fits = self._sizes[0] * (1.0 - self.cfg.overflow) <= self.scorer.targets_of(g)
+        late = snap.now - since > W
+        if self._free[g] > 0 and (fits or late):
+            self._take(0, g)
+            self._reserved = None
+            return None
+        if late and self._free.sum():  # its worker has no slot yet: the first free slot anywhere
+            self._take(0, self._best_worker(self._sizes[0], self._free))
+            self._reserved = None
+            return None
+        self._taken[0] = True  # it waits for its worker; others may go elsewhere
+        self._left -= 1
+        return g
 
+    def _place(self, snap: Snapshot) -> None:
+        cfg, sc, free, sizes, taken = self.cfg, self.scorer, self._free, self._sizes, self._taken
+        total_free = int(free.sum())
+        if cfg.s_greedy == "fit":
+            if self._left > total_free:
+                return
+        elif total_free <= cfg.s_greedy:
+            return
+        if (cfg.hold_s and self._left < self.G and snap.now - float(self._arrival[~taken][0]) < cfg.hold_s):
+            self._left = 0  # coordinated waiting: gather a batch of at least one request per worker, briefly
+            return
         placement = cfg.placement
-        if placement == "auto":  # a burst (at least one request per worker) is spread; a trickle goes by load
-            placement = "free" if n >= self.G else "load"
-        if left and total_free and plentiful():
-            if placement == "load":
-                order = np.argsort(-sizes, kind="stable") if cfg.s_greedy == "fit" else np.arange(n)
-                for i in order.tolist():
-                    if taken[i]:
-                        continue
-                    if not (left and total_free and plentiful()):
-                        break
-                    self._take(i, self._best_worker(sizes[i], free))
-                    left -= 1
-                    total_free -= 1
-            else:
-                while left and total_free and plentiful():
-                    best_free = free.max()
-                    ws = np.flatnonzero(free == best_free)
-                    g = int(ws[0]) if len(ws) == 1 else int(ws[np.argmin(sc.load[ws])])
-                    score = np.where(taken, -np.inf, sc.score(g, sizes))
-                    self._take(int(np.argmax(score)), g)
-                    left -= 1
-                    total_free -= 1
+        if placement == "auto":
+            cold = self._left >= self.G and total_free > (1.0 - cfg.cold) * float(snap.caps.sum())
+            placement = "free" if cold else "load"
 
-        # 2. packing when slots are scarce
-        if left and total_free:
-            self._pack(left)
-        return out
+        def plentiful() -> bool:
+            tf = int(free.sum())
+            return tf > 0 and (self._left <= tf if cfg.s_greedy == "fit" else tf > cfg.s_greedy)
+
+        if placement == "load":
+            order = (np.argsort(-sizes if cfg.order == "largest" else sizes, kind="stable")
+                     if cfg.order != "fifo" else np.arange(len(sizes)))
+            # a worker takes at most its share of this dispatch's requests (in proportion to its free slots, or
+            # evenly), so a batch spreads over the workers instead of filling the lightest ones' slots
+            if cfg.quota == "even":
+                quota = np.where(free > 0, -(-self._left // max(1, int((free > 0).sum()))), 0)
+            elif cfg.quota == "free":
+                quota = np.ceil(free * (self._left / total_free)).astype(np.int64)
+            else:
+                quota = free.copy()
+            for i in order.tolist():
+                if taken[i]:
+                    continue
+                if not (self._left and plentiful()):
+                    break
+                room = np.minimum(free, quota)
+                g = self._best_worker(sizes[i], room if (room > 0).any() else free)
+                quota[g] -= 1
+                self._take(i, g)
+        else:
+            while self._left and plentiful():
+                ws = np.flatnonzero(free == free.max())
+                g = int(ws[0]) if len(ws) == 1 else int(ws[np.argmin(sc.load[ws])])
+                self._take(int(np.argmax(np.where(taken, -np.inf, sc.score(g, sizes)))), g)
 
     def _key(self, g: int):
         L = self.scorer.load
@@ -112,24 +170,24 @@ class BalanceRoute:
             return (L[g], g)
         return (-int(self._free[g]), L[g], g)  # most free slots, then largest margin (= lowest load)
 
-    def _pack(self, left: int) -> None:
+    def _pack(self) -> None:
         cfg, sc, free, sizes = self.cfg, self.scorer, self._free, self._sizes
         r_max = cfg.r_max or len(sizes)
         heap = [self._key(g) + (g,) for g in np.flatnonzero(free > 0).tolist()]
         heapq.heapify(heap)
-        while heap and left:
+        while heap and self._left:
             g = heapq.heappop(heap)[-1]
             pos = np.flatnonzero(~self._taken)[:r_max]
             s = sizes[pos]
             K = min(int(free[g]), len(pos))
+            target = float(sc.targets_of(g))
             if cfg.subset_rule == "max_count":
-                chosen = packing.max_count(s, float(sc.targets_of(g)), K, cfg.dp_buckets)
+                chosen = packing.max_count(s, target, K, cfg.dp_buckets)
             else:
-                chosen = packing.max_f(s, K, float(sc.targets_of(g)), lambda d, g=g: sc.score(g, d), cfg.dp_buckets)
+                chosen = packing.max_f(s, K, target, lambda d, g=g: sc.score(g, d), cfg.dp_buckets)
             if not chosen:  # anti-starvation: the single best request by F
                 chosen = [int(np.argmax(sc.score(g, s)))]
             for j in chosen:
                 self._take(int(pos[j]), g)
-            left -= len(chosen)
-            if free[g] > 0 and left:
+            if free[g] > 0 and self._left:
                 heapq.heappush(heap, self._key(g) + (g,))
