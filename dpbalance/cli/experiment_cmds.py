@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn
 
 from ..sweep.grid import GridError
+from ..sweep.runner import RAY_INSTALL_HINT
 from .common import TraceDirOpt, console, progress_bar, user_errors
 
 
@@ -64,6 +66,9 @@ def register(app: typer.Typer) -> None:
 
         if backend not in ("local", "ray"):
             raise typer.BadParameter(f"--backend must be local or ray (got {backend!r})")
+        if backend == "ray" and importlib.util.find_spec("ray") is None:  # say so before any work starts
+            console.print(f"[bold red]error:[/] {escape(RAY_INSTALL_HINT)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
         names = _names(only)
         with user_errors():
             try:

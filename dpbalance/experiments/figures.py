@@ -25,6 +25,7 @@ def grouped_bars(path: Path, groups: Sequence[str], panels: dict[str, dict[str, 
                              squeeze=False)
     x = np.arange(len(groups))
     for ax, (head, series) in zip(axes[0], panels.items()):
+        series = {k: v for k, v in series.items() if any(a is not None and np.isfinite(a) for a in v)}  # drawn ones
         n = max(1, len(series))
         width = 0.8 / n
         for j, (name, vals) in enumerate(series.items()):
@@ -54,11 +55,20 @@ class Panel:
     zero_line: bool = False
 
 
+#: default marker and dash per series, so series that coincide stay visible (later ones drawn smaller, dashed)
+MARKERS = "osD^v<>ph*"
+DASHES = ("-", "--", "-.", ":")
+
+
 def _draw(ax, p: Panel, logx: bool, styles: dict[str, str]) -> None:
-    for name in p.ys:
+    for j, name in enumerate(p.ys):
         x = np.asarray(p.xs[name], dtype=float)
         y = np.asarray([np.nan if a is None else a for a in p.ys[name]], dtype=float)
-        ax.plot(x, y, styles.get(name, "o-"), label=name, ms=4)
+        if name in styles:
+            ax.plot(x, y, styles[name], label=name)
+        else:
+            ax.plot(x, y, marker=MARKERS[j % len(MARKERS)], ls=DASHES[j % len(DASHES)], ms=max(3.0, 6.5 - 0.7 * j),
+                    color=plt.get_cmap("tab10")(j % 10), label=name)
     if logx:  # log axis, ticks at the values that were run, written as plain numbers
         ax.set_xscale("log", base=2)
         ticks = sorted({float(v) for name in p.ys for v in p.xs[name]})

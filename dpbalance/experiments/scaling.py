@@ -103,7 +103,8 @@ def render(ctx: Ctx, R: Results) -> Section:
         xs[name] = list(paper.BR_SCALING)
         ys[name] = [100 * (v[col] / v[0] - 1) for v in paper.BR_SCALING.values()]
     p = figures.lines(ctx.out_dir / "scaling_gain.png", xs, ys, xlabel="G (data-parallel workers)",
-                      ylabel="throughput gain over the best baseline, %", title="Gain vs G", logx=True,
+                      ylabel="throughput gain over the best baseline, %",
+                      title="Window throughput gain vs G (B = 72, saturated); black: the BalanceRoute paper", logx=True,
                       styles={"paper BR-0": "k--", "paper BR-H oracle": "k:"}, zero_line=True)
     sec.figure(p, "gain vs G")
     trends = []

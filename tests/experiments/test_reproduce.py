@@ -89,3 +89,13 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(tmp_path), "--only", "main,nope"])
     assert r.exit_code == 2 and "nope" in r.output and "valid:" in r.output
     assert not (tmp_path / "report.md").exists()
+
+
+def test_ray_backend_without_ray_fails_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    r = CliRunner().invoke(app, ["reproduce", "--quick", "--backend", "ray", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "pip install -e '.[ray]'" in r.output.replace("\n", "")
+    assert not (tmp_path / "o").exists()
