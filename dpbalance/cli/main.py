@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
+
+from . import experiment_cmds, predictor_cmds, serve_cmds, sim_cmds, sweep_cmds, trace_cmds
 
 app = typer.Typer(
     name="dpbalance",
@@ -15,23 +16,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: command modules, registered in this order; a module that is absent is skipped
-COMMAND_MODULES = (
-    "dpbalance.cli.sim_cmds",
-    "dpbalance.cli.trace_cmds",
-    "dpbalance.cli.predictor_cmds",
-    "dpbalance.cli.sweep_cmds",
-    "dpbalance.cli.serve_cmds",
-)
+#: command modules, registered in this order (the order of `dpbalance --help`)
+COMMAND_MODULES = (sim_cmds, trace_cmds, predictor_cmds, sweep_cmds, experiment_cmds, serve_cmds)
 
-for _mod in COMMAND_MODULES:
-    try:
-        module = importlib.import_module(_mod)
-    except ModuleNotFoundError as exc:
-        if exc.name != _mod:
-            raise
-        continue
-    module.register(app)
+for _module in COMMAND_MODULES:
+    _module.register(app)
 
 
 def main() -> None:

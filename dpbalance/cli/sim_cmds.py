@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
                 baseline = labels[specs.index(baseline)]
             runs = _run(test, train, specs, built, sim, trace)
             report = write_report(out_dir, runs, baseline=baseline,
-                                  title=f"dpbalance compare — {test.name}, G={sim.workers}, B={sim.slots}, {sim.arrival}")
+                                  title=f"dpbalance compare — {test.name}")
         out.print(format_table([r for r, _ in runs], baseline=baseline))
         console.print(f"wrote {report} and {out_dir / 'results.json'}")
 

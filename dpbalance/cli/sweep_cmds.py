@@ -1,4 +1,4 @@
-"""``sweep`` (grid of cells on a local process pool or Ray) and ``reproduce`` (the paper experiments)."""
+"""``sweep``: a grid of cells on a local process pool or Ray, resumable from its cache."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import Progress, TextColumn
 from rich.markup import escape
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
 from .common import TraceDirOpt, console, out, progress_bar, user_errors
@@ -36,12 +36,11 @@ def register(app: typer.Typer) -> None:
         ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for ray.init(address=...), e.g. ray://head:10001 or auto (default: start a local Ray).")] = None,
         trace_dir: TraceDirOpt = None,
         series: Annotated[bool, typer.Option("--series/--no-series", help="Also keep per-step time series (cells/<hash>.series.npz) for plots.")] = False,
-        budget_min: Annotated[Optional[float], typer.Option("--budget-min", min=0.1, help="Wall-time budget in minutes (default 40, quick 2.5): optional grid points are dropped until the estimate fits.")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded cells and which are cached, run nothing.")] = False,
     ) -> None:
         """Run every cell of a grid (policy × predictor × G × B × load × seed × trace), resuming from cached cells.
 
-        Results: OUT/results.csv (+ results.parquet with pyarrow), OUT/results.json (list of §4 results),
+        Results: OUT/results.csv (+ results.parquet with pyarrow), OUT/results.json (every result in full),
         OUT/cells/<hash>.json per cell. Re-running the same grid recomputes only missing cells.
         """
         from ..sweep import GridError, load_grid, run_cells
@@ -99,44 +98,3 @@ def register(app: typer.Typer) -> None:
             t.add_row(*[_fmt(v) for v in vals])
         out.print(t)
         console.print("wrote " + ", ".join(str(p) for p in rep.tables))
-
-    @app.command()
-    def reproduce(
-        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory: report.md, PNG plots, results tables, cells/ cache.")] = Path("reproduce"),
-        quick: Annotated[bool, typer.Option("--quick", help="Reduced experiments (< 3 min on 2 cores): fewer requests, smaller grids.")] = False,
-        trace_dir: TraceDirOpt = None,
-        workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
-        backend: Annotated[str, typer.Option("--backend", "-b", help="local | ray, as for `sweep`.")] = "local",
-        ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (backend ray).")] = None,
-        budget_min: Annotated[Optional[float], typer.Option("--budget-min", min=0.1, help="Wall-time budget in minutes (default 40, quick 2.5): optional grid points are dropped until the estimate fits.")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (cells per experiment, time estimate) and exit.")] = False,
-        only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated experiment names to run (default all): main,scaling,sensitivity,bfio,theory,energy,predictors,optimal,regimes.")] = None,
-    ) -> None:
-        """Run the BalanceRoute and BF-IO paper experiments end to end and write OUT/report.md (SPEC §8).
-
-        Uses every trace found in the trace directory (azure-conv-2024 too, when you have it). Interrupted runs
-        resume from OUT/cells/.
-        """
-        from ..sweep import GridError
-        from ..sweep.reproduce import EXPERIMENTS, run_reproduce
-
-        names = None
-        if only:
-            names = [x.strip() for x in only.split(",") if x.strip()]
-            bad = [x for x in names if x not in EXPERIMENTS]
-            if bad:
-                raise typer.BadParameter(f"unknown experiment(s) {', '.join(bad)}; valid: {', '.join(EXPERIMENTS)}")
-        with user_errors():
-            try:
-                path = run_reproduce(out_dir, quick=quick, trace_dir=str(trace_dir) if trace_dir else None,
-                                     workers=workers, backend=backend, ray_address=ray_address, only=names,
-                                     console=console, progress_factory=_progress, dry_run=dry_run,
-                                     budget_min=budget_min)
-            except GridError as exc:
-                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-                raise typer.Exit(2) from None
-            except KeyboardInterrupt:
-                console.print("interrupted: finished cells are cached in OUT/cells; re-run to resume")
-                raise typer.Exit(130) from None
-        if path is not None:
-            console.print(f"wrote {path}")

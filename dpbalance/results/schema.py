@@ -1,4 +1,4 @@
-"""The versioned result of one run (SPEC §4) and how it is computed from raw run data.
+"""The versioned result of one run and how it is computed from raw run data.
 
 The simulator and the router both end in ``build_result``: per-step load aggregates (exact per step in
 the simulator, sampled in the router) plus per-request timestamps. The field names below are the
@@ -188,7 +188,7 @@ def build_result(
     makespan = float(finish[done].max() - t0) if done.any() else math.nan
     ttft = (first_token - arrival)[done]
     e2e = (finish - arrival)[done]
-    wait = (admitted - arrival)[was_admitted]
+    wait = np.round((admitted - arrival)[was_admitted], 9)  # ns: admission and arrival are sums of step times
     multi = done & (output > 1)
     tpot_ms = ((finish - first_token)[multi] / (output[multi] - 1)) * 1e3
     mean = lambda x: float(np.mean(x)) if len(x) else math.nan  # noqa: E731

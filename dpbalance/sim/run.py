@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ def summarize(record: RunRecord, policy_spec: str, cfg: SimConfig, workload: Wor
             "requests": len(workload),
             "has_timestamps": workload.has_timestamps,
             **{k: v for k, v in workload.meta.items() if k != "train"},
+            # the file's name, not where it sits on this machine: result files get shared
+            **({"source": Path(str(workload.meta["source"])).name} if "source" in workload.meta else {}),
         },
         "window_steps": w_end + 1,
         "dispatch_timing": "per policy call with waiting requests and free slots",

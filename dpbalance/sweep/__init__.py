@@ -1,4 +1,4 @@
-"""Parameter sweeps (local process pool or Ray) with a resumable result cache, and ``reproduce``."""
+"""Parameter sweeps: grids of cells, run on a local process pool or Ray with a resumable result cache."""
 
 from .grid import Cell, Grid, GridError, expand, load_grid
 from .runner import CellOutcome, SweepReport, cell_hash, execute_cell, run_cells, select_workload, trace_identity

@@ -1,6 +1,6 @@
 """Run sweep cells with a result cache, on a local process pool or on Ray, and merge them into one table.
 
-Every finished cell is written at once as ``cells/<hash>.json`` (the SPEC §4 result, atomically), so a
+Every finished cell is written at once as ``cells/<hash>.json`` (the run's result, atomically), so a
 sweep that is killed half-way resumes: cells whose file exists are loaded, not recomputed. The hash
 covers the fully resolved cell (canonical policy spec, every SimConfig field, trace selection), the
 package version and the trace file's content hash; anything else (tags, output paths, backend, worker
@@ -90,7 +90,7 @@ def select_workload(cell: Cell, trace_dir: str | None) -> tuple[Workload, Worklo
 def execute_cell(cell_dict: dict[str, Any], trace_dir: str | None, key: str, want_series: bool = False,
                  workloads: tuple[Workload, Workload | None] | None = None,
                  trace_id: str | None = None) -> dict[str, Any]:
-    """Simulate one cell; returns ``{"hash", "result": §4 dict, "series": arrays or None}``.
+    """Simulate one cell; returns ``{"hash", "result": result dict, "series": arrays or None}``.
 
     A plain function of plain data so it pickles under ``spawn`` and runs unchanged as a Ray task. With
     ``workloads`` and ``trace_id`` given (the Ray driver does this) it never touches the trace directory.
@@ -325,7 +325,7 @@ def table_rows(outcomes: Iterable[CellOutcome]) -> list[dict[str, Any]]:
 
 
 def write_table(out_dir: Path, outcomes: Sequence[CellOutcome]) -> list[Path]:
-    """``results.csv`` (+ ``results.parquet`` when pyarrow is installed) and ``results.json`` (list of §4 results)."""
+    """``results.csv`` (+ ``results.parquet`` when pyarrow is installed) and ``results.json`` (every result in full)."""
     rows = table_rows(outcomes)
     paths = []
     csv_path = out_dir / "results.csv"

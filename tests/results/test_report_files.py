@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dpbalance.core import Workload
-from dpbalance.results.report import COLUMNS, _fmt, markdown_table, ratios, safe_name, write_report
+from dpbalance.results.report import COLUMNS, _fmt, finished, markdown_table, ratios, safe_name, write_report
 from dpbalance.results.schema import Series, read_results
 from dpbalance.sim import SimConfig, run_simulation
 
@@ -39,8 +39,8 @@ def test_default_baseline_is_first_without_jsq_count(tmp_path, runs):
 
 def test_every_table_cell_is_the_result_field(runs):
     for res, _ in runs:
-        row = markdown_table([res]).splitlines()[2].strip("| ").split(" | ")
-        assert row[0] == f"`{res.name}`" and row[-1] == f"{res.completed}/{res.requests}"
+        row = [c.strip() for c in markdown_table([res]).splitlines()[2].strip("|").split("|")]
+        assert row[0] == f"`{res.name}`" and row[-1] == finished(res) == f"{res.completed}/{res.requests}"
         for cell, (_, f, fmt, _) in zip(row[1:-1], COLUMNS):
             v = getattr(res, f)
             assert cell == ("–" if not math.isfinite(v) else fmt.format(v))

@@ -1,0 +1,86 @@
+"""``reproduce``: the BalanceRoute and BF-IO paper experiments end to end, written as a Markdown report."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, TextColumn
+
+from ..sweep.grid import GridError
+from ..sweep.runner import RAY_INSTALL_HINT
+from .common import TraceDirOpt, console, progress_bar, user_errors
+
+
+def _progress() -> Progress:
+    return progress_bar("cells", TextColumn("{task.fields[last]}", style="dim"))
+
+
+def _names(only: str | None) -> list[str] | None:
+    """The experiments named by --only, checked against the registry (imported here: it loads matplotlib and
+    scipy, which other commands do not need)."""
+    from ..experiments.registry import BY_NAME
+
+    if not only:
+        return None
+    names = [x.strip() for x in only.split(",") if x.strip()]
+    bad = [x for x in names if x not in BY_NAME]
+    if bad:
+        raise typer.BadParameter(f"unknown experiment(s) {', '.join(bad)}; valid: {', '.join(BY_NAME)}")
+    return names
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def reproduce(
+        out_dir: Annotated[Path, typer.Option(
+            "--out", "-o", help="Report directory: report.md, PNG plots, results tables, cells/ cache.")
+        ] = Path("reproduce"),
+        quick: Annotated[bool, typer.Option(
+            "--quick", help="Reduced experiments (about a minute on 2 cores): fewer requests, smaller grids; "
+                            "indicative numbers.")] = False,
+        trace_dir: TraceDirOpt = None,
+        workers: Annotated[Optional[int], typer.Option(
+            "--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
+        backend: Annotated[str, typer.Option("--backend", "-b", help="local | ray, as for `sweep`.")] = "local",
+        ray_address: Annotated[Optional[str], typer.Option(
+            "--ray-address", help="Ray cluster address (backend ray).")] = None,
+        budget_min: Annotated[Optional[float], typer.Option(
+            "--budget-min", min=0.1, help="Wall-time budget in minutes (default 40; --quick ignores it): optional "
+                                          "grid points are dropped until the estimate fits.")] = None,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print the plan (cells per experiment, time estimate) and exit.")] = False,
+        only: Annotated[Optional[str], typer.Option(
+            "--only", help="Comma-separated experiments to run (default all), e.g. main,scaling,sensitivity,bfio,"
+                           "theory,energy,predictors,optimal,regimes; an unknown name lists them all.")] = None,
+    ) -> None:
+        """Run the BalanceRoute and BF-IO paper experiments end to end and write OUT/report.md.
+
+        Uses every trace found in the trace directory (azure-conv-2024 too, when you have it). Interrupted runs
+        resume from OUT/cells/.
+        """
+        from ..experiments.driver import run_reproduce
+
+        if backend not in ("local", "ray"):
+            raise typer.BadParameter(f"--backend must be local or ray (got {backend!r})")
+        if backend == "ray" and importlib.util.find_spec("ray") is None:  # say so before any work starts
+            console.print(f"[bold red]error:[/] {escape(RAY_INSTALL_HINT)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        names = _names(only)
+        with user_errors():
+            try:
+                path = run_reproduce(out_dir, quick=quick, trace_dir=str(trace_dir) if trace_dir else None,
+                                     workers=workers, backend=backend, ray_address=ray_address, only=names,
+                                     console=console, progress_factory=_progress, dry_run=dry_run,
+                                     budget_min=budget_min)
+            except GridError as exc:
+                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                console.print("interrupted: finished cells are cached in OUT/cells; re-run to resume")
+                raise typer.Exit(130) from None
+        if path is not None:
+            console.print(f"wrote {path}")
