@@ -5,8 +5,8 @@ Model Serving", arXiv:2601.17855) comes with a simulator: https://github.com/Ech
 (no licence file in the repository at commit 6ae705d, so it is run, never copied). dpbalance does not
 ship it: clone it yourself and pass the checkout with ``--repo``.
 
-    git clone https://github.com/Echoscd/Load-Balancing-Release /tmp/authors-sim
-    python benchmarks/authors_reference.py --repo /tmp/authors-sim --trace mooncake-conversation -n 10000 \\
+    git clone https://github.com/Echoscd/Load-Balancing-Release ../Load-Balancing-Release
+    python benchmarks/authors_reference.py --repo ../Load-Balancing-Release --trace mooncake-conversation -n 10000 \\
         -G 8 -B 72 --arrival saturated --strategy h0          # prints one JSON record
 
 or from Python: ``run_reference(repo, SimConfig(...), TraceSelection(...), "h0") -> dict``.
