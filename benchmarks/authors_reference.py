@@ -49,7 +49,10 @@ Strategies (``--strategy``): ``h0`` (their BF-IO-H0, strategy_balance_future_h0)
 with horizon H, strategy_balance_future; H=72 is their module default, their scripts pass --H),
 ``fcfs``, ``jsq`` (lowest token load), ``round_robin``, ``lpt`` (policy_lpt_heap), ``balance_now``,
 ``align_current_max``; any of them takes ``noise=δ`` (and ``seed``). Their names BF-IO-H0, BF-IO, JSQ,
-FCFS are accepted too.
+FCFS are accepted too. Their H0 scores with F(S) = S − 43·(S − m)₊ (BETA = 43 whatever G; dpbalance's
+``br0`` uses β = G), runs its greedy stage while more than 7 slots are free, then an exact subset-sum DP
+over the whole visible pool (dpbalance's ``bfio-code`` preset: the first 32 requests), in Python, so its
+dispatch takes milliseconds at G ≥ 32 and up to a second on bfio-longbench.
 
 Metrics, under dpbalance's names. Top-level figures follow the authors' code: per-step loads as their
 simulator records them (after the step's token, before its finishes leave) averaged over their window
