@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "dpbalance.cli.predictor_cmds",
     "dpbalance.cli.sweep_cmds",
     "dpbalance.cli.serve_cmds",
+    "dpbalance.cli.calibrate_cmds",
 )
 
 for _mod in COMMAND_MODULES:
