@@ -129,7 +129,8 @@ def write(path: Path, doc: dict) -> None:
     if path.suffix.lower() == ".json":
         text = json.dumps(doc, indent=2) + "\n"
     else:
-        text = HEADER.format(name=path.name) + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)
+        text = HEADER.format(name=path.name) + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110,
+                                                                   default_flow_style=None)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

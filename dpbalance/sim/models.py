@@ -214,8 +214,13 @@ def read_step_time_file(path: str | Path) -> dict:
         raise SpecError(f"step-time file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+    except ValueError as exc:
         raise SpecError(f"step-time file {str(p)!r} does not parse: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise SpecError(f"step-time file {str(p)!r} does not parse{where}: "
+                        f"{getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict) or data.get("format") != STEP_TIME_FILE_FORMAT:
         raise SpecError(f"{str(p)!r} is not a step-time file: expected a mapping with "
                         f"'format: {STEP_TIME_FILE_FORMAT}' (write one with `dpbalance calibrate`)")

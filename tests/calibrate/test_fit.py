@@ -115,3 +115,10 @@ def test_too_few_or_flat_observations_are_clear_errors():
         fit(Observations.from_lists([[5, 1], [5, 2], [5, 3]], [0.1, 0.1, 0.1]))
     with pytest.raises(CalibrationError, match="unknown model"):
         fit_model("cubic", Observations.from_lists([[1], [2], [3]], [0.1, 0.2, 0.3]))
+
+
+def test_a_significant_but_tiny_mean_term_keeps_linear_max():
+    # b carries under 1 % of every step: the F-test sees it in noise-free data, the choice ignores it
+    truth = {"c": 0.02, "a": 3.0e-7, "b": 1.0e-9}
+    cal = fit(synthetic("linear_max_mean", truth, noise=0.0))
+    assert cal.f_test_p < 0.01 and cal.chosen == "linear_max" and "at most" in cal.reason
