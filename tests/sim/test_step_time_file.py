@@ -103,3 +103,27 @@ def test_sweep_cache_key_follows_the_file_content(tmp_path):
     before, ident = cell_hash(cell, None), step_time_identity(str(p))
     write(tmp_path, bad(model_changes={"C": 0.03}))
     assert step_time_identity(str(p)) != ident and cell_hash(cell, None) != before
+
+
+def test_sweep_takes_a_step_time_file_from_the_grid_or_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from dpbalance.cli.main import app
+
+    p = write(tmp_path, DOC)
+    g = tmp_path / "g.yaml"
+    g.write_text("name: st\nbase: {trace: sample, max_requests: 100, slots: 8, workers: 2, policy: jsq_count}\n"
+                 f"axes: {{step_time: [linear_max, '{p}']}}\n")
+    runner = CliRunner()
+    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert sorted(x["config"]["step_time_model"].get("source", "") for x in rows) == ["", str(p)]
+    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o2"), "--workers", "1",
+                            "--step-time", f"{p}:model=linear_max_mean"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert len(rows) == 1 and rows[0]["config"]["step_time_model"]["model"] == "linear_max_mean"
+    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o3"), "--step-time",
+                            str(tmp_path / "missing.yaml")])
+    assert r.exit_code == 2 and "does not exist" in r.output and not (tmp_path / "o3").exists()
