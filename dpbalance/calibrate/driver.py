@@ -33,6 +33,8 @@ from .config import CalibrateConfig
 from .engine_api import EngineError, RankClient, StreamRecord, Tokenizer, get_json, make_prompt
 
 POLL_S = 0.005
+#: a window with fewer token gaps than this (over all streams) is too short to measure
+MIN_GAPS = 5
 #: per-rank step times that differ by more than this fraction in one phase mean the ranks do not share a barrier
 BARRIER_SPREAD = 0.25
 
@@ -241,7 +243,7 @@ def _delta(mA, mB, key: str) -> float | None:
 def _measure(phase: Phase, recs, tA, tB, mA, mB) -> PhaseResult:
     G = len(phase.per_rank)
     gaps = _gaps(recs, tA, tB)
-    if len(gaps) < 3 * len(recs) and len(gaps) < 10:
+    if len(gaps) < MIN_GAPS:
         raise PhaseFailed(f"only {len(gaps)} token gaps inside the measuring window ({tB - tA:.2f} s): the phase's "
                           "share of the time budget is too short for this load")
     median = float(np.median(gaps))
