@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         base_port: Annotated[int, typer.Option("--base-port", help="Rank r listens on base-port + r.")] = 8001,
         slots: Annotated[int, typer.Option("--slots", min=1, help="Running sequences per rank; more wait in its queue.")] = 72,
         time_scale: Annotated[float, typer.Option("--time-scale", min=1e-3, help="Run k× faster than the step-time model.")] = 1.0,
-        step_time: Annotated[str, typer.Option("--step-time", help="Step-time model spec (as in simulate).")] = "linear_max",
+        step_time: Annotated[str, typer.Option("--step-time", help="Step-time model spec or a file from `dpbalance calibrate` (as in simulate).")] = "linear_max",
         fail_rank: Annotated[Optional[int], typer.Option("--fail-rank", help="Make this rank unhealthy after --fail-after seconds.")] = None,
         fail_after: Annotated[float, typer.Option("--fail-after", help="Seconds before --fail-rank fails.")] = 10.0,
         host: Annotated[str, typer.Option("--host")] = "127.0.0.1",

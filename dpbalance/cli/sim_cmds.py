@@ -13,6 +13,7 @@ from ..core.specs import split_specs
 from ..policies import DEFAULT_POLICY, POLICIES, resolve_policy
 from ..results.schema import TABLE_FIELDS, Result, write_json
 from ..sim.engine import SimConfig, arrival_times
+from ..sim.models import make_step_time
 from ..sim.run import build_policy, run_simulation
 from ..traces.selection import TraceSelection
 from .common import console, fmt_number, out, progress_bar, user_errors
@@ -32,6 +33,7 @@ def _result_table(res: Result) -> Table:
 
 def _prepare(trace: TraceSelection, sim: SimConfig, specs: list[str]):
     """Load the selection and build every policy before any simulation, so a typo fails at once."""
+    make_step_time(sim.step_time, sim.slots)  # a bad step-time spec or file fails before the trace loads
     test, train = trace.load(seed=sim.seed)
     arrival_times(test, sim)  # fails on an impossible arrival mode before any progress bar
     return test, train, [build_policy(spec, sim, train) for spec in specs]

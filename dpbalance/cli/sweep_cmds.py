@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
         trace_dir: TraceDirOpt = None,
         series: Annotated[bool, typer.Option("--series/--no-series", help="Also keep per-step time series (cells/<hash>.series.npz) for plots.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded cells and which are cached, run nothing.")] = False,
+        step_time: Annotated[Optional[str], typer.Option("--step-time", help="Step-time model spec or file (from `dpbalance calibrate`) for every cell, overriding the grid's step_time.")] = None,
     ) -> None:
         """Run every cell of a grid (policy × predictor × G × B × load × seed × trace), resuming from cached cells.
 
@@ -44,6 +46,7 @@ def register(app: typer.Typer) -> None:
         OUT/cells/<hash>.json per cell. Re-running the same grid recomputes only missing cells.
         """
         from ..sweep import GridError, load_grid, run_cells
+        from ..sweep.grid import with_step_time
         from ..sweep.runner import RAY_INSTALL_HINT, _cell_paths, cell_hash
 
         if backend not in ("local", "ray"):
@@ -57,6 +60,8 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             try:
                 g = load_grid(grid)
+                if step_time is not None:
+                    g = dataclasses.replace(g, cells=with_step_time(g.cells, step_time))
                 tdir = str(trace_dir) if trace_dir is not None else g.trace_dir
                 odir = out_dir or Path("sweeps") / g.name
                 if dry_run:

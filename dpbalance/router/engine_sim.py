@@ -2,7 +2,8 @@
 
 Each rank speaks the vLLM OpenAI subset the router needs (``/v1/completions`` and ``/v1/chat/completions``,
 streaming or not, ``max_tokens``, ``ignore_eos``; ``/tokenize``; ``/health``; ``/v1/models``; ``/metrics`` with
-vLLM's metric names). All ranks share **one step barrier**: every step, each rank decodes one token for each of
+vLLM's metric names, including the ``vllm:inter_token_latency_seconds`` and ``vllm:iteration_tokens_total``
+histograms as sum and count). All ranks share **one step barrier**: every step, each rank decodes one token for each of
 its running requests and the step lasts ``step_time(loads of all ranks)`` — the simulator's model — divided by
 ``time_scale``, so imbalance costs real wall time exactly as in SPEC §2.2. Requests beyond a rank's slots
 wait in that rank's queue (as in vLLM). The group keeps a simulated clock and the same per-step load
@@ -28,6 +29,7 @@ from ..core.metrics import step_stats
 from ..sim.models import make_step_time
 
 RANK_KEY = web.AppKey("rank", object)
+CATCH_UP_S = 0.01  # a step that starts at most this late (wall seconds) is shortened by the delay
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Rank:
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.requests_ok = 0
+        self.itl_sum = 0.0  # wall seconds between a request's consecutive tokens (vllm:inter_token_latency_seconds)
+        self.itl_count = 0
+        self.iterations = 0  # steps this rank ran a batch in, and their tokens (vllm:iteration_tokens_total)
+        self.iteration_tokens = 0
 
     def load(self) -> int:
         return sum(r.prompt_tokens + r.generated for r in self.running)
@@ -79,6 +85,8 @@ class EngineGroup:
         self._task: asyncio.Task | None = None
         self._hist: list[tuple[int, int, int, float, int]] = []  # max, min, sum, tau, tokens per step
         self.last_admit_step = -1
+        self._last_emit: float | None = None  # loop time the previous step handed out its tokens
+        self._step_end: float | None = None   # loop time the running step is due to end
 
     # ------------------------------------------------------------------ barrier loop
     def start(self) -> None:
@@ -108,10 +116,18 @@ class EngineGroup:
             loads = np.array([rk.load() for rk in self.ranks], dtype=np.int64)
             tau = float(self.step_model(float(loads.max()), float(loads.mean())))
             t0 = loop.time()
+            gap = None if self._last_emit is None else t0 - self._last_emit
+            self._last_emit = t0
             tokens = 0
             for rk in self.ranks:
                 done = []
+                if rk.running:
+                    rk.iterations += 1
+                    rk.iteration_tokens += len(rk.running)
                 for r in rk.running:
+                    if r.generated and gap is not None:
+                        rk.itl_sum += gap
+                        rk.itl_count += 1
                     r.generated += 1
                     rk.generation_tokens += 1
                     tokens += 1
@@ -125,8 +141,11 @@ class EngineGroup:
             self._hist.append((int(loads.max()), int(loads.min()), int(loads.sum()), tau, tokens))
             self.sim_time += tau
             self.steps += 1
-            delay = tau / self.time_scale - (loop.time() - t0)
-            await asyncio.sleep(max(0.0, delay))
+            # steps end on a schedule: a step the loop woke up late for (timers fire up to ~1 ms late) is followed
+            # by a shorter one, so wall time follows the model on average; a longer stall is not caught up
+            start = self._step_end if self._step_end is not None and t0 - self._step_end < CATCH_UP_S else t0
+            self._step_end = start + tau / self.time_scale
+            await asyncio.sleep(max(0.0, self._step_end - loop.time()))
 
     def submit(self, rank: Rank, req: _Req) -> None:
         rank.prompt_tokens += req.prompt_tokens
@@ -190,6 +209,10 @@ class EngineGroup:
                 ("vllm:request_success_total", "counter", rank.requests_ok),
             ):
                 lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
+            for name, total, count in (("vllm:inter_token_latency_seconds", rank.itl_sum, rank.itl_count),
+                                       ("vllm:iteration_tokens_total", rank.iteration_tokens, rank.iterations)):
+                lines += [f"# TYPE {name} histogram", f'{name}_bucket{lbl[:-1]},le="+Inf"}} {count}',
+                          f"{name}_sum{lbl} {total}", f"{name}_count{lbl} {count}"]
             return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
         async def completions(request, chat: bool = False):
@@ -326,14 +349,15 @@ async def _stream(request: web.Request, req: _Req, body: dict) -> web.StreamResp
             await resp.write(b"data: " + json.dumps(u).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        # client went away: drop the request from the engine
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
+        # client went away: drop the request from the engine (a closed connection is not a server error)
         for rk in (request.app[RANK_KEY],):
             if req in rk.running:
                 rk.running.remove(req)
             if req in rk.waiting:
                 rk.waiting.remove(req)
-        raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
     return resp
 
 

@@ -3,15 +3,25 @@
 Step-time models map a step's per-worker loads to its duration; energy models map a block of steps
 (loads matrix + durations) to joules. Both are vectorised over steps so the simulator can reduce its
 history in chunks instead of per step.
+
+A step-time spec is either ``name[:key=value,...]`` or a step-time file (``.yaml``, ``.yml`` or ``.json``)
+written by ``dpbalance calibrate``: ``FILE`` uses the model the file recommends, ``FILE:model=linear_max_mean``
+another model the file holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import yaml
 
-from ..core.specs import Entry, Registry
+from ..core.specs import Entry, Registry, SpecError, build_config, parse_spec
 
 
 def _default_c(slots: int) -> float:
@@ -24,6 +34,7 @@ T_TOK_DEFAULT = 1.5 * 2 * 576 * 61e-6 / 2**20  # seconds per KV token (MLA, 61 l
 
 class StepTimeModel:
     name = "step_time"
+    source: str | None = None  # the step-time file the constants came from, if any
 
     def __call__(self, max_load: float, mean_load: float) -> float:
         raise NotImplementedError
@@ -57,7 +68,7 @@ class LinearMax(StepTimeModel):
         return self.C + self.t_tok * np.asarray(max_load, dtype=np.float64)
 
     def params(self):
-        return {"model": "linear_max", "C_s": self.C, "t_tok_s": self.t_tok}
+        return {"model": "linear_max", "C_s": self.C, "t_tok_s": self.t_tok, **_source(self)}
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,7 @@ class LinearMaxMean(StepTimeModel):
         return self.c + self.a * np.asarray(max_load, np.float64) + self.b * np.asarray(mean_load, np.float64)
 
     def params(self):
-        return {"model": "linear_max_mean", "c_s": self.c, "a_s": self.a, "b_s": self.b}
+        return {"model": "linear_max_mean", "c_s": self.c, "a_s": self.a, "b_s": self.b, **_source(self)}
 
 
 # ----------------------------------------------------------------------------------- energy
@@ -162,7 +173,101 @@ ENERGY: Registry[EnergyModel] = Registry("energy model", entries=[
 
 
 def make_step_time(spec: str, slots: int) -> StepTimeModel:
+    """A step-time model from a spec string or a step-time file (see the module docstring)."""
+    if is_step_time_file(spec):
+        name, opts = parse_spec(spec)
+        unknown = sorted(set(opts) - {"model"})
+        if unknown:
+            raise SpecError(f"step-time file spec {spec!r}: unknown option(s) {', '.join(unknown)}; "
+                            "the only option is model=NAME")
+        return load_step_time_file(name, slots, model=opts.get("model"))
+    name = parse_spec(spec)[0]
+    if name not in STEP_TIME and ("/" in name or "." in name):
+        raise SpecError(f"step-time spec {spec!r} is neither a model ({', '.join(STEP_TIME.names())}) nor a "
+                        f"step-time file (a name ending in {', '.join(STEP_TIME_FILE_SUFFIXES)})")
     return STEP_TIME.create(spec, slots=slots)
+
+
+# ------------------------------------------------------------------------------ step-time files
+STEP_TIME_FILE_FORMAT = "dpbalance-step-time/1"
+STEP_TIME_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _source(model: StepTimeModel) -> dict:
+    return {"source": model.source} if model.source else {}
+
+
+def is_step_time_file(spec: str) -> bool:
+    """True when the spec names a step-time file (by its suffix) rather than a model."""
+    name = spec.strip().partition(":")[0].strip()
+    return name.lower().endswith(STEP_TIME_FILE_SUFFIXES)
+
+
+def read_step_time_file(path: str | Path) -> dict:
+    """The parsed, checked content of a step-time file (errors name the file and what is wrong)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"step-time file {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise SpecError(f"step-time file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except ValueError as exc:
+        raise SpecError(f"step-time file {str(p)!r} does not parse: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise SpecError(f"step-time file {str(p)!r} does not parse{where}: "
+                        f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict) or data.get("format") != STEP_TIME_FILE_FORMAT:
+        raise SpecError(f"{str(p)!r} is not a step-time file: expected a mapping with "
+                        f"'format: {STEP_TIME_FILE_FORMAT}' (write one with `dpbalance calibrate`)")
+    models = data.get("models")
+    if not isinstance(models, dict) or not models:
+        raise SpecError(f"step-time file {str(p)!r}: 'models' must map model names to their constants")
+    if data.get("model") not in models:
+        raise SpecError(f"step-time file {str(p)!r}: 'model' must name one of its models "
+                        f"({', '.join(map(str, models))}), got {data.get('model')!r}")
+    return data
+
+
+def load_step_time_file(path: str | Path, slots: int, model: str | None = None) -> StepTimeModel:
+    """The step-time model a calibration file holds: its recommended ``model``, or the one asked for."""
+    data = read_step_time_file(path)
+    where = f"step-time file {str(path)!r}"
+    name = model or data["model"]
+    if name not in data["models"]:
+        raise SpecError(f"{where} holds no {name!r} model; it holds: {', '.join(map(str, data['models']))}")
+    entry = STEP_TIME.entry(name)
+    params = (data["models"][name] or {}).get("params") if isinstance(data["models"][name], dict) else None
+    if not isinstance(params, dict):
+        raise SpecError(f"{where}: models.{name}.params must map constant names to seconds")
+    valid = [f.name for f in dataclasses.fields(entry.config_cls)]
+    missing = sorted(set(valid) - set(params))
+    if missing or set(params) - set(valid):
+        raise SpecError(f"{where}: models.{name}.params must have exactly {', '.join(valid)} "
+                        f"(got {', '.join(map(str, params)) or 'none'})")
+    for k, v in params.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise SpecError(f"{where}: models.{name}.params.{k} must be a finite number >= 0 (seconds), got {v!r}")
+    cfg = build_config(entry.config_cls, {k: repr(float(v)) for k, v in params.items()}, what=f"{where}, {name}")
+    m = entry.factory(cfg, slots=slots)
+    m.source = str(path)
+    return m
+
+
+def step_time_identity(spec: str) -> str:
+    """What a cached result depends on: the spec itself, plus the content digest of a step-time file."""
+    if not is_step_time_file(spec):
+        return spec
+    path = Path(spec.strip().partition(":")[0].strip())
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        digest = "unreadable"
+    return f"{spec}@{digest}"
 
 
 def make_energy(spec: str) -> EnergyModel:

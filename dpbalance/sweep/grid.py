@@ -34,6 +34,7 @@ from typing import Any
 from ..core.config_io import ConfigFileError, build_from_mapping, read_config_file
 from ..core.specs import SpecError, parse_spec
 from ..sim.engine import SimConfig
+from ..sim.models import make_step_time
 from ..traces.selection import TraceSelection
 
 
@@ -146,19 +147,32 @@ def expand(base: dict[str, Any] | None, axes: dict[str, list[Any]] | None = None
         if not isinstance(e, dict):
             raise GridError(f"each entry of 'cells' must be a mapping, got {e!r}")
         combos.append({**base, **e})
-    cells: list[Cell] = []
+    return _unique([Cell.from_dict(d) for d in combos])
+
+
+def _unique(cells: list[Cell]) -> list[Cell]:
+    """Normalised, validated (policy spec, step-time spec or file), duplicates removed."""
+    out: list[Cell] = []
     seen: set[str] = set()
-    for d in combos:
-        c = Cell.from_dict(d)
+    step_ok: set[tuple[str, int]] = set()
+    for c in cells:
         try:
             c = c.normalized()
+            if (c.sim.step_time, c.sim.slots) not in step_ok:
+                make_step_time(c.sim.step_time, c.sim.slots)
+                step_ok.add((c.sim.step_time, c.sim.slots))
         except SpecError as exc:
             raise GridError(f"cell {c.short()}: {exc}") from None
         key = json.dumps(c.identity(), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            cells.append(c)
-    return cells
+            out.append(c)
+    return out
+
+
+def with_step_time(cells, spec: str) -> tuple[Cell, ...]:
+    """Every cell with this step-time model spec or file (``sweep --step-time``); cells that become equal merge."""
+    return tuple(_unique([dataclasses.replace(c, sim=dataclasses.replace(c.sim, step_time=spec)) for c in cells]))
 
 
 def load_grid(path: str | Path) -> Grid:

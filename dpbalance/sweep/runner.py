@@ -3,8 +3,8 @@
 Every finished cell is written at once as ``cells/<hash>.json`` (the run's result, atomically), so a
 sweep that is killed half-way resumes: cells whose file exists are loaded, not recomputed. The hash
 covers the fully resolved cell (canonical policy spec, every SimConfig field, trace selection), the
-package version and the trace file's content hash; anything else (tags, output paths, backend, worker
-count) does not change a cell's result and is not in the key.
+package version, the trace file's content hash and a step-time file's content hash; anything else (tags,
+output paths, backend, worker count) does not change a cell's result and is not in the key.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 from .. import __version__
 from ..core.workload import Workload
 from ..results.schema import TABLE_FIELDS, Result, Series, write_json
+from ..sim.models import step_time_identity
 from .grid import Cell, GridError
 
 RAY_INSTALL_HINT = (
@@ -70,7 +71,8 @@ def code_identity() -> str:
 
 
 def cell_hash(cell: Cell, trace_dir: str | None) -> str:
-    payload = {"cell": cell.identity(), "version": code_identity(), "trace": trace_identity(cell.trace.trace, trace_dir)}
+    payload = {"cell": cell.identity(), "version": code_identity(), "trace": trace_identity(cell.trace.trace, trace_dir),
+               "step_time": step_time_identity(cell.sim.step_time)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -1,0 +1,231 @@
+"""``dpbalance calibrate`` against engine-sim with known step-time constants (run in a background thread, a few
+seconds each): it recovers them, and the file it writes drives ``simulate --step-time FILE``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+import yaml
+from aiohttp import web
+from typer.testing import CliRunner
+
+from dpbalance.calibrate.config import CalibrateConfig
+from dpbalance.calibrate.driver import drive
+from dpbalance.cli.main import app
+from dpbalance.router.engine_sim import start_group
+
+# engine-sim runs 5x slower than the model (time_scale 0.2): steps of 20-80 ms wall, so timer jitter of the
+# event loop (~1 ms) stays small next to them
+TIME_SCALE = 0.2
+GRID = ["--prompt-lens", "500", "--prompt-lens", "3000", "--concurrency", "1", "--concurrency", "4",
+        "--measure-steps", "12", "--time-scale", str(TIME_SCALE), "--time-budget", "40"]
+
+
+@contextlib.contextmanager
+def engine_sim(ranks: int, step_time: str, dp_endpoint: bool = False):
+    """engine-sim ranks served from a background thread's event loop; yields (group, rank URLs, endpoint URL)."""
+    loop = asyncio.new_event_loop()
+    box: dict = {}
+    ready = threading.Event()
+
+    async def start():
+        box["group"], box["urls"], box["runners"] = await start_group(ranks, slots=32, time_scale=TIME_SCALE,
+                                                                      step_time=step_time)
+        if dp_endpoint:
+            runner = web.AppRunner(dp_endpoint_app(box["urls"]), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            box["runners"].append(runner)
+            box["endpoint"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    assert ready.wait(10), "engine-sim did not start"
+
+    async def stop():
+        await box["group"].stop()
+        for r in box["runners"]:
+            await r.cleanup()
+
+    try:
+        yield box["group"], box["urls"], box.get("endpoint")
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        th.join(10)
+        loop.close()
+
+
+def dp_endpoint_app(urls: list[str]) -> web.Application:
+    """One server in front of the ranks, like vLLM's single data-parallel endpoint: a request goes to the rank its
+    X-data-parallel-rank header names; /metrics lists every rank's samples (told apart by their engine label)."""
+    app = web.Application()
+    state: dict = {}
+
+    async def on_startup(_):
+        state["s"] = aiohttp.ClientSession()
+
+    async def on_cleanup(_):
+        await state["s"].close()
+
+    async def forward(request: web.Request):
+        rank = int(request.headers.get("X-data-parallel-rank", "0"))
+        async with state["s"].request(request.method, urls[rank] + request.path, data=await request.read(),
+                                      headers={"Content-Type": "application/json"}) as up:
+            resp = web.StreamResponse(status=up.status, headers={"Content-Type": up.content_type})
+            await resp.prepare(request)
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+            except ConnectionResetError:  # the client closed the stream: closing ours tells the rank
+                pass
+            return resp
+
+    async def metrics(_):
+        families: dict[str, list[str]] = {}
+        for u in urls:
+            async with state["s"].get(u + "/metrics") as r:
+                fam = ""
+                for line in (await r.text()).splitlines():
+                    if line.startswith("# TYPE"):
+                        fam = line
+                    elif line:
+                        families.setdefault(fam, []).append(line)
+        return web.Response(text="".join(f"{f}\n" + "\n".join(lines) + "\n" for f, lines in families.items()))
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+def calibrate(args, out):
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(app, ["calibrate", *args, *GRID, "--out", str(out)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    return yaml.safe_load(out.read_text()), r.output, time.perf_counter() - t0
+
+
+def within(x, truth, tol):
+    return abs(x / truth - 1) <= tol
+
+
+def assert_engine_counters_agree(doc):
+    """The engine's step counters (read from /metrics) and the streams' token gaps tell the same step time (the
+    median over phases, so one phase with a stall on this shared machine does not decide it)."""
+    ratios = [x / o["stream_s"] for o in doc["observations"] for x in o["engine_steps_s"]]
+    assert len(ratios) == 2 * len(doc["observations"]) and within(float(np.median(ratios)), 1.0, 0.05), ratios
+
+
+def test_calibrate_recovers_linear_max_and_the_file_drives_simulate(tmp_path):
+    truth = {"C": 0.004, "t_tok": 1e-6}
+    out = tmp_path / "step_time.yaml"
+    with engine_sim(2, f"linear_max:C={truth['C']},t_tok={truth['t_tok']}") as (_, urls, _e):
+        doc, output, wall = calibrate(["--worker-urls", ",".join(urls)], out)
+    fitted = doc["models"]["linear_max"]["params"]
+    print(f"linear_max truth {truth} fitted {fitted} fit {doc['models']['linear_max']['fit']} "
+          f"held-out {doc['models']['linear_max'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s")
+    assert within(fitted["C"], truth["C"], 0.05) and within(fitted["t_tok"], truth["t_tok"], 0.05), fitted
+    assert doc["model"] == "linear_max", doc["why"]
+    assert doc["models"]["linear_max"]["fit"]["rms_rel"] < 0.03
+    assert doc["models"]["linear_max"]["heldout"]["n"] >= 1
+    # 7 phases planned; on a busy machine a stall may spoil one twice in a row, which leaves it out
+    assert doc["grid"]["phases_planned"] == 7 and len(doc["observations"]) == doc["grid"]["phases_measured"] >= 5
+    assert all(f["why"].startswith("disturbed") for f in doc["grid"]["failed"]), doc["grid"]["failed"]
+    assert doc["measured"]["ranks"] == 2 and doc["measured"]["against"] == urls
+    assert_engine_counters_agree(doc)
+    assert "C = " in output and "wrote" in output
+
+    # the file round-trips: simulate with it == simulate with the same constants as a spec string
+    runner = CliRunner()
+    common = ["simulate", "--trace", "sample", "--max-requests", "200", "-G", "2", "-B", "8", "--policy", "jsq_count"]
+    r1 = runner.invoke(app, [*common, "--step-time", str(out), "--json", str(tmp_path / "a.json")])
+    spec = f"linear_max:C={fitted['C']!r},t_tok={fitted['t_tok']!r}"
+    r2 = runner.invoke(app, [*common, "--step-time", spec, "--json", str(tmp_path / "b.json")])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["config"]["step_time_model"]["source"] == str(out)
+    assert a["config"]["step_time_model"]["C_s"] == fitted["C"]
+    for k in ("throughput_tok_s", "tpot_p50_ms", "makespan_s", "avg_imbalance_maxmin", "energy_j"):
+        assert a[k] == b[k], k
+
+
+def test_calibrate_recovers_linear_max_mean_through_one_dp_endpoint(tmp_path):
+    # a mean-load term as large as the max term (an MoE layer's all-gather): with 7 phases the fit must tell it
+    # from noise, and a term this size keeps the F-test far below its threshold on a busy machine
+    truth = {"c": 0.004, "a": 1e-6, "b": 1e-6}
+    out = tmp_path / "st.json"
+    with engine_sim(2, "linear_max_mean:" + ",".join(f"{k}={v}" for k, v in truth.items()), dp_endpoint=True) \
+            as (_, _u, endpoint):
+        doc, _, wall = calibrate(["--dp-endpoint", endpoint, "--dp-size", "2"], out)
+    fitted = doc["models"]["linear_max_mean"]["params"]
+    print(f"linear_max_mean truth {truth} fitted {fitted} fit {doc['models']['linear_max_mean']['fit']} "
+          f"held-out {doc['models']['linear_max_mean'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s")
+    assert doc["model"] == "linear_max_mean", doc["why"]
+    assert within(fitted["c"], truth["c"], 0.05) and within(fitted["a"], truth["a"], 0.05), fitted
+    assert within(fitted["b"], truth["b"], 0.05), fitted  # b shows only in the 3 unequal phases
+    assert doc["measured"]["rank_header"] == "X-data-parallel-rank"
+    assert_engine_counters_agree(doc)  # each rank's counters found in the one /metrics page by their label
+    loads = [o["loads"] for o in doc["observations"] if "|" in o["phase"]]
+    assert loads and all(max(x) > 2 * min(x) for x in loads)  # each rank got its own load through the endpoint
+    r = CliRunner().invoke(app, ["simulate", "--trace", "sample", "--max-requests", "50", "-G", "2", "-B", "8",
+                                 "--step-time", f"{out}:model=linear_max"])
+    assert r.exit_code == 0, r.output
+
+
+def test_interrupting_a_calibration_closes_every_stream(tmp_path):
+    with engine_sim(2, "linear_max:C=0.004,t_tok=1e-6") as (group, urls, _):
+        cfg = CalibrateConfig(worker_urls=tuple(urls), prompt_lens=(500,), concurrency=(4,), measure_steps=200,
+                              time_budget_s=30, out=tmp_path / "x.yaml")
+
+        async def interrupted():
+            task = asyncio.ensure_future(drive(cfg))
+            deadline = time.perf_counter() + 10
+            while sum(len(rk.running) for rk in group.ranks) < 8 and time.perf_counter() < deadline:
+                await asyncio.sleep(0.02)
+            assert sum(len(rk.running) for rk in group.ranks) == 8  # the phase's streams are running
+            task.cancel()  # what Ctrl-C does to the command's main task
+            t_cancel = time.perf_counter()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # the streams would run ~10 s more (max_tokens 472): the driver closed them, and this loop keeps
+            # running, so nothing else could have
+            deadline = t_cancel + 2
+            assert time.perf_counter() < deadline
+            while any(rk.running or rk.waiting for rk in group.ranks) and time.perf_counter() < deadline:
+                await asyncio.sleep(0.02)
+            assert not any(rk.running or rk.waiting for rk in group.ranks)
+
+        asyncio.run(interrupted())
+
+
+def test_unreachable_or_misconfigured_deployments_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    cases = [
+        (["--worker-urls", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9/v1/models"),
+        ([], "give the ranks"),
+        (["--dp-endpoint", "http://127.0.0.1:9"], "needs --dp-size"),
+        (["--worker-urls", "http://a", "--dp-endpoint", "http://b", "--dp-size", "2"], "not both"),
+        (["--worker-urls", "http://a", "--out", str(tmp_path / "x.txt")], "must end in .yaml"),
+    ]
+    for args, msg in cases:
+        r = runner.invoke(app, ["calibrate", *args], env={"COLUMNS": "300"})
+        assert r.exit_code == 2 and msg in " ".join(r.output.split()), (args, r.output)
+    assert not list(tmp_path.iterdir())  # nothing written
