@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dpbalance.cli.predictor_cmds",
     "dpbalance.cli.sweep_cmds",
     "dpbalance.cli.serve_cmds",
+    "dpbalance.cli.testbed_cmds",
 )
 
 for _mod in COMMAND_MODULES:
