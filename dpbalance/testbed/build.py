@@ -117,7 +117,7 @@ class Builder:
             self._run(self._pip("uninstall", "-y", *UNWANTED), "pip uninstall " + " ".join(UNWANTED))
 
         def patch_done():
-            return None  # the script itself is idempotent and says whether it changed anything
+            return "marker found" if _patched(tb) else None
 
         def patch():
             out = self._run([str(tb.python), str(tb.script("patch_vllm.py"))], "patching the venv's vLLM")
@@ -161,10 +161,12 @@ class Builder:
         return times
 
 
-def is_built(tb: Testbed) -> bool:
-    """Cheap check (no subprocess): venv interpreter, vLLM package, patch marker and model are all there."""
-    if not (tb.python.exists() and (tb.model_dir / "DONE").is_file()):
-        return False
-    lib = tb.venv / "lib"
-    comms = list(lib.glob("python3*/site-packages/vllm/distributed/device_communicators/cpu_communicator.py"))
+def _patched(tb: Testbed) -> bool:
+    comms = list((tb.venv / "lib").glob("python3*/site-packages/vllm/distributed/device_communicators/"
+                                        "cpu_communicator.py"))
     return bool(comms) and PATCH_MARKER in comms[0].read_text(errors="replace")
+
+
+def is_built(tb: Testbed) -> bool:
+    """Cheap check (no subprocess): venv interpreter, patched vLLM and model are all there."""
+    return tb.python.exists() and (tb.model_dir / "DONE").is_file() and _patched(tb)
