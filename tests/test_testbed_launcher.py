@@ -141,6 +141,8 @@ def test_up_waits_for_health_and_down_ends_exactly_those(fake):
         saved = json.loads(tb.state_path.read_text())
         assert [p["pid"] for p in saved["procs"]] == [p.pid for p in st.procs]
         assert saved["mode"] == "external"
+        port0 = int(st.rank_urls[0].rsplit(":", 1)[1])
+        assert [p["ports"] for p in saved["procs"]] == [[port0, port0 + 2], [port0 + 1]]  # HTTP (+ DP RPC) ports
         assert Path(saved["procs"][1]["log"]).read_text().startswith("fake engine rank 1")
         everything = _all_pids([p.pid for p in st.procs], pids)
         assert len(everything) == 4 and all(_alive(p) for p in everything)

@@ -68,6 +68,7 @@ class Proc:
     url: str
     log: str
     healthy_after_s: float | None = None
+    ports: list[int] = field(default_factory=list)  # its HTTP port (and, for the first server, vLLM's DP RPC port)
 
 
 @dataclass
@@ -267,7 +268,7 @@ def launch(specs: list[ServerSpec], rank_urls: list[str], *, mode: str, model: s
                 proc = subprocess.Popen(s.argv, env=s.env, stdout=fh, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             _CHILDREN[proc.pid] = proc
-            state.procs.append(Proc(s.name, proc.pid, _start_time(proc.pid), s.url, str(logf)))
+            state.procs.append(Proc(s.name, proc.pid, _start_time(proc.pid), s.url, str(logf), ports=list(s.ports)))
             state.save(state_path)  # recorded before waiting, so `down` can end it even if this process dies
             log(f"{s.name}: started (pid {proc.pid}) for {s.url}; log {logf}")
         waiting = {p.name: p for p in state.procs}
