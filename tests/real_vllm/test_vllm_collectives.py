@@ -15,6 +15,7 @@ from dpbalance.testbed.paths import Testbed
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
 
 CHECK = textwrap.dedent("""
+    import os
     import sys
     from types import SimpleNamespace
     import torch
@@ -41,7 +42,9 @@ CHECK = textwrap.dedent("""
     z = torch.arange(8.0).reshape(2, 4)
     assert torch.equal(C.reduce_scatterv(me, z, -1, None), (2 * z)[:, 2 * rank: 2 * rank + 2])  # equal parts
     assert torch.equal(z, torch.arange(8.0).reshape(2, 4))  # the input is left as it was
-    print("ok", rank)
+    dist.barrier()  # neither process leaves while the other still talks to it
+    print("ok", rank, flush=True)
+    os._exit(0)  # skip interpreter teardown: gloo's destructors sometimes abort there ("terminate called …")
 """)
 
 
