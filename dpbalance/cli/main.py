@@ -6,7 +6,8 @@ import sys
 
 import typer
 
-from . import calibrate_cmds, experiment_cmds, predictor_cmds, serve_cmds, sim_cmds, sweep_cmds, trace_cmds
+from . import (calibrate_cmds, experiment_cmds, predictor_cmds, serve_cmds, sim_cmds, sweep_cmds, testbed_cmds,
+               trace_cmds)
 
 app = typer.Typer(
     name="dpbalance",
@@ -17,7 +18,8 @@ app = typer.Typer(
 )
 
 #: command modules, registered in this order (the order of `dpbalance --help`)
-COMMAND_MODULES = (sim_cmds, trace_cmds, predictor_cmds, sweep_cmds, experiment_cmds, serve_cmds, calibrate_cmds)
+COMMAND_MODULES = (sim_cmds, trace_cmds, predictor_cmds, sweep_cmds, experiment_cmds, serve_cmds, calibrate_cmds,
+                   testbed_cmds)
 
 for _module in COMMAND_MODULES:
     _module.register(app)
