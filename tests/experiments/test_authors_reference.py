@@ -6,13 +6,10 @@ checks below run in the default suite (they never start their code).
 """
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from authors_reference import UnsupportedCell, check_cell, parse_strategy, run_reference  # noqa: E402
+from benchmarks.authors_reference import UnsupportedCell, check_cell, parse_strategy, run_reference
 
 from dpbalance.cli.common import TraceSelection  # noqa: E402
 from dpbalance.sim import SimConfig, run_simulation  # noqa: E402

@@ -133,11 +133,14 @@ def test_placement_is_load_aware_when_every_request_fits():
     snap = snapshot_of([(500,), (10, 10, 10)], pool=[(1, 40)], slots=8)
     assert make_policy("br0", PolicyContext(2, 8)).dispatch(snap) == [(1, 1)]
     assert make_policy("br0:preset=bfio-code", PolicyContext(2, 8)).dispatch(snap) == [(1, 0)]  # most free slots
-    # largest first, each to the best worker (β = G = 3); loads 1000/600/900, margins 0/400/100:
-    # 300 fits worker 1 (→ 900); 200 overflows workers 1 and 2 equally (F = −100), tie to the first lowest load,
-    # worker 1 (→ 1100, the new envelope); 100 fits workers 0 and 2 (margins 100, 200), tie to the lighter, worker 2
+    # largest first, each to the best worker (β = G = 3); loads 1000/600/900, margins 0/400/100, 3 free slots each.
+    # Without quotas: 300 fits worker 1 (→ 900); 200 overflows workers 1 and 2 equally (F = −100), the tie goes to
+    # the first lowest load, worker 1 (→ 1100, the new envelope); 100 fits workers 0 and 2, the lighter is worker 2
     snap = snapshot_of([(1000,), (600,), (900,)], pool=[(1, 100), (2, 300), (3, 200)], slots=4)
-    assert make_policy("br0", PolicyContext(3, 4)).dispatch(snap) == [(2, 1), (3, 1), (1, 2)]
+    assert make_policy("br0:quota=off", PolicyContext(3, 4)).dispatch(snap) == [(2, 1), (3, 1), (1, 2)]
+    # with quotas a worker takes at most its share of the batch (3 requests, 9 free slots: one each):
+    # 300 → worker 1; 200 → worker 2 (F −100 beats worker 0's −400); 100 → worker 0, the only one left
+    assert make_policy("br0", PolicyContext(3, 4)).dispatch(snap) == [(2, 1), (3, 2), (1, 0)]
 
 
 def test_max_count_exact_and_greedy():

@@ -20,7 +20,7 @@ def test_ray_matches_local(tmp_path):
     cells = expand({"trace": "sample", "max_requests": 300, "slots": 8},
                    {"policy": ["jsq_tokens", "p2c", "vllm"], "workers": [2, 4],
                     "load": [{"arrival": "saturated"}, {"arrival": "replay", "rate_scale": 8}]})
-    cells += expand({"trace": "sample", "resample": 400, "seed": 3, "policy": "random", "workers": 3})
+    cells += expand({"trace": "sample", "resample": 400, "seed": 3, "policy": "random", "workers": 3, "arrival": "saturated"})
     local = run_cells(cells, tmp_path / "local", backend="local", workers=2)
     remote = run_cells(cells, tmp_path / "ray", backend="ray", workers=2)
     assert remote.computed == len(cells)

@@ -251,7 +251,7 @@ def test_unknown_mode_and_busy_port(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         specs, urls = launcher.plan("internal", sys.executable, tmp_path, base_port=port, rpc_port=port + 1)
-        with pytest.raises(LaunchError, match=f"port\\(s\\) {port} on 127.0.0.1 already in use"):
+        with pytest.raises(LaunchError, match=f"port\\(s\\) {port}(, \\d+)? on 127.0.0.1 already in use"):
             launcher.launch(specs, urls, mode="internal", model="m", state_path=tmp_path / "s.json",
                             logs_dir=tmp_path, log=lambda m: None)
 
