@@ -10,10 +10,10 @@ from typing import Literal
 
 #: the value an unset knob takes under each preset
 PRESETS: dict[str, dict] = {
-    # dpbalance's default: load-aware placement while every waiting request fits, the whole pool as candidates,
-    # bounded waits
+    # dpbalance's default: load-aware placement with quotas while every waiting request fits, the whole pool as
+    # candidates when slots are scarce, bounded overtaking (chosen on the training cells of the regime matrix)
     "default": {"placement": "load", "s_greedy": "fit", "r_max": 0, "worker_key": "load",
-                "subset_rule": "max_count", "max_wait_s": 30.0},
+                "subset_rule": "max_count", "max_wait_s": 60.0},
     # the BF-IO authors' H0 strategy (their public simulator): most-free-slots greedy while more than 7 slots are
     # free, then lowest-load workers take the max-count subset of the whole visible pool
     "bfio-code": {"placement": "free", "s_greedy": 7, "r_max": 0, "worker_key": "load",
@@ -29,23 +29,14 @@ _PRESET_KNOBS = ("placement", "s_greedy", "r_max", "worker_key", "subset_rule", 
 class BR0Config:
     preset: Literal["default", "bfio-code", "paper"] = field(
         default="default", metadata={"doc": "published configuration the unset knobs below come from"})
-    placement: Literal["load", "free", "auto"] | None = field(default=None, metadata={
+    placement: Literal["load", "free"] | None = field(default=None, metadata={
         "doc": "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
-               "worker with most free slots takes its best request ('free'); 'auto': 'free' for a burst of at least "
-               "one request per worker, else 'load'"})
-    overflow: float = field(default=0.0, metadata={
-        "doc": "an overdue request goes to its reserved worker once at most this share of it overflows the margin"})
+               "worker with most free slots takes its best request ('free')"})
     hold_s: float = field(default=0.0, metadata={
         "doc": "while every waiting request fits, hold them up to this long to gather one per worker (0: off)"})
-    cold: float = field(default=0.5, metadata={"doc": "auto placement: a cluster below this share of used slots is cold"})
-    order: Literal["largest", "smallest", "fifo"] = field(default="largest", metadata={
-        "doc": "load placement: the order requests are placed in"})
-    tie: Literal["load", "fit"] = field(default="load", metadata={
-        "doc": "load placement among workers with equal F: the lightest ('load') or the fullest that still fits "
-               "('fit', best fit)"})
     quota: Literal["free", "even", "off"] = field(default="free", metadata={
         "doc": "load placement: a worker takes at most its share of a dispatch's requests, in proportion to its free "
-               "slots"})
+               "slots ('free') or equally ('even')"})
     s_greedy: int | Literal["fit"] | None = field(default=None, metadata={
         "doc": "the first stage runs while more than this many slots are free ('fit': while every waiting request "
                "fits)"})
@@ -59,7 +50,9 @@ class BR0Config:
     beta: float | None = field(default=None, metadata={"doc": "overflow penalty β (default G, the exact one-step slope)"})
     dp_buckets: int = field(default=4096, metadata={"doc": "subset-sum resolution in buckets of Δ* (0 = exact tokens)"})
     max_wait_s: float | Literal["off"] | None = field(default=None, metadata={
-        "doc": "hard cap on waiting: requests older than this are admitted first, where F is highest ('off': none)"})
+        "doc": "bounded overtaking: a request passed over by one that arrived this many seconds after it gets the "
+               "lightest worker reserved and goes there as soon as it fits (at the latest after as long again); "
+               "'off': none"})
 
     def __post_init__(self):
         if isinstance(self.s_greedy, int) and self.s_greedy < 0:

@@ -11,11 +11,10 @@ One dispatch, on the waiting requests the snapshot shows (the first ``window`` o
 1. **Placement** while slots are plentiful (``s_greedy``; by default while every waiting request fits):
    ``placement=load`` places the requests largest first, each on the worker with the highest F (ties: lowest
    load), no worker taking more than its share of the batch (``quota``) — the load-aware rule that wins when
-   slots are not scarce; ``placement=free`` is the BF-IO authors' greedy: the worker with most free slots (ties:
-   lowest load) takes the waiting request with the highest F; ``auto`` uses ``free`` for a cold start (a burst of
-   at least one request per worker onto a mostly empty cluster) and ``load`` otherwise. ``hold_s`` optionally
-   holds a small batch (fewer requests than workers) briefly so it can be spread (TensorRT-LLM's coordinated
-   waiting).
+   slots are not scarce, where a count rule (most free slots) loses to join-shortest-queue by tokens;
+   ``placement=free`` is the BF-IO authors' greedy: the worker with most free slots (ties: lowest load) takes the
+   waiting request with the highest F. ``hold_s`` optionally holds a small batch (fewer requests than workers)
+   briefly so it can be spread (TensorRT-LLM's coordinated waiting; off by default).
 2. **Packing** when slots are scarce: workers with free slots in order (lowest load first, or most free slots
    then largest margin), each taking a subset of the candidates (``subset_rule``, see ``packing``) sized to its
    target Δ*; a worker with slots left goes back in the queue.
@@ -25,6 +24,7 @@ scores above zero the single best request is admitted anyway.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 
 import numpy as np
@@ -32,7 +32,7 @@ import numpy as np
 from ...core.snapshot import Assignment, Snapshot
 from . import packing
 from .config import BR0Config
-from .scorers import Scorer
+from .scorers import Br0Scorer, Scorer
 
 
 class BalanceRoute:
@@ -45,14 +45,13 @@ class BalanceRoute:
 
     # ------------------------------------------------------------------ helpers
     def _best_worker(self, s: float, room: np.ndarray) -> int:
-        """The worker with room and the highest F for s; ties go to the lowest load (or best fit, ``tie=fit``)."""
+        """The worker with room and the highest F for s; ties go to the lowest load."""
         f = np.where(room > 0, self.scorer.scores(s), -np.inf)
         best = f.max()
         cand = np.flatnonzero(f >= best - 1e-9 * max(1.0, abs(best)))
         if len(cand) == 1:
             return int(cand[0])
-        load = self.scorer.load[cand]
-        return int(cand[np.argmax(load)] if self.cfg.tie == "fit" else cand[np.argmin(load)])
+        return int(cand[np.argmin(self.scorer.load[cand])])
 
     def _take(self, i: int, g: int) -> None:
         self._taken[i] = True
@@ -104,7 +103,7 @@ class BalanceRoute:
             g = int(np.argmin(np.where(snap.caps > 0, self.scorer.load, np.inf)))
             res = self._reserved = (int(self._ids[0]), g, float(snap.now))
         rid, g, since = res
-        fits = self._sizes[0] * (1.0 - self.cfg.overflow) <= self.scorer.targets_of(g)
+        fits = self._sizes[0] <= self.scorer.targets_of(g)
         late = snap.now - since > W
         if self._free[g] > 0 and (fits or late):
             self._take(0, g)
@@ -129,18 +128,13 @@ class BalanceRoute:
         if (cfg.hold_s and self._left < self.G and snap.now - float(self._arrival[~taken][0]) < cfg.hold_s):
             self._left = 0  # coordinated waiting: gather a batch of at least one request per worker, briefly
             return
-        placement = cfg.placement
-        if placement == "auto":
-            cold = self._left >= self.G and total_free > (1.0 - cfg.cold) * float(snap.caps.sum())
-            placement = "free" if cold else "load"
 
         def plentiful() -> bool:
             tf = int(free.sum())
             return tf > 0 and (self._left <= tf if cfg.s_greedy == "fit" else tf > cfg.s_greedy)
 
-        if placement == "load":
-            order = (np.argsort(-sizes if cfg.order == "largest" else sizes, kind="stable")
-                     if cfg.order != "fifo" else np.arange(len(sizes)))
+        if cfg.placement == "load":
+            order = np.argsort(-sizes, kind="stable")  # largest first
             # a worker takes at most its share of this dispatch's requests (in proportion to its free slots, or
             # evenly), so a batch spreads over the workers instead of filling the lightest ones' slots
             if cfg.quota == "even":
@@ -149,6 +143,9 @@ class BalanceRoute:
                 quota = np.ceil(free * (self._left / total_free)).astype(np.int64)
             else:
                 quota = free.copy()
+            if isinstance(sc, Br0Scorer):
+                self._lpt(order, np.minimum(free, quota))
+                return
             for i in order.tolist():
                 if taken[i]:
                     continue
@@ -164,6 +161,43 @@ class BalanceRoute:
                 g = int(ws[0]) if len(ws) == 1 else int(ws[np.argmin(sc.load[ws])])
                 self._take(int(np.argmax(np.where(taken, -np.inf, sc.score(g, sizes)))), g)
 
+    def _lpt(self, order: np.ndarray, room: np.ndarray) -> None:
+        """Load placement with the BR-0 score, in O(log G) per request: for one request the best F is always at the
+        lightest worker with room (if any worker's margin holds it, the lightest does; if none does, the lightest
+        overflows least), so the placement is largest-first onto the lightest worker — a heap of loads."""
+        free, sizes, taken = self._free, self._sizes, self._taken
+        if not (room > 0).any():
+            room = free.copy()
+        room = room.tolist()
+        sc = self.scorer
+        heap = [(float(sc.load[g]), g) for g in range(len(room)) if room[g] > 0]
+        heapq.heapify(heap)
+        picked_i, picked_g = [], []
+        left = self._left
+        sz = sizes.tolist()
+        for i in order.tolist():
+            if not heap or not left:
+                break
+            if taken[i]:
+                continue
+            L, g = heapq.heappop(heap)
+            picked_i.append(i)
+            picked_g.append(g)
+            left -= 1
+            room[g] -= 1
+            if room[g] > 0:
+                heapq.heappush(heap, (L + sz[i], g))
+        if not picked_i:
+            return
+        idx = np.array(picked_i)
+        ws = np.array(picked_g)
+        taken[idx] = True
+        free -= np.bincount(ws, minlength=len(free))
+        self._left = left
+        sc.add_many(ws, sizes[idx])
+        self._out.extend(map(Assignment, self._ids[idx].tolist(), picked_g))
+        self._newest = max(self._newest, float(self._arrival[idx].max()))
+
     def _key(self, g: int):
         L = self.scorer.load
         if self.cfg.worker_key == "load":
@@ -173,10 +207,26 @@ class BalanceRoute:
     def _pack(self) -> None:
         cfg, sc, free, sizes = self.cfg, self.scorer, self._free, self._sizes
         r_max = cfg.r_max or len(sizes)
+        # a worker with one free slot under the BR-0 score takes the largest candidate within its target, else the
+        # smallest (least overflow): a bisection in the sorted candidates instead of a scan of the pool
+        fast = isinstance(sc, Br0Scorer) and cfg.subset_rule == "max_count" and r_max >= len(sizes) and sc.beta >= 1
+        if fast:
+            avail = np.flatnonzero(~self._taken)
+            avail = avail[np.argsort(sizes[avail], kind="stable")]
+            vals, idx = sizes[avail].tolist(), avail.tolist()
         heap = [self._key(g) + (g,) for g in np.flatnonzero(free > 0).tolist()]
         heapq.heapify(heap)
         while heap and self._left:
             g = heapq.heappop(heap)[-1]
+            if fast and free[g] == 1:
+                k = bisect.bisect_right(vals, float(sc.targets_of(g))) - 1
+                if k < 0:
+                    k = 0
+                else:
+                    k = bisect.bisect_left(vals, vals[k])  # the oldest of equal sizes, as the scan would pick
+                self._take(idx[k], g)
+                del vals[k], idx[k]
+                continue
             pos = np.flatnonzero(~self._taken)[:r_max]
             s = sizes[pos]
             K = min(int(free[g]), len(pos))
@@ -188,6 +238,11 @@ class BalanceRoute:
             if not chosen:  # anti-starvation: the single best request by F
                 chosen = [int(np.argmax(sc.score(g, s)))]
             for j in chosen:
-                self._take(int(pos[j]), g)
+                i = int(pos[j])
+                self._take(i, g)
+                if fast:
+                    k = bisect.bisect_left(vals, float(sizes[i]))
+                    k += idx[k:].index(i) if idx[k] != i else 0
+                    del vals[k], idx[k]
             if free[g] > 0 and self._left:
                 heapq.heappush(heap, self._key(g) + (g,))

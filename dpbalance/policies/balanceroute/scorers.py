@@ -79,6 +79,11 @@ class Br0Scorer:
         if v > self.M:
             self.M = v
 
+    def add_many(self, workers: np.ndarray, deltas: np.ndarray) -> None:
+        """``add`` for a batch of admissions."""
+        self.load += np.bincount(workers, weights=deltas, minlength=len(self.load))
+        self.M = max(self.M, float(self.load.max()))
+
 
 def future_beta(beta: float, alpha: float, d: np.ndarray, theta: float = 0.9) -> float:
     """β_f: the penalty weight of predicted steps h ≥ 1, capped so predicted overflows at every later step together
