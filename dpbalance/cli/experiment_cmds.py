@@ -84,3 +84,51 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(130) from None
         if path is not None:
             console.print(f"wrote {path}")
+
+    @app.command()
+    def matrix(
+        out_dir: Annotated[Path, typer.Option(
+            "--out", "-o", help="Report directory: report.md, heat maps, results.csv, cells/ cache.")] = Path("matrix"),
+        quick: Annotated[bool, typer.Option(
+            "--quick", help="One trace, two cluster sizes, one seed, the core policies: a check that it runs.")] = False,
+        trace_dir: TraceDirOpt = None,
+        workers: Annotated[Optional[int], typer.Option(
+            "--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
+        authors: Annotated[Optional[Path], typer.Option(
+            "--authors", help="JSON of the BF-IO authors' H0 runs on the saturated cells "
+                              "(benchmarks/authors_reference.py --matrix); added to the comparison.")] = None,
+    ) -> None:
+        """The regime matrix: the default policy against every baseline in every cell of traces × G × B × load.
+
+        Writes OUT/report.md with the default's margin over the strongest other policy per cell (throughput,
+        max–min, TPOT p95; TTFT p99 and the longest wait beside them), heat maps, and every cell where it loses.
+        The full matrix is thousands of simulations (about an hour on two cores); interrupted runs resume from
+        OUT/cells/."""
+        from ..experiments import matrix as mx
+        from ..experiments.driver import found_traces
+        from ..experiments.matrix_report import render
+
+        tdir = str(trace_dir) if trace_dir else None
+        found = found_traces(tdir)
+        if not found & set(mx.TRACES):
+            console.print("[bold red]error:[/] none of the matrix's traces is in the trace directory; get them with "
+                          "`dpbalance trace fetch --all`", highlight=False)
+            raise typer.Exit(2)
+        spec = mx.Spec().quick() if quick else mx.Spec()
+        with user_errors(), _progress() as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total, last="")
+                bar.update(tasks[phase], completed=done, total=total)
+
+            try:
+                rep, caps, auth = mx.run_matrix(out_dir, spec=spec, trace_dir=tdir, workers=workers, authors=authors,
+                                                progress=progress, found=found)
+            except KeyboardInterrupt:
+                console.print("interrupted: finished cells are cached in OUT/cells; re-run to resume")
+                raise typer.Exit(130) from None
+        path = render(out_dir, rep, caps, auth, command="dpbalance matrix" + (" --quick" if quick else ""),
+                      wall_s=rep.wall_s)
+        console.print(f"wrote {path}")

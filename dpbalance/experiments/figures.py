@@ -105,21 +105,30 @@ def lines(path: Path, xs: dict[str, Sequence[float]], ys: dict[str, Sequence[flo
 
 
 def heatmap(path: Path, rows: Sequence[str], cols: Sequence[str], values: np.ndarray, *, title: str,
-            fmt: str = "{:,.0f}", colorbar: str = "") -> Path:
-    """A labelled grid of values (e.g. throughput over β × γ); each cell prints its value."""
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2.8, 0.6 * len(rows) + 1.9))
-    im = ax.imshow(values, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels(cols, fontsize=8)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(rows, fontsize=8)
+            fmt: str = "{:,.0f}", colorbar: str = "", diverging: bool = False) -> Path:
+    """A labelled grid of values (e.g. throughput over β × γ); each cell prints its value. ``diverging`` centres
+    a red–blue scale on zero (for margins: blue better, red worse); all-empty columns are left out."""
+    keep = ~np.all(np.isnan(values), axis=0) if values.size else np.ones(len(cols), bool)
+    values = values[:, keep]
+    cols = [c for c, k in zip(cols, keep) if k]
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.75 * len(cols) + 4.0), 0.34 * len(rows) + 2.2))
     finite = values[np.isfinite(values)]
+    if diverging:
+        lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+        im = ax.imshow(values, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    else:
+        im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(cols, fontsize=7, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows, fontsize=7)
     mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
     for i in range(len(rows)):
         for j in range(len(cols)):
             v = values[i, j]
             if np.isfinite(v):
-                ax.text(j, i, fmt.format(v), ha="center", va="center", color="k" if v > mid else "w", fontsize=7)
+                dark = abs(v) > 0.6 * lim if diverging else v <= mid
+                ax.text(j, i, fmt.format(v), ha="center", va="center", color="w" if dark else "k", fontsize=6)
     fig.colorbar(im, ax=ax, label=colorbar)
     ax.set_title(title, fontsize=10)
     save(fig, path)
