@@ -1,7 +1,8 @@
 """Trace loading: named real traces, files in known formats, synthetic workloads, the bundled sample."""
 
 from .catalog import ENV_VAR, KNOWN, available_traces, load_trace, resolve_trace, trace_directory, user_trace_dir
-from .loaders import LOADERS, TraceError, parse_timestamp, prompt_key_of, sniff_format
+from .formats import LOADERS
+from .loaders import TraceError, parse_timestamp, prompt_key_of, sniff_format
 from .sources import SOURCES, Source
 from .synthetic import SyntheticConfig, generate, synthetic_from_spec
 

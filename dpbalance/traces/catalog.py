@@ -17,7 +17,8 @@ from pathlib import Path
 import platformdirs
 
 from ..core.workload import Workload
-from .loaders import LOADERS, TraceError, sniff_format
+from .formats import LOADERS
+from .loaders import TraceError, sniff_format
 from .sources import SOURCES
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"

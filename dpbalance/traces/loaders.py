@@ -15,11 +15,10 @@ import json
 import math
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from ..core.specs import Entry, Registry
 from ..core.workload import NO_KEY, Workload
 
 _MASK63 = (1 << 63) - 1
@@ -36,7 +35,6 @@ class TraceError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-LoaderFn = Callable[[Path], Workload]
 def _open_text(path: Path) -> io.TextIOBase:
     try:
         if path.suffix == ".gz":
@@ -253,22 +251,6 @@ def load_generic(path: Path, name: str = "generic") -> Workload:
                    has_ts=bool(has_ts), fmt="generic")
 
 
-LOADERS: Registry[LoaderFn] = Registry("trace format", entries=[
-    Entry("azure", load_azure, None,
-          "Azure LLM inference traces 2023/2024: TIMESTAMP, ContextTokens, GeneratedTokens"),
-    Entry("mooncake", load_mooncake, None,
-          "Mooncake FAST'25 JSONL: timestamp (ms), input_length, output_length, hash_ids"),
-    Entry("bfio", load_bfio, None,
-          "BF-IO simulator JSON: {data: [{input_length, output_length}, ...]} (no arrival times)"),
-    Entry("vidur", load_vidur, None,
-          "Vidur processed-trace CSV: num_prefill_tokens, num_decode_tokens (no arrival times)"),
-    Entry("burstgpt", load_burstgpt, None,
-          "BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, ... (failed rows counted and left out)"),
-    Entry("generic", load_generic, None,
-          "CSV with prompt_tokens, output_tokens and optional arrival_s, prompt_key ('#' lines are comments)"),
-])
-
-
 def sniff_format(path: Path) -> str:
     """Guess a file's format from its name and first line."""
     low = path.name.lower()
@@ -281,6 +263,8 @@ def sniff_format(path: Path) -> str:
                 first = raw.strip()
                 break
     if first.startswith("{"):
+        if '"prompt_tokens"' in first and '"t"' in first:
+            return "record"
         return "mooncake" if '"input_length"' in first and '"timestamp"' in first else "bfio"
     if "TIMESTAMP" in first:
         return "azure"
@@ -290,5 +274,6 @@ def sniff_format(path: Path) -> str:
         return "burstgpt"
     if "prompt_tokens" in first:
         return "generic"
-    raise TraceError(path, 1, f"unknown trace format; header was {first[:80]!r}. Supported formats: "
-                     + ", ".join(LOADERS.names()))
+    raise TraceError(path, 1, f"unknown trace format; header was {first[:80]!r}. Supported formats: azure, "
+                     "mooncake, bfio, vidur, burstgpt, generic (CSV with prompt_tokens, output_tokens), record "
+                     "(dpbalance serve --record)")
