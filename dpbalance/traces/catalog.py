@@ -19,6 +19,7 @@ import platformdirs
 from ..core.workload import Workload
 from .formats import LOADERS
 from .loaders import TraceError, sniff_format
+from .synthetic import synthetic_from_spec
 from .sources import SOURCES
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
@@ -127,9 +128,7 @@ def _load_cached(path: str, mtime: float, fmt: str, name: str) -> Workload:
 def load_trace(name_or_path: str, trace_dir: str | Path | None = None) -> Workload:
     """Load a named trace, a trace file, or a synthetic workload spec (``synthetic:n=1000,...``)."""
     if name_or_path.startswith("synthetic"):
-        from .synthetic import synthetic_from_spec
-
-        return synthetic_from_spec(name_or_path)
+        return synthetic_from_spec(name_or_path, lambda name: load_trace(name, trace_dir))
     path, fmt, name = resolve_trace(name_or_path, trace_dir)
     return _load_cached(str(path.resolve()), path.stat().st_mtime, fmt, name)
 

@@ -12,7 +12,7 @@ arrivals are a Poisson process; otherwise the workload has no timestamps (satura
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -46,14 +46,15 @@ class SyntheticConfig:
             raise ValueError("qps must be > 0")
 
 
-def generate(cfg: SyntheticConfig) -> Workload:
+def generate(cfg: SyntheticConfig, load_source: Callable[[str], Workload] | None = None) -> Workload:
+    """The workload of a synthetic config; ``load_source`` loads the trace that ``prompt/output=trace`` resample."""
     rng = np.random.default_rng(cfg.seed)
     n = cfg.n
     src = None
     if "trace" in (cfg.prompt, cfg.output):
-        from .catalog import load_trace
-
-        src = load_trace(cfg.source)
+        if load_source is None:
+            raise SpecError("resampling a trace (prompt=trace or output=trace) needs the trace loader")
+        src = load_source(cfg.source)
     if cfg.joint == "bfio":
         cov = np.array([[2600.0**2, -0.1 * 2600 * 700], [-0.1 * 2600 * 700, 700.0**2]])
         out_s = np.empty(0)
@@ -88,8 +89,8 @@ def generate(cfg: SyntheticConfig) -> Workload:
     return Workload.from_arrays(arrival, prompt, output, name="synthetic", has_timestamps=has_ts, meta=meta)
 
 
-def synthetic_from_spec(spec: str) -> Workload:
+def synthetic_from_spec(spec: str, load_source: Callable[[str], Workload] | None = None) -> Workload:
     name, options = parse_spec(spec)
     if name != "synthetic":
         raise SpecError(f"expected 'synthetic:key=value,...', got {spec!r}")
-    return generate(build_config(SyntheticConfig, options, what="synthetic workload"))
+    return generate(build_config(SyntheticConfig, options, what="synthetic workload"), load_source)
