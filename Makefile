@@ -2,33 +2,49 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+BASE := $(VENV)/.base
+DEV := $(VENV)/.dev
+RAY := $(VENV)/.ray
 
 .PHONY: demo test test-all test-vllm testbed-down install bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,ray]"
-	touch $(STAMP)
 
-install: $(STAMP)
+# the package and what the demo needs, nothing more
+$(BASE): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $(BASE)
+
+# plus the test tools
+$(DEV): $(BASE)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(DEV)
+
+# plus Ray (≈ 800 MB), for the Ray sweep backend and its test
+$(RAY): $(DEV)
+	$(BIN)/pip install --quiet -e ".[dev,ray]"
+	touch $(RAY)
+
+install: $(BASE)
 
 ## make demo: install, then compare the routers on the bundled sample trace (table + report in demo-report/)
-demo: $(STAMP)
+demo: $(BASE)
 	$(BIN)/dpbalance compare --trace sample --arrival saturated --workers 8 --slots 72 --out demo-report
 
-## make test: install (with the ray extra, so the Ray sweep test runs), then the default suite (slow / real-vLLM tests are opt-in)
-test: $(STAMP)
+## make test: install with the test tools, then the default suite (slow and real-vLLM tests are opt-in; the Ray
+## test runs when Ray is installed: `make test-all`)
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
-## everything, including slow, ray and real-vLLM tests (the real-vLLM ones skip unless the testbed is built: see test-vllm)
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ""
+## everything but the real-vLLM tests, with Ray installed (slow tests included)
+test-all: $(RAY)
+	$(BIN)/python -m pytest -q -m "not vllm"
 
 ## make test-vllm: build the real-vLLM testbed if needed (≈ 3.5 GB in .testbed/ or $$DPBALANCE_TESTBED_DIR, a few
 ## minutes the first time), run the opt-in real-vLLM tests (they start and stop the ranks), and end any rank left up
-test-vllm: $(STAMP)
+test-vllm: $(DEV)
 	$(BIN)/dpbalance testbed build
 	$(BIN)/python -m pytest -m vllm -v -s -rA --durations=10 tests/real_vllm; status=$$?; \
 		$(BIN)/dpbalance testbed down; exit $$status
@@ -37,7 +53,7 @@ test-vllm: $(STAMP)
 testbed-down:
 	$(BIN)/dpbalance testbed down
 
-bench: $(STAMP)
+bench: $(BASE)
 	$(BIN)/python benchmarks/bench_sim.py
 
 clean:
