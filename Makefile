@@ -29,9 +29,10 @@ $(RAY): $(DEV)
 
 install: $(BASE)
 
-## make demo: install, then compare the routers on the bundled sample trace (table + report in demo-report/)
+## make demo: install, then compare the routers on the bundled sample trace replayed at 4x its rate, a heavy load
+## for 8 workers x 72 slots (table + report in demo-report/)
 demo: $(BASE)
-	$(BIN)/dpbalance compare --trace sample --arrival saturated --workers 8 --slots 72 --out demo-report
+	$(BIN)/dpbalance compare --trace sample --arrival replay --rate-scale 4 --workers 8 --slots 72 --out demo-report
 
 ## make test: install with the test tools, then the default suite (slow and real-vLLM tests are opt-in; the Ray
 ## test runs when Ray is installed: `make test-all`)
