@@ -225,7 +225,7 @@ def run_reference(repo: Path | str, cfg: SimConfig, selection: TraceSelection | 
     strat = parse_strategy(strategy) if isinstance(strategy, str) else strategy
     sel = TraceSelection(selection) if isinstance(selection, str) else selection
     C, t_tok = check_cell(cfg)
-    w, _ = sel.load()
+    w, _ = sel.load(seed=cfg.seed)
     arr = arrival_times(w, cfg)
     python = python or os.environ.get(PYTHON_ENV) or sys.executable
     with tempfile.TemporaryDirectory(prefix="dpbalance-authors-") as tmp:
@@ -303,6 +303,8 @@ def _record(raw: dict, cfg: SimConfig, sel: TraceSelection, strat: Strategy, rep
         "run_wall_s": run_wall,
         "as_dpbalance": {"window": window, "window_steps": raw["steady_window_steps"] if window == "steady" else raw["steps"],
                          **ours},
+        "as_dpbalance_steady": raw["dpbalance_steady"],
+        "as_dpbalance_all": raw["dpbalance_all"],
         "authors_metrics": theirs,
         "command": shlex.join(cmd),
         "cli": _cli_line(repo, cfg, sel, strat),
