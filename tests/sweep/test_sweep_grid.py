@@ -120,3 +120,11 @@ def test_workload_selection_keeps_training_disjoint():
     assert len(t4) == 300 and (t4.prompt[200:] == full.prompt[:100]).all()
     assert t4.arrival[100] > t4.arrival[99] and np.allclose(t4.arrival[200:] - t4.arrival[100:200],
                                                              t4.arrival[100] - t4.arrival[0])
+
+
+def test_the_example_grid_expands():
+    from pathlib import Path
+
+    g = load_grid(Path(__file__).parents[2] / "examples" / "grid.yaml")
+    assert g.name == "example" and len(g.cells) == 4 * 2 * 2 * 2 + 1
+    assert {c.policy for c in g.cells} >= {"br0", "brh:predictor=survival", "br0:preset=bfio-code"}
