@@ -34,7 +34,7 @@ class LoadgenConfig:
     duration_s: float = 600.0
     prompt_scale: float = 1.0
     max_output: int | None = None
-    model: str = "dpbalance"
+    model: str | None = None  # None: the endpoint's default model
     api_key: str | None = None
     seed: int = 0
     request_timeout_s: float = 600.0
@@ -63,8 +63,9 @@ def schedule(w: Workload, cfg: LoadgenConfig) -> np.ndarray:
 
 
 async def _one(session, cfg: LoadgenConfig, s: int, o: int, out: Outcome) -> None:
-    body = {"model": cfg.model, "prompt": " ".join(["w"] * max(1, s)), "max_tokens": o, "ignore_eos": True,
-            "stream": True}
+    body = {"prompt": " ".join(["w"] * max(1, s)), "max_tokens": o, "ignore_eos": True, "stream": True}
+    if cfg.model:
+        body["model"] = cfg.model
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     out.expected = o
     try:
