@@ -15,6 +15,7 @@ calls), ``ranks`` (targets, breaker, health, discovery), ``relay`` (upstream cal
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -25,7 +26,7 @@ from ..policies import PolicyContext, make_policy
 from ..predictors import PredictorError
 from .config import RouterConfig
 from .dispatcher import Dispatcher, QueueTimeout, Ticket
-from .inbound import BadRequest, json_error, parse, read_json
+from .inbound import BadRequest, error_body, json_error, parse, read_json
 from .metrics import RouterMetrics
 from .ranks import Breaker, HealthChecker, StartupError, discover, make_targets
 from .relay import ClientGone, RankFailed, Relay
@@ -169,6 +170,8 @@ class Router:
             return await self._serve(request, t, p.text)
         except asyncio.CancelledError:
             self.finish(t, "failed", "shutdown" if self.stopping else "client_disconnect")
+            if self.stopping and t.extra.get("resp") is not None:  # tell a streaming client why it ends
+                await _end_stream(t.extra["resp"], "the router is shutting down")
             raise
         except ClientGone as exc:
             self.finish(t, "failed", exc.reason)
@@ -265,8 +268,6 @@ class Router:
                         status=r.status, body=body, headers={"Content-Type": r.headers.get("Content-Type", "")}))
                 if r.status != 200:
                     raise _PrefillFailed(f"prefill {url} answered {r.status}")
-                import json
-
                 return json.loads(body).get("kv_transfer_params")
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError, OSError) as exc:
             raise _PrefillFailed(f"prefill {url} failed: {type(exc).__name__}") from None
@@ -275,6 +276,15 @@ class Router:
         from .app import build_apps
 
         return build_apps(self)[0]
+
+
+async def _end_stream(resp: web.StreamResponse, message: str) -> None:
+    err = json.dumps(error_body(message, "server_error", code=503)).encode()
+    try:
+        await asyncio.wait_for(resp.write(b"data: " + err + b"\n\n"), 0.5)
+        await asyncio.wait_for(resp.write_eof(), 0.5)
+    except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
+        pass
 
 
 async def start_router(cfg: RouterConfig, host: str = "127.0.0.1", port: int = 0) -> tuple[Router, str, web.AppRunner]:
