@@ -5,7 +5,7 @@ dispatch latency at G = 8 and G = 64, and memory at 2,000 concurrent streams.
 
 Three processes: ``dpbalance engine-sim`` (G ranks, slots = streams/G so every stream runs at once, a large
 time-scale so engine steps take no simulated time), ``dpbalance serve`` in front of it, and this script's
-clients. With ``taskset`` the router gets one core to itself (``--router-core``, default 0) and the engine and
+clients (streams started evenly over ``--ramp`` seconds). With ``taskset`` the router gets one core to itself (``--router-core``, default 0) and the engine and
 the clients share the other (``--load-core``, default 1), so the router's CPU time is not inflated by
 contention and its one core is the limit being measured.
 
@@ -106,7 +106,8 @@ def _taskset(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
 
 
-def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, profile: str | None) -> dict:
+def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, profile: str | None,
+        ramp_s: float = 0.5) -> dict:
     slots = max(1, streams // G)
     eng = subprocess.Popen(_taskset(load_core) + [PY, "-m", "dpbalance", "engine-sim", "--ranks", str(G),
                                                   "--base-port", str(base), "--slots", str(slots),
@@ -117,7 +118,8 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
                                    "--policy", "br0", "--tokenize", "estimate"]
     for g in range(G):
         cmd += ["--decode", f"http://127.0.0.1:{base + g}"]
-    rtr = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-router-G{G}.log"), "w")
+    rtr = subprocess.Popen(cmd, stdout=log, stderr=log)
     if load_core is not None and shutil.which("taskset"):
         os.sched_setaffinity(0, {load_core})
     spy = None
@@ -137,7 +139,7 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
             time.sleep(1.0)
         cpu0, _ = _proc_cpu_rss(rtr.pid)
         t0 = time.time()
-        got, short = asyncio.run(_streams(rurl, streams, tokens, ramp_s=2.0))
+        got, short = asyncio.run(_streams(rurl, streams, tokens, ramp_s=ramp_s))
         wall = time.time() - t0
         cpu1, rss = _proc_cpu_rss(rtr.pid)
         if spy is not None:
@@ -190,6 +192,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=2000)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--G", type=int, nargs="+", default=[8, 64])
+    ap.add_argument("--ramp", type=float, default=0.5, help="seconds over which the streams start")
     ap.add_argument("--router-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -197,7 +200,7 @@ def main() -> None:
     args = ap.parse_args()
     rc, lc = (None, None) if args.no_pin else (args.router_core, args.load_core)
     for i, G in enumerate(args.G):
-        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile)
+        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile, args.ramp)
         print(json.dumps(r), flush=True)
 
 

@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             web.run_app(make_app(), host=cfg.host, port=cfg.port, access_log=None, print=None,
-                        handler_cancellation=True, shutdown_timeout=1.0)
+                        handler_cancellation=True, shutdown_timeout=1.0,
+                        backlog=4096)  # bursts of new connections are normal in front of a fleet
         except StartupError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -29,6 +29,7 @@ from .inbound import error_body
 _TOKENS = b'"completion_tokens":'
 _INT = re.compile(rb"\s*(\d+)")
 _USAGE = re.compile(rb',\s*"usage":\s*\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}')
+_USAGE_COMPACT = re.compile(rb',"usage":\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}')  # literal prefix: a fast scan
 _EMPTY_CHOICES = re.compile(rb'"choices":\s*\[\]')
 _DONE = b"data: [DONE]"
 _ERROR_EVENT = b'data: {"error"'
@@ -64,18 +65,23 @@ def _fallback_count(block: bytes) -> int:
             + block.count(b'"content":"') - block.count(b'"content":""'))
 
 
+def _strip_usage(block: bytes) -> bytes:
+    out = _USAGE_COMPACT.sub(b"", block)  # vLLM's compact JSON; any other spacing falls to the general pattern
+    return _USAGE.sub(b"", out) if b'"usage":' in out else out
+
+
 def _strip(block: bytes, want_usage: bool) -> bytes:
     """Remove the usage the client did not ask for: per-chunk usage always, the final usage-only chunk unless
     it asked for ``include_usage``."""
-    if not _EMPTY_CHOICES.search(block):
-        return _USAGE.sub(b"", block)
+    if b'"choices":[]' not in block and (b'"choices": [' not in block or not _EMPTY_CHOICES.search(block)):
+        return _strip_usage(block)
     out = []
     for e in block.split(b"\n\n"):
         if _EMPTY_CHOICES.search(e) and b'"usage"' in e:
             if want_usage:
                 out.append(e)
         else:
-            out.append(_USAGE.sub(b"", e))
+            out.append(_strip_usage(e))
     return b"\n\n".join(out) if any(out) else b""
 
 
@@ -214,6 +220,12 @@ class Relay:
                     d.add_tokens(t, n)
                 if block:
                     await self._write(request, resp, block)
+            if not content.at_eof():  # read the end of the body so the connection goes back to the pool
+                try:
+                    async with asyncio.timeout(1.0):
+                        await content.read()
+                except (TimeoutError, *_UPSTREAM_ERRORS):
+                    done = False
         finally:
             if done:
                 up.release()

@@ -157,6 +157,9 @@ class Router:
             p = parse(body, chat, self.cfg.max_tokens_limit, self.cfg.allow_kv_transfer_params)
         except BadRequest as exc:
             return self.reject(exc.status, exc.reason, str(exc), exc.etype, exc.param)
+        except asyncio.CancelledError:  # the client left while sending its body
+            self.metrics.finish("failed", "shutdown" if self.stopping else "client_disconnect", 0.0)
+            raise
         if len(self.dispatcher.pool) + self.tokenizing >= self.cfg.max_pending:
             return self.reject(429, "overloaded", "too many requests are waiting, retry later", "rate_limit_error",
                                headers={"Retry-After": "1"})
@@ -296,7 +299,7 @@ async def start_router(cfg: RouterConfig, host: str = "127.0.0.1", port: int = 0
     app, _metrics_app = build_apps(router)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
     real_port = site._server.sockets[0].getsockname()[1]
     return router, f"http://{host}:{real_port}", runner
