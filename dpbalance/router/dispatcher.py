@@ -58,6 +58,8 @@ class Ticket:
     est_tokens: int = 0  # non-stream: tokens estimated into the load so far
     started: float = 0.0  # when the current upstream call began
     first_token: float = 0.0
+    last_io: float = 0.0  # loop time of the last upstream read (stall watchdog)
+    stalled: bool = False
     outcome: str | None = None
     extra: dict = field(default_factory=dict)
 

@@ -30,7 +30,7 @@ _TOKENS = b'"completion_tokens":'
 _INT = re.compile(rb"\s*(\d+)")
 _USAGE = re.compile(rb',\s*"usage":\s*\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}')
 _USAGE_COMPACT = re.compile(rb',"usage":\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}')  # literal prefix: a fast scan
-_EMPTY_CHOICES = re.compile(rb'"choices":\s*\[\]')
+_EMPTY_CHOICES = re.compile(rb'"choices":\s*\[\s*\]')
 _DONE = b"data: [DONE]"
 _ERROR_EVENT = b'data: {"error"'
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -73,7 +73,7 @@ def _strip_usage(block: bytes) -> bytes:
 def _strip(block: bytes, want_usage: bool) -> bytes:
     """Remove the usage the client did not ask for: per-chunk usage always, the final usage-only chunk unless
     it asked for ``include_usage``."""
-    if b'"choices":[]' not in block and (b'"choices": [' not in block or not _EMPTY_CHOICES.search(block)):
+    if b"[]" not in block and b"[ ]" not in block:  # no event with empty choices: the common case
         return _strip_usage(block)
     out = []
     for e in block.split(b"\n\n"):
@@ -88,6 +88,20 @@ def _strip(block: bytes, want_usage: bool) -> bytes:
 class Relay:
     def __init__(self, router):
         self.r = router  # Router: cfg, session, targets, dispatcher, metrics, breaker
+        self.watched: dict[Ticket, aiohttp.ClientResponse] = {}  # running streams, for the stall watchdog
+
+    async def watchdog(self) -> None:
+        """Close the upstream of any stream that has received nothing for ``upstream_read_timeout_s``."""
+        limit = self.r.cfg.upstream_read_timeout_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            now = loop.time()
+            for t, up in list(self.watched.items()):
+                if now - t.last_io > limit:
+                    t.stalled = True
+                    self.watched.pop(t, None)
+                    up.close()  # its pending read fails; the relay reports a timeout
 
     # ------------------------------------------------------------------ request bodies
     def upstream_payload(self, t: Ticket) -> bytes:
@@ -159,17 +173,21 @@ class Relay:
 
     async def stream(self, request: web.Request, t: Ticket, g: int) -> web.StreamResponse:
         cfg, d = self.r.cfg, self.r.dispatcher
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, cfg.upstream_read_timeout_s),
-                                        sock_read=cfg.upstream_read_timeout_s)
+        # the per-read timeout is the watchdog's (one timestamp per read, not a timer per read)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, cfg.upstream_read_timeout_s))
         strip = not t.extra.get("want_continuous")
         want_usage = bool(t.extra.get("want_usage"))
         resp: web.StreamResponse | None = None
         t.started = time.monotonic()
         try:
-            up = await self._post(g, t, timeout)
+            async with asyncio.timeout(cfg.upstream_read_timeout_s):  # until the answer's headers
+                up = await self._post(g, t, timeout)
         except _UPSTREAM_ERRORS as exc:
             raise RankFailed(_kind(exc), f"rank {g}: {type(exc).__name__}: {exc}") from None
         done = errored = False
+        loop_time = asyncio.get_running_loop().time
+        t.last_io = loop_time()
+        self.watched[t] = up
         try:
             self._count_status(g, up.status)
             if up.status != 200:
@@ -185,9 +203,11 @@ class Relay:
                 try:
                     data = await content.readany()
                 except _UPSTREAM_ERRORS as exc:
-                    return await self._broken(request, resp, t, g, _kind(exc), exc)
+                    return await self._broken(request, resp, t, g, "timeout" if t.stalled else _kind(exc), exc)
                 if not data:
-                    return await self._broken(request, resp, t, g, "broken", "closed the stream before [DONE]")
+                    kind = "timeout" if t.stalled else "broken"
+                    return await self._broken(request, resp, t, g, kind, "closed the stream before [DONE]")
+                t.last_io = loop_time()
                 if buf:
                     data = buf + data
                 end = data.rfind(b"\n\n")
@@ -227,6 +247,7 @@ class Relay:
                 except (TimeoutError, *_UPSTREAM_ERRORS):
                     done = False
         finally:
+            self.watched.pop(t, None)
             if done:
                 up.release()
             else:

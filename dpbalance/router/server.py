@@ -109,7 +109,8 @@ class Router:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.dispatcher.run()), loop.create_task(self.health.run())]
+        self._tasks = [loop.create_task(self.dispatcher.run()), loop.create_task(self.health.run()),
+                       loop.create_task(self.relay.watchdog())]
 
     async def drain(self) -> None:
         """SIGTERM: stop taking requests, let running ones finish for the grace period, abort and count the rest."""
