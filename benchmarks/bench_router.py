@@ -19,6 +19,8 @@ Reported per G:
 - ``router_peak_rss_mb``: the router's peak resident memory (VmHWM);
 - ``outcomes``: the router's outcome counters, and ``short_streams`` (streams that did not get every token).
 
+``--non-stream`` sends non-stream requests instead (router CPU per request is then the figure to read).
+
 ``--profile DIR`` also samples the router with py-spy during the routed phase (``pip install py-spy``; py-spy
 runs on the load core) and writes DIR/router-G<g>.txt (collapsed stacks) and the top functions by own time to
 stdout. Take the figures from a run without ``--profile``.
@@ -68,23 +70,27 @@ async def _wait_up(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def _streams(url: str, n: int, tokens: int, ramp_s: float) -> tuple[int, int]:
-    """n concurrent streams started evenly over ``ramp_s``; returns (data events received, short streams).
+async def _streams(url: str, n: int, tokens: int, ramp_s: float, stream: bool = True) -> tuple[int, int]:
+    """n concurrent requests started evenly over ``ramp_s``; returns (tokens received, short answers).
 
-    The client only counts SSE events (no JSON parsing) so it costs the shared core as little as possible."""
+    The client only counts SSE events (no JSON parsing) so it costs the shared core as little as possible;
+    non-stream answers give their usage."""
     got = 0
     short = 0
     conn = aiohttp.TCPConnector(limit=0)
-    body = {"prompt": "a b c d", "max_tokens": tokens, "stream": True, "ignore_eos": True}
+    body = {"prompt": "a b c d", "max_tokens": tokens, "stream": stream, "ignore_eos": True}
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as s:
         async def one(i):
             nonlocal got, short
             await asyncio.sleep(ramp_s * i / n)
             k = 0
             async with s.post(url + "/v1/completions", json=body) as r:
-                async for chunk in r.content.iter_any():
-                    k += chunk.count(b"data: ")
-            k -= 1  # [DONE]
+                if not stream:
+                    k = (await r.json())["usage"]["completion_tokens"]
+                else:
+                    async for chunk in r.content.iter_any():
+                        k += chunk.count(b"data: ")
+                    k -= 1  # [DONE]
             got += k
             if k != tokens:
                 short += 1
@@ -107,7 +113,7 @@ def _taskset(core: int | None) -> list[str]:
 
 
 def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, profile: str | None,
-        ramp_s: float = 0.5) -> dict:
+        ramp_s: float = 0.5, stream: bool = True) -> dict:
     slots = max(1, streams // G)
     eng = subprocess.Popen(_taskset(load_core) + [PY, "-m", "dpbalance", "engine-sim", "--ranks", str(G),
                                                   "--base-port", str(base), "--slots", str(slots),
@@ -139,7 +145,7 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
             time.sleep(1.0)
         cpu0, _ = _proc_cpu_rss(rtr.pid)
         t0 = time.time()
-        got, short = asyncio.run(_streams(rurl, streams, tokens, ramp_s=ramp_s))
+        got, short = asyncio.run(_streams(rurl, streams, tokens, ramp_s=ramp_s, stream=stream))
         wall = time.time() - t0
         cpu1, rss = _proc_cpu_rss(rtr.pid)
         if spy is not None:
@@ -156,9 +162,9 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
                 p.kill()
     cpu = cpu1 - cpu0
     us_tok = cpu / max(1, got) * 1e6
-    out = {"G": G, "streams": streams, "tokens_per_stream": tokens, "tokens_relayed": got, "short_streams": short,
+    out = {"G": G, "stream": stream, "streams": streams, "tokens_per_stream": tokens, "tokens_relayed": got, "short_streams": short,
            "wall_s": round(wall, 2), "router_cpu_s": round(cpu, 2),
-           "router_cpu_us_per_token": round(us_tok, 2),
+           "router_cpu_us_per_token": round(us_tok, 2), "router_cpu_us_per_request": round(cpu / streams * 1e6),
            "relayed_tok_s": round(got / wall), "router_core_busy": round(cpu / wall, 2),
            "ceiling_tok_s_one_core": round(1e6 / us_tok),
            "dispatch_calls": d["calls"], "dispatch_p50_us": d["p50_us"], "dispatch_p99_us": d["p99_us"],
@@ -193,6 +199,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--G", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--ramp", type=float, default=0.5, help="seconds over which the streams start")
+    ap.add_argument("--non-stream", action="store_true", help="non-stream requests instead of streams")
     ap.add_argument("--router-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -200,7 +207,7 @@ def main() -> None:
     args = ap.parse_args()
     rc, lc = (None, None) if args.no_pin else (args.router_core, args.load_core)
     for i, G in enumerate(args.G):
-        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile, args.ramp)
+        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile, args.ramp, not args.non_stream)
         print(json.dumps(r), flush=True)
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..core.workload import NO_KEY
 
 _MASK63 = (1 << 63) - 1
 _DEFAULT_MAX_TOKENS = 16  # vLLM's completions default

@@ -63,6 +63,14 @@ async def routed(fakes: int = 0, sims: int = 0, sim_kw: dict | None = None, fake
             await f.stop()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
 async def post(s: aiohttp.ClientSession, url: str, body=None, data: bytes | None = None, headers=None):
     """(status, parsed JSON or text) of one request."""
     async with s.post(url, json=body if data is None else None, data=data, headers=headers) as r:

@@ -69,7 +69,7 @@ async def _client(s: aiohttp.ClientSession, url: str, kind: str, rng: random.Ran
                 await r.read()
                 return "rejected" if 400 <= r.status < 500 else "failed"
             if kind == "disconnect":
-                first = await r.content.readuntil(b"\n\n")
+                await r.content.readuntil(b"\n\n")
                 r.close()
                 return "failed"  # it left (an error event first would be a failure too)
             text = b""

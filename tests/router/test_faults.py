@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 import time
 
 import aiohttp
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from dpbalance.core.snapshot import Assignment
-from tests.router.stacks import post, routed
+from dpbalance.router.engine_sim import start_group
+from tests.router.stacks import free_port, post, routed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,5 +222,61 @@ def test_load_of_a_non_stream_request_is_estimated_while_it_runs():
                 assert 10 <= grown <= 29  # ≈ 20 tok/s × 1 s, capped below max_tokens
                 assert (await task)[0] == 200
             assert int(np.asarray(st.router.state.loads).sum()) == 0
+
+    asyncio.run(main())
+
+
+def test_a_client_that_accepts_nothing_is_dropped_after_client_timeout():
+    async def main():
+        async with routed(sims=1, slots=1, client_timeout_s=0.5, sim_kw={"slots": 1, "time_scale": 1000.0}) as st:
+            host, port = st.url.removeprefix("http://").split(":")
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            body = json.dumps({"prompt": "a", "max_tokens": 900_000, "stream": True}).encode()
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            try:  # never read: the router's send buffer fills, then it gives up on this client
+                for _ in range(200):
+                    if st.router.outcomes["failed"]:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                sock.close()
+            await st.settle()
+            assert st.router.metrics.requests.labels("failed", "client_timeout")._value.get() == 1
+            assert st.router.dispatcher.active == 0 and st.group.running() == 0
+
+    asyncio.run(main())
+
+
+def test_metrics_on_their_own_port_without_the_key(tmp_path):
+    async def main():
+        import subprocess
+        import sys
+
+        group, urls, _ = await start_group(1, slots=2)
+        port, mport = free_port(), free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "dpbalance", "serve", "--decode", urls[0], "--port", str(port),
+                                 "--api-key", "k", "--prometheus-port", str(mport)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(100):
+                    try:
+                        async with s.get(f"http://127.0.0.1:{port}/health") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+                async with s.get(f"http://127.0.0.1:{mport}/metrics") as r:
+                    assert r.status == 200 and "dpbalance_requests_total" in await r.text()
+                async with s.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer k"}) as r:
+                    assert r.status == 404  # only on the metrics port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            await group.server.close()
+            await group.stop()
 
     asyncio.run(main())

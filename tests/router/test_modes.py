@@ -17,7 +17,7 @@ from dpbalance.router import server as server_mod
 from dpbalance.router.engine_sim import start_group
 from dpbalance.router.server import RouterConfig, StartupError, start_router
 from dpbalance.traces import load_trace
-from tests.router.stacks import post
+from tests.router.stacks import free_port, post
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -134,10 +134,11 @@ def test_sigterm_stops_accepting_drains_and_exits(tmp_path):
     async def main():
         group, urls, _ = await start_group(2, slots=4, time_scale=0.5)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "dpbalance", "serve", "--worker-urls", *urls, "--port", "18931",
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "dpbalance", "serve", "--worker-urls", *urls, "--port", str(port),
                                  "--shutdown-grace-s", "1", "--tokenize", "estimate"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        url = "http://127.0.0.1:18931"
+        url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as s:
                 for _ in range(100):
