@@ -9,6 +9,9 @@ clients (streams started evenly over ``--ramp`` seconds). With ``taskset`` the r
 the clients share the other (``--load-core``, default 1), so the router's CPU time is not inflated by
 contention and its one core is the limit being measured.
 
+Before the measured phase, the same number of one-token streams warms the router up (a long-running router
+keeps its connections to the ranks open, so the measured phase does not pay for opening them).
+
 Reported per G:
 - ``router_cpu_us_per_token``: router process CPU time (user + system, from /proc) over the routed phase
   divided by the tokens relayed — request handling, dispatch, relay and accounting all included;
@@ -134,7 +137,9 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
             asyncio.run(_wait_up(f"http://127.0.0.1:{base + g}"))
         asyncio.run(_wait_up(f"http://127.0.0.1:{rport}"))
         rurl = f"http://127.0.0.1:{rport}"
-        asyncio.run(_streams(rurl, min(200, streams), 8, 0.2))  # warm up (connections, imports, JIT-free caches)
+        # warm up at full concurrency: the router's connection pool to the ranks then holds as many connections
+        # as a long-running router in front of this load would (its keep-alive lasts 30 s)
+        asyncio.run(_streams(rurl, streams, 1, ramp_s))
         if profile:
             os.makedirs(profile, exist_ok=True)
             spy_out = os.path.join(profile, f"router-G{G}.txt")

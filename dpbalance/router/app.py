@@ -70,6 +70,7 @@ def _auth_middleware(router, observe_open: bool):
 def _observe_routes(router, app: web.Application) -> None:
     async def metrics(_):
         d = router.dispatcher
+        d.flush()
         router.metrics.refresh(d.state, d.in_rotation, router.breaker.state, len(d.pool))
         return web.Response(body=router.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -89,6 +89,7 @@ class Dispatcher:
         self.in_rotation = np.ones(G, dtype=bool)
         self.last_in_rotation = time.monotonic()
         self.nonstream: dict[int, Ticket] = {}  # slot -> running non-stream ticket
+        self.pending: dict[int, int] = {}  # slot -> relayed tokens not yet in the state arrays (see flush)
         self.rate = np.full(G, _DEFAULT_RATE)
         self._rate_mark = (time.monotonic(), metrics.tokens.copy())
         self._next_id = 0
@@ -121,6 +122,10 @@ class Dispatcher:
         """Free the ticket's slot (idempotent)."""
         if t.slot >= 0:
             self.nonstream.pop(t.slot, None)
+            n = self.pending.pop(t.slot, 0)
+            if n:
+                self.state.add_tokens(t.slot, n)
+                self.metrics.tokens[t.rank] += n
             self.state.release(t.slot)
             t.slot = -1
             self.wake()
@@ -136,9 +141,24 @@ class Dispatcher:
         self.tickets.pop(t.rid, None)
 
     def add_tokens(self, t: Ticket, n: int) -> None:
-        self.state.add_tokens(t.slot, n)
-        self.metrics.tokens[t.rank] += n
+        """Relayed tokens (the per-token hot path: a dict update; ``flush`` moves them into the arrays)."""
+        p = self.pending
+        p[t.slot] = p.get(t.slot, 0) + n
         t.tokens += n
+
+    def flush(self) -> None:
+        """Put the relayed tokens into the loads and counters (before every policy call and every scrape)."""
+        p = self.pending
+        if not p:
+            return
+        slots = np.fromiter(p.keys(), dtype=np.int64, count=len(p))
+        ns = np.fromiter(p.values(), dtype=np.int64, count=len(p))
+        p.clear()
+        st = self.state
+        st.slot_start[slots] -= ns
+        per_rank = np.bincount(slots // st.bmax, weights=ns, minlength=self.G).astype(np.int64)
+        st.loads += per_rank
+        self.metrics.tokens += per_rank
 
     def start_nonstream(self, t: Ticket) -> None:
         t.started = time.monotonic()
@@ -185,6 +205,7 @@ class Dispatcher:
     def dispatch_once(self) -> int:
         if len(self.pool) == 0 or self.state.free.sum() == 0:
             return 0
+        self.flush()
         snap = Snapshot(self.state, _PoolPrefix(self.pool, self.cfg.dispatch_batch), time.monotonic())
         c0 = time.thread_time_ns()
         t0 = time.perf_counter()
@@ -223,6 +244,7 @@ class Dispatcher:
             self.drop(t)
 
     def _estimate_nonstream(self, now: float) -> None:
+        self.flush()
         t0, tok0 = self._rate_mark
         if now - t0 >= 0.5:
             streams = self.state.counts.copy()

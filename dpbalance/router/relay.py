@@ -22,6 +22,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from .dispatcher import Ticket
 from .inbound import error_body
@@ -34,6 +35,7 @@ _EMPTY_CHOICES = re.compile(rb'"choices":\s*\[\s*\]')
 _DONE = b"data: [DONE]"
 _ERROR_EVENT = b'data: {"error"'
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_HIGH_WATER = 256 * 1024  # bytes queued for a client above which the relay waits for it
 
 
 class RankFailed(Exception):
@@ -89,6 +91,10 @@ class Relay:
     def __init__(self, router):
         self.r = router  # Router: cfg, session, targets, dispatcher, metrics, breaker
         self.watched: dict[Ticket, aiohttp.ClientResponse] = {}  # running streams, for the stall watchdog
+        # per rank, per (completion, chat): the parsed URL and headers, built once
+        self._urls = [{c: (URL(tgt.url + ("/v1/chat/completions" if c else "/v1/completions")),
+                           {"Content-Type": "application/json", **tgt.headers}) for c in (False, True)}
+                      for tgt in router.targets]
 
     async def watchdog(self) -> None:
         """Close the upstream of any stream that has received nothing for ``upstream_read_timeout_s``."""
@@ -113,10 +119,8 @@ class Relay:
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _post(self, g: int, t: Ticket, timeout: aiohttp.ClientTimeout):
-        tgt = self.r.targets[g]
-        path = "/v1/chat/completions" if t.chat else "/v1/completions"
-        headers = {"Content-Type": "application/json", **tgt.headers}
-        return self.r.session.post(tgt.url + path, data=self.upstream_payload(t), headers=headers, timeout=timeout)
+        url, headers = self._urls[g][t.chat]
+        return self.r.session.post(url, data=self.upstream_payload(t), headers=headers, timeout=timeout)
 
     def _count_status(self, g: int, status: int) -> None:
         self.r.metrics.upstream.labels(str(g), str(status)).inc()
@@ -156,6 +160,25 @@ class Relay:
         return web.Response(status=200, body=body, headers={"Content-Type": ctype})
 
     # ------------------------------------------------------------------ stream
+    async def _write_raw(self, request: web.Request, data: bytes) -> None:
+        """One chunk of a chunked HTTP/1.1 body straight to the socket (the relay's hot path; aiohttp's writer
+        sent the headers at prepare and writes the last chunk at write_eof). A client that is behind is waited
+        for, at most ``client_timeout_s``."""
+        tr = request.transport
+        if tr is None or tr.is_closing():
+            raise ClientGone("client_disconnect")
+        tr.write(b"%x\r\n%s\r\n" % (len(data), data))
+        if tr.get_write_buffer_size() > _HIGH_WATER:
+            try:
+                async with asyncio.timeout(self.r.cfg.client_timeout_s):
+                    while tr.get_write_buffer_size() > _HIGH_WATER // 4:
+                        if tr.is_closing():
+                            raise ClientGone("client_disconnect")
+                        await asyncio.sleep(0.005)
+            except TimeoutError:
+                tr.close()
+                raise ClientGone("client_timeout") from None
+
     async def _write(self, request: web.Request, resp: web.StreamResponse, data: bytes) -> None:
         tr = request.transport
         try:
@@ -214,7 +237,10 @@ class Relay:
                 if end < 0:
                     buf = data
                     continue
-                block, buf = data[: end + 2], data[end + 2:]
+                if end + 2 == len(data):  # the usual case: whole events, no copy
+                    block, buf = data, b""
+                else:
+                    block, buf = data[: end + 2], data[end + 2:]
                 i = block.rfind(_TOKENS)
                 if i >= 0:
                     m = _INT.match(block, i + len(_TOKENS))
@@ -228,6 +254,9 @@ class Relay:
                     errored = True
                 if resp is None:
                     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+                    raw = request.version >= (1, 1)
+                    if raw:
+                        resp.enable_chunked_encoding()
                     t.extra["resp"] = resp
                     try:
                         await resp.prepare(request)
@@ -239,7 +268,10 @@ class Relay:
                         self.r.metrics.ttft.observe(t.first_token - t.arrival)
                     d.add_tokens(t, n)
                 if block:
-                    await self._write(request, resp, block)
+                    if raw:
+                        await self._write_raw(request, block)
+                    else:
+                        await self._write(request, resp, block)
             if not content.at_eof():  # read the end of the body so the connection goes back to the pool
                 try:
                     async with asyncio.timeout(1.0):

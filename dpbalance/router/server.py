@@ -70,7 +70,7 @@ class Router:
         """Learn what the config leaves out from the ranks (slots, DP size), load the training trace, build."""
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), cookie_jar=aiohttp.DummyCookieJar())
         try:
             G, slots = await discover(cfg, session)
             train = None
