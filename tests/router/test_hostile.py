@@ -103,3 +103,20 @@ def test_client_kv_transfer_params_are_dropped_by_default():
             assert code == 200 and "kv_transfer_params" not in st.fakes[0].seen[-1]
 
     asyncio.run(main())
+
+
+def test_http_1_0_clients_get_the_stream_without_chunked_framing():
+    async def main():
+        async with routed(fakes=1) as st:
+            body = json.dumps({"prompt": "a", "max_tokens": 3, "stream": True}).encode()
+            host, port = st.url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            raw = await asyncio.wait_for(reader.read(), 10)  # HTTP/1.0: the body ends when the connection closes
+            writer.close()
+            assert raw.endswith(b"data: [DONE]\n\n"), raw[-200:]
+            assert raw.startswith(b"HTTP/1.") and b"Transfer-Encoding: chunked" not in raw
+            assert raw.count(b"data: {") == 3
+
+    asyncio.run(main())
