@@ -36,6 +36,7 @@ _DONE = b"data: [DONE]"
 _ERROR_EVENT = b'data: {"error"'
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _HIGH_WATER = 256 * 1024  # bytes queued for a client above which the relay waits for it
+_MAX_EVENT = 4 * 1024**2  # longest SSE event accepted from a rank
 
 
 class RankFailed(Exception):
@@ -235,6 +236,9 @@ class Relay:
                     data = buf + data
                 end = data.rfind(b"\n\n")
                 if end < 0:
+                    if len(data) > _MAX_EVENT:  # not an SSE stream (or one absurd event): do not buffer forever
+                        return await self._broken(request, resp, t, g, "broken", "sent no event boundary in "
+                                                  f"{len(data)} bytes")
                     buf = data
                     continue
                 if end + 2 == len(data):  # the usual case: whole events, no copy

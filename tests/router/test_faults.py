@@ -280,3 +280,42 @@ def test_metrics_on_their_own_port_without_the_key(tmp_path):
             await group.stop()
 
     asyncio.run(main())
+
+
+def test_a_rank_that_streams_garbage_is_cut_off():
+    async def main():
+        from aiohttp import web
+
+        async def garbage(request):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for _ in range(100):  # 5 MB without an event boundary
+                await resp.write(b"x" * 50_000)
+            await asyncio.sleep(30)
+            return resp
+
+        async def ok(_):
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", garbage)
+        app.router.add_get("/health", ok)
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        from dpbalance.router.server import RouterConfig, start_router
+
+        router, rurl, rrun = await start_router(RouterConfig(decode=(url,), slots=2, tokenize="estimate",
+                                                             max_retries=0))
+        try:
+            async with aiohttp.ClientSession() as s:
+                code, d = await post(s, rurl + "/v1/completions", {"prompt": "a", "stream": True})
+            assert code == 503 and "no event boundary" in d["error"]["message"]
+            assert router.outcomes == {"completed": 0, "failed": 1, "rejected": 0} and router.dispatcher.active == 0
+        finally:
+            await rrun.cleanup()
+            await runner.cleanup()
+
+    asyncio.run(main())
