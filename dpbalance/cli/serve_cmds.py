@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                     await mrunner.cleanup()
 
                 app.on_cleanup.append(stop_metrics)
-            where = cfg.dp_endpoint or f"{r.G} ranks"
+            where = f"{r.G} ranks" + (f" behind {cfg.dp_endpoint}" if cfg.dp_endpoint else "")
             console.print(f"dpbalance serve: policy {r.policy.spec} over {where} ({r.slots} slots each) "
                           f"on http://{cfg.host}:{cfg.port}")
             return app
