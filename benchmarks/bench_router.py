@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -73,16 +74,22 @@ async def _wait_up(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def _streams(url: str, n: int, tokens: int, ramp_s: float, stream: bool = True) -> tuple[int, int]:
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600))
+
+
+async def _streams(url: str, n: int, tokens: int, ramp_s: float, stream: bool = True,
+                   session: aiohttp.ClientSession | None = None) -> tuple[int, int]:
     """n concurrent requests started evenly over ``ramp_s``; returns (tokens received, short answers).
 
     The client only counts SSE events (no JSON parsing) so it costs the shared core as little as possible;
-    non-stream answers give their usage."""
+    non-stream answers give their usage. With ``session`` the clients reuse its open connections."""
     got = 0
     short = 0
-    conn = aiohttp.TCPConnector(limit=0)
     body = {"prompt": "a b c d", "max_tokens": tokens, "stream": stream, "ignore_eos": True}
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as s:
+    async with contextlib.AsyncExitStack() as stack:
+        s = session or await stack.enter_async_context(_session())
+
         async def one(i):
             nonlocal got, short
             await asyncio.sleep(ramp_s * i / n)
@@ -116,7 +123,7 @@ def _taskset(core: int | None) -> list[str]:
 
 
 def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, profile: str | None,
-        ramp_s: float = 0.5, stream: bool = True) -> dict:
+        ramp_s: float = 0.5, stream: bool = True, reuse: bool = True) -> dict:
     slots = max(1, streams // G)
     eng = subprocess.Popen(_taskset(load_core) + [PY, "-m", "dpbalance", "engine-sim", "--ranks", str(G),
                                                   "--base-port", str(base), "--slots", str(slots),
@@ -131,31 +138,13 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
     rtr = subprocess.Popen(cmd, stdout=log, stderr=log)
     if load_core is not None and shutil.which("taskset"):
         os.sched_setaffinity(0, {load_core})
-    spy = None
     try:
         for g in range(G):
             asyncio.run(_wait_up(f"http://127.0.0.1:{base + g}"))
         asyncio.run(_wait_up(f"http://127.0.0.1:{rport}"))
         rurl = f"http://127.0.0.1:{rport}"
-        # warm up at full concurrency: the router's connection pool to the ranks then holds as many connections
-        # as a long-running router in front of this load would (its keep-alive lasts 30 s)
-        asyncio.run(_streams(rurl, streams, 1, ramp_s))
-        if profile:
-            os.makedirs(profile, exist_ok=True)
-            spy_out = os.path.join(profile, f"router-G{G}.txt")
-            exe = shutil.which("py-spy") or os.path.join(os.path.dirname(PY), "py-spy")
-            spy = subprocess.Popen(_taskset(load_core) + [exe, "record", "--pid", str(rtr.pid), "--format", "raw", "--rate", "200",
-                                    "--output", spy_out, "--nonblocking"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)
-        cpu0, _ = _proc_cpu_rss(rtr.pid)
-        t0 = time.time()
-        got, short = asyncio.run(_streams(rurl, streams, tokens, ramp_s=ramp_s, stream=stream))
-        wall = time.time() - t0
-        cpu1, rss = _proc_cpu_rss(rtr.pid)
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(30)
+        got, short, cpu, wall, rss = asyncio.run(_measure(rurl, rtr.pid, streams, tokens, ramp_s, stream, reuse,
+                                                          profile, G, load_core))
         d = _get(rurl + "/debug/dispatch")
     finally:
         for p in (rtr, eng):
@@ -165,7 +154,36 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-    cpu = cpu1 - cpu0
+    return _report(G, stream, streams, tokens, got, short, cpu, wall, rss, d, profile)
+
+
+async def _measure(rurl, pid, streams, tokens, ramp_s, stream, reuse, profile, G, load_core):
+    spy = None
+    async with _session() as s:
+        # warm up at full concurrency: the router's connection pool to the ranks then holds as many connections
+        # as a long-running router in front of this load would (its keep-alive lasts 30 s); with ``reuse`` the
+        # clients keep theirs too, as SDK clients with a connection pool do
+        await _streams(rurl, streams, 1, ramp_s, session=s)
+        if profile:
+            os.makedirs(profile, exist_ok=True)
+            spy_out = os.path.join(profile, f"router-G{G}.txt")
+            exe = shutil.which("py-spy") or os.path.join(os.path.dirname(PY), "py-spy")
+            spy = subprocess.Popen(_taskset(load_core) + [exe, "record", "--pid", str(pid), "--format", "raw",
+                                                          "--rate", "200", "--output", spy_out, "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1.0)
+        cpu0, _ = _proc_cpu_rss(pid)
+        t0 = time.time()
+        got, short = await _streams(rurl, streams, tokens, ramp_s, stream, session=s if reuse else None)
+        wall = time.time() - t0
+        cpu1, rss = _proc_cpu_rss(pid)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    return got, short, cpu1 - cpu0, wall, rss
+
+
+def _report(G, stream, streams, tokens, got, short, cpu, wall, rss, d, profile) -> dict:
     us_tok = cpu / max(1, got) * 1e6
     out = {"G": G, "stream": stream, "streams": streams, "tokens_per_stream": tokens, "tokens_relayed": got, "short_streams": short,
            "wall_s": round(wall, 2), "router_cpu_s": round(cpu, 2),
@@ -175,8 +193,8 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
            "dispatch_calls": d["calls"], "dispatch_p50_us": d["p50_us"], "dispatch_p99_us": d["p99_us"],
            "dispatch_cpu_p50_us": d["cpu_p50_us"], "dispatch_cpu_p99_us": d["cpu_p99_us"],
            "router_peak_rss_mb": round(rss, 1), "outcomes": d["outcomes"]}
-    if spy is not None:
-        out["profile"] = _top_functions(spy_out)
+    if profile:
+        out["profile"] = _top_functions(os.path.join(profile, f"router-G{G}.txt"))
     return out
 
 
@@ -205,6 +223,8 @@ def main() -> None:
     ap.add_argument("--G", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--ramp", type=float, default=0.5, help="seconds over which the streams start")
     ap.add_argument("--non-stream", action="store_true", help="non-stream requests instead of streams")
+    ap.add_argument("--new-connections", action="store_true",
+                    help="every measured request opens a new client connection (default: clients keep theirs)")
     ap.add_argument("--router-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -212,7 +232,8 @@ def main() -> None:
     args = ap.parse_args()
     rc, lc = (None, None) if args.no_pin else (args.router_core, args.load_core)
     for i, G in enumerate(args.G):
-        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile, args.ramp, not args.non_stream)
+        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile, args.ramp, not args.non_stream,
+                not args.new_connections)
         print(json.dumps(r), flush=True)
 
 
