@@ -15,6 +15,7 @@ calls), ``ranks`` (targets, breaker, health, discovery), ``relay`` (upstream cal
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -108,6 +109,8 @@ class Router:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, policy, trace) leave the collector's scans: shorter GC pauses
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.dispatcher.run()), loop.create_task(self.health.run()),
                        loop.create_task(self.relay.watchdog())]
