@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         engine_stats: Annotated[Optional[str], typer.Option("--engine-stats", help="engine-sim rank URL whose /admin/stats gives per-step imbalance.")] = None,
         policy_label: Annotated[str, typer.Option("--label", help="Policy name recorded in the result.")] = "live",
         api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DPBALANCE_API_KEY")] = None,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the §4 result JSON here.")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON (the simulator's schema) here.")] = None,
     ) -> None:
         """Replay a trace as real streaming requests and measure TTFT/TPOT/E2E/throughput."""
         import aiohttp

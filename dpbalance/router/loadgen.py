@@ -3,9 +3,9 @@
 Each request sends a prompt of s tokens (s words the engine counts as one token each; ``prompt_scale`` shrinks
 them for quick tests), ``max_tokens = o`` (optionally capped) and ``ignore_eos``, with ``stream=true``. Arrivals
 are open-loop: trace timestamps (``replay``, scaled by ``rate_scale``) or Poisson at ``qps``; the run is
-bounded by ``max_requests`` and ``duration_s``. It records TTFT, TPOT and E2E per request and builds the
-SPEC §4 result; per-step load statistics (imbalance, idle) come from the engine group's ``/admin/stats`` when
-an engine-sim URL is given, since a client can't see per-step loads.
+bounded by ``max_requests`` and ``duration_s``. It records TTFT, TPOT and E2E per request and builds a
+result record (the simulator's Result schema); per-step load statistics (imbalance, idle) come from the
+engine group's ``/admin/stats`` when an engine-sim URL is given, since a client can't see per-step loads.
 """
 
 from __future__ import annotations
