@@ -26,6 +26,10 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
+    if "serve" in sys.argv[1:2]:
+        from .serve_cmds import expand_nargs
+
+        sys.argv[1:] = expand_nargs(sys.argv[1:])
     try:
         app()
     except KeyboardInterrupt:

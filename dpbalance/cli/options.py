@@ -51,6 +51,19 @@ def _cli_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:
     return tp, (lambda v: v)
 
 
+def _resolve(fn: Callable, annotation: Any) -> Any:
+    """A string annotation (``from __future__ import annotations``) as the object it names, in the function's
+    module; typer needs the real ``Annotated[...]`` to read the option names."""
+    if not isinstance(annotation, str):
+        return annotation
+    ns = dict(vars(typing))
+    ns.update(fn.__globals__)
+    try:
+        return eval(annotation, ns)  # noqa: S307 - our own source's annotations
+    except NameError:
+        return annotation
+
+
 def flag_names(f: dataclasses.Field) -> tuple[str, ...]:
     return tuple(f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))
 
@@ -100,8 +113,7 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
 
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
-        hints = typing.get_type_hints(fn, include_extras=True)  # real objects, also under `from __future__ import annotations`
-        own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items()
+        own = [p.replace(annotation=_resolve(fn, p.annotation)) for name, p in sig.parameters.items()
                if name not in configs]
         taken = {p.name for p in own}
         fields_of: dict[str, list[tuple[str, Callable]]] = {}

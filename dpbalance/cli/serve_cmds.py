@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -24,72 +23,93 @@ def _loop_policy() -> None:
         pass
 
 
+#: options that take several values after one flag (vLLM-router / SGLang-router style)
+NARGS_OPTIONS = ("--worker-urls",)
+
+
+def expand_nargs(argv: list[str], options=NARGS_OPTIONS) -> list[str]:
+    """``--worker-urls A B C`` → ``--worker-urls A --worker-urls B --worker-urls C`` (repeated flags still work)."""
+    out: list[str] = []
+    current = None
+    for a in argv:
+        if a in options:
+            current = a
+            out.append(a)
+            continue
+        if current is not None and out[-1] != current and not a.startswith("-"):
+            out += [current, a]
+            continue
+        if a.startswith("-"):
+            current = None
+        out.append(a)
+    return out
+
+
 def register(app: typer.Typer) -> None:
+    from ..router.config import RouterConfig
+    from ..router.engine_sim import EngineSimConfig
+    from .options import with_configs
+
     @app.command()
-    def serve(
-        decode: Annotated[list[str], typer.Option("--decode", help="Decode rank base URL (repeat per DP rank), e.g. http://127.0.0.1:8001.")] = [],  # noqa: B006
-        config: Annotated[Optional[Path], typer.Option("--config", help="JSON file with {decode: [...], slots, policy, ...} (flags override).")] = None,
-        policy: Annotated[str, typer.Option("--policy", "-p", help="Policy spec (see `dpbalance policies`).")] = "br0",
-        slots: Annotated[int, typer.Option("--slots", min=1, help="Max concurrent sequences per rank (the engine's max_num_seqs).")] = 72,
-        host: Annotated[str, typer.Option("--host", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", help="Listen port.")] = 8000,
-        tick_ms: Annotated[float, typer.Option("--tick-ms", min=0.1, help="Dispatcher tick; it also runs on every arrival and finish.")] = 5.0,
-        max_pending: Annotated[int, typer.Option("--max-pending", min=1, help="Pool size above which requests get 429.")] = 10000,
-        max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Larger bodies get 413.")] = 8 * 1024**2,
-        api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DPBALANCE_API_KEY", help="Require 'Authorization: Bearer KEY'.")] = None,
-        tokenize: Annotated[str, typer.Option("--tokenize", help="Prompt length from a rank's /tokenize ('rank') or len/chars-per-token ('estimate').")] = "rank",
-        model: Annotated[str, typer.Option("--model", help="Model name served at /v1/models and sent upstream when the client gives none.")] = "dpbalance",
-        prefill: Annotated[list[str], typer.Option("--prefill", help="PD mode: prefill instance URL (repeat); requests get a max_tokens=1 prefill probe with kv_transfer_params first.")] = [],  # noqa: B006
-    ) -> None:
+    @with_configs(config_file="--config", router=RouterConfig)
+    def serve(*, router: RouterConfig) -> None:
         """Run the OpenAI-compatible router in front of data-parallel decode ranks."""
+        import logging
+
         from aiohttp import web
 
-        from ..router.server import Router, RouterConfig
+        from ..router.app import build_apps
+        from ..router.server import Router, StartupError
 
-        opts = {}
-        if config is not None:
-            try:
-                opts = json.loads(config.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise typer.BadParameter(f"--config {config}: {exc}") from None
-        ranks = tuple(decode or opts.get("decode", ()))
-        if not ranks:
-            raise typer.BadParameter("give at least one --decode URL (or 'decode' in --config)")
-        if tokenize not in ("rank", "estimate"):
-            raise typer.BadParameter("--tokenize must be rank or estimate")
-        with user_errors():
-            router = Router(RouterConfig(decode=ranks, policy=policy if policy != "br0" else opts.get("policy", policy),
-                                         slots=opts.get("slots", slots), tick_ms=tick_ms, max_pending=max_pending,
-                                         max_body_bytes=max_body_bytes, api_key=api_key, tokenize=tokenize, model=model,
-                                         prefill=tuple(prefill or opts.get("prefill", ()))))
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         _loop_policy()
-        console.print(f"dpbalance serve: policy {router.policy.spec} over {len(ranks)} ranks on http://{host}:{port}")
-        web.run_app(router.app(), host=host, port=port, access_log=None, print=None)
+        cfg = router
+
+        async def make_app():
+            r = await Router.create(cfg)
+            app, mapp = build_apps(r)
+            if mapp is not None:
+                mrunner = web.AppRunner(mapp, access_log=None)
+                await mrunner.setup()
+                await web.TCPSite(mrunner, cfg.prometheus_host, cfg.prometheus_port).start()
+
+                async def stop_metrics(_):
+                    await mrunner.cleanup()
+
+                app.on_cleanup.append(stop_metrics)
+            where = f"{r.G} ranks" + (f" behind {cfg.dp_endpoint}" if cfg.dp_endpoint else "")
+            console.print(f"dpbalance serve: policy {r.policy_label} over {where} ({r.slots} slots each) "
+                          f"on http://{cfg.host}:{cfg.port}")
+            return app
+
+        try:
+            web.run_app(make_app(), host=cfg.host, port=cfg.port, access_log=None, print=None,
+                        handler_cancellation=True, shutdown_timeout=1.0,
+                        backlog=4096)  # bursts of new connections are normal in front of a fleet
+        except StartupError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     @app.command("engine-sim")
-    def engine_sim(
-        ranks: Annotated[int, typer.Option("--ranks", min=1, help="DP decode ranks to emulate.")] = 8,
-        base_port: Annotated[int, typer.Option("--base-port", help="Rank r listens on base-port + r.")] = 8001,
-        slots: Annotated[int, typer.Option("--slots", min=1, help="Running sequences per rank; more wait in its queue.")] = 72,
-        time_scale: Annotated[float, typer.Option("--time-scale", min=1e-3, help="Run k× faster than the step-time model.")] = 1.0,
-        step_time: Annotated[str, typer.Option("--step-time", help="Step-time model spec or a file from `dpbalance calibrate` (as in simulate).")] = "linear_max",
-        fail_rank: Annotated[Optional[int], typer.Option("--fail-rank", help="Make this rank unhealthy after --fail-after seconds.")] = None,
-        fail_after: Annotated[float, typer.Option("--fail-after", help="Seconds before --fail-rank fails.")] = 10.0,
-        host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    ) -> None:
+    @with_configs(config_file="--config", sim=EngineSimConfig)
+    def engine_sim(*, sim: EngineSimConfig) -> None:
         """Emulate a DP decode group whose ranks share one step barrier (vLLM API subset on N ports)."""
         from ..router.engine_sim import start_group
 
         _loop_policy()
 
         async def main():
-            group, urls, runners = await start_group(ranks, base_port, host, slots=slots, time_scale=time_scale,
-                                                     step_time=step_time)
+            group, urls, _runners = await start_group(sim.ranks, sim.base_port, sim.host, dp_port=sim.dp_port,
+                                                      slots=sim.slots, time_scale=sim.time_scale,
+                                                      step_time=sim.step_time, model=sim.model)
             console.print("engine-sim ranks: " + " ".join(urls))
-            if fail_rank is not None:
-                await asyncio.sleep(fail_after)
-                group.ranks[fail_rank].healthy = False
-                console.print(f"rank {fail_rank} failed ({group.break_streams(group.ranks[fail_rank])} streams cut)")
+            if group.server.dp_url:
+                console.print(f"engine-sim DP endpoint: {group.server.dp_url}")
+            if sim.fail_rank is not None:
+                await asyncio.sleep(sim.fail_after)
+                group.ranks[sim.fail_rank].healthy = False
+                console.print(f"rank {sim.fail_rank} failed ({group.break_streams(group.ranks[sim.fail_rank])} "
+                              "streams cut)")
             await asyncio.Event().wait()
 
         with user_errors():
@@ -113,7 +133,7 @@ def register(app: typer.Typer) -> None:
         engine_stats: Annotated[Optional[str], typer.Option("--engine-stats", help="engine-sim rank URL whose /admin/stats gives per-step imbalance.")] = None,
         policy_label: Annotated[str, typer.Option("--label", help="Policy name recorded in the result.")] = "live",
         api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DPBALANCE_API_KEY")] = None,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON here.")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON (the simulator's schema) here.")] = None,
     ) -> None:
         """Replay a trace as real streaming requests and measure TTFT/TPOT/E2E/throughput."""
         import aiohttp

@@ -3,9 +3,9 @@
 Each request sends a prompt of s tokens (s words the engine counts as one token each; ``prompt_scale`` shrinks
 them for quick tests), ``max_tokens = o`` (optionally capped) and ``ignore_eos``, with ``stream=true``. Arrivals
 are open-loop: trace timestamps (``replay``, scaled by ``rate_scale``) or Poisson at ``qps``; the run is
-bounded by ``max_requests`` and ``duration_s``. It records TTFT, TPOT and E2E per request and builds the
-SPEC §4 result; per-step load statistics (imbalance, idle) come from the engine group's ``/admin/stats`` when
-an engine-sim URL is given, since a client can't see per-step loads.
+bounded by ``max_requests`` and ``duration_s``. It records TTFT, TPOT and E2E per request and builds a
+result record (the simulator's Result schema); per-step load statistics (imbalance, idle) come from the
+engine group's ``/admin/stats`` when an engine-sim URL is given, since a client can't see per-step loads.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class LoadgenConfig:
     duration_s: float = 600.0
     prompt_scale: float = 1.0
     max_output: int | None = None
-    model: str = "dpbalance"
+    model: str | None = None  # None: the endpoint's default model
     api_key: str | None = None
     seed: int = 0
     request_timeout_s: float = 600.0
@@ -63,8 +63,9 @@ def schedule(w: Workload, cfg: LoadgenConfig) -> np.ndarray:
 
 
 async def _one(session, cfg: LoadgenConfig, s: int, o: int, out: Outcome) -> None:
-    body = {"model": cfg.model, "prompt": " ".join(["w"] * max(1, s)), "max_tokens": o, "ignore_eos": True,
-            "stream": True}
+    body = {"prompt": " ".join(["w"] * max(1, s)), "max_tokens": o, "ignore_eos": True, "stream": True}
+    if cfg.model:
+        body["model"] = cfg.model
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     out.expected = o
     try:
