@@ -58,15 +58,20 @@ def trace_identity(trace: str, trace_dir: str | None) -> str:
     return f"{name}:{fmt}:{_file_digest(str(path.resolve()), st.st_size, st.st_mtime)}"
 
 
+#: the parts of the package a simulated cell's result depends on (the CLI, router, reports and so on do not)
+RESULT_CODE = ("core", "policies", "predictors", "sim", "traces", "results/schema.py", "sweep")
+
+
 @lru_cache(maxsize=1)
 def code_identity() -> str:
-    """A digest of the package's own source: a cached cell is reused only by the code that computed it (a policy
-    changed during development must not be served stale results under the same version number)."""
+    """A digest of the source that computes a cell's result: a cached cell is reused only by the code that
+    computed it (a policy changed during development must not be served stale results under the same version)."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
+    for part in RESULT_CODE:
+        for p in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
     return f"{__version__}+{h.hexdigest()[:12]}"
 
 

@@ -32,6 +32,7 @@ class BR0Config:
     placement: Literal["load", "free"] | None = field(default=None, metadata={
         "doc": "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
                "worker with most free slots takes its best request ('free')"})
+    block: bool = field(default=True, metadata={"doc": "bounded overtaking: nothing else goes to the reserved worker"})
     hold_s: float = field(default=0.0, metadata={
         "doc": "while every waiting request fits, hold them up to this long to gather one per worker (0: off)"})
     quota: Literal["free", "even", "off"] = field(default="free", metadata={

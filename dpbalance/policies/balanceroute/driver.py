@@ -81,7 +81,7 @@ class BalanceRoute:
         self._left = n
         self.scorer.prepare(snap)
         blocked = self._overdue(snap)
-        if blocked is not None:
+        if blocked is not None and self.cfg.block:
             self._free[blocked] = 0  # reserved: nothing else goes there
         if self._left and self._free.sum():
             self._place(snap)
