@@ -27,6 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..core.apply import as_arrays
 from ..core.snapshot import Snapshot
 from ..core.state import ClusterState, Pool, StateError
 from ..policies import PolicyContext, make_policy
@@ -154,16 +155,17 @@ class Router:
         self.m_dispatch.observe(dt)
         self.dispatch_us.append(dt * 1e6)
         self.dispatch_cpu_us.append((time.thread_time_ns() - c0) / 1e3)  # excludes time the OS took the CPU away
-        if not asg:
+        if asg is None or len(asg) == 0:
             return 0
-        rids = [int(r) for r, _ in asg]
+        rid_arr, ws = as_arrays(asg)  # a list of pairs, an Assignments batch or a pair of arrays
+        rids = rid_arr.tolist()
         self.pool.remove(rids)
-        for rid, g in asg:
-            p = self.pending.get(int(rid))
-            slot = self.state.admit(int(rid), int(g), p.prompt_tokens, p.max_tokens)
+        for rid, g in zip(rids, ws.tolist()):
+            p = self.pending.get(rid)
+            slot = self.state.admit(rid, g, p.prompt_tokens, p.max_tokens)
             if not p.assigned.done():
                 p.assigned.set_result((int(g), slot))
-        return len(asg)
+        return len(rids)
 
     def _requeue(self, p: Pending) -> None:
         p.assigned = asyncio.get_running_loop().create_future()

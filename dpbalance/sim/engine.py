@@ -16,8 +16,9 @@ pool waiting with nothing active, time advances by one empty engine iteration (s
 — the way an engine with an idle batch spins — and the simulator raises if that repeats
 ``max_idle_dispatches`` times in a row (a starving policy would otherwise hang the run).
 
-Per-step cost is O(G + assignments + finishes): loads grow with one vector add, finishes come from a
-bucket keyed by decode-step index, and per-step metrics are raw rows reduced in vectorised chunks.
+Per-step cost is O(G·B) vectorised plus O(assignments + finishes): loads grow with one vector add, finishes
+are the slots whose finish step is now (one comparison over the slot table), admissions and releases are
+applied as batches, and per-step metrics are raw rows reduced in vectorised chunks.
 """
 
 from __future__ import annotations
@@ -247,7 +248,11 @@ def simulate(
     C, t_tok = (step_model.C, step_model.t_tok) if linear else (0.0, 0.0)
     idle_tau = step_model(0.0, 0.0)
     loads = st.loads
-    buckets: dict[int, list[int]] = {}
+    # per slot: the decode step at which its request finishes (-1: free), and its admission number, so the
+    # requests finishing together are released in the order they were admitted
+    slot_end = np.full(G * st.bmax, -1, dtype=np.int64)
+    slot_seq = np.zeros(G * st.bmax, dtype=np.int64)
+    n_admitted = 0
     disp: list[int] = []
     perf = time.perf_counter_ns
     t = 0.0
@@ -295,16 +300,13 @@ def simulate(
                 raise SimulationError(
                     f"policy {type(policy).__name__} made an invalid assignment at step {k}: {exc}"
                 ) from None
-            admit_step[got.request_id] = k
-            worker_of[got.request_id] = got.worker
-            ends = k + output[got.request_id]
-            for e, slot in zip(ends.tolist(), got.slot.tolist()):
-                b = buckets.get(e)
-                if b is None:
-                    buckets[e] = [slot]
-                else:
-                    b.append(slot)
-            active += len(got.slot)
+            rid, n_got = got.request_id, len(got.slot)
+            admit_step[rid] = k
+            worker_of[rid] = got.worker
+            slot_end[got.slot] = k + output[rid]
+            slot_seq[got.slot] = np.arange(n_admitted, n_admitted + n_got)
+            n_admitted += n_got
+            active += n_got
         if active == 0:
             idle += 1
             if idle > cfg.max_idle_dispatches:
@@ -325,10 +327,12 @@ def simulate(
         k += 1
 
         # 4. finishes
-        fin = buckets.pop(k, None)
-        if fin is not None:
-            for slot in fin:
-                st.release(slot)
+        fin = np.flatnonzero(slot_end == k)
+        if len(fin):
+            if len(fin) > 1:
+                fin = fin[np.argsort(slot_seq[fin])]
+            slot_end[fin] = -1
+            st.release_many(fin)
             done += len(fin)
             active -= len(fin)
         if progress is not None and k >= next_progress:
