@@ -51,7 +51,11 @@ def _check(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) ->
     G = state.G
     if len(rids) != len(ws):
         raise InvalidAssignment(f"{len(rids)} request ids but {len(ws)} workers")
-    if len(ws) and (int(ws.min()) < 0 or int(ws.max()) >= G):
+    try:
+        need = np.bincount(ws, minlength=G)  # requests per worker; longer than G if a worker is out of range
+    except ValueError:  # a negative worker
+        need = None
+    if need is None or len(need) > G:
         bad = int(ws[(ws < 0) | (ws >= G)][0])
         raise InvalidAssignment(f"worker {bad} does not exist (workers are 0..{G - 1})")
     try:
@@ -66,7 +70,6 @@ def _check(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) ->
             raise InvalidAssignment(f"request {int(pool.ids[pool.head + ordered[dup[0]]])} was assigned twice")
     else:
         ordered = pos
-    need = np.bincount(ws, minlength=G)
     if (need > state.free).any():
         g = int(np.flatnonzero(need > state.free)[0])
         raise InvalidAssignment(

@@ -48,7 +48,7 @@ class FifoPolicy:
     """
 
     def dispatch(self, snap: Snapshot) -> Assignments:
-        n = min(snap.total_free, snap.pool_size)
+        n = min(snap.pool_size, snap.total_free) if snap.pool_size else 0
         if n <= 0:
             return NONE
         prompt = snap.pool_prompt[:n]
@@ -86,7 +86,7 @@ class LowestKeyPolicy:
     """
 
     def dispatch(self, snap: Snapshot) -> Assignments:
-        n = min(snap.total_free, snap.pool_size)
+        n = min(snap.pool_size, snap.total_free) if snap.pool_size else 0
         if n <= 0:
             return NONE
         self.begin(snap)
