@@ -42,12 +42,15 @@ class _StaleStats:
 
     def _pick_rotating(self, score: np.ndarray, free: np.ndarray) -> int:
         """Lowest score among free workers; scan starts at a rotating index so ties spread."""
-        G = len(score)
-        order = (self.start + np.arange(G)) % G
-        s = np.where(free[order] > 0, score[order], np.inf)
-        k = int(np.argmin(s))  # first minimum in rotated order
-        self.start = (self.start + 1) % G
-        return int(order[k]) if np.isfinite(s[k]) else -1
+        start = self.start
+        self.start = (start + 1) % len(score)
+        s = np.where(free > 0, score, np.inf)
+        best = s.min()
+        if not np.isfinite(best):
+            return -1
+        cand = np.flatnonzero(s == best)
+        i = int(np.searchsorted(cand, start))  # the first minimum at or after the scan start, else wrap around
+        return int(cand[i]) if i < len(cand) else int(cand[0])
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""The heap-driven FIFO rules make exactly the choices of the plain rule: scan every worker with a free slot for
-the lowest key, once per request, updating the scratch loads/counts after each placement."""
+"""The fast forms of the baseline rules make exactly the choices of their plain definitions: the heap-driven FIFO
+rules equal a scan of every worker with a free slot for the lowest key, once per request (scratch loads/counts
+updated after each placement); vLLM's rotating pick equals an argmin over the workers in rotated order."""
 
 import numpy as np
 import pytest
 
 from dpbalance.policies import PolicyContext, make_policy
+from dpbalance.policies.engine_rules import VllmConfig, VllmPolicy
 from tests.helpers import random_snapshot
 
 
@@ -64,3 +66,17 @@ def test_sglang_bumps_carry_over_between_stale_refreshes(seed):
             held[g] += s
             free[g] -= 1
         assert [tuple(a) for a in pol.dispatch(snap)] == expect
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_vllm_rotating_pick_equals_rotated_argmin(seed):
+    rng = np.random.default_rng(seed)
+    G = int(rng.integers(1, 10))
+    pol = VllmPolicy(VllmConfig(), PolicyContext(G, 4))
+    for _ in range(30):
+        score = rng.integers(0, 3, G).astype(float)  # few distinct values: ties are the rule
+        free = rng.integers(0, 2, G)
+        order = [(pol.start + i) % G for i in range(G)]  # the scan starts at the rotating index
+        cand = [g for g in order if free[g] > 0]
+        expect = min(cand, key=lambda g: score[g]) if cand else -1  # min() keeps the first of equal keys
+        assert pol._pick_rotating(score, free) == expect
