@@ -100,7 +100,10 @@ def apply_assignments(
     rids, ws = as_arrays(assignments)
     pos, ordered = _check(state, pool, rids, ws)
     at = pool.head + pos
-    prompts = pool.prompt[at]  # fancy indexing copies, so the pool may move underneath
+    # fancy indexing copies, so the pool may move underneath; the ids are taken from the pool too (equal to
+    # ``rids`` once checked) because a policy may hand back views of the pool's own arrays
+    rids = pool.ids[at]
+    prompts = pool.prompt[at]
     keys = pool.key[at]
     if limit is None:
         lims = np.zeros(len(rids), dtype=np.int64)

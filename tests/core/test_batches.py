@@ -78,3 +78,15 @@ def test_out_of_order_duplicate_names_the_request():
     with pytest.raises(InvalidAssignment, match="request 2 was assigned twice"):
         apply_assignments(st_, pool, Assignments([3, 2, 1, 2], [0, 0, 1, 1]))
     assert len(pool) == 3 and st_.counts.tolist() == [0, 0]
+
+
+def test_a_batch_of_views_into_the_pool_is_admitted_as_given():
+    """A policy may return slices of the snapshot's pool arrays; taking them out of the middle of the pool shifts
+    the pool's storage, which must not change what is admitted."""
+    st_, pool = ClusterState(2, 4), Pool()
+    for r in (10, 11, 12, 13):
+        pool.push(r, r, 0.0)
+    ids = pool.view()[0]
+    got = apply_assignments(st_, pool, Assignments(ids[1:3], np.array([0, 1])))
+    assert got.request_id.tolist() == [11, 12] and st_.slot_rid[got.slot].tolist() == [11, 12]
+    assert st_.loads.tolist() == [11, 12] and pool.view()[0].tolist() == [10, 13]
