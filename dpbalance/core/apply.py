@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .snapshot import Assignments
 from .state import ClusterState, Pool, StateError
 
 
@@ -32,42 +33,54 @@ EMPTY = Admitted(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.in
 
 
 def as_arrays(assignments) -> tuple[np.ndarray, np.ndarray]:
-    """(request ids, workers) as int64 arrays from a list of (request_id, worker) pairs or a pair of arrays."""
+    """(request ids, workers) as int64 arrays from ``Assignments``, a pair of arrays, or a list of pairs."""
+    if isinstance(assignments, Assignments):
+        return assignments.request_id, assignments.worker
     if isinstance(assignments, tuple) and len(assignments) == 2 and isinstance(assignments[0], np.ndarray):
         rids, ws = assignments
         return np.asarray(rids, dtype=np.int64), np.asarray(ws, dtype=np.int64)
-    n = len(assignments)
-    rids = np.empty(n, dtype=np.int64)
-    ws = np.empty(n, dtype=np.int64)
-    for i, (r, g) in enumerate(assignments):
-        rids[i] = r
-        ws[i] = g
-    return rids, ws
+    try:
+        pairs = np.array(assignments, dtype=np.int64).reshape(len(assignments), 2)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidAssignment("assignments must be (request_id, worker) pairs of integers") from None
+    return pairs[:, 0], pairs[:, 1]
 
 
-def check_assignments(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) -> np.ndarray:
-    """Validate a batch without changing anything; returns the pool-relative positions of the requests."""
+def _check(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a batch without changing anything; returns its pool-relative positions, as given and sorted."""
     G = state.G
     if len(rids) != len(ws):
         raise InvalidAssignment(f"{len(rids)} request ids but {len(ws)} workers")
-    if len(ws) and (int(ws.min()) < 0 or int(ws.max()) >= G):
+    try:
+        need = np.bincount(ws, minlength=G)  # requests per worker; longer than G if a worker is out of range
+    except ValueError:  # a negative worker
+        need = None
+    if need is None or len(need) > G:
         bad = int(ws[(ws < 0) | (ws >= G)][0])
         raise InvalidAssignment(f"worker {bad} does not exist (workers are 0..{G - 1})")
     try:
         pos = pool.positions(rids)
     except StateError as exc:
         raise InvalidAssignment(str(exc)) from None
-    if len(np.unique(pos)) != len(pos):
-        dup = rids[np.flatnonzero(np.bincount(pos) > 1)[:1]] if len(pos) else rids[:1]
-        raise InvalidAssignment(f"request {int(dup[0]) if len(dup) else '?'} was assigned twice")
-    need = np.bincount(ws, minlength=G)
-    over = np.flatnonzero(need > state.free)
-    if len(over):
-        g = int(over[0])
+    # policies usually assign in pool order: then the positions are already sorted and distinct
+    if len(pos) > 1 and not bool((pos[1:] > pos[:-1]).all()):
+        ordered = np.sort(pos)
+        dup = np.flatnonzero(ordered[1:] == ordered[:-1])
+        if len(dup):
+            raise InvalidAssignment(f"request {int(pool.ids[pool.head + ordered[dup[0]]])} was assigned twice")
+    else:
+        ordered = pos
+    if (need > state.free).any():
+        g = int(np.flatnonzero(need > state.free)[0])
         raise InvalidAssignment(
             f"worker {g} was given {int(need[g])} request(s) but has {int(state.free[g])} free slot(s) "
             f"(cap {int(state.caps[g])})")
-    return pos
+    return pos, ordered
+
+
+def check_assignments(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """Validate a batch without changing anything; returns the pool-relative positions of the requests."""
+    return _check(state, pool, rids, ws)[0]
 
 
 def apply_assignments(
@@ -85,17 +98,19 @@ def apply_assignments(
     if assignments is None or len(assignments) == 0:
         return EMPTY
     rids, ws = as_arrays(assignments)
-    pos = check_assignments(state, pool, rids, ws)
+    pos, ordered = _check(state, pool, rids, ws)
     at = pool.head + pos
-    prompts = pool.prompt[at].copy()
-    keys = pool.key[at].copy()
+    # fancy indexing copies, so the pool may move underneath; the ids are taken from the pool too (equal to
+    # ``rids`` once checked) because a policy may hand back views of the pool's own arrays
+    rids = pool.ids[at]
+    prompts = pool.prompt[at]
+    keys = pool.key[at]
     if limit is None:
         lims = np.zeros(len(rids), dtype=np.int64)
     elif callable(limit):
         lims = np.asarray(limit(rids), dtype=np.int64)
     else:
         lims = np.asarray(limit)[rids]
-    pool.remove_positions(np.sort(pos))
+    pool.remove_positions(ordered)
     slots = state.admit_many(rids, ws, prompts, lims, keys)
     return Admitted(rids, ws, slots)
-

@@ -21,6 +21,45 @@ class Assignment(NamedTuple):
     worker: int
 
 
+class Assignments:
+    """A batch of assignments held as two equal-length int64 arrays, ``request_id`` and ``worker``.
+
+    Policies that place many requests per call return this instead of a list of pairs: the guard in
+    ``core.apply`` takes the arrays as they are. It still reads like a list of ``Assignment`` pairs (``len``,
+    iteration, indexing, ``==`` with a list), so code written for lists keeps working.
+    """
+
+    __slots__ = ("request_id", "worker")
+
+    def __init__(self, request_id, worker):
+        self.request_id = np.asarray(request_id, dtype=np.int64)
+        self.worker = np.asarray(worker, dtype=np.int64)
+        if self.request_id.shape != self.worker.shape or self.request_id.ndim != 1:
+            raise ValueError(f"{self.request_id.shape} request ids but {self.worker.shape} workers")
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+    def __iter__(self):
+        return map(Assignment, self.request_id.tolist(), self.worker.tolist())
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Assignments(self.request_id[i], self.worker[i])
+        return Assignment(int(self.request_id[i]), int(self.worker[i]))
+
+    def __eq__(self, other) -> bool:
+        try:
+            return list(self) == [tuple(a) for a in other]
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Assignments({list(map(tuple, self))})"
+
+
 @dataclass(frozen=True)
 class ActiveView:
     """Active requests, one entry per occupied slot (any order)."""

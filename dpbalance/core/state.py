@@ -100,7 +100,7 @@ class ClusterState:
             self.free[g] -= 1
         else:
             G = self.G
-            self.loads += np.bincount(workers, weights=prompts, minlength=G).astype(np.int64)
+            self.loads += np.bincount(workers, weights=prompts, minlength=G).astype(np.int64)  # exact below 2**53
             cnt = np.bincount(workers, minlength=G)
             self.counts += cnt
             self.free -= cnt
@@ -116,6 +116,24 @@ class ClusterState:
         self.slot_rid[slot] = -1
         self._free_slots[worker].append(slot)
         return load
+
+    def release_many(self, slots: np.ndarray) -> None:
+        """Remove the requests in ``slots`` (distinct, occupied), exactly as ``release`` one by one in this order."""
+        workers = slots // self.bmax
+        load = self.slot_prompt[slots] + (self.clock - self.slot_start[slots])
+        if len(slots) == 1:
+            g = int(workers[0])
+            self.loads[g] -= int(load[0])
+            self.counts[g] -= 1
+        else:
+            G = self.G
+            self.loads -= np.bincount(workers, weights=load, minlength=G).astype(np.int64)  # exact below 2**53
+            self.counts -= np.bincount(workers, minlength=G)
+        np.maximum(self.caps - self.counts, 0, out=self.free)
+        self.slot_rid[slots] = -1
+        stacks = self._free_slots  # a Python list per worker beats array stacks at the batch sizes seen here
+        for s, g in zip(slots.tolist(), workers.tolist()):
+            stacks[g].append(s)
 
     def add_tokens(self, slot: int, n: int = 1) -> None:
         """Router path: ``n`` tokens observed for one request (its age and its worker's load grow)."""
@@ -224,8 +242,8 @@ class Pool:
         view = self.ids[self.head : self.tail]
         rids = np.asarray(rids, dtype=np.int64)
         pos = np.searchsorted(view, rids)
-        bad = (pos >= len(view)) | (view[np.minimum(pos, len(view) - 1)] != rids) if len(view) else np.ones(len(rids), bool)
-        if np.any(bad):
+        bad = view.take(pos, mode="clip") != rids if len(view) else np.ones(len(rids), bool)
+        if bad.any():
             missing = rids[bad][:5].tolist()
             raise StateError(f"request(s) {missing} are not in the waiting pool")
         return pos

@@ -3,16 +3,16 @@ join-shortest-queue by count and by tokens, and the BF-IO paper's FCFS (the engi
 ``engine_rules``).
 
 Every rule only places requests on workers with a free slot (the simulator rejects anything else)
-and walks the pool in FIFO order unless its rule says otherwise.
+and walks the pool in FIFO order unless its rule says otherwise. The rules that pick the worker with the lowest
+key (the JSQ rules, FCFS) keep the workers in a heap, so a call costs O(G + n log G) for n placements.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import FifoPolicy, PolicyContext
+from .base import FifoPolicy, LowestKeyPolicy, PolicyContext
 
-_BIG = np.iinfo(np.int64).max
 
 
 class RandomPolicy(FifoPolicy):
@@ -52,33 +52,41 @@ class PowerOfTwoPolicy(FifoPolicy):
         return gb if loads[gb] < loads[ga] else ga  # ties: first sample (vllm-router)
 
 
-class JsqCountPolicy(FifoPolicy):
+class JsqCountPolicy(LowestKeyPolicy):
+    """Fewest active requests; ties: lowest token load, then lowest index."""
+
     def __init__(self, ctx: PolicyContext):
         pass
 
-    def choose(self, loads, counts, free, prompt):
-        c = np.where(free > 0, counts, _BIG)
-        best = c.min()
-        if best == _BIG:
-            return -1
-        cand = np.flatnonzero(c == best)
-        return int(cand[0]) if len(cand) == 1 else int(cand[np.argmin(loads[cand])])
+    def keys(self, snap, workers):
+        return zip(snap.counts[workers].tolist(), snap.loads[workers].tolist(), workers.tolist())
+
+    def next_key(self, key, prompt):
+        c, load, g = key
+        return (c + 1, load + prompt, g)
 
 
-class JsqTokensPolicy(FifoPolicy):
+class JsqTokensPolicy(LowestKeyPolicy):
+    """Lowest token load; ties: lowest index."""
+
     def __init__(self, ctx: PolicyContext):
         pass
 
-    def choose(self, loads, counts, free, prompt):
-        masked = np.where(free > 0, loads, _BIG)
-        g = int(masked.argmin())
-        return g if masked[g] != _BIG else -1
+    def keys(self, snap, workers):
+        return zip(snap.loads[workers].tolist(), workers.tolist())
+
+    def next_key(self, key, prompt):
+        return (key[0] + prompt, key[1])
 
 
-class FcfsPolicy(FifoPolicy):
+class FcfsPolicy(LowestKeyPolicy):
+    """The lowest-index worker with a free slot."""
+
     def __init__(self, ctx: PolicyContext):
         pass
 
-    def choose(self, loads, counts, free, prompt):
-        nz = np.flatnonzero(free > 0)
-        return int(nz[0]) if len(nz) else -1
+    def keys(self, snap, workers):
+        return ((g,) for g in workers.tolist())
+
+    def next_key(self, key, prompt):
+        return key

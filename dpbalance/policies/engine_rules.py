@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.snapshot import Assignment, Snapshot
-from .base import FifoPolicy, PolicyContext
-
-_BIG = np.iinfo(np.int64).max
+from .base import FifoPolicy, LowestKeyPolicy, PolicyContext
 
 
-class _StaleStats(FifoPolicy):
+
+class _StaleStats:
     """Engines publish running/waiting counts periodically (vLLM's DP coordinator: ≤ every 100 ms);
     between refreshes the front-end only adds its own optimistic bumps. ``stats_interval`` is the
     refresh period in dispatch calls (1 = fresh every decode step)."""
@@ -43,12 +42,15 @@ class _StaleStats(FifoPolicy):
 
     def _pick_rotating(self, score: np.ndarray, free: np.ndarray) -> int:
         """Lowest score among free workers; scan starts at a rotating index so ties spread."""
-        G = len(score)
-        order = (self.start + np.arange(G)) % G
-        s = np.where(free[order] > 0, score[order], np.inf)
-        k = int(np.argmin(s))  # first minimum in rotated order
-        self.start = (self.start + 1) % G
-        return int(order[k]) if np.isfinite(s[k]) else -1
+        start = self.start
+        self.start = (start + 1) % len(score)
+        s = np.where(free > 0, score, np.inf)
+        best = s.min()
+        if not np.isfinite(best):
+            return -1
+        cand = np.flatnonzero(s == best)
+        i = int(np.searchsorted(cand, start))  # the first minimum at or after the scan start, else wrap around
+        return int(cand[i]) if i < len(cand) else int(cand[0])
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class VllmConfig:
             raise ValueError("stats_interval and client_count must be >= 1")
 
 
-class VllmPolicy(_StaleStats):
+class VllmPolicy(_StaleStats, FifoPolicy):
     def choose(self, loads, counts, free, prompt):
         return self._bump(self._pick_rotating(4 * self.waiting + self.running, free), prompt)
 
@@ -78,7 +80,7 @@ class VllmKvConfig(VllmConfig):
             raise ValueError("kv_tokens_per_slot must be >= 1")
 
 
-class VllmKvPolicy(_StaleStats):
+class VllmKvPolicy(_StaleStats, FifoPolicy):
     def begin(self, snap: Snapshot) -> None:
         super().begin(snap)
         self.kv_cap = np.maximum(snap.caps, 1) * self.cfg.kv_tokens_per_slot
@@ -104,11 +106,18 @@ class SglangConfig:
         return 1
 
 
-class SglangTotalTokensPolicy(_StaleStats):
-    def choose(self, loads, counts, free, prompt):
-        masked = np.where(free > 0, self.held, _BIG)
-        g = int(masked.argmin())
-        return self._bump(g if masked[g] != _BIG else -1, prompt)
+class SglangTotalTokensPolicy(_StaleStats, LowestKeyPolicy):
+    """Lowest held tokens among ranks with a free slot (ties: lowest index); each choice is bumped by its prompt."""
+
+    def keys(self, snap, workers):
+        return zip(self.held[workers].tolist(), workers.tolist())
+
+    def next_key(self, key, prompt):
+        return (key[0] + prompt, key[1])
+
+    def placed(self, workers, prompts):
+        np.add.at(self.waiting, workers, self.cfg.client_count)
+        np.add.at(self.held, workers, prompts)
 
 
 # --------------------------------------------------------------------------- TensorRT-LLM ADP balance

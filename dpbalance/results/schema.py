@@ -113,8 +113,9 @@ def read_results(path: Path | str) -> list[Result]:
     return [Result.from_dict(d) for d in items]
 
 
-def _pct(x: np.ndarray, q: float, scale: float = 1.0) -> float:
-    return float(np.percentile(x, q) * scale) if len(x) else math.nan
+def _pct(x: np.ndarray, *qs: float) -> list[float]:
+    """Percentiles ``qs`` of ``x`` (nan when empty), from one partial sort."""
+    return [float(v) for v in np.percentile(x, qs)] if len(x) else [math.nan] * len(qs)
 
 
 @dataclass
@@ -194,6 +195,8 @@ def build_result(
     mean = lambda x: float(np.mean(x)) if len(x) else math.nan  # noqa: E731
     disp_us = dispatch_ns / 1e3
     full = step_stats(steps["max"], steps["min"], steps["sum"].astype(np.float64), workers)
+    ttft_q, tpot_q, e2e_q = _pct(ttft, 50, 95, 99), _pct(tpot_ms, 50, 95, 99), _pct(e2e, 50, 95, 99)
+    disp_q = _pct(disp_us, 50, 99)
     res = Result(
         policy=policy,
         workers=workers,
@@ -212,18 +215,18 @@ def build_result(
         idle_fraction=mean(st["idle"]),
         energy_j=energy,
         energy_j_per_token=energy / all_tokens if all_tokens > 0 else math.nan,
-        ttft_p50_s=_pct(ttft, 50),
-        ttft_p95_s=_pct(ttft, 95),
-        ttft_p99_s=_pct(ttft, 99),
+        ttft_p50_s=ttft_q[0],
+        ttft_p95_s=ttft_q[1],
+        ttft_p99_s=ttft_q[2],
         wait_max_s=float(wait.max()) if len(wait) else math.nan,
-        tpot_p50_ms=_pct(tpot_ms, 50),
-        tpot_p95_ms=_pct(tpot_ms, 95),
-        tpot_p99_ms=_pct(tpot_ms, 99),
-        e2e_p50_s=_pct(e2e, 50),
-        e2e_p95_s=_pct(e2e, 95),
-        e2e_p99_s=_pct(e2e, 99),
-        dispatch_us_p50=_pct(disp_us, 50),
-        dispatch_us_p99=_pct(disp_us, 99),
+        tpot_p50_ms=tpot_q[0],
+        tpot_p95_ms=tpot_q[1],
+        tpot_p99_ms=tpot_q[2],
+        e2e_p50_s=e2e_q[0],
+        e2e_p95_s=e2e_q[1],
+        e2e_p99_s=e2e_q[2],
+        dispatch_us_p50=disp_q[0],
+        dispatch_us_p99=disp_q[1],
         steps=int(n_steps),
         sim_wall_s=float(wall_s),
         window=window,
