@@ -227,6 +227,17 @@ class BalanceRoute:
                 self._take(idx[k], g)
                 del vals[k], idx[k]
                 continue
+            if fast and len(vals) * min(int(free[g]), len(vals)) > packing.EXACT_WORK:
+                # many candidates, several slots: the greedy max-count on the sorted candidates as they stand
+                picked = packing.greedy_sorted(vals, idx, float(sc.targets_of(g)), int(free[g])) or [idx[0]]
+                for i in picked:
+                    k = bisect.bisect_left(vals, float(sizes[i]))
+                    k += idx[k:].index(i) if idx[k] != i else 0
+                    del vals[k], idx[k]
+                    self._take(i, g)
+                if free[g] > 0 and self._left:
+                    heapq.heappush(heap, self._key(g) + (g,))
+                continue
             pos = np.flatnonzero(~self._taken)[:r_max]
             s = sizes[pos]
             K = min(int(free[g]), len(pos))

@@ -73,13 +73,21 @@ def greedy_max_count(sizes: np.ndarray, cap: float, K: int) -> list[int] | None:
     """The max-count rule by a greedy: k = most items that fit (the k smallest); then pick the largest item that
     still leaves room for the smallest items the remaining picks need."""
     order = np.argsort(sizes, kind="stable")
-    s_sorted = sizes[order]
-    fits = np.flatnonzero(np.cumsum(s_sorted[:K]) <= cap)
-    if len(fits) == 0:
+    return greedy_sorted(sizes[order].tolist(), order.tolist(), cap, K)
+
+
+def greedy_sorted(values: list[float], labels: list[int], cap: float, K: int) -> list[int] | None:
+    """``greedy_max_count`` on values already sorted ascending (ties in candidate order); returns the chosen
+    items' labels. The lists are not changed."""
+    k, total = 0, 0.0
+    for v in values[:K]:
+        if total + v > cap:
+            break
+        total += v
+        k += 1
+    if k == 0:
         return None
-    k = int(fits[-1]) + 1
-    avail = s_sorted.tolist()
-    idx = order.tolist()
+    avail, idx = values[:], labels[:]
     left = cap
     chosen = []
     for j in range(k):
