@@ -13,7 +13,7 @@ PRESETS: dict[str, dict] = {
     # dpbalance's default: load-aware placement with quotas while every waiting request fits, the whole pool as
     # candidates when slots are scarce, bounded overtaking (chosen on the training cells of the regime matrix)
     "default": {"placement": "load", "s_greedy": "fit", "r_max": 0, "worker_key": "load",
-                "subset_rule": "max_count", "max_wait_s": 60.0},
+                "subset_rule": "max_count", "max_wait_s": 120.0},
     # the BF-IO authors' H0 strategy (their public simulator): most-free-slots greedy while more than 7 slots are
     # free, then lowest-load workers take the max-count subset of the whole visible pool
     "bfio-code": {"placement": "free", "s_greedy": 7, "r_max": 0, "worker_key": "load",
@@ -32,7 +32,6 @@ class BR0Config:
     placement: Literal["load", "free"] | None = field(default=None, metadata={
         "doc": "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
                "worker with most free slots takes its best request ('free')"})
-    block: bool = field(default=True, metadata={"doc": "bounded overtaking: nothing else goes to the reserved worker"})
     hold_s: float = field(default=0.0, metadata={
         "doc": "while every waiting request fits, hold them up to this long to gather one per worker (0: off)"})
     quota: Literal["free", "even", "off"] = field(default="free", metadata={
@@ -51,9 +50,8 @@ class BR0Config:
     beta: float | None = field(default=None, metadata={"doc": "overflow penalty β (default G, the exact one-step slope)"})
     dp_buckets: int = field(default=4096, metadata={"doc": "subset-sum resolution in buckets of Δ* (0 = exact tokens)"})
     max_wait_s: float | Literal["off"] | None = field(default=None, metadata={
-        "doc": "bounded overtaking: a request passed over by one that arrived this many seconds after it gets the "
-               "lightest worker reserved and goes there as soon as it fits (at the latest after as long again); "
-               "'off': none"})
+        "doc": "bounded overtaking: a request passed over by one that arrived this many seconds after it goes to the "
+               "lightest worker as soon as it fits there (at the latest after as long again); 'off': none"})
 
     def __post_init__(self):
         if isinstance(self.s_greedy, int) and self.s_greedy < 0:

@@ -3,11 +3,11 @@
 One dispatch, on the waiting requests the snapshot shows (the first ``window`` of them, oldest first):
 
 0. **Bounded overtaking** (``max_wait_s`` = W): once the oldest waiting request has been passed over by a request
-   that arrived more than W after it, it is *overdue*: the lightest worker is reserved for it — nothing else is
-   admitted there, so the worker's load falls behind the others as its requests finish — and it is admitted there
-   as soon as it fits the worker's margin, or at the first free slot once it has been overdue for another W.
-   So no request is overtaken by later arrivals for more than about 2·W, and a large prompt is placed where the
-   cluster made room for it instead of wherever a slot happened to free.
+   that arrived more than W after it, it is *overdue*: the lightest worker is marked for it, and it is admitted
+   there at the first moment it fits that worker's margin and the worker has a free slot, or at the first free
+   slot anywhere once it has waited 2·W. So no request waits more than 2·W plus the time until a slot frees
+   (overdue requests go in arrival order), and a large prompt goes where there is room for it rather than wherever a slot happened to
+   free.
 1. **Placement** while slots are plentiful (``s_greedy``; by default while every waiting request fits):
    ``placement=load`` places the requests largest first, each on the worker with the highest F (ties: lowest
    load), no worker taking more than its share of the batch (``quota``) — the load-aware rule that wins when
@@ -18,8 +18,8 @@ One dispatch, on the waiting requests the snapshot shows (the first ``window`` o
 2. **Packing** when slots are scarce: workers with free slots in order (lowest load first, or most free slots
    then largest margin), each taking a subset of the candidates (``subset_rule``, see ``packing``) sized to its
    target Δ*; a worker with slots left goes back in the queue.
-Every free slot is used while requests wait (work-conserving; a reserved worker's slots excepted): when no subset
-scores above zero the single best request is admitted anyway.
+Every free slot is used while requests wait (work-conserving): when no subset scores above zero the single best
+request is admitted anyway.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class BalanceRoute:
         self.G = workers
         self.scorer = scorer
         self._newest = -np.inf  # latest arrival time among the requests this policy admitted
-        self._reserved: tuple[int, int, float] | None = None  # (request id, worker, when it became overdue)
+        self._reserved: tuple[int, int] | None = None  # (overdue request id, the worker marked for it)
 
     # ------------------------------------------------------------------ helpers
     def _best_worker(self, s: float, room: np.ndarray) -> int:
@@ -80,17 +80,15 @@ class BalanceRoute:
         self._out = []
         self._left = n
         self.scorer.prepare(snap)
-        blocked = self._overdue(snap)
-        if blocked is not None and self.cfg.block:
-            self._free[blocked] = 0  # reserved: nothing else goes there
+        self._overdue(snap)
         if self._left and self._free.sum():
             self._place(snap)
         if self._left and self._free.sum():
             self._pack()
         return self._out
 
-    def _overdue(self, snap: Snapshot) -> int | None:
-        """Step 0: admit or keep waiting for the overdue request; returns the worker reserved for it, if any."""
+    def _overdue(self, snap: Snapshot) -> None:
+        """Step 0: admit the overdue request where it fits, or keep it waiting for its reserved worker."""
         W = self.cfg.max_wait_s
         if isinstance(W, str):
             return None
@@ -99,23 +97,21 @@ class BalanceRoute:
             res = self._reserved = None  # it left the pool (admitted, or gone in the router)
         if res is None:
             if self._newest - float(self._arrival[0]) <= W:
-                return None
+                return
             g = int(np.argmin(np.where(snap.caps > 0, self.scorer.load, np.inf)))
-            res = self._reserved = (int(self._ids[0]), g, float(snap.now))
-        rid, g, since = res
+            res = self._reserved = (int(self._ids[0]), g)
+        g = res[1]
         fits = self._sizes[0] <= self.scorer.targets_of(g)
-        late = snap.now - since > W
+        late = snap.now - float(self._arrival[0]) > 2 * W  # waited twice the bound: the first free slot
         if self._free[g] > 0 and (fits or late):
             self._take(0, g)
             self._reserved = None
-            return None
-        if late and self._free.sum():  # its worker has no slot yet: the first free slot anywhere
+        elif late and self._free.sum():  # its worker has no slot yet: the first free slot anywhere
             self._take(0, self._best_worker(self._sizes[0], self._free))
             self._reserved = None
-            return None
-        self._taken[0] = True  # it waits for its worker; others may go elsewhere
-        self._left -= 1
-        return g
+        else:
+            self._taken[0] = True  # it waits for its worker; the others are placed as usual
+            self._left -= 1
 
     def _place(self, snap: Snapshot) -> None:
         cfg, sc, free, sizes, taken = self.cfg, self.scorer, self._free, self._sizes, self._taken
