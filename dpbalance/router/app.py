@@ -19,12 +19,13 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .dashboard import page
 from .inbound import authorized, json_error
 
 log = logging.getLogger("dpbalance.router")
 _GENERATION = ("/v1/completions", "/v1/chat/completions")
 _OPEN = ("/health",)
-_OBSERVE = ("/metrics", "/debug/dispatch")
+_OBSERVE = ("/metrics", "/debug/dispatch", "/dashboard", "/dashboard/state")
 ROUTER_KEY = web.AppKey("router", object)
 
 
@@ -83,8 +84,16 @@ def _observe_routes(router, app: web.Application) -> None:
                                   "cpu_p50_us": q(c, 50), "cpu_p99_us": q(c, 99), "outcomes": router.outcomes,
                                   "active": d.active, "waiting": len(d.pool)})
 
+    async def dashboard(_):
+        return web.Response(body=page(), content_type="text/html", charset="utf-8")
+
+    async def dashboard_state(_):
+        return web.json_response(router.history.state())
+
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/dispatch", dispatch_stats)
+    app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/dashboard/state", dashboard_state)
 
 
 async def _from_rank(router, request: web.Request, method: str, path: str) -> web.Response:

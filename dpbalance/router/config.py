@@ -17,6 +17,7 @@ _LIMITS = "Limits and timeouts"
 _FAULTS = "Health checks and circuit breaker"
 _SEC = "Security"
 _POL = "Policy"
+_OBS = "Recording and dashboard"
 
 
 def _f(default, doc: str, panel: str, **meta):
@@ -57,6 +58,14 @@ class RouterConfig:
                                                 "characters / --chars-per-token ('estimate').", _POL)
     chars_per_token: float = _f(4.0, "Characters per token for --tokenize estimate (and when /tokenize fails).",
                                 _POL, min=0.1)
+    # ---------------------------------------------------------------- recording and dashboard
+    record: Path | None = _f(None, "Write every request's arrival time, prompt and output token counts, prompt hash "
+                             "(never the text), rank, policy and outcome to this JSON-lines file when it ends; "
+                             "`--trace FILE` replays it (see docs/operators.md).", _OBS)
+    record_max_mb: float = _f(256.0, "Rotate the recording at this size (FILE.1, FILE.2, … keep the older ones).",
+                              _OBS, min=0.01)
+    dashboard_history_s: float = _f(600.0, "Seconds of history the /dashboard keeps (one sample per second).", _OBS,
+                                    min=10.0)
     # ---------------------------------------------------------------- limits and timeouts
     max_pending: int = _f(10_000, "Requests waiting in the router above which new ones get 429.", _LIMITS, min=1)
     max_body_bytes: int = _f(8 * 1024**2, "Request bodies larger than this get 413.", _LIMITS, min=1024)
@@ -90,8 +99,8 @@ class RouterConfig:
     # ---------------------------------------------------------------- security
     api_key: str | None = _f(None, "Require 'Authorization: Bearer KEY' on every endpoint except /health.", _SEC,
                              envvar="DPBALANCE_API_KEY")
-    open_metrics: bool = _f(False, "Serve /metrics and /debug/* without the API key.", _SEC)
-    prometheus_port: int | None = _f(None, "Serve /metrics and /debug/* on this separate port only (no API key; "
+    open_metrics: bool = _f(False, "Serve /metrics, /debug/* and /dashboard without the API key.", _SEC)
+    prometheus_port: int | None = _f(None, "Serve /metrics, /debug/* and /dashboard on this separate port only (no API key; "
                                      "bind with --prometheus-host).", _SEC, min=0, max=65535)
     prometheus_host: str = _f("127.0.0.1", "Bind address of --prometheus-port.", _SEC)
     allow_kv_transfer_params: bool = _f(False, "Forward client-supplied kv_transfer_params to the ranks (dropped by "

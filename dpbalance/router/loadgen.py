@@ -149,8 +149,11 @@ def summarize(outcomes: list[Outcome], *, policy: str, workers: int, slots: int,
     es = engine_stats or {}
     return Result(
         policy=policy, workers=workers, slots=slots, requests=len(outcomes), completed=len(ok),
+        running=0, never_admitted=len(outcomes) - len(ok),  # a client sees a request end, not where it failed
         makespan_s=span, throughput_tok_s=tokens / span if ok and span > 0 else math.nan,
+        throughput_all_tok_s=tokens / span if ok and span > 0 else math.nan,
         avg_imbalance_gap=es.get("avg_imbalance_gap", math.nan), avg_imbalance_maxmin=es.get("avg_imbalance_maxmin", math.nan),
+        maxmin_all=es.get("avg_imbalance_maxmin", math.nan), wait_max_s=math.nan,
         balance_ratio=es.get("balance_ratio", math.nan), idle_fraction=es.get("idle_fraction", math.nan),
         energy_j=math.nan, energy_j_per_token=math.nan,
         ttft_p50_s=pct(ttft, 50), ttft_p95_s=pct(ttft, 95), ttft_p99_s=pct(ttft, 99),

@@ -276,6 +276,9 @@ class Relay:
                         await self._write_raw(request, block)
                     else:
                         await self._write(request, resp, block)
+                    if done and not errored:  # the client has the whole answer: it is complete, whatever follows
+                        self.r.breaker.success(g)
+                        self.r.finish(t, "completed", "ok")
             if not content.at_eof():  # read the end of the body so the connection goes back to the pool
                 try:
                     async with asyncio.timeout(1.0):

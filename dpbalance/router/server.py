@@ -25,9 +25,11 @@ from aiohttp import web
 
 from ..policies import PolicyContext, make_policy, resolve_policy
 from ..predictors import PredictorError
+from ..traces.record import RecordWriter
 from .config import RouterConfig
 from .dispatcher import Dispatcher, QueueTimeout, Ticket
 from .inbound import BadRequest, error_body, json_error, parse, read_json
+from .dashboard import History
 from .metrics import RouterMetrics
 from .ranks import Breaker, HealthChecker, StartupError, discover, make_targets
 from .relay import ClientGone, RankFailed, Relay
@@ -48,6 +50,9 @@ class Router:
         self.metrics = RouterMetrics(G)
         ctx = PolicyContext(workers=G, slots=slots, seed=cfg.seed, train=train)
         self.policy_label = resolve_policy(cfg.policy).label
+        self.recorder = (RecordWriter(cfg.record, max_bytes=int(cfg.record_max_mb * 1024**2))
+                         if cfg.record is not None else None)
+        self.history = History(G, cfg.dashboard_history_s)
         try:
             policy = make_policy(cfg.policy, ctx)
         except PredictorError as exc:
@@ -114,7 +119,16 @@ class Router:
         gc.freeze()  # start-up objects (modules, policy, trace) leave the collector's scans: shorter GC pauses
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.dispatcher.run()), loop.create_task(self.health.run()),
-                       loop.create_task(self.relay.watchdog())]
+                       loop.create_task(self.relay.watchdog()), loop.create_task(self._sample())]
+
+    async def _sample(self) -> None:
+        """One sample a second for /dashboard."""
+        while True:
+            d = self.dispatcher
+            d.flush()
+            self.history.sample(d.state, d.in_rotation, self.breaker.state, len(d.pool), self.metrics.outcomes,
+                                self.metrics.tokens, self.policy_label)
+            await asyncio.sleep(1.0)
 
     async def drain(self) -> None:
         """SIGTERM: stop taking requests, let running ones finish for the grace period, abort and count the rest."""
@@ -129,6 +143,8 @@ class Router:
             await asyncio.wait(rest, timeout=5)
 
     async def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -146,7 +162,14 @@ class Router:
         if t.outcome is not None:
             return
         t.outcome = outcome
-        self.metrics.finish(outcome, reason, time.monotonic() - t.arrival)
+        now = time.monotonic()
+        self.metrics.finish(outcome, reason, now - t.arrival)
+        if self.recorder is not None:
+            self.recorder.write(t=time.time() - (now - t.arrival), prompt_tokens=t.prompt_tokens,
+                                output_tokens=max(t.tokens, t.est_tokens if outcome == "completed" else 0),
+                                prompt_hash=f"{t.key & (2**64 - 1):016x}", rank=t.rank if t.rank >= 0 else None,
+                                policy=self.policy_label, outcome=outcome if outcome == "completed" else
+                                f"{outcome}:{reason}")
 
     def reject(self, status: int, reason: str, message: str, etype: str = "invalid_request_error",
                param: str | None = None, headers: dict | None = None) -> web.Response:
