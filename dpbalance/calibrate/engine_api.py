@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..core.openai_stream import USAGE_OPTIONS, StreamError, chunks, tokens_after
+
 #: sample names read from /metrics (first one present wins for each key); histograms are read as sum and count
 METRIC_SAMPLES: dict[str, tuple[str, ...]] = {
     "itl_sum": ("vllm:inter_token_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum"),
@@ -103,41 +105,27 @@ class RankClient:
     async def stream(self, session: aiohttp.ClientSession, prompt: str, rec: StreamRecord) -> None:
         """Stream one completion into ``rec`` (errors are recorded, not raised; cancellation closes the stream)."""
         body = {"model": self.model, "prompt": prompt, "max_tokens": rec.max_tokens, "stream": True,
-                "ignore_eos": True, "temperature": 0.0,
-                "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+                "ignore_eos": True, "temperature": 0.0, "stream_options": USAGE_OPTIONS}
         url = self.base + "/v1/completions"
         try:
             async with session.post(url, json=body, headers=self.headers) as resp:
                 if resp.status != 200:
                     rec.error = f"{url} answered HTTP {resp.status}: {(await resp.text())[:300]}"
                     return
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        break
+                async for obj in chunks(resp):
                     t = time.perf_counter()
-                    try:
-                        obj = json.loads(data)
-                    except ValueError:
-                        rec.error = f"{url} sent a chunk that is not JSON: {data[:120]!r}"
-                        return
-                    if "error" in obj:
-                        rec.error = f"{url} stream error: {str(obj['error'])[:300]}"
-                        return
                     usage = obj.get("usage") or {}
                     if usage.get("prompt_tokens") is not None:
                         rec.usage_prompt_tokens = int(usage["prompt_tokens"])
                     if not obj.get("choices"):
                         continue  # the final usage-only chunk
-                    n = int(usage["completion_tokens"]) if usage.get("completion_tokens") is not None \
-                        else rec.generated + 1
+                    n = tokens_after(obj, rec.generated)
                     if n > rec.generated:
                         rec.times.append(t)
                         rec.counts.append(n)
                 rec.finished = True
+        except StreamError as exc:
+            rec.error = f"{url} {exc}"
         except aiohttp.ClientError as exc:
             rec.error = f"{url}: {type(exc).__name__}: {exc}"
 

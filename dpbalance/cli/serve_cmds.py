@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..results.schema import TABLE_FIELDS, write_json
-from .common import MaxReqOpt, RateScaleOpt, TraceDirOpt, TraceOpt, console, out, progress_bar, user_errors
+from .common import TraceDirOpt, TraceOpt, console, out, progress_bar, user_errors
 
 
 def _loop_policy() -> None:
@@ -48,6 +49,7 @@ def expand_nargs(argv: list[str], options=NARGS_OPTIONS) -> list[str]:
 def register(app: typer.Typer) -> None:
     from ..router.config import RouterConfig
     from ..router.engine_sim import EngineSimConfig
+    from ..router.loadgen import LoadgenConfig
     from .options import with_configs
 
     @app.command()
@@ -119,20 +121,14 @@ def register(app: typer.Typer) -> None:
                 pass
 
     @app.command()
+    @with_configs(config_file="--config", cfg=LoadgenConfig)
     def loadgen(
-        target: Annotated[str, typer.Option("--target", help="Base URL of an OpenAI-compatible endpoint (router or engine).")],
+        *,
+        cfg: LoadgenConfig,
         trace: TraceOpt = "sample",
         trace_dir: TraceDirOpt = None,
-        qps: Annotated[Optional[float], typer.Option("--qps", min=1e-6, help="Poisson arrivals at this rate (else --replay).")] = None,
-        replay: Annotated[bool, typer.Option("--replay", help="Use the trace's timestamps.")] = False,
-        rate_scale: RateScaleOpt = 1.0,
-        max_requests: MaxReqOpt = 1000,
-        duration: Annotated[float, typer.Option("--duration", min=0.1, help="Stop sending after this many seconds.")] = 600.0,
-        prompt_scale: Annotated[float, typer.Option("--prompt-scale", min=1e-6, help="Multiply prompt lengths (smaller bodies for quick runs).")] = 1.0,
-        max_output: Annotated[Optional[int], typer.Option("--max-output", min=1, help="Cap output tokens per request.")] = None,
         engine_stats: Annotated[Optional[str], typer.Option("--engine-stats", help="engine-sim rank URL whose /admin/stats gives per-step imbalance.")] = None,
         policy_label: Annotated[str, typer.Option("--label", help="Policy name recorded in the result.")] = "live",
-        api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DPBALANCE_API_KEY")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON (the simulator's schema) here.")] = None,
     ) -> None:
         """Replay a trace as real streaming requests and measure TTFT/TPOT/E2E/throughput."""
@@ -141,13 +137,11 @@ def register(app: typer.Typer) -> None:
         from ..router import loadgen as lg
         from ..traces import load_trace
 
-        if (qps is None) == (not replay):
-            raise typer.BadParameter("choose exactly one of --qps N or --replay")
+        if not cfg.target:
+            raise typer.BadParameter("--target URL is required (the router's or an engine's base URL)")
         with user_errors():
             w = load_trace(trace, trace_dir)
-        cfg = lg.LoadgenConfig(target=target.rstrip("/"), mode="qps" if qps else "replay", qps=qps,
-                               rate_scale=rate_scale, max_requests=max_requests, duration_s=duration,
-                               prompt_scale=prompt_scale, max_output=max_output, api_key=api_key)
+        max_requests, target = cfg.max_requests, cfg.target
 
         async def main():
             if engine_stats:
@@ -170,7 +164,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         res = lg.summarize(outs, policy=policy_label, workers=0, slots=0, engine_stats=stats, wall_s=wall,
-                           config={"target": target, "trace": trace, "loadgen": cfg.__dict__})
+                           config={"target": target, "trace": trace, "loadgen": dataclasses.asdict(cfg)})
         t = Table(title=f"loadgen → {target}")
         t.add_column("metric")
         t.add_column("value", justify="right")

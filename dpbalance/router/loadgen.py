@@ -1,7 +1,7 @@
 """``dpbalance loadgen``: replay a trace as real HTTP streams against any OpenAI-compatible endpoint.
 
-Each request sends a prompt of s tokens (s words the engine counts as one token each; ``prompt_scale`` shrinks
-them for quick tests), ``max_tokens = o`` (optionally capped) and ``ignore_eos``, with ``stream=true``. Arrivals
+Each request sends a prompt of s tokens (distinct random token ids, or one word repeated; ``prompt_scale``
+scales them), ``max_tokens = o`` (optionally capped) and ``ignore_eos``, with ``stream=true``. Arrivals
 are open-loop: trace timestamps (``replay``, scaled by ``rate_scale``) or Poisson at ``qps``; the run is
 bounded by ``max_requests`` and ``duration_s``. It records TTFT, TPOT and E2E per request and builds a
 result record (the simulator's Result schema); per-step load statistics (imbalance, idle) come from the
@@ -14,30 +14,56 @@ import asyncio
 import json
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Literal
 
 import aiohttp
 import numpy as np
 
+from ..core.openai_stream import USAGE_OPTIONS, StreamError, chunks, tokens_after
 from ..core.workload import Workload
 from ..results.schema import Result, SCHEMA_VERSION
 
 
+_SEND = "What to send"
+_WHERE = "Where"
+
+
+def _f(default, doc: str, panel: str, **meta):
+    return field(default=default, metadata={"doc": doc, "panel": panel, **meta})
+
+
 @dataclass(frozen=True)
 class LoadgenConfig:
-    target: str
-    mode: str = "replay"  # replay | qps
-    qps: float | None = None
-    rate_scale: float = 1.0
-    max_requests: int | None = None
-    duration_s: float = 600.0
-    prompt_scale: float = 1.0
-    max_output: int | None = None
-    model: str | None = None  # None: the endpoint's default model
-    api_key: str | None = None
-    seed: int = 0
-    request_timeout_s: float = 600.0
+    """Every setting of ``dpbalance loadgen`` (its options are generated from these fields)."""
+
+    target: str = _f("", "Base URL of an OpenAI-compatible endpoint (the router or an engine), e.g. "
+                     "http://127.0.0.1:8000.", _WHERE)
+    model: str | None = _f(None, "Model name sent in every request (default: the endpoint's default model).", _WHERE)
+    api_key: str | None = _f(None, "Send 'Authorization: Bearer KEY'.", _WHERE, envvar="DPBALANCE_API_KEY")
+    mode: Literal["replay", "qps"] = _f("replay", "Arrivals: the trace's timestamps ('replay', scaled by "
+                                         "--rate-scale) or Poisson at --qps ('qps'; implied by --qps).", _SEND)
+    qps: float | None = _f(None, "Poisson arrivals at this many requests per second.", _SEND, min=1e-6)
+    rate_scale: float = _f(1.0, "Replay: divide the trace's arrival times by this (2 = twice as fast).", _SEND,
+                           min=1e-6)
+    max_requests: int | None = _f(1000, "Send at most this many requests (the first ones of the trace).", _SEND,
+                                  min=1)
+    duration_s: float = _f(600.0, "Stop sending after this many seconds.", _SEND, flags=("--duration",), min=0.1)
+    prompt_scale: float = _f(1.0, "Multiply prompt lengths (e.g. to fit a small model's context).", _SEND,
+                             min=1e-6)
+    max_output: int | None = _f(None, "Cap output tokens per request.", _SEND, min=1)
+    prompts: Literal["random", "repeat"] = _f("random", "Prompt content: distinct random token ids per request "
+                                              "('random': no shared prefix, so every prefill is paid as in real "
+                                              "traffic) or one word repeated ('repeat').", _SEND)
+    seed: int = _f(0, "Seed of the Poisson arrivals and the random prompts.", _SEND)
+    request_timeout_s: float = _f(600.0, "Give up on a request after this many seconds.", _SEND, min=0.1)
+
+    def __post_init__(self):
+        if self.qps is not None and self.mode == "replay":
+            object.__setattr__(self, "mode", "qps")
+        if self.mode == "qps" and not self.qps:
+            raise ValueError("--qps is required for Poisson arrivals")
+        object.__setattr__(self, "target", self.target.rstrip("/"))
 
 
 @dataclass
@@ -53,17 +79,21 @@ class Outcome:
 def schedule(w: Workload, cfg: LoadgenConfig) -> np.ndarray:
     n = len(w)
     if cfg.mode == "qps":
-        if not cfg.qps:
-            raise ValueError("--qps is required unless --replay")
         gaps = np.random.default_rng(cfg.seed).exponential(1.0 / cfg.qps, n)
         return np.cumsum(gaps) - gaps[0]
     if not w.has_timestamps:
-        raise ValueError(f"trace {w.name!r} has no timestamps; use --qps")
+        raise ValueError(f"trace {w.name!r} has no timestamps: give --qps N for Poisson arrivals")
     return w.arrival / cfg.rate_scale
 
 
-async def _one(session, cfg: LoadgenConfig, s: int, o: int, out: Outcome) -> None:
-    body = {"prompt": " ".join(["w"] * max(1, s)), "max_tokens": o, "ignore_eos": True, "stream": True}
+def prompt_ids(n: int, seed: int) -> list[int]:
+    """A prompt of ``n`` random token ids (ids 16..999, valid for any vocabulary of 1,000 or more), different for
+    every request, so no two prompts share a cached prefix and every prefill is paid for as in real traffic."""
+    return np.random.default_rng(seed).integers(16, 1000, max(1, n)).tolist()
+
+
+async def _one(session, cfg: LoadgenConfig, prompt, o: int, out: Outcome) -> None:
+    body = {"prompt": prompt, "max_tokens": o, "ignore_eos": True, "stream": True, "stream_options": USAGE_OPTIONS}
     if cfg.model:
         body["model"] = cfg.model
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
@@ -74,27 +104,16 @@ async def _one(session, cfg: LoadgenConfig, s: int, o: int, out: Outcome) -> Non
             if r.status != 200:
                 out.status = f"error:http_{r.status}"
                 return
-            buf = b""
-            async for chunk in r.content.iter_any():
-                buf += chunk
-                while b"\n\n" in buf:
-                    raw, buf = buf.split(b"\n\n", 1)
-                    data = raw[5:].strip() if raw.startswith(b"data:") else b""
-                    if data == b"[DONE]":
-                        out.end = time.perf_counter()
-                        out.status = "ok" if out.tokens == o else f"error:short_{out.tokens}_of_{o}"
-                        return
-                    if not data:
-                        continue
-                    ev = json.loads(data)
-                    if "error" in ev:
-                        out.status = "error:stream_error"
-                        return
-                    if any(c.get("text") or (c.get("delta") or {}).get("content") for c in ev.get("choices") or []):
-                        if out.tokens == 0:
-                            out.first = time.perf_counter()
-                        out.tokens += 1
-            out.status = "error:no_done"
+            async for chunk in chunks(r):
+                n = tokens_after(chunk, out.tokens)
+                if n > out.tokens:
+                    if out.tokens == 0:
+                        out.first = time.perf_counter()
+                    out.tokens = n
+            out.end = time.perf_counter()
+            out.status = "ok" if out.tokens == o else f"error:short_{out.tokens}_of_{o}"
+    except StreamError as exc:
+        out.status = "error:no_done" if "without [DONE]" in str(exc) else "error:stream_error"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         out.status = f"error:{type(exc).__name__}"
 
@@ -118,7 +137,9 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
             if delay > 0:
                 await asyncio.sleep(delay)
             outcomes[i].sent = time.perf_counter()
-            await _one(session, cfg, int(prompts[i]), int(outs_len[i]), outcomes[i])
+            prompt = prompt_ids(int(prompts[i]), cfg.seed * 1_000_003 + i) if cfg.prompts == "random" \
+                else " ".join(["w"] * int(prompts[i]))
+            await _one(session, cfg, prompt, int(outs_len[i]), outcomes[i])
             done += 1
             if progress:
                 progress(done, n)
