@@ -1,4 +1,4 @@
-"""Routing quality on the SPEC §3.1 setting and a BR-H parameter search.
+"""Routing quality on the main comparison setting and a BR-H parameter search.
 
     python benchmarks/bench_policies.py                 # quality table (mooncake + azure-conv, G=8/16, B=72/128)
     python benchmarks/bench_policies.py --search        # BR-H oracle search over H, β, γ, growth

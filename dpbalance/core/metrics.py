@@ -1,4 +1,4 @@
-"""The one place the balance quantities of SPEC §2 are defined.
+"""The one place the balance quantities (envelope, imbalance gap, max–min, idle fraction) are defined.
 
 All functions accept a load vector ``[G]`` or a matrix ``[steps, G]`` (one row per decode step) and
 return a scalar or a vector over steps.

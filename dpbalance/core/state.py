@@ -4,7 +4,7 @@ Both the simulator and the online router keep exactly these structures and hand 
 ``Snapshot`` of them. Everything is a numpy array updated in place, so a decode step costs O(G) plus
 O(1) per admission and finish, never O(active requests).
 
-Load accounting (SPEC §2): a request of prompt ``s`` that has generated ``age`` tokens contributes
+Load accounting: a request of prompt ``s`` that has generated ``age`` tokens contributes
 ``s + age`` KV tokens to its worker. The state has a step ``clock``; a request admitted at clock ``c``
 has ``age = clock - start`` with ``start = c``. ``advance()`` is one decode step for everybody:
 ``clock += 1`` and ``loads += counts``. The router, which learns token counts from SSE streams, sets

@@ -1,4 +1,4 @@
-"""BF-IO (arXiv 2601.17855), SPEC §3.3: balance the future with integer optimisation.
+"""BF-IO (arXiv 2601.17855): balance the future with integer optimisation.
 
 ``bfio`` policy: at each dispatch choose a binary assignment x (request × worker, slot caps respected)
 minimising the discounted predicted imbalance over h = 0..H,

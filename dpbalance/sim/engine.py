@@ -1,4 +1,4 @@
-"""Trace-driven simulator of barrier-synchronized DP decoding (SPEC §2.1).
+"""Trace-driven simulator of barrier-synchronized DP decoding.
 
 One decode step, in this exact order:
 
@@ -180,7 +180,7 @@ class StepRecorder:
 
 @dataclass
 class RunRecord:
-    """Raw outcome of a run; ``results.summarize`` turns it into the §4 result."""
+    """Raw outcome of a run; ``results.summarize`` turns it into the Result record."""
 
     workers: int
     slots: int

@@ -1,4 +1,4 @@
-"""Seeded synthetic workloads (SPEC §2.3), selected with the spec syntax:
+"""Seeded synthetic workloads, selected with the spec syntax:
 
 ``synthetic:n=100000,prompt=lognormal,prompt_mean=2000,output=geometric,output_mean=300,seed=1``
 

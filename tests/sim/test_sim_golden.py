@@ -1,6 +1,6 @@
 """A hand-worked run: 3 workers, 2 slots each, 6 requests, jsq_tokens, τ = 1 + 0.01·max load.
 
-Worked by hand (see the comments) from SPEC §2.1; every number below was computed on paper, not by
+Worked by hand (see the comments) from the simulator's step rules; every number below was computed on paper, not by
 running the simulator.
 """
 
