@@ -95,8 +95,9 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[Optional[int], typer.Option(
             "--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
         authors: Annotated[Optional[Path], typer.Option(
-            "--authors", help="JSON of the BF-IO authors' H0 runs on the saturated cells "
-                              "(benchmarks/authors_reference.py --matrix); added to the comparison.")] = None,
+            "--authors", help="JSON of the BF-IO authors' H0 runs on the saturated cells (written by "
+                              "benchmarks/authors_matrix.py from a checkout of their simulator); added to the "
+                              "comparison.")] = None,
     ) -> None:
         """The regime matrix: the default policy against every baseline in every cell of traces × G × B × load.
 

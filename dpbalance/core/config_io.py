@@ -21,6 +21,16 @@ class ConfigFileError(ValueError):
     """A config file cannot be read or does not match the settings it configures."""
 
 
+def setting(default, doc: str, panel: str | None = None, **meta) -> Any:
+    """A config dataclass field with its documentation: ``doc`` is the help text, ``panel`` the ``--help``
+    section, ``meta`` the other keys the command-line generator reads (``flags``, ``min``, ``max``, ``envvar``,
+    ``cli``)."""
+    md = {"doc": doc, **meta}
+    if panel is not None:
+        md["panel"] = panel
+    return dataclasses.field(default=default, metadata=md)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """A mapping from a .yaml/.yml/.toml/.json file; keys normalised to underscores."""
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..policies import DEFAULT_POLICY
+from ..policies.balanceroute.config import PRESETS
 from ..sweep.runner import SweepReport
 from . import figures
 from .matrix import BASELINES, G_LIST, H0, LOADS, TRAIN_TRACES, B_LIST
@@ -22,6 +23,7 @@ CRITERIA = (("throughput (whole run)", "throughput_all_tok_s", True, 0.005),
 REPORTED = (("throughput (window)", "throughput_tok_s", True), ("max–min (window)", "avg_imbalance_maxmin", False),
             ("TTFT p99", "ttft_p99_s", False), ("longest wait", "wait_max_s", False))
 AUTHORS = "H0 (authors' code)"
+WAIT_CAP_S = float(PRESETS["default"]["max_wait_s"])  # the default's overtaking window (overdue after it)
 
 
 def cell_means(rep: SweepReport, authors: dict) -> dict[tuple, dict[str, dict[str, float]]]:
@@ -71,17 +73,33 @@ def compare(cells: dict, default: str = DEFAULT_POLICY) -> list[dict]:
 
 
 def reason(key, f: str, d: dict, b: dict, best: str, by_pol: dict) -> str:
-    """What the numbers say about a loss (the report's loss table prints it)."""
+    """What the numbers of the cell say about a loss (the report's loss table prints it). ``d`` is the default's
+    figures, ``b`` the best other policy's; the first rule that applies is given."""
+    name = "H0" if best in (H0, AUTHORS) else best
     noise = 2 * math.hypot(d.get(f + "_sd", 0.0), b.get(f + "_sd", 0.0))
     if noise and abs(d[f] - b[f]) <= noise:
         return f"within seed noise (±{100 * noise / abs(b[f]):.1f} %)"
-    if best in ("adp_balance",) and b["ttft_p99_s"] > 1.5 * d["ttft_p99_s"] and f == "tpot_p95_ms":
-        return (f"adp_balance holds new requests to batch them: its TTFT p99 is {fnum(b['ttft_p99_s'])} s "
-                f"against ours {fnum(d['ttft_p99_s'])} s")
-    if best in (H0, AUTHORS) and b["wait_max_s"] > 1.5 * d["wait_max_s"]:
-        return (f"H0 defers large prompts (longest wait {fnum(b['wait_max_s'])} s; ours is bounded, "
-                f"{fnum(d['wait_max_s'])} s)")
-    return ""
+    if b["wait_max_s"] > 1.5 * d["wait_max_s"] and b["wait_max_s"] > d["wait_max_s"] + 1.0:
+        return (f"{name} lets requests wait longer (longest wait {fnum(b['wait_max_s'])} s, ours "
+                f"{fnum(d['wait_max_s'])} s: the default caps every wait)")
+    if d["wait_max_s"] >= 0.9 * WAIT_CAP_S and f != "tpot_p95_ms":
+        return (f"our wait cap forced admissions (longest wait {fnum(d['wait_max_s'])} s, cap {WAIT_CAP_S:g} s; "
+                f"{name}'s {fnum(b['wait_max_s'])} s): overdue requests go where they fit, not where they balance")
+    if b["ttft_p99_s"] > 1.5 * d["ttft_p99_s"] and b["ttft_p99_s"] > d["ttft_p99_s"] + 0.5:
+        return f"{name} pays in TTFT: its TTFT p99 is {fnum(b['ttft_p99_s'])} s, ours {fnum(d['ttft_p99_s'])} s"
+    if f == "tpot_p95_ms" and b["ttft_p99_s"] > 1.05 * d["ttft_p99_s"]:
+        return (f"{name} holds new requests back (TTFT p99 {fnum(b['ttft_p99_s'])} s, ours "
+                f"{fnum(d['ttft_p99_s'])} s), so fewer run at once and its steps are shorter")
+    if f == "tpot_p95_ms" and b["throughput_all_tok_s"] < d["throughput_all_tok_s"] * 0.995:
+        return (f"{name} runs fewer tokens at a time (throughput {fnum(b['throughput_all_tok_s'])} against our "
+                f"{fnum(d['throughput_all_tok_s'])} tok/s), so its steps are shorter")
+    if f == "throughput_all_tok_s" and d["throughput_tok_s"] >= b["throughput_tok_s"]:
+        return (f"ahead until the last admission (window throughput {fnum(d['throughput_tok_s'])} against "
+                f"{fnum(b['throughput_tok_s'])}); behind in the drain after it")
+    if f == "maxmin_all" and d["throughput_all_tok_s"] >= b["throughput_all_tok_s"]:
+        return (f"larger max–min but not slower: our whole-run throughput is {fnum(d['throughput_all_tok_s'])} "
+                f"against {fnum(b['throughput_all_tok_s'])}")
+    return f"not explained by waiting, batching, the drain or seed noise ({100 * abs(d[f] / b[f] - 1):.1f} %)"
 
 
 def heat(path: Path, rows: list[dict], crit: str, title: str, traces: list[str]) -> Path:

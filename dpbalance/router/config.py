@@ -6,10 +6,11 @@ file uses the same names, and the tests build ``RouterConfig(...)`` directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..core.config_io import setting as _f
 from ..policies import DEFAULT_POLICY
 
 _RANKS = "Ranks"
@@ -18,10 +19,6 @@ _FAULTS = "Health checks and circuit breaker"
 _SEC = "Security"
 _POL = "Policy"
 _OBS = "Recording and dashboard"
-
-
-def _f(default, doc: str, panel: str, **meta):
-    return field(default=default, metadata={"doc": doc, "panel": panel, **meta})
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ import asyncio
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 import aiohttp
 import numpy as np
 
+from ..core.config_io import setting as _f
 from ..core.openai_stream import USAGE_OPTIONS, StreamError, chunks, tokens_after
 from ..core.workload import Workload
 from ..results.schema import Result, SCHEMA_VERSION
@@ -27,10 +28,6 @@ from ..results.schema import Result, SCHEMA_VERSION
 
 _SEND = "What to send"
 _WHERE = "Where"
-
-
-def _f(default, doc: str, panel: str, **meta):
-    return field(default=default, metadata={"doc": doc, "panel": panel, **meta})
 
 
 @dataclass(frozen=True)
