@@ -166,6 +166,7 @@ def live_run(w: Workload, policy: str, block: int, ranks: list[str], a, out: Pat
     router = RouterProcess(ranks, policy, a.slots, rec, out / "logs" / f"router_block{block}_{policy}.log")
     try:
         cfg = loadgen.LoadgenConfig(target=router.url, mode="qps", qps=a.qps, seed=block, max_requests=None,
+                                    model=a.model,
                                     duration_s=3600.0, request_timeout_s=900.0)
         t0 = time.perf_counter()
         outs = asyncio.run(loadgen.run(w, cfg))
@@ -237,12 +238,12 @@ def main() -> int:
                     help="comma-separated; the first is the reference for gains")
     ap.add_argument("--trace", default="mooncake-conversation")
     ap.add_argument("--blocks", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=100, help="requests per block")
+    ap.add_argument("--requests", type=int, default=150, help="requests per block")
     ap.add_argument("--qps", type=float, default=None,
                     help="Poisson arrival rate of every block (default: --load × the capacity the simulator predicts)")
     ap.add_argument("--load", type=float, default=1.2,
                     help="without --qps: offered load as a multiple of the predicted capacity under the first policy")
-    ap.add_argument("--prompt-scale", type=float, default=1 / 16)
+    ap.add_argument("--prompt-scale", type=float, default=1 / 8)
     ap.add_argument("--max-prompt", type=int, default=3072)
     ap.add_argument("--max-output", type=int, default=384)
     ap.add_argument("--slots", type=int, default=32, help="the ranks' --max-num-seqs")
@@ -271,6 +272,8 @@ def main() -> int:
     for u in a.ranks:
         if get(u + "/health") is None:
             raise SystemExit(f"rank {u} does not answer /health: start the ranks (`dpbalance testbed up`)")
+    models = json.loads(get(a.ranks[0] + "/v1/models") or "{}").get("data") or [{}]
+    a.model = models[0].get("id")
     live = {p: [] for p in a.policies}
     t_start = time.monotonic()
     for b, w in enumerate(blocks):

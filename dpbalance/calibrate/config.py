@@ -53,8 +53,10 @@ class CalibrateConfig:
     time_budget_s: float = field(default=600.0, metadata={
         "doc": "stop driving load after this many seconds and fit what was measured", "flags": ("--time-budget",),
         "min": 1.0, "panel": _OUT})
-    source: Literal["stream", "itl", "steps"] = field(default="stream", metadata={
-        "doc": "the step time the fit uses: stream (median gap between tokens seen by the client) | itl (the "
+    source: Literal["window", "stream", "itl", "steps"] = field(default="window", metadata={
+        "doc": "the step time the fit uses: window (the measuring window's length / tokens each stream received "
+               "in it: the mean time per output token, stalls included, as TPOT counts it) | stream (median gap "
+               "between tokens seen by the client; robust to client stalls, blind to the engine's) | itl (the "
                "engine's mean inter-token latency from /metrics) | steps (measuring window / engine steps counted "
                "in /metrics); falls back to stream when the engine does not expose the metric", "panel": _OUT})
     holdout_every: int = field(default=4, metadata={

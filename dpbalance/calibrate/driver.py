@@ -6,8 +6,10 @@ pure decode from here on) the phase's window opens: the ranks' ``/metrics`` are 
 stream has received ``measure_steps`` more tokens (or the phase's share of the time budget is spent), and the
 streams are closed. In that window:
 
+- the window estimate is the window's length divided by the tokens a stream received in it (median over
+  streams): the mean time per output token, stalls included, which is what TPOT measures;
 - the stream estimate is the median gap between consecutive tokens over all streams (a chunk carrying k tokens
-  counts as k gaps of a k-th of its delay);
+  counts as k gaps of a k-th of its delay): robust to a stall of this client, blind to the engine's own stalls;
 - the ``/metrics`` estimates are, per rank, Δsum/Δcount of ``vllm:inter_token_latency_seconds`` and the window
   length divided by Δcount of ``vllm:iteration_tokens_total`` (engine steps);
 - each rank's load is, at the window's midpoint, the sum over its streams of prompt tokens (``/tokenize`` or the
@@ -79,6 +81,8 @@ class PhaseResult:
     window_s: float
     preemptions: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    window_s_per_token: float = float("nan")  # window length / tokens per stream (median over streams)
+    window_rank_s: list[float | None] = field(default_factory=list)  # the same per rank
 
 
 @dataclass
@@ -206,7 +210,7 @@ async def run_phase(dep: Deployment, phase: Phase, budget_s: float, rng: random.
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return _measure(phase, recs, tA, tB, mA, mB)
+    return _measure(phase, recs, tA, tB, mA, mB, check_disturbed=cfg.source == "stream")
 
 
 async def _wait(recs, done: Callable[[], bool], deadline: float, fail_msg: Callable[[], str] | None) -> None:
@@ -240,7 +244,12 @@ def _delta(mA, mB, key: str) -> float | None:
     return mB[key] - mA[key]
 
 
-def _measure(phase: Phase, recs, tA, tB, mA, mB) -> PhaseResult:
+def _per_token(recs, tA: float, tB: float) -> float | None:
+    n = [r.generated_at(tB) - r.generated_at(tA) for r in recs]
+    return (tB - tA) / float(np.median(n)) if n and np.median(n) > 0 else None
+
+
+def _measure(phase: Phase, recs, tA, tB, mA, mB, check_disturbed: bool = True) -> PhaseResult:
     G = len(phase.per_rank)
     gaps = _gaps(recs, tA, tB)
     if len(gaps) < MIN_GAPS:
@@ -249,7 +258,7 @@ def _measure(phase: Phase, recs, tA, tB, mA, mB) -> PhaseResult:
     median = float(np.median(gaps))
     steps_in_window = float(np.median([r.generated_at(tB) - r.generated_at(tA) for r in recs]))
     mean_step = (tB - tA) / max(steps_in_window, 1.0)
-    if abs(median / mean_step - 1) > DISTURBED:
+    if check_disturbed and abs(median / mean_step - 1) > DISTURBED:
         raise PhaseDisturbed(f"disturbed: median token gap {median * 1e3:.3g} ms but {steps_in_window:.0f} tokens "
                              f"in {tB - tA:.2f} s ({mean_step * 1e3:.3g} ms each): a stall of the engine, the "
                              "network or this client")
@@ -257,10 +266,11 @@ def _measure(phase: Phase, recs, tA, tB, mA, mB) -> PhaseResult:
     loads = [0.0] * G
     for r in recs:
         loads[r.rank] += r.prompt + r.generated_at(tm)
-    per_rank = []
+    per_rank, window_rank = [], []
     for g in range(G):
         gg = _gaps(recs, tA, tB, g)
         per_rank.append(float(np.median(gg)) if len(gg) else None)
+        window_rank.append(_per_token([r for r in recs if r.rank == g], tA, tB))
     itl, steps, batch, warnings = [], [], [], []
     preempt = 0.0
     for g in range(G):
@@ -275,15 +285,16 @@ def _measure(phase: Phase, recs, tA, tB, mA, mB) -> PhaseResult:
         if batch[-1] is not None and abs(batch[-1] - sent) > 0.5:
             warnings.append(f"rank {g} ran {batch[-1]:.1f} tokens per step but calibrate keeps {sent} streams "
                             "there: other traffic on the deployment, or prefills inside the window")
-    known = [x for x in per_rank if x]
+    known = [x for x in window_rank if x]
     if len(known) > 1 and max(known) > (1 + BARRIER_SPREAD) * min(known):
-        warnings.append("ranks do not keep one pace (per-rank median token gaps "
+        warnings.append("ranks do not keep one pace (per-rank time per token "
                         + ", ".join(f"{x * 1e3:.1f}" for x in known) + " ms): no step barrier between them? "
                         "The linear_max model assumes one")
     if preempt > 0:
         warnings.append(f"{preempt:.0f} preemptions in the window: the KV cache is too small for this load, so "
                         "the loads are not what was sent")
-    return PhaseResult(phase=phase, loads=loads, stream_s=median, stream_rank_s=per_rank, itl_s=itl,
+    return PhaseResult(phase=phase, loads=loads, stream_s=median, window_s_per_token=mean_step,
+                       window_rank_s=window_rank, stream_rank_s=per_rank, itl_s=itl,
                        steps_s=steps, batch=batch, gaps=int(len(gaps)), window_s=tB - tA, preemptions=preempt,
                        warnings=warnings)
 
@@ -310,7 +321,7 @@ async def drive(cfg: CalibrateConfig, progress: ProgressFn | None = None) -> Dri
         phases = plan(cfg, cfg.ranks)
         deadline = t0 + cfg.time_budget_s
         results, failed, skipped, warnings = [], [], [], []
-        if not dep.has_metrics and cfg.source != "stream":
+        if not dep.has_metrics and cfg.source in ("itl", "steps"):
             warnings.append(f"the engine exposes no usable /metrics: --source {cfg.source} falls back to stream")
         if dep.tokenizer.url is None:
             warnings.append("the engine has no /tokenize: prompt lengths are the streams' reported usage, "

@@ -36,6 +36,8 @@ class Outcome:
 
 def step_time_of(r: PhaseResult, source: str) -> tuple[float, str]:
     """(wall seconds, source actually used): the /metrics estimates are the median over ranks."""
+    if source == "window":
+        return r.window_s_per_token, "window"
     vals = [v for v in (r.itl_s if source == "itl" else r.steps_s if source == "steps" else []) if v]
     if vals:
         return float(np.median(vals)), source
@@ -83,7 +85,8 @@ def document(rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Obse
         observations.append({
             "phase": r.phase.label, "heldout": bool(mask[i]), "loads": [_r(x) for x in r.loads],
             "step_s": _r(float(obs.tau[i])), "source": u,
-            "stream_s": _r(r.stream_s * ts), "itl_s": [_r(x * ts) if x else None for x in r.itl_s],
+            "per_token_s": _r(r.window_s_per_token * ts), "stream_s": _r(r.stream_s * ts),
+            "itl_s": [_r(x * ts) if x else None for x in r.itl_s],
             "engine_steps_s": [_r(x * ts) if x else None for x in r.steps_s],
             "token_gaps": r.gaps, "window_s": _r(r.window_s, 4),
             **({"warnings": r.warnings} if r.warnings else {}),

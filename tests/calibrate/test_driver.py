@@ -111,11 +111,12 @@ def test_metrics_are_read_per_engine_label_or_summed():
     assert parse_metrics(old) == {"itl_sum": 2.0, "itl_count": 100.0}  # the older name of the same histogram
 
 
-def result(loads, stream_s, itl=(None, None), steps=(None, None), label=((100, 1), (100, 1))):
+def result(loads, stream_s, itl=(None, None), steps=(None, None), label=((100, 1), (100, 1)), per_token=None):
     from dpbalance.calibrate.driver import PhaseResult
 
+    per_token = stream_s if per_token is None else per_token
     return PhaseResult(Phase(0, label), list(loads), stream_s, [stream_s] * 2, list(itl), list(steps), [None] * 2,
-                       gaps=50, window_s=0.5)
+                       gaps=50, window_s=0.5, window_s_per_token=per_token, window_rank_s=[per_token] * 2)
 
 
 def test_source_choice_falls_back_to_the_stream():
@@ -123,6 +124,7 @@ def test_source_choice_falls_back_to_the_stream():
 
     r = result([10, 10], 0.010, itl=(0.012, 0.014), steps=(None, 0.011))
     assert step_time_of(r, "stream") == (0.010, "stream")
+    assert step_time_of(result([10, 10], 0.010, per_token=0.016), "window") == (0.016, "window")
     assert step_time_of(r, "itl") == (pytest.approx(0.013), "itl")  # the median over ranks
     assert step_time_of(r, "steps") == (0.011, "steps")
     assert step_time_of(result([10, 10], 0.010), "itl") == (0.010, "stream")
