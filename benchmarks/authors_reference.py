@@ -193,8 +193,9 @@ def write_input(w: Workload, path: Path) -> None:
 
 def _cli_line(repo: Path, cfg: SimConfig, sel: TraceSelection, strategy: Strategy) -> str:
     """The equivalent command line of this module, for the record."""
-    args = ["python", "benchmarks/authors_reference.py", "--repo", str(repo), "--trace", sel.trace]
-    for flag, v in (("--trace-dir", sel.trace_dir), ("--max-requests", sel.max_requests), ("--min-output", sel.min_output),
+    # the checkout and trace folder are this machine's: the record names them generically
+    args = ["python", "benchmarks/authors_reference.py", "--repo", "Load-Balancing-Release", "--trace", sel.trace]
+    for flag, v in (("--max-requests", sel.max_requests), ("--min-output", sel.min_output),
                     ("--max-output", sel.max_output), ("--start-s", sel.start_s), ("--end-s", sel.end_s)):
         if v is not None:
             args += [flag, str(v)]

@@ -17,8 +17,8 @@ What it does, in this order:
    ``predicted.json`` with a timestamp before the first live request is sent.
 3. **Live blocks.** Block b runs every policy once, in an order rotated by b (ABCD, BCDA, …, so no policy always
    goes first). Each run starts ``dpbalance serve`` in front of the ranks with that policy and ``--record``, sends
-   the block with the load generator (distinct random token-id prompts, streaming, exact token counts), stops the
-   router and waits until both ranks are idle.
+   the block with the load generator (random token-id prompts, new for every run so the engine's prefix cache
+   cannot serve a repeat; streaming; exact token counts), stops the router and waits until both ranks are idle.
 4. **Recorded traffic.** Each run's recording is replayed in the simulator under every policy (arrival times as
    the router saw them), giving a second prediction from traffic as served.
 
@@ -159,14 +159,15 @@ class RouterProcess:
         self.log.close()
 
 
-def live_run(w: Workload, policy: str, block: int, ranks: list[str], a, out: Path) -> dict:
+def live_run(w: Workload, policy: str, block: int, ranks: list[str], a, out: Path, run: int) -> dict:
     rec = out / "records" / f"block{block}_{policy.replace(':', '_')}.jsonl"
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.unlink(missing_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
     router = RouterProcess(ranks, policy, a.slots, rec, out / "logs" / f"router_block{block}_{policy}.log")
     try:
         cfg = loadgen.LoadgenConfig(target=router.url, mode="qps", qps=a.qps, seed=block, max_requests=None,
-                                    model=a.model,
+                                    model=a.model, prompt_seed=1000 + run,  # fresh prompts: no prefix-cache hits
                                     duration_s=3600.0, request_timeout_s=900.0)
         t0 = time.perf_counter()
         outs = asyncio.run(loadgen.run(w, cfg))
@@ -250,6 +251,7 @@ def main() -> int:
     ap.add_argument("--settle-s", type=float, default=3.0)
     ap.add_argument("--predict-only", action="store_true", help="write predicted.json and stop")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: routers are ended
     a.policies = [p.strip() for p in a.policies.split(",") if p.strip()]
     a.out.mkdir(parents=True, exist_ok=True)
     blocks = blocks_of(load_trace(a.trace), a)
@@ -279,7 +281,7 @@ def main() -> int:
     for b, w in enumerate(blocks):
         order = a.policies[b % len(a.policies):] + a.policies[:b % len(a.policies)]
         for p in order:
-            row = live_run(w, p, b, a.ranks, a, a.out)
+            row = live_run(w, p, b, a.ranks, a, a.out, run=len(a.policies) * b + a.policies.index(p))
             live[p].append(row)
             print(f"block {b} {p:>14}: {row['throughput_tok_s']:7.1f} tok/s  TPOT p50 {row['tpot_p50_ms']:6.1f} ms "
                   f"p95 {row['tpot_p95_ms']:6.1f} ms  TTFT p99 {row['ttft_p99_s']:6.2f} s  "

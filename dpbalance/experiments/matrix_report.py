@@ -102,6 +102,29 @@ def reason(key, f: str, d: dict, b: dict, best: str, by_pol: dict) -> str:
     return f"not explained by waiting, batching, the drain or seed noise ({100 * abs(d[f] / b[f] - 1):.1f} %)"
 
 
+def head_to_head(cells: dict, default: str = DEFAULT_POLICY) -> list[list[str]]:
+    """Per other policy and criterion, over every cell both ran: the geometric mean of the default's margin and
+    how many cells the default wins, ties (within the criterion's tolerance) and loses."""
+    others = [p for p in (*BASELINES, H0, AUTHORS) if any(p in by for by in cells.values())]
+    out = []
+    for p in others:
+        row = [p]
+        for _, f, higher, tol in CRITERIA:
+            m = []
+            for by in cells.values():
+                if default in by and p in by and by[p].get(f, 0) > 0 and by[default].get(f, 0) > 0:
+                    r = by[default][f] / by[p][f]
+                    m.append(r if higher else 1 / r)  # > 1: the default is better
+            if not m:
+                row.append("–")
+                continue
+            m = np.array(m)
+            win, lose = int((m > 1 + tol).sum()), int((m < 1 - tol).sum())
+            row.append(f"{pct(float(np.exp(np.log(m).mean())) - 1)} · {win}/{len(m) - win - lose}/{lose}")
+        out.append(row)
+    return out
+
+
 def heat(path: Path, rows: list[dict], crit: str, title: str, traces: list[str]) -> Path:
     """Rows: trace × load; columns: G × B; value: the default's margin in % (positive = better)."""
     by = {(r["cell"]): r for r in rows if r["criterion"] == crit}
@@ -146,6 +169,11 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
         sec.heading(f"Summary, {part}")
         sec.table(["criterion", "cells passed", "worst ratio", "worst cell (trace·G·B·load)", "best other there"],
                   table)
+    sec.heading("Head to head, every cell")
+    sec.text(f"`{DEFAULT_POLICY}` against each policy on its own, over every cell both ran: the geometric mean of "
+             "the default's margin (positive: the default is better) · cells won / tied (within the tolerance "
+             "above) / lost.")
+    sec.table(["against"] + [lab for lab, *_ in CRITERIA], head_to_head(cells))
     for crit in ("throughput (whole run)", "TPOT p95"):
         p = heat(out_dir / f"heat_{crit.split()[0].lower()}.png", rows, crit,
                  f"{DEFAULT_POLICY}: {crit}, % better than the strongest other policy", traces)

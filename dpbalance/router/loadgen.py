@@ -53,6 +53,9 @@ class LoadgenConfig:
                                               "('random': no shared prefix, so every prefill is paid as in real "
                                               "traffic) or one word repeated ('repeat').", _SEND)
     seed: int = _f(0, "Seed of the Poisson arrivals and the random prompts.", _SEND)
+    prompt_seed: int | None = _f(None, "Seed of the random prompts' content only (default: --seed). Give each run of "
+                                 "the same requests its own, so an engine's prefix cache cannot serve a repeat.",
+                                 _SEND)
     request_timeout_s: float = _f(600.0, "Give up on a request after this many seconds.", _SEND, min=0.1)
 
     def __post_init__(self):
@@ -134,7 +137,8 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
             if delay > 0:
                 await asyncio.sleep(delay)
             outcomes[i].sent = time.perf_counter()
-            prompt = prompt_ids(int(prompts[i]), cfg.seed * 1_000_003 + i) if cfg.prompts == "random" \
+            pseed = cfg.seed if cfg.prompt_seed is None else cfg.prompt_seed
+            prompt = prompt_ids(int(prompts[i]), pseed * 1_000_003 + i) if cfg.prompts == "random" \
                 else " ".join(["w"] * int(prompts[i]))
             await _one(session, cfg, prompt, int(outs_len[i]), outcomes[i])
             done += 1
