@@ -260,7 +260,8 @@ def main() -> int:
         print(f"arrival rate {a.qps} req/s = {a.load} × the predicted capacity under {a.policies[0]}")
 
     pred = predict(blocks, a)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    # where the files went is not a setting of the experiment (and would name a path of the machine that ran it)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k not in ("out", "predict_only")}
     (a.out / "predicted.json").write_text(json.dumps(
         {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": settings,
          "rows": pred}, indent=1))

@@ -104,15 +104,15 @@ def test_barrier_rank1_slows_with_rank0_load(external):
 
 
 def _direct_and_routed(urls: list[str], body: dict, path: str = "/v1/completions", **router_cfg):
-    """Send ``body`` straight to rank 0 and through the router over ``urls``; watch whether the router drops a rank
-    meanwhile."""
+    """Send ``body`` straight to rank 0 and through the router over ``urls``; record every failure the router charges
+    a rank with meanwhile."""
     url = urls[0]
 
     async def main():
         async with aiohttp.ClientSession(timeout=TIMEOUT) as s, routed(urls, **router_cfg) as (router, rurl):
             dropped = []
-            orig = router.mark_unhealthy
-            router.mark_unhealthy = lambda g: (dropped.append(g), orig(g))[1]
+            orig = router.breaker.failure  # every failure a rank is charged with goes through the breaker
+            router.breaker.failure = lambda g, kind: (dropped.append((g, kind)), orig(g, kind))[1]
             async with s.post(url + path, json=body) as r:
                 direct = (r.status, await r.json(content_type=None))
             async with s.post(rurl + path, json=body) as r:
@@ -140,7 +140,7 @@ def test_rank_4xx_passes_through_and_rank_stays_in_rotation(external, case):
     print(f"\nrank answered {direct}; router answered {via}; ranks dropped: {dropped}; router /health: {health}")
     assert direct[0] == (400 if case.startswith("bad") else 404)
     assert via == direct  # same status, same body
-    assert dropped == [] and health["healthy_ranks"] == 2
+    assert dropped == [] and health["ranks_in_rotation"] == 2
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
