@@ -13,6 +13,19 @@ from dpbalance.cli.main import app
 from dpbalance.experiments.registry import EXPERIMENTS
 
 
+def _have(trace: str) -> bool:
+    from dpbalance.traces import TraceError, resolve_trace
+
+    try:
+        resolve_trace(trace)
+    except TraceError:
+        return False
+    return True
+
+
+ANCHOR = _have("mooncake-conversation")  # the anchor workload; without it (a fresh clone) the section says so
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro")
@@ -28,14 +41,19 @@ def test_every_experiment_has_its_section_and_figures(quick_report):
     for i, h in enumerate(heads, 1):  # the table of contents links every section
         assert f"{i}. [{h}](#{i}-" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(images) >= 8
+    assert len(images) >= (8 if ANCHOR else 7)
     for img in images:
         assert (quick_report / img).is_file(), img
-    assert (quick_report / "anchor" / "report.md").is_file()
+    if ANCHOR:
+        assert (quick_report / "anchor" / "report.md").is_file()
+    else:
+        assert "mooncake-conversation is not in the trace directory, so the anchors were not checked" in md
+        assert not (quick_report / "anchor").exists()
 
 
 def test_report_speaks_to_strangers(quick_report):
-    for path in [quick_report / "report.md", quick_report / "anchor" / "report.md", quick_report / "results.json"]:
+    paths = [quick_report / "report.md", quick_report / "results.json"]
+    for path in paths + ([quick_report / "anchor" / "report.md"] if ANCHOR else []):
         text = path.read_text()
         assert str(quick_report) not in text and "/work/" not in text and "/home/" not in text, path
         assert "SPEC" not in text and "§" not in text and "reference/" not in text, path
