@@ -1,15 +1,19 @@
 """Fit the simulator's step-time models to measured steps.
 
 An observation is one measured decode step (or the median of a steady stretch of them): the load of every rank
-during it — KV tokens of its running requests, prompt plus generated — and its duration τ in seconds. Two models:
+during it — KV tokens of its running requests, prompt plus generated —, optionally the number of running
+sequences of every rank, and its duration τ in seconds. Three models:
 
 - ``linear_max``:       τ = C + t_tok · max_g L_g
 - ``linear_max_mean``:  τ = c + a · max_g L_g + b · mean_g L_g
+- ``linear_seqs``:      τ = c + a · max_g L_g + b · mean_g L_g + s · max_g n_g + r · mean_g n_g  (n_g: sequences)
 
 Both are fitted by non-negative least squares on relative residuals ((pred − τ)/τ, so a 10 ms step counts as
 much as a 100 ms one: what matters downstream is the relative error of the time per output token). The mean-load
 term is fitted only when the observations separate max from mean (unequal per-rank loads); it is chosen over
 ``linear_max`` when a nested F-test finds it significant *and* it makes up a material share of some measured step.
+The sequence terms are fitted when the sequence counts are known and vary; ``linear_seqs`` is chosen over the
+model picked so far by the same two rules (an F-test on the added terms, and a material share of some step).
 Standard errors of the constants come from the weighted least-squares covariance (exact when no constant is
 clamped at zero).
 """
@@ -23,7 +27,8 @@ import numpy as np
 from scipy import optimize, stats
 
 #: parameter names of each model, in design-matrix column order (the names of the simulator's model configs)
-MODEL_PARAMS = {"linear_max": ("C", "t_tok"), "linear_max_mean": ("c", "a", "b")}
+MODEL_PARAMS = {"linear_max": ("C", "t_tok"), "linear_max_mean": ("c", "a", "b"),
+                "linear_seqs": ("c", "a", "b", "s", "r")}
 #: the mean-load term is chosen only if significant at this level (nested F-test) ...
 F_TEST_P = 0.01
 #: ... and if it makes up at least this fraction of the step time at some measured load
@@ -38,20 +43,31 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class Observations:
-    """Per-rank loads ``[n, G]`` (KV tokens) and measured step times ``[n]`` (seconds)."""
+    """Per-rank loads ``[n, G]`` (KV tokens), measured step times ``[n]`` (seconds) and, when known, per-rank
+    running sequences ``[n, G]``."""
 
     loads: np.ndarray
     tau: np.ndarray
+    seqs: np.ndarray | None = None
 
     @classmethod
-    def from_lists(cls, loads, tau) -> "Observations":
+    def from_lists(cls, loads, tau, seqs=None) -> "Observations":
         try:
             L = np.asarray(loads, dtype=np.float64)
             t = np.asarray(tau, dtype=np.float64)
+            S = None if seqs is None else np.asarray(seqs, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise CalibrationError(f"loads and step times must be numbers: {exc}") from None
+            raise CalibrationError(f"loads, sequences and step times must be numbers: {exc}") from None
         if L.ndim == 1:
             L = L[:, None]
+        if S is not None:
+            if S.ndim == 1:
+                S = S[:, None]
+            if S.shape != L.shape:
+                raise CalibrationError(f"sequences have shape {S.shape}, loads {L.shape}: one count per rank and "
+                                       "observation")
+            if not np.isfinite(S).all() or (S < 0).any():
+                raise CalibrationError("sequence counts must be finite and >= 0")
         if L.ndim != 2 or t.ndim != 1:
             raise CalibrationError(f"expected loads as [observations, ranks] and step times as [observations], "
                                    f"got shapes {L.shape} and {t.shape}")
@@ -65,7 +81,7 @@ class Observations:
             raise CalibrationError(f"loads must be >= 0 (row {int(np.argwhere(L < 0)[0, 0])} has a negative load)")
         if (t <= 0).any():
             raise CalibrationError(f"step times must be > 0 s (row {int(np.argmax(t <= 0))} has {t[t <= 0][0]:g})")
-        return cls(L, t)
+        return cls(L, t, S)
 
     def __len__(self) -> int:
         return int(self.tau.shape[0])
@@ -78,8 +94,16 @@ class Observations:
     def mean_load(self) -> np.ndarray:
         return self.loads.mean(axis=1)
 
+    @property
+    def max_seqs(self) -> np.ndarray:
+        return np.zeros(len(self)) if self.seqs is None else self.seqs.max(axis=1)
+
+    @property
+    def mean_seqs(self) -> np.ndarray:
+        return np.zeros(len(self)) if self.seqs is None else self.seqs.mean(axis=1)
+
     def subset(self, mask: np.ndarray) -> "Observations":
-        return Observations(self.loads[mask], self.tau[mask])
+        return Observations(self.loads[mask], self.tau[mask], None if self.seqs is None else self.seqs[mask])
 
 
 @dataclass(frozen=True)
@@ -96,17 +120,23 @@ class ModelFit:
     rss_rel: float      # sum of squared relative residuals (what was minimised)
     se: dict[str, float] = field(default_factory=dict)  # standard error of each constant (nan without spare points)
 
-    def predict(self, max_load, mean_load) -> np.ndarray:
+    def predict(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0) -> np.ndarray:
         mx = np.asarray(max_load, np.float64)
         mn = np.asarray(mean_load, np.float64)
         p = self.params
         if self.model == "linear_max":
             return p["C"] + p["t_tok"] * mx
-        return p["c"] + p["a"] * mx + p["b"] * mn
+        out = p["c"] + p["a"] * mx + p["b"] * mn
+        if self.model == "linear_seqs":
+            out = out + p["s"] * np.asarray(max_seqs, np.float64) + p["r"] * np.asarray(mean_seqs, np.float64)
+        return out
+
+    def predict_obs(self, obs: Observations) -> np.ndarray:
+        return self.predict(obs.max_load, obs.mean_load, obs.max_seqs, obs.mean_seqs)
 
     def errors(self, obs: Observations) -> np.ndarray:
         """Relative prediction errors (pred − τ)/τ on any observations."""
-        return (self.predict(obs.max_load, obs.mean_load) - obs.tau) / obs.tau
+        return (self.predict_obs(obs) - obs.tau) / obs.tau
 
     def summary(self) -> dict:
         return {"n": self.n, "rms_s": self.rms_s, "rms_rel": self.rms_rel, "max_rel": self.max_rel, "r2": self.r2,
@@ -115,7 +145,7 @@ class ModelFit:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Both fits (the mean-load one may be impossible), the chosen model and why, and held-out errors."""
+    """Every fit (the mean-load and sequence ones may be impossible), the chosen model and why, held-out errors."""
 
     fits: dict[str, ModelFit]
     chosen: str
@@ -133,6 +163,8 @@ def _design(model: str, obs: Observations) -> np.ndarray:
     one = np.ones(len(obs))
     if model == "linear_max":
         return np.column_stack([one, obs.max_load])
+    if model == "linear_seqs":
+        return np.column_stack([one, obs.max_load, obs.mean_load, obs.max_seqs, obs.mean_seqs])
     return np.column_stack([one, obs.max_load, obs.mean_load])
 
 
@@ -198,6 +230,16 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
     chosen, reason, p = "linear_max", "the mean-load term was not fitted", None
     if "linear_max_mean" in fits:
         chosen, reason, p = _choose(fits["linear_max"], fits["linear_max_mean"], obs)
+    k = len(MODEL_PARAMS["linear_seqs"])
+    if obs.seqs is None:
+        skipped["linear_seqs"] = "the sequence counts of the ranks are not known"
+    elif np.ptp(obs.max_seqs) <= 0 and np.ptp(obs.mean_seqs) <= 0:
+        skipped["linear_seqs"] = "every observation has the same sequence counts: measure several concurrencies"
+    elif len(obs) < k + 2:
+        skipped["linear_seqs"] = f"needs at least {k + 2} observations (got {len(obs)})"
+    else:
+        fits["linear_seqs"] = fit_model("linear_seqs", obs)
+        chosen, reason, p = _choose_seqs(fits[chosen], fits["linear_seqs"], obs, chosen, reason, p)
     out_heldout = {}
     if heldout is not None and len(heldout):
         for name, f in fits.items():
@@ -205,8 +247,7 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
             out_heldout[name] = {
                 "n": len(heldout), "mean_abs_rel": float(np.abs(err).mean()), "max_abs_rel": float(np.abs(err).max()),
                 "points": [{"loads": [float(x) for x in row], "measured_s": float(t), "predicted_s": float(pr)}
-                           for row, t, pr in zip(heldout.loads, heldout.tau,
-                                                 f.predict(heldout.max_load, heldout.mean_load))],
+                           for row, t, pr in zip(heldout.loads, heldout.tau, f.predict_obs(heldout))],
             }
     return Calibration(fits=fits, chosen=chosen, reason=reason, skipped=skipped, heldout=out_heldout, f_test_p=p)
 
@@ -228,6 +269,26 @@ def _choose(lm: ModelFit, lmm: ModelFit, obs: Observations) -> tuple[str, str, f
         return "linear_max", f"the mean-load term is not significant (F-test p = {p:.2g})", p
     return "linear_max", (f"the mean-load term is significant (F-test p = {p:.2g}) but carries at most {share:.1%} "
                           f"of the step time (< {MATERIAL_REL:.0%})"), p
+
+
+def _choose_seqs(base: ModelFit, ls: ModelFit, obs: Observations, chosen: str, reason: str,
+                 p_base: float | None) -> tuple[str, str, float | None]:
+    """``linear_seqs`` over the model chosen so far: its extra terms must be significant and material."""
+    extra = len(MODEL_PARAMS["linear_seqs"]) - len(MODEL_PARAMS[base.model])
+    dof = len(obs) - len(MODEL_PARAMS["linear_seqs"])
+    if ls.rss_rel <= 0:
+        p = 0.0 if base.rss_rel > 0 else 1.0
+    else:
+        F = max(base.rss_rel - ls.rss_rel, 0.0) / extra / (ls.rss_rel / dof)
+        p = float(stats.f.sf(F, extra, dof))
+    q = ls.params
+    share = float(((q["s"] * obs.max_seqs + q["r"] * obs.mean_seqs) / obs.tau).max())
+    if p < F_TEST_P and share >= MATERIAL_REL:
+        return "linear_seqs", (f"the per-sequence terms are significant (F-test p = {p:.2g}) and carry up to "
+                               f"{share:.0%} of the step time"), p
+    why = (f"the per-sequence terms are not significant (F-test p = {p:.2g})" if p >= F_TEST_P else
+           f"the per-sequence terms carry at most {share:.1%} of the step time")
+    return chosen, f"{reason}; {why}", p_base
 
 
 def split_heldout(max_load: np.ndarray, every: int) -> np.ndarray:

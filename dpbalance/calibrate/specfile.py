@@ -22,6 +22,8 @@ UNITS = {
     "load": "KV tokens of one rank: prompt plus generated tokens of its running requests",
     "linear_max": {"C": "s", "t_tok": "s per token of the most loaded rank"},
     "linear_max_mean": {"c": "s", "a": "s per token of the most loaded rank", "b": "s per token of the mean load"},
+    "linear_seqs": {"c": "s", "a": "s per token of the most loaded rank", "b": "s per token of the mean load",
+                    "s": "s per running sequence of the rank with the most", "r": "s per running sequence of the mean rank"},
 }
 
 
@@ -52,7 +54,8 @@ def analyse(rec: DriveRecord, cfg: CalibrateConfig) -> Outcome:
                                + (f"; failures: {why}" if why else "")
                                + ("; raise --time-budget" if rec.skipped else ""))
     taus, used = zip(*(step_time_of(r, cfg.source) for r in rec.results))
-    obs = Observations.from_lists([r.loads for r in rec.results], np.asarray(taus) * cfg.time_scale)
+    obs = Observations.from_lists([r.loads for r in rec.results], np.asarray(taus) * cfg.time_scale,
+                                  seqs=[[c for _, c in r.phase.per_rank] for r in rec.results])
     mask = split_heldout(obs.max_load, cfg.holdout_every)
     cal = fit(obs.subset(~mask), obs.subset(mask) if mask.any() else None)
     source = cfg.source if all(u == cfg.source for u in used) else (
@@ -84,6 +87,7 @@ def document(rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Obse
     for i, (r, u) in enumerate(zip(rec.results, used)):
         observations.append({
             "phase": r.phase.label, "heldout": bool(mask[i]), "loads": [_r(x) for x in r.loads],
+            "sequences": [c for _, c in r.phase.per_rank],
             "step_s": _r(float(obs.tau[i])), "source": u,
             "per_token_s": _r(r.window_s_per_token * ts), "stream_s": _r(r.stream_s * ts),
             "itl_s": [_r(x * ts) if x else None for x in r.itl_s],
@@ -121,7 +125,7 @@ def document(rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Obse
 
 HEADER = """\
 # dpbalance step-time model, measured by `dpbalance calibrate`.
-# Use it with: dpbalance simulate --step-time {name}   (or {name}:model=linear_max_mean)
+# Use it with: dpbalance simulate --step-time {name}   (or {name}:model=NAME for another model below)
 # 'model' is the recommended model; 'models' holds every fitted one with its residuals and held-out error.
 """
 

@@ -19,8 +19,8 @@ def _fit_table(outcome) -> Table:
                       ("R²", "right"), ("held-out mean", "right"), ("held-out max", "right")):
         t.add_column(col, justify=just)
     for name, f in cal.fits.items():
-        consts = ", ".join(f"{k} = {v * 1e3:.4g} ms" if k in ("C", "c") else f"{k} = {v * 1e6:.4g} µs/tok"
-                           for k, v in f.params.items())
+        consts = ", ".join(f"{k} = {v * 1e3:.4g} ms" if k in ("C", "c") else f"{k} = {v * 1e6:.4g} µs/seq"
+                           if k in ("s", "r") else f"{k} = {v * 1e6:.4g} µs/tok" for k, v in f.params.items())
         h = cal.heldout.get(name)
         held = (f"{h['mean_abs_rel']:.2%}", f"{h['max_abs_rel']:.2%}") if h else ("–", "–")
         t.add_row(name + (" ✓" if name == cal.chosen else ""), consts, f"{f.rms_rel:.2%}", f"{f.max_rel:.2%}",
@@ -36,8 +36,9 @@ def register(app: typer.Typer) -> None:
 
         Drives controlled loads through the data-parallel ranks (a grid of prompt lengths × concurrent streams
         per rank, plus unequal per-rank loads), measures the step time from the streams' token gaps and the
-        engine's /metrics, fits τ = C + t_tok·max load (linear_max) and τ = c + a·max + b·mean (linear_max_mean),
-        and writes a step-time file that simulate, compare, sweep and engine-sim take as --step-time FILE.
+        engine's /metrics, fits τ = C + t_tok·max load (linear_max), τ = c + a·max + b·mean (linear_max_mean) and
+        that plus costs per running sequence (linear_seqs), and writes a step-time file that simulate, compare,
+        sweep and engine-sim take as --step-time FILE.
 
         Example: dpbalance calibrate --worker-urls http://127.0.0.1:8001 --worker-urls http://127.0.0.1:8002
         --time-budget 300 --out step_time.yaml

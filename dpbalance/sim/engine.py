@@ -250,6 +250,8 @@ def simulate(
     C, t_tok = (step_model.C, step_model.t_tok) if linear else (0.0, 0.0)
     idle_tau = step_model(0.0, 0.0)
     loads = st.loads
+    counts = st.counts  # running sequences per worker (for step-time models with a per-sequence cost)
+    seqs = step_model.uses_seqs
     # per slot: the decode step at which its request finishes (-1: free), and its admission number, so the
     # requests finishing together are released in the order they were admitted; ``n_ending[e % R]`` counts the
     # requests that finish at step e (every finish is less than R steps ahead), so steps where nothing finishes
@@ -328,7 +330,12 @@ def simulate(
 
         # 3. decode one token everywhere
         m = int(loads.max())
-        tau = C + t_tok * m if linear else step_model(float(m), float(loads.sum()) / G)
+        if linear:
+            tau = C + t_tok * m
+        elif seqs:
+            tau = step_model(float(m), float(loads.sum()) / G, float(counts.max()), active / G)
+        else:
+            tau = step_model(float(m), float(loads.sum()) / G)
         t += tau
         rec.add(loads, tau, t, active)
         st.advance()

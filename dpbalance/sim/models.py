@@ -35,8 +35,10 @@ T_TOK_DEFAULT = 1.5 * 2 * 576 * 61e-6 / 2**20  # seconds per KV token (MLA, 61 l
 class StepTimeModel:
     name = "step_time"
     source: str | None = None  # the step-time file the constants came from, if any
+    #: True when the step time also depends on the number of running sequences (callers then pass them)
+    uses_seqs: bool = False
 
-    def __call__(self, max_load: float, mean_load: float) -> float:
+    def __call__(self, max_load: float, mean_load: float, max_seqs: float = 0.0, mean_seqs: float = 0.0) -> float:
         raise NotImplementedError
 
     def vector(self, max_load: np.ndarray, mean_load: np.ndarray) -> np.ndarray:
@@ -61,7 +63,7 @@ class LinearMax(StepTimeModel):
         self.C = _default_c(slots) if cfg.C is None else float(cfg.C)
         self.t_tok = float(cfg.t_tok)
 
-    def __call__(self, max_load, mean_load):
+    def __call__(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0):
         return self.C + self.t_tok * max_load
 
     def vector(self, max_load, mean_load):
@@ -84,7 +86,7 @@ class LinearMaxMean(StepTimeModel):
         self.a = float(cfg.a)
         self.b = float(cfg.b)
 
-    def __call__(self, max_load, mean_load):
+    def __call__(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0):
         return self.c + self.a * max_load + self.b * mean_load
 
     def vector(self, max_load, mean_load):
@@ -92,6 +94,36 @@ class LinearMaxMean(StepTimeModel):
 
     def params(self):
         return {"model": "linear_max_mean", "c_s": self.c, "a_s": self.a, "b_s": self.b, **_source(self)}
+
+
+@dataclass(frozen=True)
+class LinearSeqsConfig:
+    c: float | None = field(default=None, metadata={"doc": "fixed step cost, s (default as linear_max's C)"})
+    a: float = field(default=T_TOK_DEFAULT, metadata={"doc": "seconds per token of the max-loaded worker"})
+    b: float = field(default=0.0, metadata={"doc": "seconds per token of the mean load"})
+    s: float = field(default=0.0, metadata={"doc": "seconds per running sequence of the worker with the most"})
+    r: float = field(default=0.0, metadata={"doc": "seconds per running sequence of the mean worker"})
+
+
+class LinearSeqs(StepTimeModel):
+    """``linear_max_mean`` plus per-sequence costs (sampling, scheduling, per-request kernels): on small models
+    and short contexts they, not the KV tokens, set much of the step time."""
+
+    uses_seqs = True
+
+    def __init__(self, cfg: LinearSeqsConfig, *, slots: int):
+        self.c = _default_c(slots) if cfg.c is None else float(cfg.c)
+        self.a, self.b, self.s, self.r = float(cfg.a), float(cfg.b), float(cfg.s), float(cfg.r)
+
+    def __call__(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0):
+        return self.c + self.a * max_load + self.b * mean_load + self.s * max_seqs + self.r * mean_seqs
+
+    def vector(self, max_load, mean_load):  # per-worker busy time (energy): loads only, sequences unknown there
+        return self.c + self.a * np.asarray(max_load, np.float64) + self.b * np.asarray(mean_load, np.float64)
+
+    def params(self):
+        return {"model": "linear_seqs", "c_s": self.c, "a_s": self.a, "b_s": self.b, "s_s": self.s, "r_s": self.r,
+                **_source(self)}
 
 
 # ----------------------------------------------------------------------------------- energy
@@ -162,6 +194,8 @@ STEP_TIME: Registry[StepTimeModel] = Registry("step-time model", entries=[
     Entry("linear_max", LinearMax, LinearMaxConfig, "τ = C + t_tok · max_g L_g (barrier: the straggler sets the pace)"),
     Entry("linear_max_mean", LinearMaxMean, LinearMaxMeanConfig,
           "τ = c + a·max_g L_g + b·mean_g L_g (MoE with shared experts)"),
+    Entry("linear_seqs", LinearSeqs, LinearSeqsConfig,
+          "τ = c + a·max_g L_g + b·mean_g L_g + s·max_g n_g + r·mean_g n_g (n_g: running sequences of worker g)"),
 ])
 
 ENERGY: Registry[EnergyModel] = Registry("energy model", entries=[

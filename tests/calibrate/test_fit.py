@@ -122,3 +122,46 @@ def test_a_significant_but_tiny_mean_term_keeps_linear_max():
     truth = {"c": 0.02, "a": 3.0e-7, "b": 1.0e-9}
     cal = fit(synthetic("linear_max_mean", truth, noise=0.0))
     assert cal.f_test_p < 0.01 and cal.chosen == "linear_max" and "at most" in cal.reason
+
+
+def synthetic_seqs(params, *, noise=0.005, seed=0):
+    """calibrate's grid on two ranks with the streams per rank known; τ from ``linear_seqs``."""
+    rng = np.random.default_rng(seed)
+    L, S = [], []
+    for p in (128, 512, 1536):
+        for c in (1, 4, 16, 32):
+            L.append([p * c, p * c]), S.append([c, c])
+            if c > 1:
+                L.append([p * c, 128]), S.append([c, 1])
+    L = np.asarray(L, float) + rng.integers(0, 20, size=(len(L), 2))
+    S = np.asarray(S, float)
+    q = params
+    tau = (q["c"] + q["a"] * L.max(1) + q["b"] * L.mean(1) + q["s"] * S.max(1) + q["r"] * S.mean(1))
+    return Observations.from_lists(L, tau * (1 + noise * rng.standard_normal(len(tau))), seqs=S)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_per_sequence_costs_and_prefers_them(seed):
+    truth = {"c": 0.010, "a": 2.0e-7, "b": 1.0e-7, "s": 4.0e-4, "r": 2.0e-4}
+    cal = fit(synthetic_seqs(truth, noise=0.002, seed=seed))
+    f = cal.fits["linear_seqs"]
+    assert cal.chosen == "linear_seqs", cal.reason
+    for k, v in truth.items():
+        assert rel(f.params[k], v) < 0.1, (k, f.params)
+    assert cal.fits["linear_max"].rms_rel > 3 * f.rms_rel
+
+
+def test_per_sequence_terms_are_not_chosen_when_tokens_explain_the_steps():
+    truth = {"c": 0.010, "a": 2.0e-7, "b": 0.0, "s": 0.0, "r": 0.0}
+    cal = fit(synthetic_seqs(truth, noise=0.01, seed=4))
+    assert "linear_seqs" in cal.fits and cal.chosen == "linear_max", cal.reason
+    assert "per-sequence terms are not significant" in cal.reason
+
+
+def test_per_sequence_terms_need_known_and_varying_counts():
+    obs = synthetic("linear_max", {"C": 0.012, "t_tok": 2.0e-7})
+    assert "not known" in fit(obs).skipped["linear_seqs"]
+    flat = Observations.from_lists(obs.loads, obs.tau, seqs=np.full(obs.loads.shape, 4.0))
+    assert "same sequence counts" in fit(flat).skipped["linear_seqs"]
+    with pytest.raises(CalibrationError, match="one count per rank"):
+        Observations.from_lists(obs.loads, obs.tau, seqs=np.ones((len(obs), 3)))

@@ -127,3 +127,25 @@ def test_sweep_takes_a_step_time_file_from_the_grid_or_the_command_line(tmp_path
     r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o3"), "--step-time",
                             str(tmp_path / "missing.yaml")])
     assert r.exit_code == 2 and "does not exist" in r.output and not (tmp_path / "o3").exists()
+
+
+def test_per_sequence_step_time_in_the_simulator():
+    """``linear_seqs``: with s = r = 0 it is ``linear_max_mean``; on one worker every step lasts
+    c + (a + b)·load + (s + r)·running sequences."""
+    import numpy as np
+
+    from dpbalance.core import Workload
+    from dpbalance.policies import PolicyContext, make_policy
+    from dpbalance.sim import SimConfig, run_simulation, simulate
+
+    rng = np.random.default_rng(1)
+    w = Workload.from_arrays(np.zeros(60), rng.integers(50, 800, 60), rng.integers(1, 40, 60), name="t")
+    base = run_simulation(w, "jsq_tokens", SimConfig(workers=3, slots=4, arrival="saturated",
+                                                     step_time="linear_max_mean:c=0.01,a=2e-7,b=1e-7"))[0]
+    same = run_simulation(w, "jsq_tokens", SimConfig(workers=3, slots=4, arrival="saturated",
+                                                     step_time="linear_seqs:c=0.01,a=2e-7,b=1e-7,s=0,r=0"))[0]
+    assert same.makespan_s == base.makespan_s and same.throughput_tok_s == base.throughput_tok_s
+    cfg = SimConfig(workers=1, slots=4, arrival="saturated", step_time="linear_seqs:c=0.01,a=2e-7,b=1e-7,s=3e-3,r=1e-3")
+    st = simulate(w, make_policy("fcfs", PolicyContext(1, 4)), cfg).steps
+    expect = 0.01 + 3e-7 * st["max"] + 4e-3 * st["active"]
+    assert np.allclose(st["tau"], expect, rtol=1e-12, atol=0)
