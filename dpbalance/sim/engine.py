@@ -61,8 +61,9 @@ class SimConfig:
         "doc": "measurement window: steady (up to the last admission) | all (default: steady if saturated, else all)"})
     seed: int = field(default=0, metadata={"doc": "seeds arrivals and randomised policies"})
     step_time: str = field(default="linear_max", metadata={
-        "doc": "step-time model spec: linear_max[:C=…,t_tok=…] | linear_max_mean[:c=…,a=…,b=…] | a step-time file "
-               "written by `dpbalance calibrate` (FILE.yaml, or FILE.yaml:model=linear_max_mean)"})
+        "doc": "step-time model spec: linear_max[:C=…,t_tok=…] | linear_max_mean[:c=…,a=…,b=…] | "
+               "linear_seqs[:c=…,a=…,b=…,s=…,r=…] | a step-time file written by `dpbalance calibrate` (FILE.yaml, "
+               "or FILE.yaml:model=NAME)"})
     energy: str = field(default="bfio_power", metadata={
         "doc": "energy model spec: bfio_power[:p_idle=…,p_max=…,gamma=…] | busy_idle[:p_busy=…,p_idle=…]"})
     prefill_delay_s: float = field(default=0.0, metadata={
