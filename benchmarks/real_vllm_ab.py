@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import signal
 import socket
 import subprocess

@@ -42,3 +42,26 @@ def random_snapshot(rng: np.random.Generator, G: int, B: int, n_pool: int, max_s
     for r in range(n_pool):
         p.push(r, int(rng.integers(1, max_s)), 0.0)
     return Snapshot(st, p)
+
+
+def saturated_runs(policies, *, n: int, max_prompt: int, max_output: int, G: int, B: int, seed: int, name: str = "r"):
+    """``run_simulation`` results of ``policies`` on one random saturated workload (prompts 100..max_prompt,
+    outputs 1..max_output): the small runs the report and plot tests draw on."""
+    from dpbalance.core import Workload
+    from dpbalance.sim import SimConfig, run_simulation
+
+    rng = np.random.default_rng(seed)
+    w = Workload.from_arrays(np.zeros(n), rng.integers(100, max_prompt, n), rng.integers(1, max_output, n), name=name)
+    cfg = SimConfig(workers=G, slots=B, arrival="saturated")
+    return [run_simulation(w, p, cfg) for p in policies]
+
+
+def have_trace(name: str) -> bool:
+    """True when the real trace ``name`` is in the trace directory (tests that need it skip otherwise)."""
+    from dpbalance.traces import TraceError, resolve_trace
+
+    try:
+        resolve_trace(name)
+    except TraceError:
+        return False
+    return True

@@ -67,7 +67,7 @@ def test_imports_go_one_way(path):
 
 
 def test_no_cycles_between_rooms():
-    seen, done = set(), set()
+    done = set()
 
     def visit(r, stack):
         assert r not in stack, f"import cycle: {' -> '.join(stack + [r])}"

@@ -11,7 +11,6 @@ engine group's ``/admin/stats`` when an engine-sim URL is given, since a client 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from dataclasses import dataclass

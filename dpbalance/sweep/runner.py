@@ -22,7 +22,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 
 from .. import __version__
 from ..core.workload import Workload

@@ -13,21 +13,13 @@ from benchmarks.authors_reference import UnsupportedCell, check_cell, parse_stra
 
 from dpbalance.cli.common import TraceSelection  # noqa: E402
 from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
-from dpbalance.traces import TraceError, resolve_trace  # noqa: E402
+from tests.helpers import have_trace  # noqa: E402
 
 REPO = os.environ.get("DPBALANCE_AUTHORS_REPO")
 
 
-def _have_trace(name: str) -> bool:
-    try:
-        resolve_trace(name)
-    except TraceError:
-        return False
-    return True
-
-
 no_repo = pytest.mark.skipif(not REPO, reason="set DPBALANCE_AUTHORS_REPO to a checkout of Echoscd/Load-Balancing-Release")
-no_trace = pytest.mark.skipif(not _have_trace("mooncake-conversation"), reason="mooncake-conversation trace not found")
+no_trace = pytest.mark.skipif(not have_trace("mooncake-conversation"), reason="mooncake-conversation trace not found")
 
 
 def test_strategy_specs():

@@ -11,19 +11,10 @@ from typer.testing import CliRunner
 
 from dpbalance.cli.main import app
 from dpbalance.experiments.registry import EXPERIMENTS
+from tests.helpers import have_trace
 
 
-def _have(trace: str) -> bool:
-    from dpbalance.traces import TraceError, resolve_trace
-
-    try:
-        resolve_trace(trace)
-    except TraceError:
-        return False
-    return True
-
-
-ANCHOR = _have("mooncake-conversation")  # the anchor workload; without it (a fresh clone) the section says so
+ANCHOR = have_trace("mooncake-conversation")  # the anchor workload; without it (a fresh clone) the section says so
 
 
 @pytest.fixture(scope="module")

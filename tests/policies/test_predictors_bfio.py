@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 
-from dpbalance.core import ClusterState, Pool, Snapshot, Workload
+from dpbalance.core import Workload
 from dpbalance.policies import PolicyContext, make_policy
 from dpbalance.analysis import evaluate, offline_lower_bound
 from dpbalance.policies.bfio import solve_step, step_objective

@@ -4,18 +4,15 @@ import numpy as np
 import pytest
 from matplotlib import pyplot as plt
 
-from dpbalance.core import Workload
 from dpbalance.results import plots
 from dpbalance.results.schema import Series
-from dpbalance.sim import SimConfig, run_simulation
+from tests.helpers import saturated_runs
 
 
 @pytest.fixture(scope="module")
 def runs():
-    rng = np.random.default_rng(3)
-    w = Workload.from_arrays(np.zeros(400), rng.integers(100, 5000, 400), rng.integers(1, 120, 400), name="p")
-    cfg = SimConfig(workers=4, slots=8, arrival="saturated")
-    return [run_simulation(w, p, cfg) for p in ("fcfs", "jsq_tokens", "br0")]
+    return saturated_runs(("fcfs", "jsq_tokens", "br0"), n=400, max_prompt=5000, max_output=120, G=4, B=8, seed=3,
+                          name="p")
 
 
 def _windows(ax):

@@ -4,20 +4,15 @@ import json
 import math
 import re
 
-import numpy as np
 import pytest
 
-from dpbalance.core import Workload
 from dpbalance.results.report import FIGURES, format_table, markdown_table, ratios, write_report
-from dpbalance.sim import SimConfig, run_simulation
+from tests.helpers import saturated_runs
 
 
 @pytest.fixture(scope="module")
 def runs():
-    rng = np.random.default_rng(0)
-    w = Workload.from_arrays(np.zeros(300), rng.integers(100, 5000, 300), rng.integers(1, 80, 300), name="r")
-    cfg = SimConfig(workers=4, slots=8, arrival="saturated")
-    return [run_simulation(w, p, cfg) for p in ("fcfs", "jsq_count", "jsq_tokens")]
+    return saturated_runs(("fcfs", "jsq_count", "jsq_tokens"), n=300, max_prompt=5000, max_output=80, G=4, B=8, seed=0)
 
 
 def test_ratios_against_named_and_default_baseline(runs):

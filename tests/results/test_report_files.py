@@ -5,18 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from dpbalance.core import Workload
 from dpbalance.results.report import COLUMNS, _fmt, finished, markdown_table, ratios, safe_name, write_report
 from dpbalance.results.schema import Series, read_results
-from dpbalance.sim import SimConfig, run_simulation
+from tests.helpers import saturated_runs
 
 
 @pytest.fixture(scope="module")
 def runs():
-    rng = np.random.default_rng(1)
-    w = Workload.from_arrays(np.zeros(200), rng.integers(100, 3000, 200), rng.integers(1, 60, 200), name="r")
-    cfg = SimConfig(workers=3, slots=6, arrival="saturated")
-    return [run_simulation(w, p, cfg) for p in ("round_robin", "jsq_tokens", "br0:preset=paper")]
+    return saturated_runs(("round_robin", "jsq_tokens", "br0:preset=paper"), n=200, max_prompt=3000, max_output=60,
+                          G=3, B=6, seed=1)
 
 
 def test_safe_names_and_series_roundtrip(tmp_path, runs):
