@@ -189,6 +189,25 @@ def test_calibrate_recovers_linear_max_mean_through_one_dp_endpoint(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+def test_calibrate_finds_a_per_sequence_cost(tmp_path):
+    """engine-sim charging per running sequence on the busiest rank: calibrate picks ``linear_seqs`` and recovers
+    its constants; the barrier-only models cannot explain the steps."""
+    truth = {"c": 0.004, "a": 1e-6, "b": 0.0, "s": 1e-3, "r": 0.0}
+    out = tmp_path / "seqs.yaml"
+    grid = ["--concurrency", "8"]  # 11 phases: enough to fit five constants beside the held-out levels
+    with engine_sim(2, "linear_seqs:" + ",".join(f"{k}={v}" for k, v in truth.items())) as (_, urls, _e):
+        doc, output, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "60"], out)
+    fitted = doc["models"]["linear_seqs"]["params"]
+    print(f"linear_seqs truth {truth} fitted {fitted} fit {doc['models']['linear_seqs']['fit']} "
+          f"held-out {doc['models']['linear_seqs'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s")
+    assert doc["model"] == "linear_seqs", doc["why"]
+    for k in ("c", "a", "s"):
+        assert within(fitted[k], truth[k], 0.05), (k, fitted)
+    assert fitted["b"] < 0.05 * truth["a"] and fitted["r"] < 0.05 * truth["s"], fitted
+    assert doc["models"]["linear_seqs"]["fit"]["rms_rel"] < 0.03 < doc["models"]["linear_max"]["fit"]["rms_rel"]
+    assert all(len(o["sequences"]) == 2 for o in doc["observations"]) and "µs/seq" in output
+
+
 def test_interrupting_a_calibration_closes_every_stream(tmp_path):
     with engine_sim(2, "linear_max:C=0.004,t_tok=1e-6") as (group, urls, _):
         cfg = CalibrateConfig(worker_urls=tuple(urls), prompt_lens=(500,), concurrency=(4,), measure_steps=200,
