@@ -61,6 +61,11 @@ class Phase:
     per_rank: tuple[tuple[int, int], ...]
 
     @property
+    def streams(self) -> list[int]:
+        """Concurrent streams (running sequences) per rank."""
+        return [c for _, c in self.per_rank]
+
+    @property
     def label(self) -> str:
         levels = sorted(set(self.per_rank))
         if len(levels) == 1:

@@ -120,23 +120,13 @@ class ModelFit:
     rss_rel: float      # sum of squared relative residuals (what was minimised)
     se: dict[str, float] = field(default_factory=dict)  # standard error of each constant (nan without spare points)
 
-    def predict(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0) -> np.ndarray:
-        mx = np.asarray(max_load, np.float64)
-        mn = np.asarray(mean_load, np.float64)
-        p = self.params
-        if self.model == "linear_max":
-            return p["C"] + p["t_tok"] * mx
-        out = p["c"] + p["a"] * mx + p["b"] * mn
-        if self.model == "linear_seqs":
-            out = out + p["s"] * np.asarray(max_seqs, np.float64) + p["r"] * np.asarray(mean_seqs, np.float64)
-        return out
-
-    def predict_obs(self, obs: Observations) -> np.ndarray:
-        return self.predict(obs.max_load, obs.mean_load, obs.max_seqs, obs.mean_seqs)
+    def predict(self, obs: Observations) -> np.ndarray:
+        """Step times the model gives for these observations' loads (and sequences)."""
+        return _design(self.model, obs) @ np.array([self.params[k] for k in MODEL_PARAMS[self.model]])
 
     def errors(self, obs: Observations) -> np.ndarray:
         """Relative prediction errors (pred − τ)/τ on any observations."""
-        return (self.predict_obs(obs) - obs.tau) / obs.tau
+        return (self.predict(obs) - obs.tau) / obs.tau
 
     def summary(self) -> dict:
         return {"n": self.n, "rms_s": self.rms_s, "rms_rel": self.rms_rel, "max_rel": self.max_rel, "r2": self.r2,
@@ -247,20 +237,25 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
             out_heldout[name] = {
                 "n": len(heldout), "mean_abs_rel": float(np.abs(err).mean()), "max_abs_rel": float(np.abs(err).max()),
                 "points": [{"loads": [float(x) for x in row], "measured_s": float(t), "predicted_s": float(pr)}
-                           for row, t, pr in zip(heldout.loads, heldout.tau, f.predict_obs(heldout))],
+                           for row, t, pr in zip(heldout.loads, heldout.tau, f.predict(heldout))],
             }
     return Calibration(fits=fits, chosen=chosen, reason=reason, skipped=skipped, heldout=out_heldout, f_test_p=p)
 
 
+def _nested_p(small: ModelFit, big: ModelFit, n: int) -> float:
+    """p-value of the nested F-test: do ``big``'s extra terms explain more than noise would?"""
+    extra = len(MODEL_PARAMS[big.model]) - len(MODEL_PARAMS[small.model])
+    dof = n - len(MODEL_PARAMS[big.model])
+    if big.rss_rel <= 0:
+        return 0.0 if small.rss_rel > 0 else 1.0
+    F = max(small.rss_rel - big.rss_rel, 0.0) / extra / (big.rss_rel / dof)
+    return float(stats.f.sf(F, extra, dof))
+
+
 def _choose(lm: ModelFit, lmm: ModelFit, obs: Observations) -> tuple[str, str, float | None]:
-    dof = len(obs) - 3
-    if dof < 1:
+    if len(obs) - len(MODEL_PARAMS["linear_max_mean"]) < 1:
         return "linear_max", "too few observations to test the mean-load term", None
-    if lmm.rss_rel <= 0:
-        p = 0.0 if lm.rss_rel > 0 else 1.0
-    else:
-        F = max(lm.rss_rel - lmm.rss_rel, 0.0) / (lmm.rss_rel / dof)
-        p = float(stats.f.sf(F, 1, dof))
+    p = _nested_p(lm, lmm, len(obs))
     share = float((lmm.params["b"] * obs.mean_load / obs.tau).max())
     if p < F_TEST_P and share >= MATERIAL_REL:
         return "linear_max_mean", (f"the mean-load term is significant (F-test p = {p:.2g}) and carries up to "
@@ -274,13 +269,7 @@ def _choose(lm: ModelFit, lmm: ModelFit, obs: Observations) -> tuple[str, str, f
 def _choose_seqs(base: ModelFit, ls: ModelFit, obs: Observations, chosen: str, reason: str,
                  p_base: float | None) -> tuple[str, str, float | None]:
     """``linear_seqs`` over the model chosen so far: its extra terms must be significant and material."""
-    extra = len(MODEL_PARAMS["linear_seqs"]) - len(MODEL_PARAMS[base.model])
-    dof = len(obs) - len(MODEL_PARAMS["linear_seqs"])
-    if ls.rss_rel <= 0:
-        p = 0.0 if base.rss_rel > 0 else 1.0
-    else:
-        F = max(base.rss_rel - ls.rss_rel, 0.0) / extra / (ls.rss_rel / dof)
-        p = float(stats.f.sf(F, extra, dof))
+    p = _nested_p(base, ls, len(obs))
     q = ls.params
     share = float(((q["s"] * obs.max_seqs + q["r"] * obs.mean_seqs) / obs.tau).max())
     if p < F_TEST_P and share >= MATERIAL_REL:

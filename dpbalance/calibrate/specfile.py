@@ -55,7 +55,7 @@ def analyse(rec: DriveRecord, cfg: CalibrateConfig) -> Outcome:
                                + ("; raise --time-budget" if rec.skipped else ""))
     taus, used = zip(*(step_time_of(r, cfg.source) for r in rec.results))
     obs = Observations.from_lists([r.loads for r in rec.results], np.asarray(taus) * cfg.time_scale,
-                                  seqs=[[c for _, c in r.phase.per_rank] for r in rec.results])
+                                  seqs=[r.phase.streams for r in rec.results])
     mask = split_heldout(obs.max_load, cfg.holdout_every)
     cal = fit(obs.subset(~mask), obs.subset(mask) if mask.any() else None)
     source = cfg.source if all(u == cfg.source for u in used) else (
@@ -87,7 +87,7 @@ def document(rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Obse
     for i, (r, u) in enumerate(zip(rec.results, used)):
         observations.append({
             "phase": r.phase.label, "heldout": bool(mask[i]), "loads": [_r(x) for x in r.loads],
-            "sequences": [c for _, c in r.phase.per_rank],
+            "sequences": r.phase.streams,
             "step_s": _r(float(obs.tau[i])), "source": u,
             "per_token_s": _r(r.window_s_per_token * ts), "stream_s": _r(r.stream_s * ts),
             "itl_s": [_r(x * ts) if x else None for x in r.itl_s],

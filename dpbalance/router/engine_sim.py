@@ -147,8 +147,11 @@ class EngineGroup:
                     await self._wake.wait()
                 continue
             loads = np.array([rk.load() for rk in self.ranks], dtype=np.int64)
-            n = [len(rk.running) for rk in self.ranks]
-            tau = float(self.step_model(float(loads.max()), float(loads.mean()), float(max(n)), sum(n) / len(n)))
+            if self.step_model.uses_seqs:
+                n = [len(rk.running) for rk in self.ranks]
+                tau = float(self.step_model(float(loads.max()), float(loads.mean()), float(max(n)), sum(n) / len(n)))
+            else:
+                tau = float(self.step_model(float(loads.max()), float(loads.mean())))
             t0 = loop.time()
             gap = None if self._last_emit is None else t0 - self._last_emit
             self._last_emit = t0

@@ -123,6 +123,7 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
     at = schedule(w, cfg)[:n]
     prompts = np.maximum(1, np.round(w.prompt[:n] * cfg.prompt_scale)).astype(int)
     outs_len = w.output[:n] if cfg.max_output is None else np.minimum(w.output[:n], cfg.max_output)
+    prompt_seed = cfg.seed if cfg.prompt_seed is None else cfg.prompt_seed
     outcomes = [Outcome(sent=math.nan) for _ in range(n)]
     done = 0
     conn = aiohttp.TCPConnector(limit=0)
@@ -136,8 +137,7 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
             if delay > 0:
                 await asyncio.sleep(delay)
             outcomes[i].sent = time.perf_counter()
-            pseed = cfg.seed if cfg.prompt_seed is None else cfg.prompt_seed
-            prompt = prompt_ids(int(prompts[i]), pseed * 1_000_003 + i) if cfg.prompts == "random" \
+            prompt = prompt_ids(int(prompts[i]), prompt_seed * 1_000_003 + i) if cfg.prompts == "random" \
                 else " ".join(["w"] * int(prompts[i]))
             await _one(session, cfg, prompt, int(outs_len[i]), outcomes[i])
             done += 1
