@@ -291,12 +291,9 @@ class Relay:
                 up.release()
             else:
                 up.close()  # an unfinished answer: closing the connection makes the rank abort the request
-        if errored:
+        if errored:  # otherwise the request was counted complete when its last event reached the client
             self.r.breaker.failure(g, "stream_error")
             self.r.finish(t, "failed", "upstream_error")
-        else:
-            self.r.breaker.success(g)
-            self.r.finish(t, "completed", "ok")
         try:
             await resp.write_eof()
         except (ConnectionError, RuntimeError):
