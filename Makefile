@@ -6,7 +6,7 @@ BASE := $(VENV)/.base
 DEV := $(VENV)/.dev
 RAY := $(VENV)/.ray
 
-.PHONY: demo test test-all test-vllm testbed-down install bench clean
+.PHONY: demo test lint test-all test-vllm testbed-down install bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: $(BASE)
 ## test runs when Ray is installed: `make test-all`)
 test: $(DEV)
 	$(BIN)/python -m pytest -q
+
+## make lint: ruff's checks and its formatter, with the rules in pyproject.toml (what CI runs before the tests)
+lint: $(DEV)
+	$(BIN)/ruff check dpbalance tests benchmarks
+	$(BIN)/ruff format --check dpbalance tests benchmarks
 
 ## everything but the real-vLLM tests, with Ray installed (slow tests included)
 test-all: $(RAY)

@@ -107,9 +107,18 @@ def main(cfg_path: str) -> None:
         return out
 
     sim = SchedulerSim(
-        n_worker=G, batch_size=B, C=cfg["C"], t_length=cfg["t_tok"],
-        s_list=s_arr, o_list=o_arr, o_est_list=o_est, policy_fn=timed_policy, eff_name="ratio",
-        record_history=True, reveal_target=cfg["visible"] if arrival is None else N, discover_fn=discover,
+        n_worker=G,
+        batch_size=B,
+        C=cfg["C"],
+        t_length=cfg["t_tok"],
+        s_list=s_arr,
+        o_list=o_arr,
+        o_est_list=o_est,
+        policy_fn=timed_policy,
+        eff_name="ratio",
+        record_history=True,
+        reveal_target=cfg["visible"] if arrival is None else N,
+        discover_fn=discover,
     )
     admit = np.full(N, -1, dtype=np.int64)
     assign = sim._assign_to_gpu
@@ -175,8 +184,10 @@ def main(cfg_path: str) -> None:
         "authors_steady": {**_stats(hist[:cut], G), "throughput_tok_s": metrics["throughput_tokens_per_sec"]},
         "authors_all": {**_stats(hist, G), "throughput_tok_s": float(tokens.sum() / t_end[-1])},
         # dpbalance's convention: loads at step start, steady window through the last admission's first step
-        "dpbalance_steady": {**_stats(start[: last + 1], G),
-                             "throughput_tok_s": float(tokens[: last + 1].sum() / t_end[last])},
+        "dpbalance_steady": {
+            **_stats(start[: last + 1], G),
+            "throughput_tok_s": float(tokens[: last + 1].sum() / t_end[last]),
+        },
         "dpbalance_all": {**_stats(start, G), "throughput_tok_s": float(tokens.sum() / t_end[-1])},
         "ttft_s": _pct(first_tok - enter),
         "tpot_ms": _pct(((finish - first_tok)[multi] / (o[multi] - 1)), 1e3),

@@ -29,8 +29,11 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is given up")
     a = ap.parse_args(argv)
     src = mx.Sources(a.trace_dir)
-    done = {(r["trace"], r["workers"], r["slots"], r["seed"]): r for r in json.loads(a.out.read_text())} \
-        if a.out.is_file() else {}
+    done = (
+        {(r["trace"], r["workers"], r["slots"], r["seed"]): r for r in json.loads(a.out.read_text())}
+        if a.out.is_file()
+        else {}
+    )
     for t in mx.TRACES:
         for G, B in sorted(mx.cross()):
             key = (t, G, B, 0)
@@ -45,12 +48,23 @@ def main(argv=None) -> int:
                 print(f"{key}: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
                 continue
             al, st = rec["as_dpbalance_all"], rec["as_dpbalance_steady"]
-            done[key] = {"trace": t, "workers": G, "slots": B, "seed": 0, "policy": "h0 (authors' code)",
-                         "throughput_all_tok_s": al["throughput_tok_s"], "maxmin_all": al["avg_imbalance_maxmin"],
-                         "throughput_tok_s": st["throughput_tok_s"], "avg_imbalance_maxmin": st["avg_imbalance_maxmin"],
-                         "tpot_p95_ms": rec["tpot_p95_ms"], "ttft_p99_s": rec["ttft_p99_s"],
-                         "wait_max_s": rec["max_wait_s"], "requests": rec["requests"], "cli": rec["cli"],
-                         "repo_commit": rec["repo_commit"]}
+            done[key] = {
+                "trace": t,
+                "workers": G,
+                "slots": B,
+                "seed": 0,
+                "policy": "h0 (authors' code)",
+                "throughput_all_tok_s": al["throughput_tok_s"],
+                "maxmin_all": al["avg_imbalance_maxmin"],
+                "throughput_tok_s": st["throughput_tok_s"],
+                "avg_imbalance_maxmin": st["avg_imbalance_maxmin"],
+                "tpot_p95_ms": rec["tpot_p95_ms"],
+                "ttft_p99_s": rec["ttft_p99_s"],
+                "wait_max_s": rec["max_wait_s"],
+                "requests": rec["requests"],
+                "cli": rec["cli"],
+                "repo_commit": rec["repo_commit"],
+            }
             a.out.write_text(json.dumps(list(done.values()), indent=1))
             print(f"{key}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

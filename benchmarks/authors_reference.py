@@ -123,7 +123,8 @@ class Strategy:
     @property
     def label(self) -> str:
         parts = ([f"H={self.horizon}"] if self.horizon is not None else []) + (
-            [f"noise={self.noise:g}", f"seed={self.seed}"] if self.noise else [])
+            [f"noise={self.noise:g}", f"seed={self.seed}"] if self.noise else []
+        )
         return f"authors:{self.name}" + (":" + ",".join(parts) if parts else "")
 
 
@@ -132,7 +133,9 @@ def parse_strategy(spec: str) -> Strategy:
     name, _, rest = spec.partition(":")
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)} (or BF-IO-H0, BF-IO, JSQ, FCFS)")
+        raise ValueError(
+            f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)} (or BF-IO-H0, BF-IO, JSQ, FCFS)"
+        )
     fn, takes_h = STRATEGIES[key]
     opts: dict[str, str] = {}
     for item in filter(None, (x.strip() for x in rest.split(","))):
@@ -159,7 +162,8 @@ def check_cell(cfg: SimConfig) -> tuple[float, float]:
     model = make_step_time(cfg.step_time, cfg.slots)
     if not isinstance(model, LinearMax):
         raise UnsupportedCell(
-            f"step-time model {cfg.step_time!r}: the authors' simulator only has τ = C + t·max_g L_g (linear_max)")
+            f"step-time model {cfg.step_time!r}: the authors' simulator only has τ = C + t·max_g L_g (linear_max)"
+        )
     if cfg.arrival == "saturated" and cfg.prefill_delay_s:
         raise UnsupportedCell("a prefill delay needs arrival times; saturated runs have none")
     return model.C, model.t_tok
@@ -185,8 +189,10 @@ def write_input(w: Workload, path: Path) -> None:
     """The requests in the authors' dataset format (their load_arxiv_dataset reads it)."""
     bad = np.flatnonzero((w.prompt <= 0) | (w.output <= 0))
     if len(bad):
-        raise UnsupportedCell(f"request {int(bad[0])} has a zero prompt or output; the authors' loader drops such rows "
-                              f"({len(bad)} of {len(w)} here), so the runs would not replay the same requests")
+        raise UnsupportedCell(
+            f"request {int(bad[0])} has a zero prompt or output; the authors' loader drops such rows "
+            f"({len(bad)} of {len(w)} here), so the runs would not replay the same requests"
+        )
     rows = [{"input_length": int(s), "output_length": int(o)} for s, o in zip(w.prompt, w.output)]
     path.write_text(json.dumps({"dataset": w.name, "num_samples": len(rows), "data": rows}))
 
@@ -195,8 +201,13 @@ def _cli_line(repo: Path, cfg: SimConfig, sel: TraceSelection, strategy: Strateg
     """The equivalent command line of this module, for the record."""
     # the checkout and trace folder are this machine's: the record names them generically
     args = ["python", "benchmarks/authors_reference.py", "--repo", "Load-Balancing-Release", "--trace", sel.trace]
-    for flag, v in (("--max-requests", sel.max_requests), ("--min-output", sel.min_output),
-                    ("--max-output", sel.max_output), ("--start-s", sel.start_s), ("--end-s", sel.end_s)):
+    for flag, v in (
+        ("--max-requests", sel.max_requests),
+        ("--min-output", sel.min_output),
+        ("--max-output", sel.max_output),
+        ("--start-s", sel.start_s),
+        ("--end-s", sel.end_s),
+    ):
         if v is not None:
             args += [flag, str(v)]
     args += ["--workers", str(cfg.workers), "--slots", str(cfg.slots), "--arrival", cfg.arrival]
@@ -216,8 +227,15 @@ def _cli_line(repo: Path, cfg: SimConfig, sel: TraceSelection, strategy: Strateg
     return shlex.join(args)
 
 
-def run_reference(repo: Path | str, cfg: SimConfig, selection: TraceSelection | str, strategy: str | Strategy = "h0",
-                  *, python: str | None = None, timeout_s: float | None = None) -> dict:
+def run_reference(
+    repo: Path | str,
+    cfg: SimConfig,
+    selection: TraceSelection | str,
+    strategy: str | Strategy = "h0",
+    *,
+    python: str | None = None,
+    timeout_s: float | None = None,
+) -> dict:
     """Run one cell on the authors' simulator and return its record (see the module docstring).
 
     Raises ``UnsupportedCell`` for cells their simulator cannot run, ``FileNotFoundError`` for a bad
@@ -232,17 +250,36 @@ def run_reference(repo: Path | str, cfg: SimConfig, selection: TraceSelection | 
     with tempfile.TemporaryDirectory(prefix="dpbalance-authors-") as tmp:
         inp, conf = Path(tmp) / "requests.json", Path(tmp) / "config.json"
         write_input(w, inp)
-        conf.write_text(json.dumps({
-            "repo": str(repo), "input": str(inp), "n_requests": len(w), "policy_fn": strat.fn,
-            "horizon": strat.horizon, "noise": strat.noise, "seed": strat.seed, "workers": cfg.workers,
-            "slots": cfg.slots, "visible": cfg.effective_visible, "C": C, "t_tok": t_tok,
-            "arrival": None if arr is None else (arr + cfg.prefill_delay_s).tolist(),
-            "prefill_delay_s": cfg.prefill_delay_s,
-        }))
+        conf.write_text(
+            json.dumps(
+                {
+                    "repo": str(repo),
+                    "input": str(inp),
+                    "n_requests": len(w),
+                    "policy_fn": strat.fn,
+                    "horizon": strat.horizon,
+                    "noise": strat.noise,
+                    "seed": strat.seed,
+                    "workers": cfg.workers,
+                    "slots": cfg.slots,
+                    "visible": cfg.effective_visible,
+                    "C": C,
+                    "t_tok": t_tok,
+                    "arrival": None if arr is None else (arr + cfg.prefill_delay_s).tolist(),
+                    "prefill_delay_s": cfg.prefill_delay_s,
+                }
+            )
+        )
         cmd = [python, str(DRIVER), str(conf)]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=tmp,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=tmp,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
         run_wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"the authors' simulator failed ({shlex.join(cmd)}):\n{proc.stderr.strip()[-3000:]}")
@@ -250,8 +287,18 @@ def run_reference(repo: Path | str, cfg: SimConfig, selection: TraceSelection | 
     return _record(raw, cfg, sel, strat, repo, cmd, python, run_wall, C, t_tok)
 
 
-def _record(raw: dict, cfg: SimConfig, sel: TraceSelection, strat: Strategy, repo: Path, cmd: list[str], python: str,
-            run_wall: float, C: float, t_tok: float) -> dict:
+def _record(
+    raw: dict,
+    cfg: SimConfig,
+    sel: TraceSelection,
+    strat: Strategy,
+    repo: Path,
+    cmd: list[str],
+    python: str,
+    run_wall: float,
+    C: float,
+    t_tok: float,
+) -> dict:
     window = cfg.effective_window
     theirs = raw["their_metrics"]
     top = raw["authors_steady" if window == "steady" else "authors_all"]
@@ -270,11 +317,16 @@ def _record(raw: dict, cfg: SimConfig, sel: TraceSelection, strat: Strategy, rep
         "slots": cfg.slots,
         "arrival": cfg.arrival,
         "visible": cfg.effective_visible if cfg.arrival == "saturated" else None,
-        "arrivals": ("saturated: their own reveal rule (pool topped up to reveal_target each step)"
-                     if cfg.arrival == "saturated" else
-                     "revealed by arrival time through their discover_fn hook (our adapter; their scripts are saturated only)"),
+        "arrivals": (
+            "saturated: their own reveal rule (pool topped up to reveal_target each step)"
+            if cfg.arrival == "saturated"
+            else "revealed by arrival time through their discover_fn hook "
+            "(our adapter; their scripts are saturated only)"
+        ),
         "window": window,
-        "convention": "authors: loads after the step's token, before its finishes; steady = steps before the last admission",
+        "convention": (
+            "authors: loads after the step's token, before its finishes; steady = steps before the last admission"
+        ),
         "trace": sel.as_config(),
         "requests": raw["requests"],
         "completed": raw["completed"],
@@ -288,7 +340,7 @@ def _record(raw: dict, cfg: SimConfig, sel: TraceSelection, strat: Strategy, rep
         "energy_j_per_token": (energy / window_tokens) if energy is not None and window_tokens else None,
         "avg_power_w": theirs["avg_power"] if window == "steady" else None,
         "energy_model": "authors' fixed model: P_idle 100 W, P_max 400 W, γ 0.7, u_g = L_g/max after the step's "
-                        "finishes; steady window only",
+        "finishes; steady window only",
         "makespan_s": raw["makespan_s"],
         "utilization": theirs["avg_gpu_utilization"],
         "qpm": theirs["QPM"],
@@ -302,8 +354,11 @@ def _record(raw: dict, cfg: SimConfig, sel: TraceSelection, strat: Strategy, rep
         "window_steps": window_steps,
         "sim_wall_s": raw["sim_wall_s"],
         "run_wall_s": run_wall,
-        "as_dpbalance": {"window": window, "window_steps": raw["steady_window_steps"] if window == "steady" else raw["steps"],
-                         **ours},
+        "as_dpbalance": {
+            "window": window,
+            "window_steps": raw["steady_window_steps"] if window == "steady" else raw["steps"],
+            **ours,
+        },
         "as_dpbalance_steady": raw["dpbalance_steady"],
         "as_dpbalance_all": raw["dpbalance_all"],
         "authors_metrics": theirs,
@@ -314,11 +369,18 @@ def _record(raw: dict, cfg: SimConfig, sel: TraceSelection, strat: Strategy, rep
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for the "
-                                 "regimes and metric mapping.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring for the regimes and metric mapping.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--repo", required=True, help=f"a checkout of {REPO_URL}")
-    ap.add_argument("--strategy", default="h0", help="h0 | bfio[:H=80] | fcfs | jsq | round_robin | lpt | balance_now | "
-                    "align_current_max (options: noise=δ,seed=N)")
+    ap.add_argument(
+        "--strategy",
+        default="h0",
+        help="h0 | bfio[:H=80] | fcfs | jsq | round_robin | lpt | balance_now | "
+        "align_current_max (options: noise=δ,seed=N)",
+    )
     ap.add_argument("--trace", "-t", default="sample", help="dpbalance trace name or file")
     ap.add_argument("--trace-dir", type=Path, default=None)
     ap.add_argument("--max-requests", "-n", type=int, default=None, help="replay the first N requests (after filters)")
@@ -341,9 +403,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the record here")
     a = ap.parse_args(argv)
     try:
-        cfg = SimConfig(workers=a.workers, slots=a.slots, arrival=a.arrival, visible=a.visible, qps=a.qps,
-                        rate_scale=a.rate_scale, prefill_delay_s=a.prefill_delay, seed=a.seed, step_time=a.step_time,
-                        window=a.window)
+        cfg = SimConfig(
+            workers=a.workers,
+            slots=a.slots,
+            arrival=a.arrival,
+            visible=a.visible,
+            qps=a.qps,
+            rate_scale=a.rate_scale,
+            prefill_delay_s=a.prefill_delay,
+            seed=a.seed,
+            step_time=a.step_time,
+            window=a.window,
+        )
         sel = TraceSelection(a.trace, a.trace_dir, a.min_output, a.max_output, a.max_requests, a.start_s, a.end_s)
         rec = run_reference(a.repo, cfg, sel, a.strategy, python=a.python, timeout_s=a.timeout)
     except subprocess.TimeoutExpired:

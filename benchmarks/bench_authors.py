@@ -38,7 +38,9 @@ def cells(which: str, n: int) -> list[tuple[str, int, int, int | None, list[str]
     """(trace, G, B, max_requests, their strategies, our policies)."""
     out = []
     if which in ("anchors", "all"):
-        out.append(("mooncake-conversation", 8, 72, n, ["jsq", "fcfs", "h0", "bfio:H=80"], ["jsq_tokens", "fcfs", "br0"]))
+        out.append(
+            ("mooncake-conversation", 8, 72, n, ["jsq", "fcfs", "h0", "bfio:H=80"], ["jsq_tokens", "fcfs", "br0"])
+        )
     if which in ("scale", "all"):
         for G in (8, 16, 32, 64):
             out.append(("mooncake-conversation", G, 72, n, ["h0"], _br0_variants(G)))
@@ -55,9 +57,26 @@ def _br0_variants(G: int) -> list[str]:
 def ours(trace: str, G: int, B: int, n: int | None, policy: str, timeout: float | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        cmd = ["dpbalance", "simulate", "--policy", policy, "--trace", trace, "--workers", str(G), "--slots", str(B),
-               "--arrival", "saturated", "--visible", str(4 * G)] + (["--max-requests", str(n)] if n else []) + [
-               "--json", str(out)]
+        cmd = (
+            [
+                "dpbalance",
+                "simulate",
+                "--policy",
+                policy,
+                "--trace",
+                trace,
+                "--workers",
+                str(G),
+                "--slots",
+                str(B),
+                "--arrival",
+                "saturated",
+                "--visible",
+                str(4 * G),
+            ]
+            + (["--max-requests", str(n)] if n else [])
+            + ["--json", str(out)]
+        )
         exe = [sys.executable, "-m", "dpbalance"] + cmd[1:]
         t0 = time.perf_counter()
         subprocess.run(exe, check=True, capture_output=True, text=True, timeout=timeout)
@@ -82,8 +101,10 @@ def main() -> int:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rows, recs, done = [], [], set()
-    head = ("| trace | G | B | policy | max–min (authors' conv.) | max–min (dpbalance conv.) | tok/s | "
-            "TTFT p99 s | longest wait s | dispatch p50/p99 µs | run s |")
+    head = (
+        "| trace | G | B | policy | max–min (authors' conv.) | max–min (dpbalance conv.) | tok/s | "
+        "TTFT p99 s | longest wait s | dispatch p50/p99 µs | run s |"
+    )
     print(head + "\n|" + "---|" * 11, flush=True)
     for trace, G, B, n, theirs, mine in cells(a.set, a.requests):
         for strat in theirs:
@@ -93,9 +114,19 @@ def main() -> int:
             cfg = SimConfig(workers=G, slots=B, arrival="saturated", visible=4 * G)
             r = run_reference(a.repo, cfg, TraceSelection(trace, max_requests=n), strat, timeout_s=a.timeout)
             recs.append({"side": "authors", **r})
-            row = (trace, G, B, r["policy"], fnum(r["avg_imbalance_maxmin"]), fnum(r["as_dpbalance"]["avg_imbalance_maxmin"]),
-                   fnum(r["throughput_tok_s"]), fnum(r["ttft_p99_s"], 2), fnum(r["max_wait_s"], 1),
-                   f"{fnum(r['dispatch_us_p50'])}/{fnum(r['dispatch_us_p99'])}", fnum(r["run_wall_s"], 1))
+            row = (
+                trace,
+                G,
+                B,
+                r["policy"],
+                fnum(r["avg_imbalance_maxmin"]),
+                fnum(r["as_dpbalance"]["avg_imbalance_maxmin"]),
+                fnum(r["throughput_tok_s"]),
+                fnum(r["ttft_p99_s"], 2),
+                fnum(r["max_wait_s"], 1),
+                f"{fnum(r['dispatch_us_p50'])}/{fnum(r['dispatch_us_p99'])}",
+                fnum(r["run_wall_s"], 1),
+            )
             rows.append(row)
             print("| " + " | ".join(map(str, row)) + " |", flush=True)
         for pol in mine:
@@ -104,9 +135,19 @@ def main() -> int:
             done.add(("ours", trace, G, B, n, pol))
             r = ours(trace, G, B, n, pol, a.timeout)
             recs.append({"side": "dpbalance", **r})
-            row = (trace, G, B, pol, "", fnum(r["avg_imbalance_maxmin"]), fnum(r["throughput_tok_s"]),
-                   fnum(r["ttft_p99_s"], 2), "", f"{fnum(r['dispatch_us_p50'])}/{fnum(r['dispatch_us_p99'])}",
-                   fnum(r["run_wall_s"], 1))
+            row = (
+                trace,
+                G,
+                B,
+                pol,
+                "",
+                fnum(r["avg_imbalance_maxmin"]),
+                fnum(r["throughput_tok_s"]),
+                fnum(r["ttft_p99_s"], 2),
+                "",
+                f"{fnum(r['dispatch_us_p50'])}/{fnum(r['dispatch_us_p99'])}",
+                fnum(r["run_wall_s"], 1),
+            )
             rows.append(row)
             print("| " + " | ".join(map(str, row)) + " |", flush=True)
         (a.out / "authors_vs_ours.json").write_text(json.dumps(recs, indent=2) + "\n")

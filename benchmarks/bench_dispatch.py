@@ -32,17 +32,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    cases = [("br0", 8, 256, 16000, "target P99 ≤ 500 µs"),
-             ("brh:H=80", 8, 256, 16000, "target P99 ≤ 1,000 µs"),
-             ("brh:H=80", 64, 1024, 120000, "target P99 ≤ 5,000 µs")]
+    cases = [
+        ("br0", 8, 256, 16000, "target P99 ≤ 500 µs"),
+        ("brh:H=80", 8, 256, 16000, "target P99 ≤ 1,000 µs"),
+        ("brh:H=80", 64, 1024, 120000, "target P99 ≤ 5,000 µs"),
+    ]
     if not args.quick:
-        cases += [("brh", 8, 256, 16000, "default H=8"),
-                  ("brh:H=160", 8, 256, 16000, "H scaling"),
-                  ("br0", 8, 32, 16000, "pool scaling"), ("br0", 8, 1024, 16000, "pool scaling"),
-                  ("brh:H=80", 8, 32, 16000, "pool scaling"), ("brh:H=80", 8, 1024, 16000, "pool scaling"),
-                  ("br0", 16, 256, 30000, "G scaling"), ("br0", 64, 1024, 120000, "G scaling"),
-                  ("brh:H=80", 16, 256, 30000, "G scaling"), ("brh:H=80", 32, 512, 60000, "G scaling"),
-                  ("jsq_tokens", 8, 256, 16000, "baseline"), ("br0:preset=paper", 8, 256, 16000, "paper preset")]
+        cases += [
+            ("brh", 8, 256, 16000, "default H=8"),
+            ("brh:H=160", 8, 256, 16000, "H scaling"),
+            ("br0", 8, 32, 16000, "pool scaling"),
+            ("br0", 8, 1024, 16000, "pool scaling"),
+            ("brh:H=80", 8, 32, 16000, "pool scaling"),
+            ("brh:H=80", 8, 1024, 16000, "pool scaling"),
+            ("br0", 16, 256, 30000, "G scaling"),
+            ("br0", 64, 1024, 120000, "G scaling"),
+            ("brh:H=80", 16, 256, 30000, "G scaling"),
+            ("brh:H=80", 32, 512, 60000, "G scaling"),
+            ("jsq_tokens", 8, 256, 16000, "baseline"),
+            ("br0:preset=paper", 8, 256, 16000, "paper preset"),
+        ]
     print("| policy | G | active | waiting | dispatch P50 µs | dispatch P99 µs | calls ≈ steps | note |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for policy, G, pool, n, note in cases:

@@ -45,11 +45,18 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--slots", type=int, default=16)
-    ap.add_argument("--time-scale", type=float, default=TIME_SCALE, help="engine-sim speed-up (lower = router keeps up)")
+    ap.add_argument(
+        "--time-scale", type=float, default=TIME_SCALE, help="engine-sim speed-up (lower = router keeps up)"
+    )
     a = ap.parse_args()
     src = load_trace("mooncake-conversation").filter(max_requests=a.requests)
-    w = Workload.from_arrays(np.zeros(len(src)), np.maximum(1, np.round(src.prompt * SCALE)),
-                             np.minimum(src.output, CAP), name="mooncake-scaled", has_timestamps=False)
+    w = Workload.from_arrays(
+        np.zeros(len(src)),
+        np.maximum(1, np.round(src.prompt * SCALE)),
+        np.minimum(src.output, CAP),
+        name="mooncake-scaled",
+        has_timestamps=False,
+    )
     cfg = SimConfig(workers=a.workers, slots=a.slots, arrival="poisson", qps=QPS, window="all")
     rows = {}
     for p in ("jsq_count", "br0", "brh"):
@@ -59,7 +66,10 @@ def main() -> None:
     print("| policy | sim tok/s | sim max–min | live tok/s (engine time) | live max–min |")
     print("|---|---:|---:|---:|---:|")
     for p, (sim, lv) in rows.items():
-        print(f"| `{p}` | {sim.throughput_tok_s:,.0f} | {sim.avg_imbalance_maxmin:,.0f} | {lv['throughput_tok_s']:,.0f} | {lv['avg_imbalance_maxmin']:,.0f} |")
+        print(
+            f"| `{p}` | {sim.throughput_tok_s:,.0f} | {sim.avg_imbalance_maxmin:,.0f} "
+            f"| {lv['throughput_tok_s']:,.0f} | {lv['avg_imbalance_maxmin']:,.0f} |"
+        )
     print("\n| gain over jsq_count | sim | live | live / sim |")
     print("|---|---:|---:|---:|")
     s0, l0 = rows["jsq_count"]

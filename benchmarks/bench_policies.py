@@ -17,8 +17,18 @@ import time
 from dpbalance.sim import SimConfig, run_simulation
 from dpbalance.traces import load_trace
 
-BASELINES = ["random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "vllm", "vllm_kv", "sglang_total_tokens",
-             "adp_balance", "fcfs"]
+BASELINES = [
+    "random",
+    "round_robin",
+    "p2c",
+    "jsq_count",
+    "jsq_tokens",
+    "vllm",
+    "vllm_kv",
+    "sglang_total_tokens",
+    "adp_balance",
+    "fcfs",
+]
 OURS = ["br0", "br0:preset=paper", "brh", "brh:predictor=survival", "brh:predictor=exact_match"]
 
 
@@ -39,14 +49,19 @@ def table(rows, title: str) -> None:
     best = max(base, key=lambda r: r.throughput_tok_s) if base else None
     jsq = next((r for p, r, _ in rows if p == "jsq_tokens"), None)
     print(f"\n## {title}\n")
-    print("| policy | max–min | gap | idle | tok/s | × best baseline | × jsq_tokens | TPOT p95 ms | dispatch p50/p99 µs | wall s |")
+    print(
+        "| policy | max–min | gap | idle | tok/s | × best baseline | × jsq_tokens | TPOT p95 ms "
+        "| dispatch p50/p99 µs | wall s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p, r, wall in rows:
         xb = r.throughput_tok_s / best.throughput_tok_s if best else float("nan")
         xj = r.throughput_tok_s / jsq.throughput_tok_s if jsq else float("nan")
-        print(f"| `{p}` | {r.avg_imbalance_maxmin:,.0f} | {r.avg_imbalance_gap:,.0f} | {r.idle_fraction:.2%} | "
-              f"{r.throughput_tok_s:,.0f} | {xb:.3f} | {xj:.3f} | {r.tpot_p95_ms:.1f} | "
-              f"{r.dispatch_us_p50:.0f}/{r.dispatch_us_p99:.0f} | {wall:.1f} |")
+        print(
+            f"| `{p}` | {r.avg_imbalance_maxmin:,.0f} | {r.avg_imbalance_gap:,.0f} | {r.idle_fraction:.2%} | "
+            f"{r.throughput_tok_s:,.0f} | {xb:.3f} | {xj:.3f} | {r.tpot_p95_ms:.1f} | "
+            f"{r.dispatch_us_p50:.0f}/{r.dispatch_us_p99:.0f} | {wall:.1f} |"
+        )
     if best:
         print(f"\nbest baseline by throughput: {best.policy} ({best.throughput_tok_s:,.0f} tok/s)")
 
@@ -58,7 +73,10 @@ def search(trace: str, G: int, B: int) -> None:
         grid.append(spec)
     rows = run(trace, ["br0"] + grid, G, B)
     rows.sort(key=lambda x: x[1].avg_imbalance_maxmin)
-    table(rows[:15] + [r for r in rows if r[0] == "br0"], f"BR-H oracle search on {trace}, G={G}, B={B} (best 15 by max–min)")
+    table(
+        rows[:15] + [r for r in rows if r[0] == "br0"],
+        f"BR-H oracle search on {trace}, G={G}, B={B} (best 15 by max–min)",
+    )
 
 
 def main() -> None:
@@ -71,9 +89,16 @@ def main() -> None:
     if args.search:
         search(args.trace or "mooncake-conversation", args.workers or 8, args.slots or 72)
         return
-    settings = [(args.trace, args.workers or 8, args.slots or 72)] if args.trace else [
-        ("mooncake-conversation", 8, 72), ("azure-conv-2023", 8, 72), ("mooncake-conversation", 16, 72),
-        ("mooncake-conversation", 8, 128)]
+    settings = (
+        [(args.trace, args.workers or 8, args.slots or 72)]
+        if args.trace
+        else [
+            ("mooncake-conversation", 8, 72),
+            ("azure-conv-2023", 8, 72),
+            ("mooncake-conversation", 16, 72),
+            ("mooncake-conversation", 8, 128),
+        ]
+    )
     for trace, G, B in settings:
         table(run(trace, BASELINES + OURS, G, B), f"{trace}, G={G}, B={B}, saturated (visible {4 * G}), steady window")
 

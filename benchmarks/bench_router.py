@@ -5,7 +5,8 @@ dispatch latency at G = 8 and G = 64, and memory at 2,000 concurrent streams.
 
 Three processes: ``dpbalance engine-sim`` (G ranks, slots = streams/G so every stream runs at once, a large
 time-scale so engine steps take no simulated time), ``dpbalance serve`` in front of it, and this script's
-clients (streams started evenly over ``--ramp`` seconds). With ``taskset`` the router gets one core to itself (``--router-core``, default 0) and the engine and
+clients (streams started evenly over ``--ramp`` seconds). With ``taskset`` the router gets one core to itself
+(``--router-core``, default 0) and the engine and
 the clients share the other (``--load-core``, default 1), so the router's CPU time is not inflated by
 contention and its one core is the limit being measured.
 
@@ -78,8 +79,9 @@ def _session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600))
 
 
-async def _streams(url: str, n: int, tokens: int, ramp_s: float, stream: bool = True,
-                   session: aiohttp.ClientSession | None = None) -> tuple[int, int]:
+async def _streams(
+    url: str, n: int, tokens: int, ramp_s: float, stream: bool = True, session: aiohttp.ClientSession | None = None
+) -> tuple[int, int]:
     """n concurrent requests started evenly over ``ramp_s``; returns (tokens received, short answers).
 
     The client only counts SSE events (no JSON parsing) so it costs the shared core as little as possible;
@@ -122,16 +124,53 @@ def _taskset(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
 
 
-def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, profile: str | None,
-        ramp_s: float = 0.5, stream: bool = True, reuse: bool = True) -> dict:
+def run(
+    G: int,
+    streams: int,
+    tokens: int,
+    base: int,
+    router_core,
+    load_core,
+    profile: str | None,
+    ramp_s: float = 0.5,
+    stream: bool = True,
+    reuse: bool = True,
+) -> dict:
     slots = max(1, streams // G)
-    eng = subprocess.Popen(_taskset(load_core) + [PY, "-m", "dpbalance", "engine-sim", "--ranks", str(G),
-                                                  "--base-port", str(base), "--slots", str(slots),
-                                                  "--time-scale", "1000"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    eng = subprocess.Popen(
+        _taskset(load_core)
+        + [
+            PY,
+            "-m",
+            "dpbalance",
+            "engine-sim",
+            "--ranks",
+            str(G),
+            "--base-port",
+            str(base),
+            "--slots",
+            str(slots),
+            "--time-scale",
+            "1000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rport = base - 1
-    cmd = _taskset(router_core) + [PY, "-m", "dpbalance", "serve", "--port", str(rport), "--slots", str(slots),
-                                   "--policy", "br0", "--tokenize", "estimate"]
+    cmd = _taskset(router_core) + [
+        PY,
+        "-m",
+        "dpbalance",
+        "serve",
+        "--port",
+        str(rport),
+        "--slots",
+        str(slots),
+        "--policy",
+        "br0",
+        "--tokenize",
+        "estimate",
+    ]
     for g in range(G):
         cmd += ["--decode", f"http://127.0.0.1:{base + g}"]
     log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-router-G{G}.log"), "w")
@@ -143,8 +182,9 @@ def run(G: int, streams: int, tokens: int, base: int, router_core, load_core, pr
             asyncio.run(_wait_up(f"http://127.0.0.1:{base + g}"))
         asyncio.run(_wait_up(f"http://127.0.0.1:{rport}"))
         rurl = f"http://127.0.0.1:{rport}"
-        got, short, cpu, wall, rss = asyncio.run(_measure(rurl, rtr.pid, streams, tokens, ramp_s, stream, reuse,
-                                                          profile, G, load_core))
+        got, short, cpu, wall, rss = asyncio.run(
+            _measure(rurl, rtr.pid, streams, tokens, ramp_s, stream, reuse, profile, G, load_core)
+        )
         d = _get(rurl + "/debug/dispatch")
     finally:
         for p in (rtr, eng):
@@ -168,9 +208,24 @@ async def _measure(rurl, pid, streams, tokens, ramp_s, stream, reuse, profile, G
             os.makedirs(profile, exist_ok=True)
             spy_out = os.path.join(profile, f"router-G{G}.txt")
             exe = shutil.which("py-spy") or os.path.join(os.path.dirname(PY), "py-spy")
-            spy = subprocess.Popen(_taskset(load_core) + [exe, "record", "--pid", str(pid), "--format", "raw",
-                                                          "--rate", "200", "--output", spy_out, "--nonblocking"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                _taskset(load_core)
+                + [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--output",
+                    spy_out,
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             await asyncio.sleep(1.0)
         cpu0, _ = _proc_cpu_rss(pid)
         t0 = time.time()
@@ -185,14 +240,28 @@ async def _measure(rurl, pid, streams, tokens, ramp_s, stream, reuse, profile, G
 
 def _report(G, stream, streams, tokens, got, short, cpu, wall, rss, d, profile) -> dict:
     us_tok = cpu / max(1, got) * 1e6
-    out = {"G": G, "stream": stream, "streams": streams, "tokens_per_stream": tokens, "tokens_relayed": got, "short_streams": short,
-           "wall_s": round(wall, 2), "router_cpu_s": round(cpu, 2),
-           "router_cpu_us_per_token": round(us_tok, 2), "router_cpu_us_per_request": round(cpu / streams * 1e6),
-           "relayed_tok_s": round(got / wall), "router_core_busy": round(cpu / wall, 2),
-           "ceiling_tok_s_one_core": round(1e6 / us_tok),
-           "dispatch_calls": d["calls"], "dispatch_p50_us": d["p50_us"], "dispatch_p99_us": d["p99_us"],
-           "dispatch_cpu_p50_us": d["cpu_p50_us"], "dispatch_cpu_p99_us": d["cpu_p99_us"],
-           "router_peak_rss_mb": round(rss, 1), "outcomes": d["outcomes"]}
+    out = {
+        "G": G,
+        "stream": stream,
+        "streams": streams,
+        "tokens_per_stream": tokens,
+        "tokens_relayed": got,
+        "short_streams": short,
+        "wall_s": round(wall, 2),
+        "router_cpu_s": round(cpu, 2),
+        "router_cpu_us_per_token": round(us_tok, 2),
+        "router_cpu_us_per_request": round(cpu / streams * 1e6),
+        "relayed_tok_s": round(got / wall),
+        "router_core_busy": round(cpu / wall, 2),
+        "ceiling_tok_s_one_core": round(1e6 / us_tok),
+        "dispatch_calls": d["calls"],
+        "dispatch_p50_us": d["p50_us"],
+        "dispatch_p99_us": d["p99_us"],
+        "dispatch_cpu_p50_us": d["cpu_p50_us"],
+        "dispatch_cpu_p99_us": d["cpu_p99_us"],
+        "router_peak_rss_mb": round(rss, 1),
+        "outcomes": d["outcomes"],
+    }
     if profile:
         out["profile"] = _top_functions(os.path.join(profile, f"router-G{G}.txt"))
     return out
@@ -223,8 +292,11 @@ def main() -> None:
     ap.add_argument("--G", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--ramp", type=float, default=0.5, help="seconds over which the streams start")
     ap.add_argument("--non-stream", action="store_true", help="non-stream requests instead of streams")
-    ap.add_argument("--new-connections", action="store_true",
-                    help="every measured request opens a new client connection (default: clients keep theirs)")
+    ap.add_argument(
+        "--new-connections",
+        action="store_true",
+        help="every measured request opens a new client connection (default: clients keep theirs)",
+    )
     ap.add_argument("--router-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -232,8 +304,18 @@ def main() -> None:
     args = ap.parse_args()
     rc, lc = (None, None) if args.no_pin else (args.router_core, args.load_core)
     for i, G in enumerate(args.G):
-        r = run(G, args.streams, args.tokens, 18201 + 200 * i, rc, lc, args.profile, args.ramp, not args.non_stream,
-                not args.new_connections)
+        r = run(
+            G,
+            args.streams,
+            args.tokens,
+            18201 + 200 * i,
+            rc,
+            lc,
+            args.profile,
+            args.ramp,
+            not args.non_stream,
+            not args.new_connections,
+        )
         print(json.dumps(r), flush=True)
 
 

@@ -50,11 +50,21 @@ def run_case(policy: str, G: int, n: int) -> dict:
     rec = simulate(w, pol, cfg)
     cpu = time.process_time() - c0
     res, _ = summarize(rec, policy, cfg, w)
-    return {"policy": policy, "G": G, "n": n, "steps": res.steps, "sim_wall_s": res.sim_wall_s, "cpu_s": cpu,
-            "dispatch_p50_us": res.dispatch_us_p50, "dispatch_p99_us": res.dispatch_us_p99,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "throughput_tok_s": res.throughput_tok_s, "max_min": res.avg_imbalance_maxmin,
-            "tpot_p95_ms": res.tpot_p95_ms, "ttft_p99_s": res.ttft_p99_s}
+    return {
+        "policy": policy,
+        "G": G,
+        "n": n,
+        "steps": res.steps,
+        "sim_wall_s": res.sim_wall_s,
+        "cpu_s": cpu,
+        "dispatch_p50_us": res.dispatch_us_p50,
+        "dispatch_p99_us": res.dispatch_us_p99,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "throughput_tok_s": res.throughput_tok_s,
+        "max_min": res.avg_imbalance_maxmin,
+        "tpot_p95_ms": res.tpot_p95_ms,
+        "ttft_p99_s": res.ttft_p99_s,
+    }
 
 
 def _child(policy: str, G: int, n: int, cpu: int | None) -> dict:
@@ -77,10 +87,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="headline case only, one run each")
     ap.add_argument("--repeat", type=int, default=None, help="runs per case (default 3; 1 with --quick)")
-    ap.add_argument("--policies", default=None, help="comma-separated policy specs (default: jsq_tokens and the "
-                                                     "default policy)")
-    ap.add_argument("--cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else None,
-                    help="pin every run to this CPU (default 1; -1 = no pinning)")
+    ap.add_argument(
+        "--policies", default=None, help="comma-separated policy specs (default: jsq_tokens and the default policy)"
+    )
+    ap.add_argument(
+        "--cpu",
+        type=int,
+        default=1 if (os.cpu_count() or 1) > 1 else None,
+        help="pin every run to this CPU (default 1; -1 = no pinning)",
+    )
     ap.add_argument("--json", help="also write every run's figures to this file")
     ap.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -97,14 +112,20 @@ def main() -> None:
     policies = args.policies.split(",") if args.policies else list(dict.fromkeys(["jsq_tokens", DEFAULT_POLICY]))
     repeat = args.repeat or (1 if args.quick else 3)
     cases = [HEADLINE] if args.quick else list(dict.fromkeys(G_SWEEP + N_SWEEP))
-    print(f"# bench_scale: B = {SLOTS}, saturated, pool {VISIBLE}, {repeat} run(s) per case, "
-          f"pinned to CPU {cpu if cpu is not None else '(none)'}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average at start {os.getloadavg()[0]:.1f} (a shared machine inflates wall time, not CPU time)")
+    print(
+        f"# bench_scale: B = {SLOTS}, saturated, pool {VISIBLE}, {repeat} run(s) per case, "
+        f"pinned to CPU {cpu if cpu is not None else '(none)'}"
+    )
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average at start {os.getloadavg()[0]:.1f} (a shared machine inflates wall time, not CPU time)"
+    )
     print(f"# default policy: {DEFAULT_POLICY}")
     print()
-    print("| policy | G | requests | steps | sim_wall_s | cpu_s | µs/step (cpu) | dispatch P50 µs | dispatch P99 µs "
-          "| peak RSS MB |")
+    print(
+        "| policy | G | requests | steps | sim_wall_s | cpu_s | µs/step (cpu) | dispatch P50 µs | dispatch P99 µs "
+        "| peak RSS MB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     everything = []
     for policy in policies:
@@ -113,10 +134,13 @@ def main() -> None:
             everything += runs
             r0 = runs[0]
             cpu_med = statistics.median(r["cpu_s"] for r in runs)
-            print(f"| `{policy}` | {G} | {n:,} | {r0['steps']:,} | {_med(runs, 'sim_wall_s')} | {_med(runs, 'cpu_s')} "
-                  f"| {cpu_med / r0['steps'] * 1e6:.0f} | {statistics.median(r['dispatch_p50_us'] for r in runs):.0f} "
-                  f"| {statistics.median(r['dispatch_p99_us'] for r in runs):.0f} "
-                  f"| {max(r['peak_rss_mb'] for r in runs):.0f} |", flush=True)
+            print(
+                f"| `{policy}` | {G} | {n:,} | {r0['steps']:,} | {_med(runs, 'sim_wall_s')} | {_med(runs, 'cpu_s')} "
+                f"| {cpu_med / r0['steps'] * 1e6:.0f} | {statistics.median(r['dispatch_p50_us'] for r in runs):.0f} "
+                f"| {statistics.median(r['dispatch_p99_us'] for r in runs):.0f} "
+                f"| {max(r['peak_rss_mb'] for r in runs):.0f} |",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(everything, f, indent=1)

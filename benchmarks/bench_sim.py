@@ -19,7 +19,13 @@ import time
 CASES = {
     # name: (trace spec, G, B, policy, extra)
     "mooncake-10k G8 B72 jsq_tokens": ("mooncake-conversation", 8, 72, "jsq_tokens", {"max_requests": 10000}),
-    "synthetic-100k G64 B128 jsq_tokens": ("synthetic:n=100000,prompt=lognormal,prompt_mean=2000,output=geometric,output_mean=300,seed=1", 64, 128, "jsq_tokens", {}),
+    "synthetic-100k G64 B128 jsq_tokens": (
+        "synthetic:n=100000,prompt=lognormal,prompt_mean=2000,output=geometric,output_mean=300,seed=1",
+        64,
+        128,
+        "jsq_tokens",
+        {},
+    ),
     # scaling with G (same 20k synthetic requests)
     "synthetic-20k G8 B128": ("synthetic:n=20000,output_mean=300,seed=1", 8, 128, "jsq_tokens", {}),
     "synthetic-20k G32 B128": ("synthetic:n=20000,output_mean=300,seed=1", 32, 128, "jsq_tokens", {}),
@@ -45,9 +51,16 @@ def run_case(name: str) -> dict:
         res, _ = run_simulation(w, policy, cfg)
         best = res if best is None or res.sim_wall_s < best.sim_wall_s else best
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"case": name, "requests": len(w), "steps": best.steps, "wall_s": best.sim_wall_s,
-            "steps_per_s": best.steps / best.sim_wall_s, "peak_rss_mb": peak_mb,
-            "max_min": best.avg_imbalance_maxmin, "tok_s": best.throughput_tok_s}
+    return {
+        "case": name,
+        "requests": len(w),
+        "steps": best.steps,
+        "wall_s": best.sim_wall_s,
+        "steps_per_s": best.steps / best.sim_wall_s,
+        "peak_rss_mb": peak_mb,
+        "max_min": best.avg_imbalance_maxmin,
+        "tok_s": best.throughput_tok_s,
+    }
 
 
 def main() -> None:
@@ -64,8 +77,10 @@ def main() -> None:
         t0 = time.time()
         out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name:38s} {r['requests']:9d} {r['steps']:8d} {r['wall_s']:8.3f} {r['steps_per_s']:9.0f} "
-              f"{r['peak_rss_mb']:8.0f}   ({time.time() - t0:.1f}s incl. load)")
+        print(
+            f"{name:38s} {r['requests']:9d} {r['steps']:8d} {r['wall_s']:8.3f} {r['steps_per_s']:9.0f} "
+            f"{r['peak_rss_mb']:8.0f}   ({time.time() - t0:.1f}s incl. load)"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +52,12 @@ from dpbalance.traces import load_trace
 
 METRICS = ("throughput_tok_s", "tpot_p50_ms", "tpot_p95_ms", "ttft_p99_s")
 HIGHER_IS_BETTER = {"throughput_tok_s": True, "tpot_p50_ms": False, "tpot_p95_ms": False, "ttft_p99_s": False}
-LABEL = {"throughput_tok_s": "output tok/s", "tpot_p50_ms": "TPOT p50 (ms)", "tpot_p95_ms": "TPOT p95 (ms)",
-         "ttft_p99_s": "TTFT p99 (s)"}
+LABEL = {
+    "throughput_tok_s": "output tok/s",
+    "tpot_p50_ms": "TPOT p50 (ms)",
+    "tpot_p95_ms": "TPOT p95 (ms)",
+    "ttft_p99_s": "TTFT p99 (s)",
+}
 
 
 # ---------------------------------------------------------------------------------------------- workload
@@ -71,20 +75,35 @@ def blocks_of(w: Workload, a) -> list[Workload]:
 
 
 def sim_config(a, seed: int, arrival: str = "poisson") -> SimConfig:
-    return SimConfig(workers=2, slots=a.slots, arrival=arrival, qps=a.qps if arrival == "poisson" else None,
-                     seed=seed, step_time=str(a.step_time), window="all")
+    return SimConfig(
+        workers=2,
+        slots=a.slots,
+        arrival=arrival,
+        qps=a.qps if arrival == "poisson" else None,
+        seed=seed,
+        step_time=str(a.step_time),
+        window="all",
+    )
 
 
 def sim_row(res) -> dict:
-    return {"throughput_tok_s": res.throughput_all_tok_s, "tpot_p50_ms": res.tpot_p50_ms,
-            "tpot_p95_ms": res.tpot_p95_ms, "ttft_p99_s": res.ttft_p99_s}
+    return {
+        "throughput_tok_s": res.throughput_all_tok_s,
+        "tpot_p50_ms": res.tpot_p50_ms,
+        "tpot_p95_ms": res.tpot_p95_ms,
+        "ttft_p99_s": res.ttft_p99_s,
+    }
 
 
 def capacity_qps(blocks: list[Workload], a) -> float:
     """Requests per second the ranks finish when never short of work, under the first policy (simulated on all
     blocks at once, saturated arrivals, steady window)."""
-    w = Workload.from_arrays(np.zeros(sum(len(b) for b in blocks)), np.concatenate([b.prompt for b in blocks]),
-                             np.concatenate([b.output for b in blocks]), name="all-blocks")
+    w = Workload.from_arrays(
+        np.zeros(sum(len(b) for b in blocks)),
+        np.concatenate([b.prompt for b in blocks]),
+        np.concatenate([b.output for b in blocks]),
+        name="all-blocks",
+    )
     cfg = SimConfig(workers=2, slots=a.slots, arrival="saturated", step_time=str(a.step_time))
     res = run_simulation(w, a.policies[0], cfg)[0]
     return res.throughput_tok_s / float(w.output.mean())
@@ -115,8 +134,9 @@ def get(url: str, timeout: float = 2.0) -> str | None:
 
 def running_on(rank_url: str) -> float:
     text = get(rank_url + "/metrics") or ""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:num_requests_running"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:num_requests_running")
+    )
 
 
 def wait_idle(ranks: list[str], timeout_s: float = 120.0) -> None:
@@ -134,8 +154,20 @@ class RouterProcess:
     def __init__(self, ranks: list[str], policy: str, slots: int, record: Path, log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "dpbalance", "serve", "--port", str(self.port), "--policy", policy,
-                "--slots", str(slots), "--record", str(record)]
+        argv = [
+            sys.executable,
+            "-m",
+            "dpbalance",
+            "serve",
+            "--port",
+            str(self.port),
+            "--policy",
+            policy,
+            "--slots",
+            str(slots),
+            "--record",
+            str(record),
+        ]
         for u in ranks:
             argv += ["--decode", u]
         self.log = open(log, "w")
@@ -165,19 +197,31 @@ def live_run(w: Workload, policy: str, block: int, ranks: list[str], a, out: Pat
     (out / "logs").mkdir(exist_ok=True)
     router = RouterProcess(ranks, policy, a.slots, rec, out / "logs" / f"router_block{block}_{policy}.log")
     try:
-        cfg = loadgen.LoadgenConfig(target=router.url, mode="qps", qps=a.qps, seed=block, max_requests=None,
-                                    model=a.model, prompt_seed=1000 + run,  # fresh prompts: no prefix-cache hits
-                                    duration_s=3600.0, request_timeout_s=900.0)
+        cfg = loadgen.LoadgenConfig(
+            target=router.url,
+            mode="qps",
+            qps=a.qps,
+            seed=block,
+            max_requests=None,
+            model=a.model,
+            prompt_seed=1000 + run,  # fresh prompts: no prefix-cache hits
+            duration_s=3600.0,
+            request_timeout_s=900.0,
+        )
         t0 = time.perf_counter()
         outs = asyncio.run(loadgen.run(w, cfg))
         wall = time.perf_counter() - t0
     finally:
         router.stop()
-    res = loadgen.summarize(outs, policy=policy, workers=2, slots=a.slots, engine_stats=None, wall_s=wall,
-                            config={})
-    row = sim_row(res) | {"throughput_tok_s": res.throughput_tok_s, "completed": res.completed,
-                          "requests": res.requests, "wall_s": wall, "errors": res.config["errors"],
-                          "record": str(rec.relative_to(out))}
+    res = loadgen.summarize(outs, policy=policy, workers=2, slots=a.slots, engine_stats=None, wall_s=wall, config={})
+    row = sim_row(res) | {
+        "throughput_tok_s": res.throughput_tok_s,
+        "completed": res.completed,
+        "requests": res.requests,
+        "wall_s": wall,
+        "errors": res.config["errors"],
+        "record": str(rec.relative_to(out)),
+    }
     wait_idle(ranks)
     time.sleep(a.settle_s)
     return row
@@ -199,8 +243,11 @@ def gain(rows: dict, policy: str, base: str, metric: str) -> tuple[float, float]
 
 def table(live: dict, pred: dict, pred_rec: dict, a) -> str:
     base = a.policies[0]
-    lines = [f"| policy | {' | '.join(LABEL[m] for m in METRICS)} | measured throughput vs {base} | "
-             f"predicted (trace) | predicted (recorded traffic) |", "|---" * (len(METRICS) + 4) + "|"]
+    lines = [
+        f"| policy | {' | '.join(LABEL[m] for m in METRICS)} | measured throughput vs {base} | "
+        f"predicted (trace) | predicted (recorded traffic) |",
+        "|---" * (len(METRICS) + 4) + "|",
+    ]
     for p in a.policies:
         cells = []
         for m in METRICS:
@@ -215,8 +262,11 @@ def table(live: dict, pred: dict, pred_rec: dict, a) -> str:
 
 def tpot_table(live: dict, pred: dict, a) -> str:
     base = a.policies[0]
-    lines = [f"| policy | TPOT p50 vs {base}: measured | predicted | TPOT p95 measured | predicted | "
-             f"TTFT p99 measured | predicted |", "|---" * 7 + "|"]
+    lines = [
+        f"| policy | TPOT p50 vs {base}: measured | predicted | TPOT p95 measured | predicted | "
+        f"TTFT p99 measured | predicted |",
+        "|---" * 7 + "|",
+    ]
     for p in a.policies:
         cells = []
         for m in ("tpot_p50_ms", "tpot_p95_ms", "ttft_p99_s"):
@@ -230,19 +280,36 @@ def tpot_table(live: dict, pred: dict, a) -> str:
 # ---------------------------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--step-time", type=Path, required=True, help="step-time file from `dpbalance calibrate` on these ranks")
+    ap.add_argument(
+        "--step-time", type=Path, required=True, help="step-time file from `dpbalance calibrate` on these ranks"
+    )
     ap.add_argument("--out", type=Path, required=True, help="directory for predicted.json, ab.json, ab.md, records")
-    ap.add_argument("--ranks", nargs="*", default=["http://127.0.0.1:18600", "http://127.0.0.1:18601"],
-                    help="base URLs of the DP ranks (default: the testbed's external mode)")
-    ap.add_argument("--policies", default="round_robin,jsq_count,br0,jsq_tokens",
-                    help="comma-separated; the first is the reference for gains")
+    ap.add_argument(
+        "--ranks",
+        nargs="*",
+        default=["http://127.0.0.1:18600", "http://127.0.0.1:18601"],
+        help="base URLs of the DP ranks (default: the testbed's external mode)",
+    )
+    ap.add_argument(
+        "--policies",
+        default="round_robin,jsq_count,br0,jsq_tokens",
+        help="comma-separated; the first is the reference for gains",
+    )
     ap.add_argument("--trace", default="mooncake-conversation")
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--requests", type=int, default=150, help="requests per block")
-    ap.add_argument("--qps", type=float, default=None,
-                    help="Poisson arrival rate of every block (default: --load × the capacity the simulator predicts)")
-    ap.add_argument("--load", type=float, default=1.2,
-                    help="without --qps: offered load as a multiple of the predicted capacity under the first policy")
+    ap.add_argument(
+        "--qps",
+        type=float,
+        default=None,
+        help="Poisson arrival rate of every block (default: --load × the capacity the simulator predicts)",
+    )
+    ap.add_argument(
+        "--load",
+        type=float,
+        default=1.2,
+        help="without --qps: offered load as a multiple of the predicted capacity under the first policy",
+    )
     ap.add_argument("--prompt-scale", type=float, default=1 / 8)
     ap.add_argument("--max-prompt", type=int, default=3072)
     ap.add_argument("--max-output", type=int, default=384)
@@ -260,10 +327,14 @@ def main() -> int:
 
     pred = predict(blocks, a)
     # where the files went is not a setting of the experiment (and would name a path of the machine that ran it)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k not in ("out", "predict_only")}
-    (a.out / "predicted.json").write_text(json.dumps(
-        {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": settings,
-         "rows": pred}, indent=1))
+    settings = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k not in ("out", "predict_only")
+    }
+    (a.out / "predicted.json").write_text(
+        json.dumps(
+            {"written": datetime.now(UTC).isoformat(timespec="seconds"), "settings": settings, "rows": pred}, indent=1
+        )
+    )
     print("predicted (simulator, calibrated step time): throughput gain over", a.policies[0])
     for p in a.policies:
         g, ci = gain(pred, p, a.policies[0], "throughput_tok_s")
@@ -279,14 +350,17 @@ def main() -> int:
     live = {p: [] for p in a.policies}
     t_start = time.monotonic()
     for b, w in enumerate(blocks):
-        order = a.policies[b % len(a.policies):] + a.policies[:b % len(a.policies)]
+        order = a.policies[b % len(a.policies) :] + a.policies[: b % len(a.policies)]
         for p in order:
             row = live_run(w, p, b, a.ranks, a, a.out, run=len(a.policies) * b + a.policies.index(p))
             live[p].append(row)
-            print(f"block {b} {p:>14}: {row['throughput_tok_s']:7.1f} tok/s  TPOT p50 {row['tpot_p50_ms']:6.1f} ms "
-                  f"p95 {row['tpot_p95_ms']:6.1f} ms  TTFT p99 {row['ttft_p99_s']:6.2f} s  "
-                  f"({row['completed']}/{row['requests']} ok, {row['wall_s']:.0f} s; "
-                  f"{(time.monotonic() - t_start) / 60:.1f} min in)", flush=True)
+            print(
+                f"block {b} {p:>14}: {row['throughput_tok_s']:7.1f} tok/s  TPOT p50 {row['tpot_p50_ms']:6.1f} ms "
+                f"p95 {row['tpot_p95_ms']:6.1f} ms  TTFT p99 {row['ttft_p99_s']:6.2f} s  "
+                f"({row['completed']}/{row['requests']} ok, {row['wall_s']:.0f} s; "
+                f"{(time.monotonic() - t_start) / 60:.1f} min in)",
+                flush=True,
+            )
         (a.out / "ab.json").write_text(json.dumps({"settings": settings, "live": live}, indent=1))
 
     # the recorded traffic of each run, replayed under every policy
@@ -295,13 +369,21 @@ def main() -> int:
         rec = load_trace(str(a.out / live[a.policies[0]][b]["record"]))
         for p in a.policies:
             pred_rec[p].append(sim_row(run_simulation(rec, p, sim_config(a, seed=b, arrival="replay"))[0]))
-    (a.out / "ab.json").write_text(json.dumps({"settings": settings, "live": live, "predicted": pred,
-                                               "predicted_from_recording": pred_rec}, indent=1))
-    md = [f"# Live A/B on a real vLLM data-parallel pair\n",
-          f"{a.blocks} blocks × {a.requests} requests of {a.trace} per policy, Poisson at {a.qps} req/s, "
-          f"prompts × {a.prompt_scale:g} (≤ {a.max_prompt}), outputs ≤ {a.max_output}; G = 2, {a.slots} slots per "
-          f"rank. Mean over blocks ± 95 % interval.\n", table(live, pred, pred_rec, a), "",
-          tpot_table(live, pred, a), ""]
+    (a.out / "ab.json").write_text(
+        json.dumps(
+            {"settings": settings, "live": live, "predicted": pred, "predicted_from_recording": pred_rec}, indent=1
+        )
+    )
+    md = [
+        "# Live A/B on a real vLLM data-parallel pair\n",
+        f"{a.blocks} blocks × {a.requests} requests of {a.trace} per policy, Poisson at {a.qps} req/s, "
+        f"prompts × {a.prompt_scale:g} (≤ {a.max_prompt}), outputs ≤ {a.max_output}; G = 2, {a.slots} slots per "
+        f"rank. Mean over blocks ± 95 % interval.\n",
+        table(live, pred, pred_rec, a),
+        "",
+        tpot_table(live, pred, a),
+        "",
+    ]
     (a.out / "ab.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

@@ -25,8 +25,17 @@ def snapshot_of(prompts_per_worker, pool=(), slots=3, steps=0, limit=0, first_ri
     return Snapshot(st, p)
 
 
-def random_snapshot(rng: np.random.Generator, G: int, B: int, n_pool: int, max_s: int = 5000, *,
-                    full: bool = True, max_steps: int = 30, limit: int | None = None) -> Snapshot:
+def random_snapshot(
+    rng: np.random.Generator,
+    G: int,
+    B: int,
+    n_pool: int,
+    max_s: int = 5000,
+    *,
+    full: bool = True,
+    max_steps: int = 30,
+    limit: int | None = None,
+) -> Snapshot:
     """Random active sets (0..B requests per worker, or 0..B-1 with ``full=False``), random ages and a pool of
     ``n_pool`` requests with ids 0..n_pool-1. ``limit`` fixes every output hint (else random in 1..299)."""
     st = ClusterState(G, B)

@@ -25,8 +25,20 @@ MAY_IMPORT = {
     "router": {"core", "policies", "predictors", "results", "sim", "traces"},
     "sweep": {"core", "policies", "results", "sim", "traces"},
     "experiments": {"analysis", "core", "policies", "predictors", "results", "sim", "sweep", "traces"},
-    "cli": {"analysis", "calibrate", "core", "experiments", "policies", "predictors", "results", "router", "sim",
-            "sweep", "testbed", "traces"},
+    "cli": {
+        "analysis",
+        "calibrate",
+        "core",
+        "experiments",
+        "policies",
+        "predictors",
+        "results",
+        "router",
+        "sim",
+        "sweep",
+        "testbed",
+        "traces",
+    },
 }
 MAX_LINES = 520
 
@@ -63,7 +75,9 @@ def test_every_room_is_listed():
 def test_imports_go_one_way(path):
     room = path.relative_to(PKG).parts[0]
     wrong = {r for r in _imports(path) if r in MAY_IMPORT and r != room} - MAY_IMPORT[room]
-    assert not wrong, f"{path.relative_to(PKG)} ({room}) imports {sorted(wrong)}; {room} may import {sorted(MAY_IMPORT[room])}"
+    assert not wrong, (
+        f"{path.relative_to(PKG)} ({room}) imports {sorted(wrong)}; {room} may import {sorted(MAY_IMPORT[room])}"
+    )
 
 
 def test_no_cycles_between_rooms():

@@ -28,8 +28,9 @@ class OfflineBound:
     status: str
 
 
-def offline_lower_bound(w: Workload, workers: int, slots: int, steps: int, *, release: np.ndarray | None = None,
-                        time_limit_s: float = 30.0) -> OfflineBound:
+def offline_lower_bound(
+    w: Workload, workers: int, slots: int, steps: int, *, release: np.ndarray | None = None, time_limit_s: float = 30.0
+) -> OfflineBound:
     """Least Σ_t M_t of any schedule of ``w`` (oracle lengths, growing loads, slot caps) finishing within
     ``steps`` decode steps; ``release[i]`` is the first step request i may start (default 0: saturated).
 
@@ -62,7 +63,7 @@ def offline_lower_bound(w: Workload, workers: int, slots: int, steps: int, *, re
     for j, (i, g, t0) in enumerate(var):
         for t in range(t0, t0 + o[i]):
             load_rows.setdefault((g, t), []).append((j, s[i] + (t - t0)))
-    for (g, t), items in load_rows.items():
+    for (_g, t), items in load_rows.items():
         # M_t − Σ load ≥ 0   and   Σ active ≤ B
         rows += [r] * (len(items) + 1)
         cols += [j for j, _ in items] + [nv + t]
@@ -77,15 +78,24 @@ def offline_lower_bound(w: Workload, workers: int, slots: int, steps: int, *, re
         hi.append(float(slots))
         r += 1
     A = coo_matrix((vals, (rows, cols)), shape=(r, nv + T)).tocsr()
-    res = milp(c, constraints=LinearConstraint(A, lo, hi),
-               integrality=np.concatenate([np.ones(nv), np.zeros(T)]),
-               bounds=Bounds(np.zeros(nv + T), np.concatenate([np.ones(nv), np.full(T, np.inf)])),
-               options={"time_limit": time_limit_s, "disp": False})
+    res = milp(
+        c,
+        constraints=LinearConstraint(A, lo, hi),
+        integrality=np.concatenate([np.ones(nv), np.zeros(T)]),
+        bounds=Bounds(np.zeros(nv + T), np.concatenate([np.ones(nv), np.full(T, np.inf)])),
+        options={"time_limit": time_limit_s, "disp": False},
+    )
     bound = getattr(res, "mip_dual_bound", None)
     if bound is None or not np.isfinite(bound):
         bound = res.fun if res.status == 0 else float("nan")
     total_load = float(sum(np.sum(s[i] + np.arange(o[i])) for i in range(n)))
     best = float(res.fun) if res.x is not None else float("nan")
-    return OfflineBound(sum_envelope=float(bound), idle_area=G * float(bound) - total_load,
-                        best_sum_envelope=best, best_idle_area=G * best - total_load, steps=T,
-                        optimal=res.status == 0, status=res.message)
+    return OfflineBound(
+        sum_envelope=float(bound),
+        idle_area=G * float(bound) - total_load,
+        best_sum_envelope=best,
+        best_idle_area=G * best - total_load,
+        steps=T,
+        optimal=res.status == 0,
+        status=res.message,
+    )

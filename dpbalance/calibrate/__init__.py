@@ -5,5 +5,13 @@ writes the file that ``--step-time FILE`` reads)."""
 from .config import CalibrateConfig
 from .fit import Calibration, CalibrationError, ModelFit, Observations, fit, fit_model, split_heldout
 
-__all__ = ["CalibrateConfig", "Calibration", "CalibrationError", "ModelFit", "Observations", "fit", "fit_model",
-           "split_heldout"]
+__all__ = [
+    "CalibrateConfig",
+    "Calibration",
+    "CalibrationError",
+    "ModelFit",
+    "Observations",
+    "fit",
+    "fit_model",
+    "split_heldout",
+]

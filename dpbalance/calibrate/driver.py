@@ -25,8 +25,8 @@ import asyncio
 import itertools
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 import numpy as np
@@ -76,13 +76,13 @@ class Phase:
 @dataclass
 class PhaseResult:
     phase: Phase
-    loads: list[float]                      # per rank, KV tokens at the window midpoint
-    stream_s: float                         # median token gap, wall seconds
-    stream_rank_s: list[float | None]       # the same per rank
-    itl_s: list[float | None]               # per rank, from /metrics
-    steps_s: list[float | None]             # per rank, window / engine steps
-    batch: list[float | None]               # per rank, sequences per engine step (from /metrics)
-    gaps: int                               # token gaps in the window (all streams)
+    loads: list[float]  # per rank, KV tokens at the window midpoint
+    stream_s: float  # median token gap, wall seconds
+    stream_rank_s: list[float | None]  # the same per rank
+    itl_s: list[float | None]  # per rank, from /metrics
+    steps_s: list[float | None]  # per rank, window / engine steps
+    batch: list[float | None]  # per rank, sequences per engine step (from /metrics)
+    gaps: int  # token gaps in the window (all streams)
     window_s: float
     preemptions: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -148,8 +148,9 @@ class Deployment:
         for base in dict.fromkeys(self.bases):
             status, data = await get_json(self.session, "GET", base + "/v1/models", self.headers)
             if status != 200 or not isinstance(data, dict) or not data.get("data"):
-                raise EngineError(f"{base}/v1/models answered HTTP {status}: is this an OpenAI-compatible server "
-                                  "(vLLM, engine-sim)?")
+                raise EngineError(
+                    f"{base}/v1/models answered HTTP {status}: is this an OpenAI-compatible server (vLLM, engine-sim)?"
+                )
             if model is None:
                 model = str(data["data"][0].get("id"))
         status, data = await get_json(self.session, "GET", self.bases[0] + "/version", self.headers)
@@ -196,20 +197,33 @@ async def run_phase(dep: Deployment, phase: Phase, budget_s: float, rng: random.
     specs = [(g, p) for g, (p, c) in enumerate(phase.per_rank) for _ in range(c)]
     prompts = [make_prompt(rng, tok.words_for(p)) for _, p in specs]
     counts = await asyncio.gather(*(tok.count(dep.session, pr) for pr in prompts))
-    recs = [StreamRecord(g, n if n is not None else len(pr.split()), mt)
-            for (g, _), pr, n in zip(specs, prompts, counts)]
+    recs = [
+        StreamRecord(g, n if n is not None else len(pr.split()), mt) for (g, _), pr, n in zip(specs, prompts, counts)
+    ]
     t_start = time.perf_counter()
     tasks = [asyncio.create_task(dep.clients[r.rank].stream(dep.session, pr, r)) for r, pr in zip(recs, prompts)]
     try:
-        await _wait(recs, lambda: all(r.generated >= cfg.warmup_tokens for r in recs), t_start + 0.7 * budget_s,
-                    lambda: f"only {sum(r.generated >= cfg.warmup_tokens for r in recs)} of {len(recs)} streams "
-                            f"reached {cfg.warmup_tokens} tokens within {0.7 * budget_s:.0f} s (prefill too slow for "
-                            "the time budget, or more streams than the engine runs at once)")
+        await _wait(
+            recs,
+            lambda: all(r.generated >= cfg.warmup_tokens for r in recs),
+            t_start + 0.7 * budget_s,
+            lambda: (
+                f"only {sum(r.generated >= cfg.warmup_tokens for r in recs)} of {len(recs)} streams "
+                f"reached {cfg.warmup_tokens} tokens within {0.7 * budget_s:.0f} s (prefill too slow for "
+                "the time budget, or more streams than the engine runs at once)"
+            ),
+        )
         tA, mA = await dep.scrape_at()
         base = [r.generated for r in recs]
-        await _wait(recs, lambda: (min(r.generated - b for r, b in zip(recs, base)) >= cfg.measure_steps
-                                   or max(r.generated for r in recs) >= mt - 2),
-                    t_start + budget_s, None)
+        await _wait(
+            recs,
+            lambda: (
+                min(r.generated - b for r, b in zip(recs, base)) >= cfg.measure_steps
+                or max(r.generated for r in recs) >= mt - 2
+            ),
+            t_start + budget_s,
+            None,
+        )
         tB, mB = await dep.scrape_at()
     finally:
         for t in tasks:
@@ -258,15 +272,19 @@ def _measure(phase: Phase, recs, tA, tB, mA, mB, check_disturbed: bool = True) -
     G = len(phase.per_rank)
     gaps = _gaps(recs, tA, tB)
     if len(gaps) < MIN_GAPS:
-        raise PhaseFailed(f"only {len(gaps)} token gaps inside the measuring window ({tB - tA:.2f} s): the phase's "
-                          "share of the time budget is too short for this load")
+        raise PhaseFailed(
+            f"only {len(gaps)} token gaps inside the measuring window ({tB - tA:.2f} s): the phase's "
+            "share of the time budget is too short for this load"
+        )
     median = float(np.median(gaps))
     steps_in_window = float(np.median([r.generated_at(tB) - r.generated_at(tA) for r in recs]))
     mean_step = (tB - tA) / max(steps_in_window, 1.0)
     if check_disturbed and abs(median / mean_step - 1) > DISTURBED:
-        raise PhaseDisturbed(f"disturbed: median token gap {median * 1e3:.3g} ms but {steps_in_window:.0f} tokens "
-                             f"in {tB - tA:.2f} s ({mean_step * 1e3:.3g} ms each): a stall of the engine, the "
-                             "network or this client")
+        raise PhaseDisturbed(
+            f"disturbed: median token gap {median * 1e3:.3g} ms but {steps_in_window:.0f} tokens "
+            f"in {tB - tA:.2f} s ({mean_step * 1e3:.3g} ms each): a stall of the engine, the "
+            "network or this client"
+        )
     tm = (tA + tB) / 2
     loads = [0.0] * G
     for r in recs:
@@ -288,20 +306,38 @@ def _measure(phase: Phase, recs, tA, tB, mA, mB, check_disturbed: bool = True) -
         preempt += _delta(a, b, "preemptions") or 0.0
         sent = phase.per_rank[g][1]
         if batch[-1] is not None and abs(batch[-1] - sent) > 0.5:
-            warnings.append(f"rank {g} ran {batch[-1]:.1f} tokens per step but calibrate keeps {sent} streams "
-                            "there: other traffic on the deployment, or prefills inside the window")
+            warnings.append(
+                f"rank {g} ran {batch[-1]:.1f} tokens per step but calibrate keeps {sent} streams "
+                "there: other traffic on the deployment, or prefills inside the window"
+            )
     known = [x for x in window_rank if x]
     if len(known) > 1 and max(known) > (1 + BARRIER_SPREAD) * min(known):
-        warnings.append("ranks do not keep one pace (per-rank time per token "
-                        + ", ".join(f"{x * 1e3:.1f}" for x in known) + " ms): no step barrier between them? "
-                        "The linear_max model assumes one")
+        warnings.append(
+            "ranks do not keep one pace (per-rank time per token "
+            + ", ".join(f"{x * 1e3:.1f}" for x in known)
+            + " ms): no step barrier between them? "
+            "The linear_max model assumes one"
+        )
     if preempt > 0:
-        warnings.append(f"{preempt:.0f} preemptions in the window: the KV cache is too small for this load, so "
-                        "the loads are not what was sent")
-    return PhaseResult(phase=phase, loads=loads, stream_s=median, window_s_per_token=mean_step,
-                       window_rank_s=window_rank, stream_rank_s=per_rank, itl_s=itl,
-                       steps_s=steps, batch=batch, gaps=int(len(gaps)), window_s=tB - tA, preemptions=preempt,
-                       warnings=warnings)
+        warnings.append(
+            f"{preempt:.0f} preemptions in the window: the KV cache is too small for this load, so "
+            "the loads are not what was sent"
+        )
+    return PhaseResult(
+        phase=phase,
+        loads=loads,
+        stream_s=median,
+        window_s_per_token=mean_step,
+        window_rank_s=window_rank,
+        stream_rank_s=per_rank,
+        itl_s=itl,
+        steps_s=steps,
+        batch=batch,
+        gaps=int(len(gaps)),
+        window_s=tB - tA,
+        preemptions=preempt,
+        warnings=warnings,
+    )
 
 
 ProgressFn = Callable[[int, int, str], None]
@@ -320,17 +356,20 @@ async def drive(cfg: CalibrateConfig, progress: ProgressFn | None = None) -> Dri
         mt = max_tokens_for(cfg)
         mml = dep.tokenizer.max_model_len
         if mml is not None and max(cfg.prompt_lens) + mt > mml:
-            raise EngineError(f"the engine's context is {mml} tokens: prompts of {max(cfg.prompt_lens)} plus "
-                              f"{mt} output tokens do not fit; lower --prompt-lens (at most {mml - mt}) or "
-                              "--measure-steps")
+            raise EngineError(
+                f"the engine's context is {mml} tokens: prompts of {max(cfg.prompt_lens)} plus "
+                f"{mt} output tokens do not fit; lower --prompt-lens (at most {mml - mt}) or "
+                "--measure-steps"
+            )
         phases = plan(cfg, cfg.ranks)
         deadline = t0 + cfg.time_budget_s
         results, failed, skipped, warnings = [], [], [], []
         if not dep.has_metrics and cfg.source in ("itl", "steps"):
             warnings.append(f"the engine exposes no usable /metrics: --source {cfg.source} falls back to stream")
         if dep.tokenizer.url is None:
-            warnings.append("the engine has no /tokenize: prompt lengths are the streams' reported usage, "
-                            "else one token per word")
+            warnings.append(
+                "the engine has no /tokenize: prompt lengths are the streams' reported usage, else one token per word"
+            )
         for i, ph in enumerate(phases):
             left = deadline - time.perf_counter()
             if progress:
@@ -354,7 +393,19 @@ async def drive(cfg: CalibrateConfig, progress: ProgressFn | None = None) -> Dri
                 failed.append((ph, str(err)))
         if progress:
             progress(len(phases) - len(skipped), len(phases), "done")
-    return DriveRecord(results=results, failed=failed, skipped=skipped, ranks=cfg.ranks, model=dep.model,
-                       targets=list(dict.fromkeys(dep.bases)), engine_version=dep.version, metrics=dep.has_metrics,
-                       tokenize=dep.tokenizer.url is not None, max_model_len=mml, started=started,
-                       duration_s=time.perf_counter() - t0, max_tokens=mt, warnings=warnings)
+    return DriveRecord(
+        results=results,
+        failed=failed,
+        skipped=skipped,
+        ranks=cfg.ranks,
+        model=dep.model,
+        targets=list(dict.fromkeys(dep.bases)),
+        engine_version=dep.version,
+        metrics=dep.has_metrics,
+        tokenize=dep.tokenizer.url is not None,
+        max_model_len=mml,
+        started=started,
+        duration_s=time.perf_counter() - t0,
+        max_tokens=mt,
+        warnings=warnings,
+    )

@@ -30,12 +30,14 @@ METRIC_SAMPLES: dict[str, tuple[str, ...]] = {
 }
 
 # common English words: prompts are random sequences of them, so no two prompts share a cached prefix
-WORDS = tuple("""time year people way day man thing woman life child world school state family student group
+WORDS = tuple(
+    """time year people way day man thing woman life child world school state family student group
 country problem hand part place case week company system program question work government number night point home
 water room mother area money story fact month lot right study book eye job word business issue side kind head house
 service friend father power hour game line end member law car city community name president team minute idea kid
 body information back parent face others level office door health person art war history party result change
-morning reason research girl guy moment air teacher force education""".split())
+morning reason research girl guy moment air teacher force education""".split()
+)
 
 
 class EngineError(RuntimeError):
@@ -97,15 +99,22 @@ class RankClient:
     """Requests to one DP rank."""
 
     rank: int
-    base: str                 # server base URL (no trailing slash)
-    headers: dict[str, str]   # per-request headers (API key; rank header for a DP endpoint)
+    base: str  # server base URL (no trailing slash)
+    headers: dict[str, str]  # per-request headers (API key; rank header for a DP endpoint)
     engine_label: str | None  # DP endpoint: the `engine` label value of this rank in /metrics
     model: str
 
     async def stream(self, session: aiohttp.ClientSession, prompt: str, rec: StreamRecord) -> None:
         """Stream one completion into ``rec`` (errors are recorded, not raised; cancellation closes the stream)."""
-        body = {"model": self.model, "prompt": prompt, "max_tokens": rec.max_tokens, "stream": True,
-                "ignore_eos": True, "temperature": 0.0, "stream_options": USAGE_OPTIONS}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": rec.max_tokens,
+            "stream": True,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "stream_options": USAGE_OPTIONS,
+        }
         url = self.base + "/v1/completions"
         try:
             async with session.post(url, json=body, headers=self.headers) as resp:

@@ -27,8 +27,11 @@ import numpy as np
 from scipy import optimize, stats
 
 #: parameter names of each model, in design-matrix column order (the names of the simulator's model configs)
-MODEL_PARAMS = {"linear_max": ("C", "t_tok"), "linear_max_mean": ("c", "a", "b"),
-                "linear_seqs": ("c", "a", "b", "s", "r")}
+MODEL_PARAMS = {
+    "linear_max": ("C", "t_tok"),
+    "linear_max_mean": ("c", "a", "b"),
+    "linear_seqs": ("c", "a", "b", "s", "r"),
+}
 #: the mean-load term is chosen only if significant at this level (nested F-test) ...
 F_TEST_P = 0.01
 #: ... and if it makes up at least this fraction of the step time at some measured load
@@ -51,7 +54,7 @@ class Observations:
     seqs: np.ndarray | None = None
 
     @classmethod
-    def from_lists(cls, loads, tau, seqs=None) -> "Observations":
+    def from_lists(cls, loads, tau, seqs=None) -> Observations:
         try:
             L = np.asarray(loads, dtype=np.float64)
             t = np.asarray(tau, dtype=np.float64)
@@ -64,13 +67,16 @@ class Observations:
             if S.ndim == 1:
                 S = S[:, None]
             if S.shape != L.shape:
-                raise CalibrationError(f"sequences have shape {S.shape}, loads {L.shape}: one count per rank and "
-                                       "observation")
+                raise CalibrationError(
+                    f"sequences have shape {S.shape}, loads {L.shape}: one count per rank and observation"
+                )
             if not np.isfinite(S).all() or (S < 0).any():
                 raise CalibrationError("sequence counts must be finite and >= 0")
         if L.ndim != 2 or t.ndim != 1:
-            raise CalibrationError(f"expected loads as [observations, ranks] and step times as [observations], "
-                                   f"got shapes {L.shape} and {t.shape}")
+            raise CalibrationError(
+                f"expected loads as [observations, ranks] and step times as [observations], "
+                f"got shapes {L.shape} and {t.shape}"
+            )
         if L.shape[0] != t.shape[0]:
             raise CalibrationError(f"{L.shape[0]} load rows but {t.shape[0]} step times")
         if L.shape[0] == 0 or L.shape[1] == 0:
@@ -102,7 +108,7 @@ class Observations:
     def mean_seqs(self) -> np.ndarray:
         return np.zeros(len(self)) if self.seqs is None else self.seqs.mean(axis=1)
 
-    def subset(self, mask: np.ndarray) -> "Observations":
+    def subset(self, mask: np.ndarray) -> Observations:
         return Observations(self.loads[mask], self.tau[mask], None if self.seqs is None else self.seqs[mask])
 
 
@@ -113,11 +119,11 @@ class ModelFit:
     model: str
     params: dict[str, float]
     n: int
-    rms_s: float        # root-mean-square residual, seconds
-    rms_rel: float      # root-mean-square relative residual
-    max_rel: float      # largest |pred − τ| / τ
-    r2: float           # 1 − SS_res/SS_tot on τ (nan if all τ are equal)
-    rss_rel: float      # sum of squared relative residuals (what was minimised)
+    rms_s: float  # root-mean-square residual, seconds
+    rms_rel: float  # root-mean-square relative residual
+    max_rel: float  # largest |pred − τ| / τ
+    r2: float  # 1 − SS_res/SS_tot on τ (nan if all τ are equal)
+    rss_rel: float  # sum of squared relative residuals (what was minimised)
     se: dict[str, float] = field(default_factory=dict)  # standard error of each constant (nan without spare points)
 
     def predict(self, obs: Observations) -> np.ndarray:
@@ -129,8 +135,14 @@ class ModelFit:
         return (self.predict(obs) - obs.tau) / obs.tau
 
     def summary(self) -> dict:
-        return {"n": self.n, "rms_s": self.rms_s, "rms_rel": self.rms_rel, "max_rel": self.max_rel, "r2": self.r2,
-                "std_err": dict(self.se)}
+        return {
+            "n": self.n,
+            "rms_s": self.rms_s,
+            "rms_rel": self.rms_rel,
+            "max_rel": self.max_rel,
+            "r2": self.r2,
+            "std_err": dict(self.se),
+        }
 
 
 @dataclass(frozen=True)
@@ -140,8 +152,8 @@ class Calibration:
     fits: dict[str, ModelFit]
     chosen: str
     reason: str
-    skipped: dict[str, str] = field(default_factory=dict)     # model -> why it was not fitted
-    heldout: dict[str, dict] = field(default_factory=dict)    # model -> held-out error summary
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not fitted
+    heldout: dict[str, dict] = field(default_factory=dict)  # model -> held-out error summary
     f_test_p: float | None = None
 
     @property
@@ -164,10 +176,11 @@ def fit_model(model: str, obs: Observations) -> ModelFit:
         raise CalibrationError(f"unknown model {model!r}; fittable models: {', '.join(MODEL_PARAMS)}")
     names = MODEL_PARAMS[model]
     if len(obs) < len(names) + 1:
-        raise CalibrationError(f"{model} has {len(names)} constants and needs at least {len(names) + 1} "
-                               f"observations (got {len(obs)})")
+        raise CalibrationError(
+            f"{model} has {len(names)} constants and needs at least {len(names) + 1} observations (got {len(obs)})"
+        )
     X = _design(model, obs)
-    A = X / obs.tau[:, None]                     # relative residuals: (Xβ − τ)/τ = Aβ − 1
+    A = X / obs.tau[:, None]  # relative residuals: (Xβ − τ)/τ = Aβ − 1
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
     beta_s, _ = optimize.nnls(A / scale, np.ones(len(obs)))
@@ -178,23 +191,30 @@ def fit_model(model: str, obs: Observations) -> ModelFit:
     ss_tot = float(((obs.tau - obs.tau.mean()) ** 2).sum())
     dof = len(obs) - len(names)
     try:  # covariance of the (unconstrained) weighted least-squares estimate
-        cov = np.linalg.inv(A.T @ A) * float((rel ** 2).sum()) / dof
+        cov = np.linalg.inv(A.T @ A) * float((rel**2).sum()) / dof
         se = np.sqrt(np.clip(np.diag(cov), 0, None))
     except np.linalg.LinAlgError:
         se = np.full(len(names), math.nan)
     return ModelFit(
-        model=model, params={k: float(v) for k, v in zip(names, beta)}, n=len(obs),
-        rms_s=float(np.sqrt((res ** 2).mean())), rms_rel=float(np.sqrt((rel ** 2).mean())),
-        max_rel=float(np.abs(rel).max()), r2=float(1 - (res ** 2).sum() / ss_tot) if ss_tot > 0 else math.nan,
-        rss_rel=float((rel ** 2).sum()), se={k: float(v) for k, v in zip(names, se)},
+        model=model,
+        params={k: float(v) for k, v in zip(names, beta)},
+        n=len(obs),
+        rms_s=float(np.sqrt((res**2).mean())),
+        rms_rel=float(np.sqrt((rel**2).mean())),
+        max_rel=float(np.abs(rel).max()),
+        r2=float(1 - (res**2).sum() / ss_tot) if ss_tot > 0 else math.nan,
+        rss_rel=float((rel**2).sum()),
+        se={k: float(v) for k, v in zip(names, se)},
     )
 
 
 def _check_spread(obs: Observations) -> None:
     mx = obs.max_load
     if np.ptp(mx) <= 0:
-        raise CalibrationError(f"every observation has the same max load ({mx[0]:g} tokens): the per-token cost "
-                               "cannot be told from the fixed cost; measure at several loads")
+        raise CalibrationError(
+            f"every observation has the same max load ({mx[0]:g} tokens): the per-token cost "
+            "cannot be told from the fixed cost; measure at several loads"
+        )
 
 
 def _separation(obs: Observations) -> float:
@@ -211,8 +231,10 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
     if obs.loads.shape[1] < 2:
         skipped["linear_max_mean"] = "one rank: max and mean load are the same, the mean-load term cannot be fitted"
     elif sep < MIN_SEPARATION:
-        skipped["linear_max_mean"] = (f"max and mean load differ by at most {sep:.1%} of the max load: measure "
-                                      "unequal per-rank loads to fit the mean-load term")
+        skipped["linear_max_mean"] = (
+            f"max and mean load differ by at most {sep:.1%} of the max load: measure "
+            "unequal per-rank loads to fit the mean-load term"
+        )
     elif len(obs) < 4:
         skipped["linear_max_mean"] = f"needs at least 4 observations (got {len(obs)})"
     else:
@@ -235,9 +257,13 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
         for name, f in fits.items():
             err = f.errors(heldout)
             out_heldout[name] = {
-                "n": len(heldout), "mean_abs_rel": float(np.abs(err).mean()), "max_abs_rel": float(np.abs(err).max()),
-                "points": [{"loads": [float(x) for x in row], "measured_s": float(t), "predicted_s": float(pr)}
-                           for row, t, pr in zip(heldout.loads, heldout.tau, f.predict(heldout))],
+                "n": len(heldout),
+                "mean_abs_rel": float(np.abs(err).mean()),
+                "max_abs_rel": float(np.abs(err).max()),
+                "points": [
+                    {"loads": [float(x) for x in row], "measured_s": float(t), "predicted_s": float(pr)}
+                    for row, t, pr in zip(heldout.loads, heldout.tau, f.predict(heldout))
+                ],
             }
     return Calibration(fits=fits, chosen=chosen, reason=reason, skipped=skipped, heldout=out_heldout, f_test_p=p)
 
@@ -258,25 +284,44 @@ def _choose(lm: ModelFit, lmm: ModelFit, obs: Observations) -> tuple[str, str, f
     p = _nested_p(lm, lmm, len(obs))
     share = float((lmm.params["b"] * obs.mean_load / obs.tau).max())
     if p < F_TEST_P and share >= MATERIAL_REL:
-        return "linear_max_mean", (f"the mean-load term is significant (F-test p = {p:.2g}) and carries up to "
-                                   f"{share:.0%} of the step time"), p
+        return (
+            "linear_max_mean",
+            (f"the mean-load term is significant (F-test p = {p:.2g}) and carries up to {share:.0%} of the step time"),
+            p,
+        )
     if p >= F_TEST_P:
         return "linear_max", f"the mean-load term is not significant (F-test p = {p:.2g})", p
-    return "linear_max", (f"the mean-load term is significant (F-test p = {p:.2g}) but carries at most {share:.1%} "
-                          f"of the step time (< {MATERIAL_REL:.0%})"), p
+    return (
+        "linear_max",
+        (
+            f"the mean-load term is significant (F-test p = {p:.2g}) but carries at most {share:.1%} "
+            f"of the step time (< {MATERIAL_REL:.0%})"
+        ),
+        p,
+    )
 
 
-def _choose_seqs(base: ModelFit, ls: ModelFit, obs: Observations, chosen: str, reason: str,
-                 p_base: float | None) -> tuple[str, str, float | None]:
+def _choose_seqs(
+    base: ModelFit, ls: ModelFit, obs: Observations, chosen: str, reason: str, p_base: float | None
+) -> tuple[str, str, float | None]:
     """``linear_seqs`` over the model chosen so far: its extra terms must be significant and material."""
     p = _nested_p(base, ls, len(obs))
     q = ls.params
     share = float(((q["s"] * obs.max_seqs + q["r"] * obs.mean_seqs) / obs.tau).max())
     if p < F_TEST_P and share >= MATERIAL_REL:
-        return "linear_seqs", (f"the per-sequence terms are significant (F-test p = {p:.2g}) and carry up to "
-                               f"{share:.0%} of the step time"), p
-    why = (f"the per-sequence terms are not significant (F-test p = {p:.2g})" if p >= F_TEST_P else
-           f"the per-sequence terms carry at most {share:.1%} of the step time")
+        return (
+            "linear_seqs",
+            (
+                f"the per-sequence terms are significant (F-test p = {p:.2g}) and carry up to "
+                f"{share:.0%} of the step time"
+            ),
+            p,
+        )
+    why = (
+        f"the per-sequence terms are not significant (F-test p = {p:.2g})"
+        if p >= F_TEST_P
+        else f"the per-sequence terms carry at most {share:.1%} of the step time"
+    )
     return chosen, f"{reason}; {why}", p_base
 
 

@@ -22,8 +22,13 @@ UNITS = {
     "load": "KV tokens of one rank: prompt plus generated tokens of its running requests",
     "linear_max": {"C": "s", "t_tok": "s per token of the most loaded rank"},
     "linear_max_mean": {"c": "s", "a": "s per token of the most loaded rank", "b": "s per token of the mean load"},
-    "linear_seqs": {"c": "s", "a": "s per token of the most loaded rank", "b": "s per token of the mean load",
-                    "s": "s per running sequence of the rank with the most", "r": "s per running sequence of the mean rank"},
+    "linear_seqs": {
+        "c": "s",
+        "a": "s per token of the most loaded rank",
+        "b": "s per token of the mean load",
+        "s": "s per running sequence of the rank with the most",
+        "r": "s per running sequence of the mean rank",
+    },
 }
 
 
@@ -32,7 +37,7 @@ class Outcome:
     calibration: Calibration
     observations: Observations
     heldout_mask: np.ndarray
-    source: str          # the measurement the fit used
+    source: str  # the measurement the fit used
     document: dict
 
 
@@ -50,16 +55,22 @@ def analyse(rec: DriveRecord, cfg: CalibrateConfig) -> Outcome:
     """Fit the measured phases (some held out) and build the step-time file's content."""
     if len(rec.results) < 3:
         why = "; ".join(f"{ph.label}: {msg}" for ph, msg in rec.failed[:3])
-        raise CalibrationError(f"only {len(rec.results)} load levels were measured (need at least 3)"
-                               + (f"; failures: {why}" if why else "")
-                               + ("; raise --time-budget" if rec.skipped else ""))
+        raise CalibrationError(
+            f"only {len(rec.results)} load levels were measured (need at least 3)"
+            + (f"; failures: {why}" if why else "")
+            + ("; raise --time-budget" if rec.skipped else "")
+        )
     taus, used = zip(*(step_time_of(r, cfg.source) for r in rec.results))
-    obs = Observations.from_lists([r.loads for r in rec.results], np.asarray(taus) * cfg.time_scale,
-                                  seqs=[r.phase.streams for r in rec.results])
+    obs = Observations.from_lists(
+        [r.loads for r in rec.results], np.asarray(taus) * cfg.time_scale, seqs=[r.phase.streams for r in rec.results]
+    )
     mask = split_heldout(obs.max_load, cfg.holdout_every)
     cal = fit(obs.subset(~mask), obs.subset(mask) if mask.any() else None)
-    source = cfg.source if all(u == cfg.source for u in used) else (
-        "stream" if all(u == "stream" for u in used) else "mixed")
+    source = (
+        cfg.source
+        if all(u == cfg.source for u in used)
+        else ("stream" if all(u == "stream" for u in used) else "mixed")
+    )
     doc = document(rec, cfg, cal, obs, mask, used)
     return Outcome(cal, obs, mask, source, doc)
 
@@ -68,33 +79,52 @@ def _r(x: float | None, digits: int = 6) -> float | None:
     return None if x is None else float(f"{x:.{digits}g}")
 
 
-def document(rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Observations, mask: np.ndarray,
-             used) -> dict:
+def document(
+    rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Observations, mask: np.ndarray, used
+) -> dict:
     ts = cfg.time_scale
     models = {}
     for name, f in cal.fits.items():
-        entry = {"params": {k: _r(v) for k, v in f.params.items()},
-                 "std_err": {k: _r(v, 3) for k, v in f.se.items()},
-                 "fit": {k: (v if k == "n" else _r(v, 4)) for k, v in f.summary().items() if k != "std_err"}}
+        entry = {
+            "params": {k: _r(v) for k, v in f.params.items()},
+            "std_err": {k: _r(v, 3) for k, v in f.se.items()},
+            "fit": {k: (v if k == "n" else _r(v, 4)) for k, v in f.summary().items() if k != "std_err"},
+        }
         if name in cal.heldout:
             h = cal.heldout[name]
-            entry["heldout"] = {"n": h["n"], "mean_abs_rel": _r(h["mean_abs_rel"], 4),
-                                "max_abs_rel": _r(h["max_abs_rel"], 4),
-                                "tpot_ms": [{"loads": p["loads"], "measured": _r(p["measured_s"] * 1e3, 5),
-                                             "predicted": _r(p["predicted_s"] * 1e3, 5)} for p in h["points"]]}
+            entry["heldout"] = {
+                "n": h["n"],
+                "mean_abs_rel": _r(h["mean_abs_rel"], 4),
+                "max_abs_rel": _r(h["max_abs_rel"], 4),
+                "tpot_ms": [
+                    {
+                        "loads": p["loads"],
+                        "measured": _r(p["measured_s"] * 1e3, 5),
+                        "predicted": _r(p["predicted_s"] * 1e3, 5),
+                    }
+                    for p in h["points"]
+                ],
+            }
         models[name] = entry
     observations = []
     for i, (r, u) in enumerate(zip(rec.results, used)):
-        observations.append({
-            "phase": r.phase.label, "heldout": bool(mask[i]), "loads": [_r(x) for x in r.loads],
-            "sequences": r.phase.streams,
-            "step_s": _r(float(obs.tau[i])), "source": u,
-            "per_token_s": _r(r.window_s_per_token * ts), "stream_s": _r(r.stream_s * ts),
-            "itl_s": [_r(x * ts) if x else None for x in r.itl_s],
-            "engine_steps_s": [_r(x * ts) if x else None for x in r.steps_s],
-            "token_gaps": r.gaps, "window_s": _r(r.window_s, 4),
-            **({"warnings": r.warnings} if r.warnings else {}),
-        })
+        observations.append(
+            {
+                "phase": r.phase.label,
+                "heldout": bool(mask[i]),
+                "loads": [_r(x) for x in r.loads],
+                "sequences": r.phase.streams,
+                "step_s": _r(float(obs.tau[i])),
+                "source": u,
+                "per_token_s": _r(r.window_s_per_token * ts),
+                "stream_s": _r(r.stream_s * ts),
+                "itl_s": [_r(x * ts) if x else None for x in r.itl_s],
+                "engine_steps_s": [_r(x * ts) if x else None for x in r.steps_s],
+                "token_gaps": r.gaps,
+                "window_s": _r(r.window_s, 4),
+                **({"warnings": r.warnings} if r.warnings else {}),
+            }
+        )
     return {
         "format": STEP_TIME_FILE_FORMAT,
         "model": cal.chosen,
@@ -103,17 +133,29 @@ def document(rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Obse
         **({"not_fitted": cal.skipped} if cal.skipped else {}),
         "units": UNITS,
         "measured": {
-            "when": dt.datetime.fromtimestamp(rec.started, dt.timezone.utc).isoformat(timespec="seconds"),
-            "against": rec.targets, "ranks": rec.ranks, "model": rec.model, "engine_version": rec.engine_version,
+            "when": dt.datetime.fromtimestamp(rec.started, dt.UTC).isoformat(timespec="seconds"),
+            "against": rec.targets,
+            "ranks": rec.ranks,
+            "model": rec.model,
+            "engine_version": rec.engine_version,
             "rank_header": cfg.rank_header if cfg.dp_endpoint else None,
-            "max_model_len": rec.max_model_len, "time_scale": ts, "duration_s": _r(rec.duration_s, 4),
-            "step_time_from": cfg.source, "metrics": rec.metrics, "tokenize": rec.tokenize,
+            "max_model_len": rec.max_model_len,
+            "time_scale": ts,
+            "duration_s": _r(rec.duration_s, 4),
+            "step_time_from": cfg.source,
+            "metrics": rec.metrics,
+            "tokenize": rec.tokenize,
         },
         "grid": {
-            "prompt_lens": list(cfg.prompt_lens), "concurrency": list(cfg.concurrency), "unequal": cfg.unequal,
-            "warmup_tokens": cfg.warmup_tokens, "measure_steps": cfg.measure_steps, "max_tokens": rec.max_tokens,
-            "holdout_every": cfg.holdout_every, "seed": cfg.seed, "phases_planned":
-                len(rec.results) + len(rec.failed) + len(rec.skipped),
+            "prompt_lens": list(cfg.prompt_lens),
+            "concurrency": list(cfg.concurrency),
+            "unequal": cfg.unequal,
+            "warmup_tokens": cfg.warmup_tokens,
+            "measure_steps": cfg.measure_steps,
+            "max_tokens": rec.max_tokens,
+            "holdout_every": cfg.holdout_every,
+            "seed": cfg.seed,
+            "phases_planned": len(rec.results) + len(rec.failed) + len(rec.skipped),
             "phases_measured": len(rec.results),
             "failed": [{"phase": ph.label, "why": msg} for ph, msg in rec.failed],
             "skipped_for_time": [ph.label for ph in rec.skipped],
@@ -136,8 +178,9 @@ def write(path: Path, doc: dict) -> None:
     if path.suffix.lower() == ".json":
         text = json.dumps(doc, indent=2) + "\n"
     else:
-        text = HEADER.format(name=path.name) + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110,
-                                                                   default_flow_style=None)
+        text = HEADER.format(name=path.name) + yaml.safe_dump(
+            doc, sort_keys=False, allow_unicode=True, width=110, default_flow_style=None
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -150,4 +193,3 @@ def write(path: Path, doc: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-

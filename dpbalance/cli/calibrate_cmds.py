@@ -11,20 +11,42 @@ from ..calibrate.config import CalibrateConfig
 from .common import console, fmt_number, out, progress_bar
 from .options import with_configs
 
+
 def _fit_table(outcome) -> Table:
     cal = outcome.calibration
-    t = Table(title=f"step-time fit ({len(outcome.observations) - int(outcome.heldout_mask.sum())} load levels fitted, "
-                    f"{int(outcome.heldout_mask.sum())} held out; step time from {outcome.source})")
-    for col, just in (("model", "left"), ("constants", "left"), ("RMS error", "right"), ("max error", "right"),
-                      ("R²", "right"), ("held-out mean", "right"), ("held-out max", "right")):
+    t = Table(
+        title=f"step-time fit ({len(outcome.observations) - int(outcome.heldout_mask.sum())} load levels fitted, "
+        f"{int(outcome.heldout_mask.sum())} held out; step time from {outcome.source})"
+    )
+    for col, just in (
+        ("model", "left"),
+        ("constants", "left"),
+        ("RMS error", "right"),
+        ("max error", "right"),
+        ("R²", "right"),
+        ("held-out mean", "right"),
+        ("held-out max", "right"),
+    ):
         t.add_column(col, justify=just)
     for name, f in cal.fits.items():
-        consts = ", ".join(f"{k} = {v * 1e3:.4g} ms" if k in ("C", "c") else f"{k} = {v * 1e6:.4g} µs/seq"
-                           if k in ("s", "r") else f"{k} = {v * 1e6:.4g} µs/tok" for k, v in f.params.items())
+        consts = ", ".join(
+            f"{k} = {v * 1e3:.4g} ms"
+            if k in ("C", "c")
+            else f"{k} = {v * 1e6:.4g} µs/seq"
+            if k in ("s", "r")
+            else f"{k} = {v * 1e6:.4g} µs/tok"
+            for k, v in f.params.items()
+        )
         h = cal.heldout.get(name)
         held = (f"{h['mean_abs_rel']:.2%}", f"{h['max_abs_rel']:.2%}") if h else ("–", "–")
-        t.add_row(name + (" ✓" if name == cal.chosen else ""), consts, f"{f.rms_rel:.2%}", f"{f.max_rel:.2%}",
-                  fmt_number(f.r2), *held)
+        t.add_row(
+            name + (" ✓" if name == cal.chosen else ""),
+            consts,
+            f"{f.rms_rel:.2%}",
+            f"{f.max_rel:.2%}",
+            fmt_number(f.r2),
+            *held,
+        )
     return t
 
 
@@ -74,9 +96,14 @@ def register(app: typer.Typer) -> None:
         for ph, why in rec.failed:
             console.print(f"[yellow]phase {ph.label} failed:[/] {why}", highlight=False, soft_wrap=True)
         if rec.skipped:
-            console.print(f"[yellow]{len(rec.skipped)} phases skipped:[/] the time budget ran out "
-                          "(raise --time-budget)", highlight=False)
+            console.print(
+                f"[yellow]{len(rec.skipped)} phases skipped:[/] the time budget ran out (raise --time-budget)",
+                highlight=False,
+            )
         for w in rec.warnings + sorted({w for r in rec.results for w in r.warnings}):
             console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-        console.print(f"measured {len(rec.results)} load levels in {rec.duration_s:.1f} s; wrote {cal.out}\n"
-                      f"use it with: dpbalance simulate --step-time {cal.out}", highlight=False)
+        console.print(
+            f"measured {len(rec.results)} load levels in {rec.duration_s:.1f} s; wrote {cal.out}\n"
+            f"use it with: dpbalance simulate --step-time {cal.out}",
+            highlight=False,
+        )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..core.specs import SpecError
 from ..core.config_io import ConfigFileError
+from ..core.specs import SpecError
 from ..sim.engine import SimConfig, SimulationError
 from ..traces import TraceError
 from ..traces.selection import TraceSelection

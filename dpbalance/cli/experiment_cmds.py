@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -36,26 +36,46 @@ def _names(only: str | None) -> list[str] | None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def reproduce(
-        out_dir: Annotated[Path, typer.Option(
-            "--out", "-o", help="Report directory: report.md, PNG plots, results tables, cells/ cache.")
+        out_dir: Annotated[
+            Path,
+            typer.Option("--out", "-o", help="Report directory: report.md, PNG plots, results tables, cells/ cache."),
         ] = Path("reproduce"),
-        quick: Annotated[bool, typer.Option(
-            "--quick", help="Reduced experiments (about a minute on 2 cores): fewer requests, smaller grids; "
-                            "indicative numbers.")] = False,
+        quick: Annotated[
+            bool,
+            typer.Option(
+                "--quick",
+                help="Reduced experiments (about a minute on 2 cores): fewer requests, smaller grids; "
+                "indicative numbers.",
+            ),
+        ] = False,
         trace_dir: TraceDirOpt = None,
-        workers: Annotated[Optional[int], typer.Option(
-            "--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
+        workers: Annotated[
+            int | None, typer.Option("--workers", "-w", min=1, help="Parallel processes (default: all cores).")
+        ] = None,
         backend: Annotated[str, typer.Option("--backend", "-b", help="local | ray, as for `sweep`.")] = "local",
-        ray_address: Annotated[Optional[str], typer.Option(
-            "--ray-address", help="Ray cluster address (backend ray).")] = None,
-        budget_min: Annotated[Optional[float], typer.Option(
-            "--budget-min", min=0.1, help="Wall-time budget in minutes (default 40; --quick ignores it): optional "
-                                          "grid points are dropped until the estimate fits.")] = None,
-        dry_run: Annotated[bool, typer.Option(
-            "--dry-run", help="Print the plan (cells per experiment, time estimate) and exit.")] = False,
-        only: Annotated[Optional[str], typer.Option(
-            "--only", help="Comma-separated experiments to run (default all), e.g. main,scaling,sensitivity,bfio,"
-                           "theory,energy,predictors,optimal,regimes; an unknown name lists them all.")] = None,
+        ray_address: Annotated[
+            str | None, typer.Option("--ray-address", help="Ray cluster address (backend ray).")
+        ] = None,
+        budget_min: Annotated[
+            float | None,
+            typer.Option(
+                "--budget-min",
+                min=0.1,
+                help="Wall-time budget in minutes (default 40; --quick ignores it): optional "
+                "grid points are dropped until the estimate fits.",
+            ),
+        ] = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the plan (cells per experiment, time estimate) and exit.")
+        ] = False,
+        only: Annotated[
+            str | None,
+            typer.Option(
+                "--only",
+                help="Comma-separated experiments to run (default all), e.g. main,scaling,sensitivity,bfio,"
+                "theory,energy,predictors,optimal,regimes; an unknown name lists them all.",
+            ),
+        ] = None,
     ) -> None:
         """Run the BalanceRoute and BF-IO paper experiments end to end and write OUT/report.md.
 
@@ -72,10 +92,19 @@ def register(app: typer.Typer) -> None:
         names = _names(only)
         with user_errors():
             try:
-                path = run_reproduce(out_dir, quick=quick, trace_dir=str(trace_dir) if trace_dir else None,
-                                     workers=workers, backend=backend, ray_address=ray_address, only=names,
-                                     console=console, progress_factory=_progress, dry_run=dry_run,
-                                     budget_min=budget_min)
+                path = run_reproduce(
+                    out_dir,
+                    quick=quick,
+                    trace_dir=str(trace_dir) if trace_dir else None,
+                    workers=workers,
+                    backend=backend,
+                    ray_address=ray_address,
+                    only=names,
+                    console=console,
+                    progress_factory=_progress,
+                    dry_run=dry_run,
+                    budget_min=budget_min,
+                )
             except GridError as exc:
                 console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
@@ -87,17 +116,28 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def matrix(
-        out_dir: Annotated[Path, typer.Option(
-            "--out", "-o", help="Report directory: report.md, heat maps, results.csv, cells/ cache.")] = Path("matrix"),
-        quick: Annotated[bool, typer.Option(
-            "--quick", help="One trace, two cluster sizes, one seed, the core policies: a check that it runs.")] = False,
+        out_dir: Annotated[
+            Path, typer.Option("--out", "-o", help="Report directory: report.md, heat maps, results.csv, cells/ cache.")
+        ] = Path("matrix"),
+        quick: Annotated[
+            bool,
+            typer.Option(
+                "--quick", help="One trace, two cluster sizes, one seed, the core policies: a check that it runs."
+            ),
+        ] = False,
         trace_dir: TraceDirOpt = None,
-        workers: Annotated[Optional[int], typer.Option(
-            "--workers", "-w", min=1, help="Parallel processes (default: all cores).")] = None,
-        authors: Annotated[Optional[Path], typer.Option(
-            "--authors", help="JSON of the BF-IO authors' H0 runs on the saturated cells (written by "
-                              "benchmarks/authors_matrix.py from a checkout of their simulator); added to the "
-                              "comparison.")] = None,
+        workers: Annotated[
+            int | None, typer.Option("--workers", "-w", min=1, help="Parallel processes (default: all cores).")
+        ] = None,
+        authors: Annotated[
+            Path | None,
+            typer.Option(
+                "--authors",
+                help="JSON of the BF-IO authors' H0 runs on the saturated cells (written by "
+                "benchmarks/authors_matrix.py from a checkout of their simulator); added to the "
+                "comparison.",
+            ),
+        ] = None,
     ) -> None:
         """The regime matrix: the default policy against every baseline in every cell of traces × G × B × load.
 
@@ -112,8 +152,11 @@ def register(app: typer.Typer) -> None:
         tdir = str(trace_dir) if trace_dir else None
         found = found_traces(tdir)
         if not found & set(mx.TRACES):
-            console.print("[bold red]error:[/] none of the matrix's traces is in the trace directory; get them with "
-                          "`dpbalance trace fetch --all`", highlight=False)
+            console.print(
+                "[bold red]error:[/] none of the matrix's traces is in the trace directory; get them with "
+                "`dpbalance trace fetch --all`",
+                highlight=False,
+            )
             raise typer.Exit(2)
         spec = mx.Spec().quick() if quick else mx.Spec()
         with user_errors(), _progress() as bar:
@@ -125,11 +168,13 @@ def register(app: typer.Typer) -> None:
                 bar.update(tasks[phase], completed=done, total=total)
 
             try:
-                rep, caps, auth = mx.run_matrix(out_dir, spec=spec, trace_dir=tdir, workers=workers, authors=authors,
-                                                progress=progress, found=found)
+                rep, caps, auth = mx.run_matrix(
+                    out_dir, spec=spec, trace_dir=tdir, workers=workers, authors=authors, progress=progress, found=found
+                )
             except KeyboardInterrupt:
                 console.print("interrupted: finished cells are cached in OUT/cells; re-run to resume")
                 raise typer.Exit(130) from None
-        path = render(out_dir, rep, caps, auth, command="dpbalance matrix" + (" --quick" if quick else ""),
-                      wall_s=rep.wall_s)
+        path = render(
+            out_dir, rep, caps, auth, command="dpbalance matrix" + (" --quick" if quick else ""), wall_s=rep.wall_s
+        )
         console.print(f"wrote {path}")

@@ -6,8 +6,16 @@ import sys
 
 import typer
 
-from . import (calibrate_cmds, experiment_cmds, predictor_cmds, serve_cmds, sim_cmds, sweep_cmds, testbed_cmds,
-               trace_cmds)
+from . import (
+    calibrate_cmds,
+    experiment_cmds,
+    predictor_cmds,
+    serve_cmds,
+    sim_cmds,
+    sweep_cmds,
+    testbed_cmds,
+    trace_cmds,
+)
 
 app = typer.Typer(
     name="dpbalance",
@@ -18,8 +26,16 @@ app = typer.Typer(
 )
 
 #: command modules, registered in this order (the order of `dpbalance --help`)
-COMMAND_MODULES = (sim_cmds, trace_cmds, predictor_cmds, sweep_cmds, experiment_cmds, serve_cmds, calibrate_cmds,
-                   testbed_cmds)
+COMMAND_MODULES = (
+    sim_cmds,
+    trace_cmds,
+    predictor_cmds,
+    sweep_cmds,
+    experiment_cmds,
+    serve_cmds,
+    calibrate_cmds,
+    testbed_cmds,
+)
 
 for _module in COMMAND_MODULES:
     _module.register(app)
@@ -34,7 +50,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

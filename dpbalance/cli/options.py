@@ -26,8 +26,9 @@ import functools
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -44,7 +45,7 @@ def _cli_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             inner, conv = _cli_type(args[0])
-            return Optional[inner], (lambda v: None if v is None else conv(v))
+            return inner | None, (lambda v: None if v is None else conv(v))
     if origin is tuple:
         (item, *_rest) = typing.get_args(tp) or (str,)
         return list[item], (lambda v: tuple(v) if v is not None else ())
@@ -93,7 +94,7 @@ def config_options(cls: type, *, panel: str | None = None) -> list[tuple[inspect
         for key in ("min", "max", "envvar"):
             if key in f.metadata:
                 kw[key] = f.metadata[key]
-        if ann is Path or ann == Optional[Path]:
+        if ann is Path or ann == Path | None:
             kw["path_type"] = Path
         param = inspect.Parameter(f.name, _KW, default=default, annotation=Annotated[ann, typer.Option(*names, **kw)])
         out.append((param, conv))
@@ -113,8 +114,11 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
 
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
-        own = [p.replace(annotation=_resolve(fn, p.annotation)) for name, p in sig.parameters.items()
-               if name not in configs]
+        own = [
+            p.replace(annotation=_resolve(fn, p.annotation))
+            for name, p in sig.parameters.items()
+            if name not in configs
+        ]
         taken = {p.name for p in own}
         fields_of: dict[str, list[tuple[str, Callable]]] = {}
         generated: list[inspect.Parameter] = []
@@ -127,10 +131,23 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
                 generated.append(p)
                 fields_of[arg].append((p.name, conv))
         if config_file:
-            generated.append(inspect.Parameter("_config_file", _KW, default=None, annotation=Annotated[
-                Optional[Path], typer.Option(config_file, help="YAML, TOML or JSON file of settings (keys as the "
-                                             "options without dashes); options given on the command line override it.",
-                                             exists=True, dir_okay=False)]))
+            generated.append(
+                inspect.Parameter(
+                    "_config_file",
+                    _KW,
+                    default=None,
+                    annotation=Annotated[
+                        Path | None,
+                        typer.Option(
+                            config_file,
+                            help="YAML, TOML or JSON file of settings (keys as the "
+                            "options without dashes); options given on the command line override it.",
+                            exists=True,
+                            dir_okay=False,
+                        ),
+                    ],
+                )
+            )
             generated.append(inspect.Parameter("_ctx", _KW, annotation=typer.Context))
 
         @functools.wraps(fn)
@@ -146,8 +163,9 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
                 every = {f.name for cls in configs.values() for f in dataclasses.fields(cls) if f.init}
                 unknown = sorted(set(file_values) - every)
                 if unknown:
-                    raise typer.BadParameter(f"{path}: unknown setting(s) {', '.join(unknown)}; valid settings: "
-                                             f"{', '.join(sorted(known))}")
+                    raise typer.BadParameter(
+                        f"{path}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(known))}"
+                    )
             built = {}
             for arg, cls in configs.items():
                 values = {name: conv(kwargs.pop(name)) for name, conv in fields_of[arg]}

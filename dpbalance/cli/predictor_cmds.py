@@ -23,13 +23,16 @@ def register(app: typer.Typer) -> None:
     @pred_app.command("eval")
     @with_configs(trace=TraceSelection)
     def eval_cmd(
-        predictors: Annotated[str, typer.Option("--predictors", help="Comma-separated predictor specs.")
-                              ] = "oracle,survival,exact_match",
-        horizon: Annotated[int, typer.Option("--horizon", "-H", min=1, help="Look-ahead H of 'finishes within H'.")
-                           ] = 80,
+        predictors: Annotated[
+            str, typer.Option("--predictors", help="Comma-separated predictor specs.")
+        ] = "oracle,survival,exact_match",
+        horizon: Annotated[
+            int, typer.Option("--horizon", "-H", min=1, help="Look-ahead H of 'finishes within H'.")
+        ] = 80,
         ages: Annotated[int, typer.Option("--ages", min=1, help="Ages sampled per test request.")] = 8,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled ages.")] = 0,
-        *, trace: TraceSelection,
+        *,
+        trace: TraceSelection,
     ) -> None:
         """AUC of "finishes within H" and MAE of the conditional remaining length, on the test split.
 
@@ -43,16 +46,23 @@ def register(app: typer.Typer) -> None:
             rows = []
             for spec in split_specs(predictors):
                 if PREDICTORS.entry(spec.split(":")[0]).name != "oracle" and train is None:
-                    raise typer.BadParameter("learned predictors need training rows: use --train-split F or "
-                                             "--max-requests N smaller than the trace")
-                rows.append((spec, evaluate(make_predictor(spec, train), test, H=horizon, ages_per_request=ages,
-                                            seed=seed)))
-        t = Table(title=f"predictors on {trace.trace} (H = {horizon}; train {len(train) if train is not None else 0}, "
-                        f"test {len(test)})")
+                    raise typer.BadParameter(
+                        "learned predictors need training rows: use --train-split F or "
+                        "--max-requests N smaller than the trace"
+                    )
+                rows.append(
+                    (spec, evaluate(make_predictor(spec, train), test, H=horizon, ages_per_request=ages, seed=seed))
+                )
+        t = Table(
+            title=f"predictors on {trace.trace} (H = {horizon}; train {len(train) if train is not None else 0}, "
+            f"test {len(test)})"
+        )
         for c in ("predictor", "AUC finish≤H", "MAE μ_rem (steps)", "samples", "positives"):
             t.add_column(c, justify="left" if c == "predictor" else "right")
         for spec, r in rows:
             t.add_row(spec, f"{r['auc']:.3f}", f"{r['mae_steps']:.1f}", f"{r['samples']:,}", f"{r['positives']:,}")
         out.print(t)
-        console.print("published (BalanceRoute paper, Azure 2024, H = 80): survival AUC 0.993 / MAE 5.4; "
-                      "exact_match 0.995 / 5.4", style="dim")
+        console.print(
+            "published (BalanceRoute paper, Azure 2024, H = 80): survival AUC 0.993 / MAE 5.4; exact_match 0.995 / 5.4",
+            style="dim",
+        )

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -80,14 +80,23 @@ def register(app: typer.Typer) -> None:
 
                 app.on_cleanup.append(stop_metrics)
             where = f"{r.G} ranks" + (f" behind {cfg.dp_endpoint}" if cfg.dp_endpoint else "")
-            console.print(f"dpbalance serve: policy {r.policy_label} over {where} ({r.slots} slots each) "
-                          f"on http://{cfg.host}:{cfg.port}")
+            console.print(
+                f"dpbalance serve: policy {r.policy_label} over {where} ({r.slots} slots each) "
+                f"on http://{cfg.host}:{cfg.port}"
+            )
             return app
 
         try:
-            web.run_app(make_app(), host=cfg.host, port=cfg.port, access_log=None, print=None,
-                        handler_cancellation=True, shutdown_timeout=1.0,
-                        backlog=4096)  # bursts of new connections are normal in front of a fleet
+            web.run_app(
+                make_app(),
+                host=cfg.host,
+                port=cfg.port,
+                access_log=None,
+                print=None,
+                handler_cancellation=True,
+                shutdown_timeout=1.0,
+                backlog=4096,
+            )  # bursts of new connections are normal in front of a fleet
         except StartupError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -101,17 +110,25 @@ def register(app: typer.Typer) -> None:
         _loop_policy()
 
         async def main():
-            group, urls, _runners = await start_group(sim.ranks, sim.base_port, sim.host, dp_port=sim.dp_port,
-                                                      slots=sim.slots, time_scale=sim.time_scale,
-                                                      step_time=sim.step_time, model=sim.model)
+            group, urls, _runners = await start_group(
+                sim.ranks,
+                sim.base_port,
+                sim.host,
+                dp_port=sim.dp_port,
+                slots=sim.slots,
+                time_scale=sim.time_scale,
+                step_time=sim.step_time,
+                model=sim.model,
+            )
             console.print("engine-sim ranks: " + " ".join(urls))
             if group.server.dp_url:
                 console.print(f"engine-sim DP endpoint: {group.server.dp_url}")
             if sim.fail_rank is not None:
                 await asyncio.sleep(sim.fail_after)
                 group.ranks[sim.fail_rank].healthy = False
-                console.print(f"rank {sim.fail_rank} failed ({group.break_streams(group.ranks[sim.fail_rank])} "
-                              "streams cut)")
+                console.print(
+                    f"rank {sim.fail_rank} failed ({group.break_streams(group.ranks[sim.fail_rank])} streams cut)"
+                )
             await asyncio.Event().wait()
 
         with user_errors():
@@ -127,9 +144,14 @@ def register(app: typer.Typer) -> None:
         cfg: LoadgenConfig,
         trace: TraceOpt = "sample",
         trace_dir: TraceDirOpt = None,
-        engine_stats: Annotated[Optional[str], typer.Option("--engine-stats", help="engine-sim rank URL whose /admin/stats gives per-step imbalance.")] = None,
+        engine_stats: Annotated[
+            str | None,
+            typer.Option("--engine-stats", help="engine-sim rank URL whose /admin/stats gives per-step imbalance."),
+        ] = None,
         policy_label: Annotated[str, typer.Option("--label", help="Policy name recorded in the result.")] = "live",
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON (the simulator's schema) here.")] = None,
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Write the result JSON (the simulator's schema) here.")
+        ] = None,
     ) -> None:
         """Replay a trace as real streaming requests and measure TTFT/TPOT/E2E/throughput."""
         import aiohttp
@@ -163,8 +185,15 @@ def register(app: typer.Typer) -> None:
             outs, wall, stats = asyncio.run(main())
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        res = lg.summarize(outs, policy=policy_label, workers=0, slots=0, engine_stats=stats, wall_s=wall,
-                           config={"target": target, "trace": trace, "loadgen": dataclasses.asdict(cfg)})
+        res = lg.summarize(
+            outs,
+            policy=policy_label,
+            workers=0,
+            slots=0,
+            engine_stats=stats,
+            wall_s=wall,
+            config={"target": target, "trace": trace, "loadgen": dataclasses.asdict(cfg)},
+        )
         t = Table(title=f"loadgen → {target}")
         t.add_column("metric")
         t.add_column("value", justify="right")

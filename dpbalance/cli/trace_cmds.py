@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -32,15 +32,23 @@ FETCH_HELP = (
 )
 
 
-NamesArg = Annotated[Optional[list[str]], typer.Argument(
-    help="Trace names (see `dpbalance trace list`).", show_default=False)]
+NamesArg = Annotated[
+    list[str] | None, typer.Argument(help="Trace names (see `dpbalance trace list`).", show_default=False)
+]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every trace with a pinned, checksummed source.")]
-FetchDirOpt = Annotated[Optional[Path], typer.Option(
-    "--trace-dir", help="Write here (default: $DPBALANCE_TRACE_DIR, else the user data directory).")]
+FetchDirOpt = Annotated[
+    Path | None,
+    typer.Option("--trace-dir", help="Write here (default: $DPBALANCE_TRACE_DIR, else the user data directory)."),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Download again even if the trace is already there.")]
-MirrorOpt = Annotated[Optional[str], typer.Option(
-    "--mirror", help="Base URL (http/https) or local folder holding the publishers' files under their own names; "
-    "default $DPBALANCE_TRACE_MIRROR, else the publishers' URLs.")]
+MirrorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mirror",
+        help="Base URL (http/https) or local folder holding the publishers' files under their own names; "
+        "default $DPBALANCE_TRACE_MIRROR, else the publishers' URLs.",
+    ),
+]
 
 
 def _source_table(name: str) -> Table:
@@ -67,8 +75,14 @@ def _source_table(name: str) -> Table:
 def _download_bar() -> Progress:
     """Like the simulation progress bar, with byte counts and speed (on stderr)."""
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
@@ -132,8 +146,11 @@ def register(app: typer.Typer) -> None:
         bad = [n for n in todo if n not in fetchable]
         if bad:
             why = "is shipped inside the package" if bad == ["sample"] else "cannot be fetched"
-            console.print(f"[bold red]error:[/] {', '.join(bad)} {why}. Traces that can be fetched: "
-                          f"{', '.join(fetchable)}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold red]error:[/] {', '.join(bad)} {why}. Traces that can be fetched: {', '.join(fetchable)}",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(2)
         tdir = trace_directory(trace_dir)
         failed = []
@@ -141,9 +158,13 @@ def register(app: typer.Typer) -> None:
             for name in todo:
                 task = bar.add_task(name, total=SOURCES[name].size)
                 try:
-                    res = fetch_trace(name, tdir, force=force, mirror=mirror,
-                                      progress=lambda done, total, task=task: bar.update(task, completed=done,
-                                                                                         total=total))
+                    res = fetch_trace(
+                        name,
+                        tdir,
+                        force=force,
+                        mirror=mirror,
+                        progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
+                    )
                 except FetchError as exc:
                     bar.remove_task(task)
                     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -152,15 +173,25 @@ def register(app: typer.Typer) -> None:
                 src = SOURCES[name]
                 if res.status == "present":
                     bar.remove_task(task)
-                    console.print(f"{name}: already present as {res.path} (--force downloads it again)",
-                                  highlight=False, soft_wrap=True)
+                    console.print(
+                        f"{name}: already present as {res.path} (--force downloads it again)",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
                     continue
-                check = ("size and sha256 verified" if res.verified
-                         else f"no published checksum; sha256 of the download {res.sha256}")
-                console.print(f"{name}: wrote {res.path} ({res.size:,} bytes from {res.url}; {check}). "
-                              f"Licence: {src.licence}; citation: `dpbalance trace info {name}`.",
-                              highlight=False, soft_wrap=True)
+                check = (
+                    "size and sha256 verified"
+                    if res.verified
+                    else f"no published checksum; sha256 of the download {res.sha256}"
+                )
+                console.print(
+                    f"{name}: wrote {res.path} ({res.size:,} bytes from {res.url}; {check}). "
+                    f"Licence: {src.licence}; citation: `dpbalance trace info {name}`.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         if failed:
-            console.print(f"[bold red]{len(failed)} of {len(todo)} trace(s) not fetched:[/] {', '.join(failed)}",
-                          highlight=False)
+            console.print(
+                f"[bold red]{len(failed)} of {len(todo)} trace(s) not fetched:[/] {', '.join(failed)}", highlight=False
+            )
             raise typer.Exit(1)

@@ -7,7 +7,24 @@ from .state import ClusterState, Pool, StateError
 from .workload import NO_KEY, Workload
 
 __all__ = [
-    "ActiveView", "Assignment", "Assignments", "ClusterState", "NO_KEY", "Pool", "Registry", "Snapshot", "SpecError",
-    "StateError", "Workload", "balance_ratio", "build_config", "envelope", "idle_fraction", "imbalance_gap",
-    "imbalance_maxmin", "margins", "parse_spec", "split_specs",
+    "ActiveView",
+    "Assignment",
+    "Assignments",
+    "ClusterState",
+    "NO_KEY",
+    "Pool",
+    "Registry",
+    "Snapshot",
+    "SpecError",
+    "StateError",
+    "Workload",
+    "balance_ratio",
+    "build_config",
+    "envelope",
+    "idle_fraction",
+    "imbalance_gap",
+    "imbalance_maxmin",
+    "margins",
+    "parse_spec",
+    "split_specs",
 ]

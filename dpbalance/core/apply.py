@@ -9,7 +9,8 @@ bug means (the simulator stops with an error; the router counts it and falls bac
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -74,7 +75,8 @@ def _check(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) ->
         g = int(np.flatnonzero(need > state.free)[0])
         raise InvalidAssignment(
             f"worker {g} was given {int(need[g])} request(s) but has {int(state.free[g])} free slot(s) "
-            f"(cap {int(state.caps[g])})")
+            f"(cap {int(state.caps[g])})"
+        )
     return pos, ordered
 
 

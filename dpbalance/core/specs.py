@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -156,9 +157,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise SpecError(
-                f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}"
-            ) from None
+            raise SpecError(f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}") from None
 
     def config_for(self, spec: str) -> tuple[Entry[T], Any]:
         """Parse a spec and build its typed config (None for components without knobs)."""

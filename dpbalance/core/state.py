@@ -81,8 +81,9 @@ class ClusterState:
         self.free[worker] -= 1
         return slot
 
-    def admit_many(self, rids: np.ndarray, workers: np.ndarray, prompts: np.ndarray, limits: np.ndarray,
-                   keys: np.ndarray) -> np.ndarray:
+    def admit_many(
+        self, rids: np.ndarray, workers: np.ndarray, prompts: np.ndarray, limits: np.ndarray, keys: np.ndarray
+    ) -> np.ndarray:
         """Admit a validated batch (see ``core.apply``); returns the slot index of each request.
 
         The caller has checked that every worker has room for what it is given."""

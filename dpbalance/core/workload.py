@@ -51,7 +51,7 @@ class Workload:
         name: str = "workload",
         has_timestamps: bool = True,
         meta: dict[str, Any] | None = None,
-    ) -> "Workload":
+    ) -> Workload:
         """Build from arbitrary columns: sorted by arrival (stable), times shifted to start at 0."""
         arrival = np.asarray(arrival, dtype=np.float64)
         prompt = np.asarray(prompt, dtype=np.int64)
@@ -66,12 +66,14 @@ class Workload:
     def __len__(self) -> int:
         return len(self.arrival)
 
-    def _take(self, idx, **meta_updates) -> "Workload":
+    def _take(self, idx, **meta_updates) -> Workload:
         arrival = self.arrival[idx]
         if len(arrival):
             arrival = arrival - arrival[0]
         meta = {**self.meta, **meta_updates}
-        return Workload(arrival, self.prompt[idx], self.output[idx], self.key[idx], self.name, self.has_timestamps, meta)
+        return Workload(
+            arrival, self.prompt[idx], self.output[idx], self.key[idx], self.name, self.has_timestamps, meta
+        )
 
     # ------------------------------------------------------------------ filters
     def filter(
@@ -82,7 +84,7 @@ class Workload:
         start_s: float | None = None,
         end_s: float | None = None,
         max_requests: int | None = None,
-    ) -> "Workload":
+    ) -> Workload:
         """Keep rows matching every given bound, then the first ``max_requests`` of them."""
         mask = np.ones(len(self), dtype=bool)
         if min_output is not None:
@@ -107,7 +109,7 @@ class Workload:
         }
         return self._take(idx, filters={**self.meta.get("filters", {}), **applied})
 
-    def split(self, train_fraction: float = 0.5) -> tuple["Workload", "Workload"]:
+    def split(self, train_fraction: float = 0.5) -> tuple[Workload, Workload]:
         """Time-ordered train/test split: the first ``train_fraction`` of requests train predictors,
         the rest are replayed. Ordering by time means no test request's future leaks into training."""
         if not 0.0 < train_fraction < 1.0:
@@ -116,7 +118,7 @@ class Workload:
         idx = np.arange(len(self))
         return self._take(idx[:cut], split="train"), self._take(idx[cut:], split="test")
 
-    def head_tail(self, n_test: int) -> tuple["Workload", "Workload"]:
+    def head_tail(self, n_test: int) -> tuple[Workload, Workload]:
         """Replay the first ``n_test`` requests and train on everything after them.
 
         Used when a run replays a prefix (``--max-requests``): the remaining rows are a training split

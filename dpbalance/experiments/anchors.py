@@ -29,32 +29,69 @@ def _rows(res: dict, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
     br0, jt = res.get("br0"), res.get("jsq_tokens")
     rows = []
     if jt:
-        rows.append(["JSQ (tokens) max–min / tok/s", f"{A['jsq_tokens'][0]:,} / {A['jsq_tokens'][1]:,} (authors' code)",
-                     f"{fnum(jt.avg_imbalance_maxmin)} / {fnum(jt.throughput_tok_s)}", ""])
+        rows.append(
+            [
+                "JSQ (tokens) max–min / tok/s",
+                f"{A['jsq_tokens'][0]:,} / {A['jsq_tokens'][1]:,} (authors' code)",
+                f"{fnum(jt.avg_imbalance_maxmin)} / {fnum(jt.throughput_tok_s)}",
+                "",
+            ]
+        )
     if br0 and bb:
-        rows.append(["br0 max–min", f"≤ {A['br0_maxmin_max']:,} (authors' BF-IO-H0: {A['bfio_h0_authors'][0]:,})",
-                     fnum(br0.avg_imbalance_maxmin),
-                     _status(br0.avg_imbalance_maxmin <= A["br0_maxmin_max"],
-                             fnum(br0.avg_imbalance_maxmin - A["br0_maxmin_max"]))])
+        rows.append(
+            [
+                "br0 max–min",
+                f"≤ {A['br0_maxmin_max']:,} (authors' BF-IO-H0: {A['bfio_h0_authors'][0]:,})",
+                fnum(br0.avg_imbalance_maxmin),
+                _status(
+                    br0.avg_imbalance_maxmin <= A["br0_maxmin_max"],
+                    fnum(br0.avg_imbalance_maxmin - A["br0_maxmin_max"]),
+                ),
+            ]
+        )
         if jt:
             gj = gain(br0, jt)
-            rows.append(["br0 throughput gain over JSQ (tokens), the anchor's comparator",
-                         f"≥ {pct(A['br0_gain_min'])} (authors' H0: {A['jsq_tokens'][1]:,} → "
-                         f"{A['bfio_h0_authors'][1]:,} = {pct(A['bfio_h0_authors'][1] / A['jsq_tokens'][1] - 1)})",
-                         pct(gj), _status(gj >= A["br0_gain_min"], f"{(A['br0_gain_min'] - gj) * 100:.1f} points")])
+            rows.append(
+                [
+                    "br0 throughput gain over JSQ (tokens), the anchor's comparator",
+                    f"≥ {pct(A['br0_gain_min'])} (authors' H0: {A['jsq_tokens'][1]:,} → "
+                    f"{A['bfio_h0_authors'][1]:,} = {pct(A['bfio_h0_authors'][1] / A['jsq_tokens'][1] - 1)})",
+                    pct(gj),
+                    _status(gj >= A["br0_gain_min"], f"{(A['br0_gain_min'] - gj) * 100:.1f} points"),
+                ]
+            )
         g = gain(br0, bb)
-        rows.append([f"br0 throughput gain over our best paper baseline ({bb_lab})", f"≥ {pct(A['br0_gain_min'])}",
-                     pct(g), _status(g >= A["br0_gain_min"], f"{(A['br0_gain_min'] - g) * 100:.1f} points")])
+        rows.append(
+            [
+                f"br0 throughput gain over our best paper baseline ({bb_lab})",
+                f"≥ {pct(A['br0_gain_min'])}",
+                pct(g),
+                _status(g >= A["br0_gain_min"], f"{(A['br0_gain_min'] - g) * 100:.1f} points"),
+            ]
+        )
         h0 = A["bfio_h0_authors"][1]
-        rows.append(["br0 throughput, absolute", f"authors' BF-IO-H0: {h0:,} tok/s", fnum(br0.throughput_tok_s),
-                     "met" if br0.throughput_tok_s >= h0 else pct(br0.throughput_tok_s / h0 - 1)])
+        rows.append(
+            [
+                "br0 throughput, absolute",
+                f"authors' BF-IO-H0: {h0:,} tok/s",
+                fnum(br0.throughput_tok_s),
+                "met" if br0.throughput_tok_s >= h0 else pct(br0.throughput_tok_s / h0 - 1),
+            ]
+        )
         if ab is not None and ab_lab != bb_lab:
-            rows.append([f"br0 gain over the best engine rule too ({ab_lab})", "(not a paper baseline)",
-                         pct(gain(br0, ab)), ""])
+            rows.append(
+                [f"br0 gain over the best engine rule too ({ab_lab})", "(not a paper baseline)", pct(gain(br0, ab)), ""]
+            )
         if jt:
-            rows.append(["br0 TTFT P99 / longest wait, next to JSQ (tokens)", "(no published target)",
-                         f"{fnum(br0.ttft_p99_s)} / {fnum(br0.wait_max_s)} s vs {fnum(jt.ttft_p99_s)} / "
-                         f"{fnum(jt.wait_max_s)} s", ""])
+            rows.append(
+                [
+                    "br0 TTFT P99 / longest wait, next to JSQ (tokens)",
+                    "(no published target)",
+                    f"{fnum(br0.ttft_p99_s)} / {fnum(br0.wait_max_s)} s vs {fnum(jt.ttft_p99_s)} / "
+                    f"{fnum(jt.wait_max_s)} s",
+                    "",
+                ]
+            )
     h80 = A["bfio_h80_authors"]
     for lab in ("brh-oracle", "brh-survival", "brh-exact_match", "bfio"):
         r = res.get(lab)
@@ -62,9 +99,14 @@ def _rows(res: dict, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
             verdict = ""
             if lab.startswith("brh") and br0:
                 verdict = "beats br0" if r.throughput_tok_s > br0.throughput_tok_s else "does not beat br0"
-            rows.append([f"{lab} max–min / gain", f"authors' BF-IO H = 80: {h80[0]:,} / "
-                         f"{pct(h80[1] / A['jsq_tokens'][1] - 1)}",
-                         f"{fnum(r.avg_imbalance_maxmin)} / {pct(gain(r, bb))}", verdict])
+            rows.append(
+                [
+                    f"{lab} max–min / gain",
+                    f"authors' BF-IO H = 80: {h80[0]:,} / {pct(h80[1] / A['jsq_tokens'][1] - 1)}",
+                    f"{fnum(r.avg_imbalance_maxmin)} / {pct(gain(r, bb))}",
+                    verdict,
+                ]
+            )
     return rows
 
 
@@ -79,7 +121,8 @@ def render(ctx: Ctx, R: Results) -> Section:
     sec = Section().text(
         f"mooncake-conversation, {n:,} requests, saturated (32 visible), G = 8, B = 72, steady window: the setting "
         "in which the BF-IO authors' simulator was run on the same requests. Targets: our `br0` should match or "
-        "beat the best of the authors' policies, and `brh` should beat `br0`.")
+        "beat the best of the authors' policies, and `brh` should beat `br0`."
+    )
     if ctx.quick:
         sec.text("**--quick run: only 1,000 requests, not the anchor setting (10,000); indicative only.**")
     sec.table(["quantity", "target", "ours", "status"], _rows(res, bb_lab, bb, ab_lab, ab))
@@ -92,14 +135,23 @@ def render(ctx: Ctx, R: Results) -> Section:
             runs.append((dataclasses.replace(o.result, label=lab), ser))
     if runs:
         sub = ctx.out_dir / "anchor"
-        write_report(sub, runs, baseline="jsq_count" if "jsq_count" in shown else None,
-                     title=f"{wl.label}: the anchor workload")
+        write_report(
+            sub, runs, baseline="jsq_count" if "jsq_count" in shown else None, title=f"{wl.label}: the anchor workload"
+        )
         sec.figure(sub / "imbalance.png", "imbalance over time, anchor workload")
         sec.figure(sub / "queueing.png", "wait and TTFT tails, anchor workload")
-        sec.text("The full comparison report for this workload, with every plot (throughput and slot occupancy "
-                 "over time, per-worker loads, idle, TPOT): [anchor/report.md](anchor/report.md).")
+        sec.text(
+            "The full comparison report for this workload, with every plot (throughput and slot occupancy "
+            "over time, per-worker loads, idle, TPOT): [anchor/report.md](anchor/report.md)."
+        )
     return sec
 
 
-EXPERIMENT = Experiment("anchors", "Anchors: the BF-IO authors' code on mooncake-conversation", render,
-                        keep_series=keep_series, needs=("main",), follows="main")
+EXPERIMENT = Experiment(
+    "anchors",
+    "Anchors: the BF-IO authors' code on mooncake-conversation",
+    render,
+    keep_series=keep_series,
+    needs=("main",),
+    follows="main",
+)

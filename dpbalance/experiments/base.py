@@ -7,9 +7,10 @@ from the results. It may also add rows to the summary that opens the report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..results.schema import Result
 from ..sim.engine import SimConfig
@@ -46,8 +47,13 @@ class WL:
     resample: int | None = None
 
     def selection(self) -> TraceSelection:
-        return TraceSelection(trace=self.trace, min_output=self.min_output, max_requests=self.max_requests,
-                              train_split=self.train_split, resample=self.resample)
+        return TraceSelection(
+            trace=self.trace,
+            min_output=self.min_output,
+            max_requests=self.max_requests,
+            train_split=self.train_split,
+            resample=self.resample,
+        )
 
     def cell(self, tag: str, label: str, **sim: Any) -> Cell:
         """The cell running the policy behind ``label`` on this workload with the given simulator settings."""
@@ -72,7 +78,7 @@ class Ctx:
     notes: dict[str, list[str]] = field(default_factory=dict)
     computed: dict[str, Any] = field(default_factory=dict)
     #: the experiments of this run, in report order (set by the driver)
-    selected: tuple["Experiment", ...] = ()
+    selected: tuple[Experiment, ...] = ()
     _rows: dict[tuple[str, int | None], int] = field(default_factory=dict)
 
     def q(self, full, quick):
@@ -115,10 +121,10 @@ class Experiment:
 
     name: str
     title: str
-    render: Callable[[Ctx, "Results"], Section]
+    render: Callable[[Ctx, Results], Section]
     cells: Callable[[Ctx], list[Cell]] = no_cells
     compute: Callable[[Ctx], Any] | None = None
-    summary: Callable[[Ctx, "Results"], list[list[str]]] | None = None
+    summary: Callable[[Ctx, Results], list[list[str]]] | None = None
     keep_series: Callable[[Ctx, Cell], bool] | None = None
     needs: tuple[str, ...] = ()
     follows: str | None = None

@@ -43,23 +43,34 @@ def _points(ctx: Ctx) -> list[tuple[int, int]]:
 def cells(ctx: Ctx) -> list:
     n0 = axes(ctx)[3]
     traces = [t for t in TRACES if t in ctx.traces][: ctx.q(len(TRACES), 1)]
-    return [workload(t, G, B, n0).cell(f"bfio|{t}|{lab}", lab, workers=G, slots=B, arrival="saturated")
-            for t in traces for G, B in _points(ctx) for lab in LABELS
-            if lab != "bfio" or bfio_runs_at(ctx, t, G, B)]
+    return [
+        workload(t, G, B, n0).cell(f"bfio|{t}|{lab}", lab, workers=G, slots=B, arrival="saturated")
+        for t in traces
+        for G, B in _points(ctx)
+        for lab in LABELS
+        if lab != "bfio" or bfio_runs_at(ctx, t, G, B)
+    ]
 
 
 def render(ctx: Ctx, R: Results) -> Section:
-    ctx.note("bfio", "The exact-MILP `bfio` policy solves a HiGHS program at every dispatch (50 ms time limit), "
-                     "100–1000× slower than the others, so it runs "
-             + ("nowhere in this section in --quick." if ctx.quick else
-                "only on bfio-arxiv with G ≤ 16 and B ≤ 64, and at G = 8, B = 16 on the other traces; `brh` "
-                "(oracle) is the same objective solved by the fast F-score machinery everywhere."))
+    ctx.note(
+        "bfio",
+        "The exact-MILP `bfio` policy solves a HiGHS program at every dispatch (50 ms time limit), "
+        "100–1000× slower than the others, so it runs "
+        + (
+            "nowhere in this section in --quick."
+            if ctx.quick
+            else "only on bfio-arxiv with G ≤ 16 and B ≤ 64, and at G = 8, B = 16 on the other traces; `brh` "
+            "(oracle) is the same objective solved by the fast F-score machinery everywhere."
+        ),
+    )
     Bs, Gs, Bg, n0 = axes(ctx)
     sec = Section().text(
         f"The BF-IO paper's three workloads, saturated arrivals (visible 4·G), steady window, oracle lengths for the "
         f"look-ahead policies. B sweep at G = 8; G sweep at B = {Bg}. Where 4·G·B exceeds the trace's first "
         f"{n0:,} requests, a seeded joint bootstrap of 4·G·B rows is used so every point has several batch "
-        "turnovers. Imbalance = average G·M − ΣL (the BF-IO objective, token·workers); reduction = FCFS ÷ policy.")
+        "turnovers. Imbalance = average G·M − ΣL (the BF-IO objective, token·workers); reduction = FCFS ÷ policy."
+    )
     if not any(R.outcomes(f"bfio|{t}|") for t in TRACES):
         return sec.text(f"None of the BF-IO workloads ({', '.join(TRACES)}) is in the trace directory.")
     for t in TRACES:
@@ -74,24 +85,52 @@ def render(ctx: Ctx, R: Results) -> Section:
                     if r is None:
                         continue
                     x = B if axis == "B" else G
-                    rows.append([str(x), lab, fnum(r.avg_imbalance_gap),
-                                 fnum(ratio(fc.avg_imbalance_gap, r.avg_imbalance_gap)) if fc else "–",
-                                 fnum(r.idle_fraction), fnum(r.throughput_tok_s), fnum(r.throughput_all_tok_s),
-                                 fnum(r.energy_j_per_token),
-                                 pct(ratio(r.energy_j_per_token, fc.energy_j_per_token) - 1) if fc else "–"])
+                    rows.append(
+                        [
+                            str(x),
+                            lab,
+                            fnum(r.avg_imbalance_gap),
+                            fnum(ratio(fc.avg_imbalance_gap, r.avg_imbalance_gap)) if fc else "–",
+                            fnum(r.idle_fraction),
+                            fnum(r.throughput_tok_s),
+                            fnum(r.throughput_all_tok_s),
+                            fnum(r.energy_j_per_token),
+                            pct(ratio(r.energy_j_per_token, fc.energy_j_per_token) - 1) if fc else "–",
+                        ]
+                    )
                     xs.setdefault(lab, []).append(x)
                     ys.setdefault(lab, []).append(r.avg_imbalance_gap)
             if not rows:
                 continue
             sec.heading(f"{t}: {axis} sweep ({fixed})")
-            sec.table([axis, "policy", "imbalance G·M−ΣL", "reduction ÷", "idle", "tok/s window", "tok/s whole run",
-                       "J/token", "energy vs FCFS"], rows)
-            p = figures.lines(ctx.out_dir / f"bfio_{t}_{axis}.png", xs, ys, xlabel=axis,
-                              ylabel="avg imbalance G·M − ΣL (log)", title=f"{t}: imbalance vs {axis} ({fixed})",
-                              logx=True, logy=True)
+            sec.table(
+                [
+                    axis,
+                    "policy",
+                    "imbalance G·M−ΣL",
+                    "reduction ÷",
+                    "idle",
+                    "tok/s window",
+                    "tok/s whole run",
+                    "J/token",
+                    "energy vs FCFS",
+                ],
+                rows,
+            )
+            p = figures.lines(
+                ctx.out_dir / f"bfio_{t}_{axis}.png",
+                xs,
+                ys,
+                xlabel=axis,
+                ylabel="avg imbalance G·M − ΣL (log)",
+                title=f"{t}: imbalance vs {axis} ({fixed})",
+                logx=True,
+                logy=True,
+            )
             sec.figure(p, f"{t} {axis} sweep")
-    return sec.text("Paper: the reduction factor of BF-IO over FCFS grows with B and with G; > 40 % barrier idle "
-                    "under FCFS.")
+    return sec.text(
+        "Paper: the reduction factor of BF-IO over FCFS grows with B and with G; > 40 % barrier idle under FCFS."
+    )
 
 
 EXPERIMENT = Experiment("bfio", "BF-IO experiments (B and G sweeps on the BF-IO workloads)", render, cells=cells)

@@ -5,9 +5,9 @@ Bars start at zero: a gain chart draws the gain itself (a bar from 0 %), never a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.ticker import NullLocator
@@ -15,14 +15,16 @@ from matplotlib.ticker import NullLocator
 from ..results.plots import plt, save  # plots selects the Agg backend before pyplot loads
 
 
-def grouped_bars(path: Path, groups: Sequence[str], panels: dict[str, dict[str, Sequence[float | None]]], *,
-                 ylabel: str, title: str) -> Path:
+def grouped_bars(
+    path: Path, groups: Sequence[str], panels: dict[str, dict[str, Sequence[float | None]]], *, ylabel: str, title: str
+) -> Path:
     """Bars from zero with a line at zero, one panel per entry of ``panels`` (panel title → series) sharing the y
     axis: one bar per (group, series) pair, e.g. the throughput gain (%) per workload (group) and policy (series).
     Missing values leave a gap."""
     n_panels = len(panels)
-    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * max(5.5, 1.3 * len(groups) + 2.0), 4.4), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, n_panels, figsize=(n_panels * max(5.5, 1.3 * len(groups) + 2.0), 4.4), sharey=True, squeeze=False
+    )
     x = np.arange(len(groups))
     for ax, (head, series) in zip(axes[0], panels.items()):
         series = {k: v for k, v in series.items() if any(a is not None and np.isfinite(a) for a in v)}  # drawn ones
@@ -67,8 +69,15 @@ def _draw(ax, p: Panel, logx: bool, styles: dict[str, str]) -> None:
         if name in styles:
             ax.plot(x, y, styles[name], label=name)
         else:
-            ax.plot(x, y, marker=MARKERS[j % len(MARKERS)], ls=DASHES[j % len(DASHES)], ms=max(3.0, 6.5 - 0.7 * j),
-                    color=plt.get_cmap("tab10")(j % 10), label=name)
+            ax.plot(
+                x,
+                y,
+                marker=MARKERS[j % len(MARKERS)],
+                ls=DASHES[j % len(DASHES)],
+                ms=max(3.0, 6.5 - 0.7 * j),
+                color=plt.get_cmap("tab10")(j % 10),
+                label=name,
+            )
     if logx:  # log axis, ticks at the values that were run, written as plain numbers
         ax.set_xscale("log", base=2)
         ticks = sorted({float(v) for name in p.ys for v in p.xs[name]})
@@ -83,8 +92,15 @@ def _draw(ax, p: Panel, logx: bool, styles: dict[str, str]) -> None:
     ax.grid(alpha=0.3, which="both" if p.logy else "major")
 
 
-def line_panels(path: Path, panels: Sequence[Panel], *, xlabel: str, title: str, logx: bool = False,
-                styles: dict[str, str] | None = None) -> Path:
+def line_panels(
+    path: Path,
+    panels: Sequence[Panel],
+    *,
+    xlabel: str,
+    title: str,
+    logx: bool = False,
+    styles: dict[str, str] | None = None,
+) -> Path:
     """Panels side by side over the same x axis, one legend (the first panel's)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels) + 0.4, 4.2), squeeze=False)
     for ax, p in zip(axes[0], panels):
@@ -96,16 +112,41 @@ def line_panels(path: Path, panels: Sequence[Panel], *, xlabel: str, title: str,
     return path
 
 
-def lines(path: Path, xs: dict[str, Sequence[float]], ys: dict[str, Sequence[float | None]], *, xlabel: str,
-          ylabel: str, title: str, logx: bool = False, logy: bool = False, styles: dict[str, str] | None = None,
-          zero_line: bool = False) -> Path:
+def lines(
+    path: Path,
+    xs: dict[str, Sequence[float]],
+    ys: dict[str, Sequence[float | None]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    styles: dict[str, str] | None = None,
+    zero_line: bool = False,
+) -> Path:
     """One chart, one line per series name."""
-    return line_panels(path, [Panel(xs, ys, ylabel, logy=logy, zero_line=zero_line)], xlabel=xlabel, title=title,
-                       logx=logx, styles=styles)
+    return line_panels(
+        path,
+        [Panel(xs, ys, ylabel, logy=logy, zero_line=zero_line)],
+        xlabel=xlabel,
+        title=title,
+        logx=logx,
+        styles=styles,
+    )
 
 
-def heatmap(path: Path, rows: Sequence[str], cols: Sequence[str], values: np.ndarray, *, title: str,
-            fmt: str = "{:,.0f}", colorbar: str = "", diverging: bool = False) -> Path:
+def heatmap(
+    path: Path,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    values: np.ndarray,
+    *,
+    title: str,
+    fmt: str = "{:,.0f}",
+    colorbar: str = "",
+    diverging: bool = False,
+) -> Path:
     """A labelled grid of values (e.g. throughput over β × γ); each cell prints its value. ``diverging`` centres
     a red–blue scale on zero (for margins: blue better, red worse); all-empty columns are left out."""
     keep = ~np.all(np.isnan(values), axis=0) if values.size else np.ones(len(cols), bool)

@@ -19,32 +19,64 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..policies import DEFAULT_POLICY
 from ..sweep.grid import Cell
 from ..sweep.runner import SweepReport, run_cells
 from ..traces.selection import TraceSelection
 
-TRACES = ("mooncake-conversation", "azure-conv-2023", "bfio-longbench", "vidur-arxiv",
-          "mooncake-synthetic", "azure-code-2023", "bfio-arxiv", "bfio-burst")
+TRACES = (
+    "mooncake-conversation",
+    "azure-conv-2023",
+    "bfio-longbench",
+    "vidur-arxiv",
+    "mooncake-synthetic",
+    "azure-code-2023",
+    "bfio-arxiv",
+    "bfio-burst",
+)
 #: the defaults were chosen on these traces' cells; the others are held out
 TRAIN_TRACES = TRACES[:4]
 G_LIST = (4, 8, 16, 32, 64)
 B_LIST = (32, 72, 128, 256)
-LOADS: tuple[tuple[str, float | None], ...] = (("moderate", 0.6), ("heavy", 0.9), ("overloaded", 1.3),
-                                               ("saturated", None))
+LOADS: tuple[tuple[str, float | None], ...] = (
+    ("moderate", 0.6),
+    ("heavy", 0.9),
+    ("overloaded", 1.3),
+    ("saturated", None),
+)
 SEEDS = 2
 TRAIN_SPLIT = 0.2
 CORE = ("round_robin", "jsq_count", "jsq_tokens", "vllm", "adp_balance", "br0:preset=bfio-code", DEFAULT_POLICY)
-CROSS_EXTRA = ("random", "p2c", "fcfs", "vllm_kv", "sglang_total_tokens", "br0:preset=paper",
-               "brh:predictor=oracle", "brh:predictor=survival", "brh:predictor=exact_match")
+CROSS_EXTRA = (
+    "random",
+    "p2c",
+    "fcfs",
+    "vllm_kv",
+    "sglang_total_tokens",
+    "br0:preset=paper",
+    "brh:predictor=oracle",
+    "brh:predictor=survival",
+    "brh:predictor=exact_match",
+)
 BFIO_CELLS = (("mooncake-conversation", 8, 72), ("bfio-longbench", 8, 72), ("bfio-burst", 8, 72))
 #: the policies a default is measured against (baselines, and the BF-IO authors' H0 as we implement it)
-BASELINES = ("random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "vllm", "vllm_kv", "sglang_total_tokens",
-             "adp_balance", "fcfs")
+BASELINES = (
+    "random",
+    "round_robin",
+    "p2c",
+    "jsq_count",
+    "jsq_tokens",
+    "vllm",
+    "vllm_kv",
+    "sglang_total_tokens",
+    "adp_balance",
+    "fcfs",
+)
 H0 = "br0:preset=bfio-code"
 
 
@@ -64,9 +96,15 @@ class Spec:
     extra: tuple[str, ...] = CROSS_EXTRA
     bfio: bool = True
 
-    def quick(self) -> "Spec":
-        return Spec(traces=("mooncake-conversation",), grid=((8, 72), (16, 32)), seeds=1,
-                    core=("jsq_tokens", "adp_balance", H0, DEFAULT_POLICY), extra=(), bfio=False)
+    def quick(self) -> Spec:
+        return Spec(
+            traces=("mooncake-conversation",),
+            grid=((8, 72), (16, 32)),
+            seeds=1,
+            core=("jsq_tokens", "adp_balance", H0, DEFAULT_POLICY),
+            extra=(),
+            bfio=False,
+        )
 
 
 class Sources:
@@ -78,8 +116,9 @@ class Sources:
 
     def __call__(self, trace: str):
         if trace not in self._w:
-            self._w[trace] = TraceSelection(trace=trace, train_split=TRAIN_SPLIT,
-                                            trace_dir=Path(self.trace_dir) if self.trace_dir else None).load()[0]
+            self._w[trace] = TraceSelection(
+                trace=trace, train_split=TRAIN_SPLIT, trace_dir=Path(self.trace_dir) if self.trace_dir else None
+            ).load()[0]
         return self._w[trace]
 
 
@@ -94,8 +133,15 @@ def rate(load: str) -> float | None:
 def cell(src, trace: str, G: int, B: int, load: str, policy: str, seed: int, capacity: float | None) -> Cell:
     w = src(trace)
     n = size(G, B, len(w))
-    d: dict[str, Any] = {"policy": policy, "trace": trace, "train_split": TRAIN_SPLIT, "workers": G, "slots": B,
-                         "seed": seed, "tag": f"matrix|{trace}|{G}|{B}|{load}|{policy}|{seed}"}
+    d: dict[str, Any] = {
+        "policy": policy,
+        "trace": trace,
+        "train_split": TRAIN_SPLIT,
+        "workers": G,
+        "slots": B,
+        "seed": seed,
+        "tag": f"matrix|{trace}|{G}|{B}|{load}|{policy}|{seed}",
+    }
     if load == "saturated" or not w.has_timestamps:
         d["resample"] = n
     elif n > len(w):
@@ -134,19 +180,31 @@ def all_cells(src, spec: Spec, caps: dict[tuple[str, int, int], float]) -> list[
     return out
 
 
-def run_matrix(out_dir: Path, *, spec: Spec = Spec(), trace_dir: str | None = None, workers: int | None = None,
-               authors: Path | None = None, progress: Callable[[str, int, int], None] | None = None,
-               found: set[str] | None = None) -> tuple[SweepReport, dict, dict]:
+def run_matrix(
+    out_dir: Path,
+    *,
+    spec: Spec = Spec(),
+    trace_dir: str | None = None,
+    workers: int | None = None,
+    authors: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    found: set[str] | None = None,
+) -> tuple[SweepReport, dict, dict]:
     """Run every cell (cached in ``out_dir/cells``) and return (report, capacities, the authors' H0 figures)."""
     out_dir = Path(out_dir)
     if found is not None:
         spec = Spec(**{**spec.__dict__, "traces": tuple(t for t in spec.traces if t in found)})
     src = Sources(trace_dir)
-    cb = (lambda phase: (lambda d, n, last: progress(phase, d, n))) if progress else (lambda phase: None)
-    rep = run_cells(capacity_cells(src, spec), out_dir, workers=workers, trace_dir=trace_dir, write_tables=False,
-                    progress=cb("capacity"))
-    caps = {(o.cell.trace.trace, o.cell.sim.workers, o.cell.sim.slots): o.result.throughput_tok_s
-            for o in rep.outcomes}
+    cb = (lambda phase: lambda d, n, last: progress(phase, d, n)) if progress else (lambda phase: None)
+    rep = run_cells(
+        capacity_cells(src, spec),
+        out_dir,
+        workers=workers,
+        trace_dir=trace_dir,
+        write_tables=False,
+        progress=cb("capacity"),
+    )
+    caps = {(o.cell.trace.trace, o.cell.sim.workers, o.cell.sim.slots): o.result.throughput_tok_s for o in rep.outcomes}
     t0 = time.perf_counter()
     rep = run_cells(all_cells(src, spec, caps), out_dir, workers=workers, trace_dir=trace_dir, progress=cb("cells"))
     rep.wall_s = time.perf_counter() - t0
@@ -162,4 +220,3 @@ def load_authors(path: Path | None) -> dict[tuple[str, int, int, int], dict]:
     for rec in json.loads(Path(path).read_text()):
         out[(rec["trace"], int(rec["workers"]), int(rec["slots"]), int(rec.get("seed", 0)))] = rec
     return out
-

@@ -34,8 +34,17 @@ def compute(ctx: Ctx) -> dict:
     T = max(r.steps for _, r, _, _ in online)
     t0 = time.perf_counter()
     bound = offline_lower_bound(w, G, B, T, time_limit_s=time_limit)
-    return {"bound": bound, "seconds": time.perf_counter() - t0, "online": online, "n": len(w), "G": G, "B": B,
-            "src": src, "T": T, "omax": omax}
+    return {
+        "bound": bound,
+        "seconds": time.perf_counter() - t0,
+        "online": online,
+        "n": len(w),
+        "G": G,
+        "B": B,
+        "src": src,
+        "T": T,
+        "omax": omax,
+    }
 
 
 def render(ctx: Ctx, R: Results) -> Section:
@@ -50,10 +59,15 @@ def render(ctx: Ctx, R: Results) -> Section:
         "and the matching idle area Σ_t (G·M_t − ΣL_t) — valid for every schedule that finishes within T steps, so "
         f"for every online policy below. Solved in {d['seconds']:.1f} s; optimality {proved}.",
         f"Offline bound: Σ_t M_t ≥ **{fnum(b.sum_envelope)}**, idle area ≥ **{fnum(b.idle_area)}** (best offline "
-        f"schedule found: Σ M = {fnum(b.best_sum_envelope)}, idle {fnum(b.best_idle_area)}).")
-    return sec.table(["policy", "steps", "Σ_t M_t", "÷ bound", "idle area", "idle above the bound"],
-                     [[lab, fnum(r.steps), fnum(sm), fnum(ratio(sm, b.sum_envelope)), fnum(idle),
-                       fnum(idle - b.idle_area)] for lab, r, idle, sm in d["online"]])
+        f"schedule found: Σ M = {fnum(b.best_sum_envelope)}, idle {fnum(b.best_idle_area)}).",
+    )
+    return sec.table(
+        ["policy", "steps", "Σ_t M_t", "÷ bound", "idle area", "idle above the bound"],
+        [
+            [lab, fnum(r.steps), fnum(sm), fnum(ratio(sm, b.sum_envelope)), fnum(idle), fnum(idle - b.idle_area)]
+            for lab, r, idle, sm in d["online"]
+        ],
+    )
 
 
 EXPERIMENT = Experiment("optimal", "Distance to the offline optimum", render, compute=compute)

@@ -16,18 +16,36 @@ def render(ctx: Ctx, R: Results) -> Section:
         "Policy wall time per dispatch call that had waiting requests and free slots (in the simulator, pure Python "
         "and numpy, on the machine that produced this report), G = 8, saturated with 32 visible requests. Paper "
         f"(BR-H proxy, G = 8, R_max = 4, several hundred waiting requests): P50 {p50[0]}–{p50[1]} ms, "
-        f"P99 {p99[0]}–{p99[1]} ms.")
-    rows = [[wl.label, lab, fnum(r.dispatch_us_p50 / 1000), fnum(r.dispatch_us_p99 / 1000)]
-            for wl in main_workloads(ctx) for lab, r in main_table.results(ctx, R, wl).items() if lab in SHOWN]
-    return sec.table(["workload", "policy", "dispatch P50 ms", "dispatch P99 ms"], rows) if rows else \
-        sec.text("No results.")
+        f"P99 {p99[0]}–{p99[1]} ms."
+    )
+    rows = [
+        [wl.label, lab, fnum(r.dispatch_us_p50 / 1000), fnum(r.dispatch_us_p99 / 1000)]
+        for wl in main_workloads(ctx)
+        for lab, r in main_table.results(ctx, R, wl).items()
+        if lab in SHOWN
+    ]
+    return (
+        sec.table(["workload", "policy", "dispatch P50 ms", "dispatch P99 ms"], rows)
+        if rows
+        else sec.text("No results.")
+    )
 
 
 def summary(ctx: Ctx, R: Results) -> list[list[str]]:
-    return [["BR-H dispatch P50 / P99 (G = 8)", paper.CLAIMS["brh_dispatch"],
-             main_table.per_workload(ctx, R, ("brh-oracle",),
-                                     lambda r: f"{fnum(r['brh-oracle'].dispatch_us_p50 / 1e3)} / "
-                                               f"{fnum(r['brh-oracle'].dispatch_us_p99 / 1e3)} ms")]]
+    return [
+        [
+            "BR-H dispatch P50 / P99 (G = 8)",
+            paper.CLAIMS["brh_dispatch"],
+            main_table.per_workload(
+                ctx,
+                R,
+                ("brh-oracle",),
+                lambda r: (
+                    f"{fnum(r['brh-oracle'].dispatch_us_p50 / 1e3)} / {fnum(r['brh-oracle'].dispatch_us_p99 / 1e3)} ms"
+                ),
+            ),
+        ]
+    ]
 
 
 EXPERIMENT = Experiment("overhead", "Dispatch overhead", render, summary=summary, needs=("main",), follows="main")

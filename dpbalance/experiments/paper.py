@@ -80,7 +80,7 @@ CLAIMS = {
     "predictor_auc": "0.993 / 0.995 (Azure), 0.700 / 0.974 (Prop.)",
     "predictor_mae": "5.4 / 5.4 (Azure), 20.1 / 2.9 (Prop.)",
     "main_gains": "BR-0 +7.6 %, BR-H oracle +20.5 %, BR-H ExactMatch +14.5 % over the best baseline (P2C); "
-                  "imbalance ÷ JSQ: BR-0 0.52, BR-H oracle 0.34, ExactMatch 0.37. Proprietary trace: BR-0 imbalance "
-                  "4.1× lower than JSQ, +11.8 % throughput",
+    "imbalance ÷ JSQ: BR-0 0.52, BR-H oracle 0.34, ExactMatch 0.37. Proprietary trace: BR-0 imbalance "
+    "4.1× lower than JSQ, +11.8 % throughput",
     "scaling_prop": "BR-0 +11.1 / +11.3 / +20.5 %, BR-H oracle +13.4 / +21.5 / +34.5 % at G = 4 / 8 / 16",
 }

@@ -8,8 +8,8 @@ from a short calibration run per family (``calibrate``, which simulates) or from
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from ..sim.run import run_simulation
 from ..sweep.grid import Cell
@@ -109,14 +109,23 @@ class Plan:
     def lines(self) -> list[str]:
         """The plan as printed before a run: cells and estimated seconds per experiment, then the total."""
         out = [f"  {name:<12} {len(cs):>4} cells  ~{self.seconds(cs):6.0f} s" for name, cs in self.cells]
-        out.append(f"  total        {len(self.all_cells):>4} cells  ~{self.estimate_s:6.0f} s on {self.processes} "
-                   f"process(es) (budget {self.budget_s:.0f} s, grid level {self.level}; rough, ±2×; cached cells are "
-                   "free)")
+        out.append(
+            f"  total        {len(self.all_cells):>4} cells  ~{self.estimate_s:6.0f} s on {self.processes} "
+            f"process(es) (budget {self.budget_s:.0f} s, grid level {self.level}; rough, ±2×; cached cells are "
+            "free)"
+        )
         return out
 
 
-def make_plan(ctx: Ctx, experiments: Sequence[Experiment], *, budget_s: float, processes: int, costs: CostFn,
-              size: SizeFn | None = None) -> Plan:
+def make_plan(
+    ctx: Ctx,
+    experiments: Sequence[Experiment],
+    *,
+    budget_s: float,
+    processes: int,
+    costs: CostFn,
+    size: SizeFn | None = None,
+) -> Plan:
     """Raise ``ctx.level`` (dropping optional grid points) until the estimate fits ``budget_s``; --quick keeps
     level 0. ``costs`` gives the per-step cost of each policy family, ``size`` each cell's (requests, mean
     output) (default: load its trace selection)."""

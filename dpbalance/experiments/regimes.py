@@ -21,9 +21,13 @@ def regimes(ctx: Ctx) -> tuple[tuple[str, float], ...]:
 
 def workloads(ctx: Ctx) -> list[WL]:
     n = ctx.q(10_000, 1_000)
-    traces = (("mooncake-conversation",) if ctx.quick or ctx.level >= 2 else
-              ("mooncake-conversation", "azure-conv-2023") if ctx.level == 1 else
-              ("mooncake-conversation", "azure-conv-2023", "azure-code-2023"))
+    traces = (
+        ("mooncake-conversation",)
+        if ctx.quick or ctx.level >= 2
+        else ("mooncake-conversation", "azure-conv-2023")
+        if ctx.level == 1
+        else ("mooncake-conversation", "azure-conv-2023", "azure-code-2023")
+    )
     out = [ctx.held_out(t, t, None, n) for t in traces if t in ctx.traces]
     return out or [ctx.held_out("sample (bundled)", "sample", None, ctx.q(1500, 600))]
 
@@ -48,8 +52,10 @@ def cells(ctx: Ctx) -> list:
             continue
         for name, rho in regimes(ctx):
             k = round(rho * cap / demand, 3)
-            out += [wl.cell(f"regime|{wl.label}|{lab}|{name}", lab, workers=8, slots=72, arrival="replay",
-                            rate_scale=k) for lab in LABELS]
+            out += [
+                wl.cell(f"regime|{wl.label}|{lab}|{name}", lab, workers=8, slots=72, arrival="replay", rate_scale=k)
+                for lab in LABELS
+            ]
     return out
 
 
@@ -59,7 +65,8 @@ def render(ctx: Ctx, R: Results) -> Section:
         "capacity (JSQ-tokens throughput at G = 8, B = 72): light ρ = 0.3, medium 0.6, heavy 0.9, overloaded 1.3. "
         "The window is every step, so window and whole-run throughput are the same here. azure-conv-2023 and "
         "azure-code-2023 are short-output traffic (no > 1000 filter; azure-conv-2023's longest output is 1,000 "
-        "tokens).")
+        "tokens)."
+    )
     for wl in workloads(ctx):
         cap, demand = capacity(ctx, wl)
         rows, xs, tpot, ttft = [], {}, {}, {}
@@ -68,24 +75,50 @@ def render(ctx: Ctx, R: Results) -> Section:
             jq = res.get(f"jsq_count|{name}")
             for key, r in res.items():
                 lab = key.split("|")[0]
-                rows.append([name, f"{r.config['sim']['rate_scale']:g}×", lab, fnum(r.throughput_tok_s),
-                             fnum(r.tpot_p95_ms), fnum(r.ttft_p99_s), fnum(r.wait_max_s),
-                             fnum(r.avg_imbalance_maxmin), fnum(r.energy_j_per_token),
-                             pct(ratio(r.tpot_p95_ms, jq.tpot_p95_ms) - 1) if jq else "–"])
+                rows.append(
+                    [
+                        name,
+                        f"{r.config['sim']['rate_scale']:g}×",
+                        lab,
+                        fnum(r.throughput_tok_s),
+                        fnum(r.tpot_p95_ms),
+                        fnum(r.ttft_p99_s),
+                        fnum(r.wait_max_s),
+                        fnum(r.avg_imbalance_maxmin),
+                        fnum(r.energy_j_per_token),
+                        pct(ratio(r.tpot_p95_ms, jq.tpot_p95_ms) - 1) if jq else "–",
+                    ]
+                )
                 xs.setdefault(lab, []).append(rho)
                 tpot.setdefault(lab, []).append(r.tpot_p95_ms)
                 ttft.setdefault(lab, []).append(r.ttft_p99_s)
         if not rows:
             continue
         sec.heading(f"{wl.label} (capacity ≈ {fnum(cap)} tok/s; trace demand at 1× ≈ {fnum(demand)} tok/s)")
-        sec.table(["regime", "rate", "policy", "tok/s", "TPOT P95 ms", "TTFT P99 s", "max wait s", "max–min",
-                   "J/token", "TPOT P95 vs JSQ"], rows)
-        p = figures.line_panels(ctx.out_dir / f"regimes_{wl.trace}.png",
-                                [figures.Panel(xs, tpot, "TPOT P95 (ms)", "time per output token"),
-                                 figures.Panel(xs, ttft, "TTFT P99 (s, log)", "queueing: time to first token",
-                                               logy=True)],
-                                xlabel="offered load ρ (share of the measured capacity)",
-                                title=f"{wl.label}: latency vs load")
+        sec.table(
+            [
+                "regime",
+                "rate",
+                "policy",
+                "tok/s",
+                "TPOT P95 ms",
+                "TTFT P99 s",
+                "max wait s",
+                "max–min",
+                "J/token",
+                "TPOT P95 vs JSQ",
+            ],
+            rows,
+        )
+        p = figures.line_panels(
+            ctx.out_dir / f"regimes_{wl.trace}.png",
+            [
+                figures.Panel(xs, tpot, "TPOT P95 (ms)", "time per output token"),
+                figures.Panel(xs, ttft, "TTFT P99 (s, log)", "queueing: time to first token", logy=True),
+            ],
+            xlabel="offered load ρ (share of the measured capacity)",
+            title=f"{wl.label}: latency vs load",
+        )
         sec.figure(p, f"regimes {wl.trace}")
     return sec
 

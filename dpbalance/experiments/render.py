@@ -59,23 +59,23 @@ class Section:
 
     blocks: list[tuple[str, object]] = field(default_factory=list)
 
-    def text(self, *paragraphs: str) -> "Section":
+    def text(self, *paragraphs: str) -> Section:
         self.blocks += [("text", p) for p in paragraphs if p]
         return self
 
-    def heading(self, title: str) -> "Section":
+    def heading(self, title: str) -> Section:
         self.blocks.append(("heading", title))
         return self
 
-    def table(self, header: list[str], rows: list[list[str]]) -> "Section":
+    def table(self, header: list[str], rows: list[list[str]]) -> Section:
         self.blocks.append(("table", (header, rows)))
         return self
 
-    def figure(self, path: Path, alt: str) -> "Section":
+    def figure(self, path: Path, alt: str) -> Section:
         self.blocks.append(("figure", (Path(path), alt)))
         return self
 
-    def bullets(self, items: list[str]) -> "Section":
+    def bullets(self, items: list[str]) -> Section:
         if items:
             self.blocks.append(("bullets", items))
         return self
@@ -104,8 +104,14 @@ def anchor(title: str, number: int) -> str:
     return t.replace(" ", "-")
 
 
-def write_markdown(path: Path, *, title: str, preamble: list[str], sections: list[tuple[str, Section, list[str]]],
-                   closing: tuple[str, list[str]]) -> Path:
+def write_markdown(
+    path: Path,
+    *,
+    title: str,
+    preamble: list[str],
+    sections: list[tuple[str, Section, list[str]]],
+    closing: tuple[str, list[str]],
+) -> Path:
     """The report: title, preamble paragraphs, a table of contents, one numbered section per
     (title, content, notes), and a closing bullet list (title, items). Written atomically."""
     out_dir = path.parent

@@ -34,8 +34,18 @@ def workloads(ctx: Ctx) -> list[tuple[int, WL]]:
             out.append((G, WL(f"{trace} resampled n={need}", trace, train_split=0.2, resample=need)))
     if not ctx.quick and ctx.level == 0 and "vidur-arxiv" in ctx.traces:
         for G in gs(ctx):
-            out.append((G, WL(f"vidur-arxiv >1000 resampled n={150 * G}", "vidur-arxiv", 1001, train_split=0.2,
-                              resample=150 * G)))
+            out.append(
+                (
+                    G,
+                    WL(
+                        f"vidur-arxiv >1000 resampled n={150 * G}",
+                        "vidur-arxiv",
+                        1001,
+                        train_split=0.2,
+                        resample=150 * G,
+                    ),
+                )
+            )
     return out
 
 
@@ -44,8 +54,11 @@ def _labels(ctx: Ctx) -> tuple[str, ...]:
 
 
 def cells(ctx: Ctx) -> list:
-    return [wl.cell(f"scaling|{wl.trace}|{lab}", lab, workers=G, slots=72, arrival="saturated")
-            for G, wl in workloads(ctx) for lab in (*baselines(ctx), *_labels(ctx))]
+    return [
+        wl.cell(f"scaling|{wl.trace}|{lab}", lab, workers=G, slots=72, arrival="saturated")
+        for G, wl in workloads(ctx)
+        for lab in (*baselines(ctx), *_labels(ctx))
+    ]
 
 
 def results(ctx: Ctx, R: Results, trace: str, G: int) -> dict:
@@ -87,32 +100,53 @@ def render(ctx: Ctx, R: Results) -> Section:
         "than ~625 requests per worker (G ≥ 32), the workload is a seeded joint bootstrap of the trace's (prompt, "
         "output) rows with 625·G requests, so every G sees a comparable number of batch turnovers; the long-output "
         "series bootstraps vidur-arxiv's > 1000-token rows (150·G requests). The paper's G = 16 point used a 5P1D "
-        "topology (fewer prefill nodes per decode worker); our simulator has no prefill bottleneck.")
+        "topology (fewer prefill nodes per decode worker); our simulator has no prefill bottleneck."
+    )
     xs: dict[str, list] = {}
     ys: dict[str, list] = {}
     traces = sorted({wl.trace for _, wl in workloads(ctx)}, key=lambda t: t != ANCHOR_TRACE)
     for trace in traces:
-        desc = {ANCHOR_TRACE: f"{ANCHOR_TRACE} (first {ctx.q(10_000, 1_000):,} requests; joint bootstrap of "
-                              f"{ctx.q(625, 100)}·G rows where that is more)",
-                "vidur-arxiv": "vidur-arxiv, outputs > 1000 (joint bootstrap of 150·G rows)"}.get(trace, trace)
+        desc = {
+            ANCHOR_TRACE: f"{ANCHOR_TRACE} (first {ctx.q(10_000, 1_000):,} requests; joint bootstrap of "
+            f"{ctx.q(625, 100)}·G rows where that is more)",
+            "vidur-arxiv": "vidur-arxiv, outputs > 1000 (joint bootstrap of 150·G rows)",
+        }.get(trace, trace)
         sec.heading(desc).table(
-            ["G", "best baseline tok/s", "br0 gain", "brh-oracle gain", "brh-exact_match gain",
-             "paper BR-0 / BR-H oracle gain", "JSQ ÷ br0 imbalance",
-             "best of all baselines incl. engine rules: brh-oracle gain"], _table(ctx, R, trace, xs, ys))
+            [
+                "G",
+                "best baseline tok/s",
+                "br0 gain",
+                "brh-oracle gain",
+                "brh-exact_match gain",
+                "paper BR-0 / BR-H oracle gain",
+                "JSQ ÷ br0 imbalance",
+                "best of all baselines incl. engine rules: brh-oracle gain",
+            ],
+            _table(ctx, R, trace, xs, ys),
+        )
     for name, col in (("paper BR-0", 1), ("paper BR-H oracle", 2)):
         xs[name] = list(paper.BR_SCALING)
         ys[name] = [100 * (v[col] / v[0] - 1) for v in paper.BR_SCALING.values()]
-    p = figures.lines(ctx.out_dir / "scaling_gain.png", xs, ys, xlabel="G (data-parallel workers)",
-                      ylabel="throughput gain over the best baseline, %",
-                      title="Window throughput gain vs G (B = 72, saturated); black: the BalanceRoute paper", logx=True,
-                      styles={"paper BR-0": "k--", "paper BR-H oracle": "k:"}, zero_line=True)
+    p = figures.lines(
+        ctx.out_dir / "scaling_gain.png",
+        xs,
+        ys,
+        xlabel="G (data-parallel workers)",
+        ylabel="throughput gain over the best baseline, %",
+        title="Window throughput gain vs G (B = 72, saturated); black: the BalanceRoute paper",
+        logx=True,
+        styles={"paper BR-0": "k--", "paper BR-H oracle": "k:"},
+        zero_line=True,
+    )
     sec.figure(p, "gain vs G")
     trends = []
     for name in (k for k in ys if not k.startswith("paper")):
         v = [x for x in ys[name] if x is not None and math.isfinite(x)]
         if len(v) >= 2:
-            trends.append(f"{name}: gain {'grows' if v[-1] > v[0] else 'does not grow'} with G ({v[0]:+.1f} % at "
-                          f"G = {xs[name][0]} → {v[-1]:+.1f} % at G = {xs[name][-1]}).")
+            trends.append(
+                f"{name}: gain {'grows' if v[-1] > v[0] else 'does not grow'} with G ({v[0]:+.1f} % at "
+                f"G = {xs[name][0]} → {v[-1]:+.1f} % at G = {xs[name][-1]})."
+            )
     return sec.bullets(trends + [f"Paper (Proprietary): {paper.CLAIMS['scaling_prop']}."])
 
 

@@ -28,8 +28,11 @@ def cells(ctx: Ctx) -> list:
     wl = focus_wl(ctx)
     betas, gammas, Hs = grid(ctx)
     out = [wl.cell(f"sens|{wl.label}|{b}", b, **SIM) for b in baselines(ctx)]
-    out += [wl.cell_for(f"sens|{wl.label}|bg", f"brh:beta={beta:g},gamma={gamma:g},H=80", "oracle", **SIM)
-            for beta in betas for gamma in gammas]
+    out += [
+        wl.cell_for(f"sens|{wl.label}|bg", f"brh:beta={beta:g},gamma={gamma:g},H=80", "oracle", **SIM)
+        for beta in betas
+        for gamma in gammas
+    ]
     out += [wl.cell_for(f"sens|{wl.label}|H", f"brh:H={H}", "oracle", **SIM) for H in Hs]
     return out
 
@@ -52,7 +55,8 @@ def render(ctx: Ctx, R: Results) -> Section:
     sec = Section().text(
         f"BR-H (oracle) on {wl.label}, G = 8, B = 72, saturated. Grid over β ∈ {betas} × γ ∈ {gammas} at H = 80, "
         f"then H ∈ {Hs} at the default β, γ. Best baseline: {bb_lab} "
-        f"({fnum(bb.throughput_tok_s) if bb else '–'} tok/s).")
+        f"({fnum(bb.throughput_tok_s) if bb else '–'} tok/s)."
+    )
     if not outs or bb is None:
         return sec.text("No sensitivity results.")
     tput = np.full((len(betas), len(gammas)), np.nan)
@@ -65,24 +69,51 @@ def render(ctx: Ctx, R: Results) -> Section:
     lo, hi = paper.BR_SENSITIVITY["throughput"]
     plo, phi = paper.BR_SENSITIVITY["tpot_p95_ms"]
     pbb = paper.BR_SENSITIVITY["best_baseline"]
-    sec.text(f"**Range:** throughput {fnum(min(all_t))}–{fnum(max(all_t))} tok/s "
-             f"({pct(min(all_t) / bb.throughput_tok_s - 1)} to {pct(max(all_t) / bb.throughput_tok_s - 1)} vs the best "
-             f"baseline), TPOT P95 {fnum(min(all_p))}–{fnum(max(all_p))} ms; {beat} of {len(all_t)} configurations "
-             f"beat the best baseline. Paper (Proprietary, G = 8): {fnum(lo)}–{fnum(hi)} tok/s = "
-             f"{pct(lo / pbb - 1)} to {pct(hi / pbb - 1)} over its best baseline ({fnum(pbb)}), TPOT P95 "
-             f"{plo}–{phi} ms, every configuration beats the best baseline.")
-    p = figures.heatmap(ctx.out_dir / "sens_beta_gamma.png", [f"β={b:g}" for b in betas],
-                        [f"γ={g:g}" for g in gammas], tput, title="BR-H oracle window throughput (tok/s), H = 80",
-                        colorbar="tok/s")
+    sec.text(
+        f"**Range:** throughput {fnum(min(all_t))}–{fnum(max(all_t))} tok/s "
+        f"({pct(min(all_t) / bb.throughput_tok_s - 1)} to {pct(max(all_t) / bb.throughput_tok_s - 1)} vs the best "
+        f"baseline), TPOT P95 {fnum(min(all_p))}–{fnum(max(all_p))} ms; {beat} of {len(all_t)} configurations "
+        f"beat the best baseline. Paper (Proprietary, G = 8): {fnum(lo)}–{fnum(hi)} tok/s = "
+        f"{pct(lo / pbb - 1)} to {pct(hi / pbb - 1)} over its best baseline ({fnum(pbb)}), TPOT P95 "
+        f"{plo}–{phi} ms, every configuration beats the best baseline."
+    )
+    p = figures.heatmap(
+        ctx.out_dir / "sens_beta_gamma.png",
+        [f"β={b:g}" for b in betas],
+        [f"γ={g:g}" for g in gammas],
+        tput,
+        title="BR-H oracle window throughput (tok/s), H = 80",
+        colorbar="tok/s",
+    )
     sec.figure(p, "sensitivity heatmap")
     rows = []
     for o in sorted(hs, key=lambda o: _config(o).H):
         r = o.result
-        rows.append([f"`{r.policy}`", fnum(r.throughput_tok_s), pct(gain(r, bb)), fnum(r.avg_imbalance_maxmin),
-                     fnum(r.tpot_p95_ms), fnum(r.ttft_p99_s), fnum(r.dispatch_us_p50 / 1000),
-                     fnum(r.dispatch_us_p99 / 1000)])
-    return sec.table(["policy spec", "tok/s window", "vs best baseline", "max–min", "TPOT P95 ms", "TTFT P99 s",
-                      "dispatch P50 ms", "dispatch P99 ms"], rows)
+        rows.append(
+            [
+                f"`{r.policy}`",
+                fnum(r.throughput_tok_s),
+                pct(gain(r, bb)),
+                fnum(r.avg_imbalance_maxmin),
+                fnum(r.tpot_p95_ms),
+                fnum(r.ttft_p99_s),
+                fnum(r.dispatch_us_p50 / 1000),
+                fnum(r.dispatch_us_p99 / 1000),
+            ]
+        )
+    return sec.table(
+        [
+            "policy spec",
+            "tok/s window",
+            "vs best baseline",
+            "max–min",
+            "TPOT P95 ms",
+            "TTFT P99 s",
+            "dispatch P50 ms",
+            "dispatch P99 ms",
+        ],
+        rows,
+    )
 
 
 def summary(ctx: Ctx, R: Results) -> list[list[str]]:
@@ -92,8 +123,13 @@ def summary(ctx: Ctx, R: Results) -> list[list[str]]:
     if bb is None or not outs:
         return []
     ts = [gain(o.result, bb) for o in outs]
-    return [["BR-H (β, γ, H) sensitivity: gain range; all beat the best baseline", paper.CLAIMS["sensitivity"],
-             f"{min(ts) * 100:+.1f} … {max(ts) * 100:+.1f} %; {'yes' if min(ts) > 0 else 'no'} ({wl.label})"]]
+    return [
+        [
+            "BR-H (β, γ, H) sensitivity: gain range; all beat the best baseline",
+            paper.CLAIMS["sensitivity"],
+            f"{min(ts) * 100:+.1f} … {max(ts) * 100:+.1f} %; {'yes' if min(ts) > 0 else 'no'} ({wl.label})",
+        ]
+    ]
 
 
 EXPERIMENT = Experiment("sensitivity", "BR-H sensitivity (β, γ, H)", render, cells=cells, summary=summary)

@@ -39,8 +39,11 @@ def cells(ctx: Ctx) -> list:
     for G, B in pts:
         n = turns * G * B
         wl = WL(f"synthetic n={n}", synthetic(n, mu))
-        out += [wl.cell(f"theory|synthetic|{lab}", lab, workers=G, slots=B, arrival="saturated")
-                for lab in LABELS if lab != "bfio" or bfio_runs_at(ctx, G, B)]
+        out += [
+            wl.cell(f"theory|synthetic|{lab}", lab, workers=G, slots=B, arrival="saturated")
+            for lab in LABELS
+            if lab != "bfio" or bfio_runs_at(ctx, G, B)
+        ]
     return out
 
 
@@ -89,8 +92,12 @@ def _verdicts(sl: dict) -> list[tuple[str, str, float, float]]:
 
 
 def render(ctx: Ctx, R: Results) -> Section:
-    ctx.note("theory", "`bfio` (exact MILP per dispatch) runs only at G ≤ 8 and B ≤ 32 here, for time"
-             + (", and not at all in --quick" if ctx.quick else "") + "; its slopes use those points.")
+    ctx.note(
+        "theory",
+        "`bfio` (exact MILP per dispatch) runs only at G ≤ 8 and B ≤ 32 here, for time"
+        + (", and not at all in --quick" if ctx.quick else "")
+        + "; its slopes use those points.",
+    )
     Bs, Gs, Bg, mu, turns = axes(ctx)
     sec = Section().text(
         f"Synthetic i.i.d. workload as in the BF-IO analysis: prompts uniform on [64, 4096], outputs geometric with "
@@ -99,7 +106,8 @@ def render(ctx: Ctx, R: Results) -> Section:
         f"against B (G = 8) and of the per-worker gap (G·M − ΣL)/G against G (B = {Bg}). The BF-IO theory: FCFS's "
         "average imbalance has a lower bound that grows with the system size, BF-IO's gap grows sublinearly, so the "
         "reduction factor grows with B and G. We check: FCFS slope > 0, look-ahead policy slope < 1 and below "
-        "FCFS's.")
+        "FCFS's."
+    )
     rows = []
     for axis in ("B", "G"):
         xs, ys = series(ctx, R, axis)
@@ -107,23 +115,40 @@ def render(ctx: Ctx, R: Results) -> Section:
             sl = slope(xs[lab], ys[lab])
             rows.append([axis, lab, " / ".join(fnum(v) for v in ys[lab]), f"{sl:.2f}" if math.isfinite(sl) else "–"])
         if ys:
-            p = figures.lines(ctx.out_dir / f"theory_{axis}.png", xs, ys, xlabel=axis,
-                              ylabel="avg imbalance G·M − ΣL" + ("" if axis == "B" else " per worker") + " (log)",
-                              title=f"synthetic geometric(μ={mu}): imbalance vs {axis} (log-log)", logx=True,
-                              logy=True)
+            p = figures.lines(
+                ctx.out_dir / f"theory_{axis}.png",
+                xs,
+                ys,
+                xlabel=axis,
+                ylabel="avg imbalance G·M − ΣL" + ("" if axis == "B" else " per worker") + " (log)",
+                title=f"synthetic geometric(μ={mu}): imbalance vs {axis} (log-log)",
+                logx=True,
+                logy=True,
+            )
             sec.figure(p, f"theory {axis}")
     sec.table(["axis", "policy", f"gap at B = {Bs} / per-worker gap at G = {Gs}", "log-log slope"], rows)
     yes = lambda c: "yes" if c else "**no**"  # noqa: E731
-    return sec.bullets([f"{axis}: FCFS slope {f:.2f}, {lab} slope {b:.2f}. FCFS grows with {axis}: {yes(f > 0)}; "
-                        f"{lab} sublinear (slope < 1): {yes(b < 1.0)}; reduction factor FCFS ÷ {lab} grows with "
-                        f"{axis} (slope below FCFS's): {yes(b < f)}." for axis, lab, f, b in _verdicts(slopes(ctx, R))])
+    return sec.bullets(
+        [
+            f"{axis}: FCFS slope {f:.2f}, {lab} slope {b:.2f}. FCFS grows with {axis}: {yes(f > 0)}; "
+            f"{lab} sublinear (slope < 1): {yes(b < 1.0)}; reduction factor FCFS ÷ {lab} grows with "
+            f"{axis} (slope below FCFS's): {yes(b < f)}."
+            for axis, lab, f, b in _verdicts(slopes(ctx, R))
+        ]
+    )
 
 
 def summary(ctx: Ctx, R: Results) -> list[list[str]]:
-    return [[f"Reduction factor FCFS ÷ {lab} grows with {axis} (synthetic)", "yes (theory)",
-             f"{'yes' if b < f else 'no'} (log-log slopes FCFS {f:.2f}, {lab} {b:.2f})"]
-            for axis, lab, f, b in _verdicts(slopes(ctx, R))]
+    return [
+        [
+            f"Reduction factor FCFS ÷ {lab} grows with {axis} (synthetic)",
+            "yes (theory)",
+            f"{'yes' if b < f else 'no'} (log-log slopes FCFS {f:.2f}, {lab} {b:.2f})",
+        ]
+        for axis, lab, f, b in _verdicts(slopes(ctx, R))
+    ]
 
 
-EXPERIMENT = Experiment("theory", "BF-IO theory check (synthetic i.i.d., geometric outputs)", render, cells=cells,
-                        summary=summary)
+EXPERIMENT = Experiment(
+    "theory", "BF-IO theory check (synthetic i.i.d., geometric outputs)", render, cells=cells, summary=summary
+)

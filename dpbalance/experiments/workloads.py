@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from .base import WL, Ctx
 
-BASELINES = ("random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "vllm", "vllm_kv", "sglang_total_tokens",
-             "adp_balance", "fcfs")
+BASELINES = (
+    "random",
+    "round_robin",
+    "p2c",
+    "jsq_count",
+    "jsq_tokens",
+    "vllm",
+    "vllm_kv",
+    "sglang_total_tokens",
+    "adp_balance",
+    "fcfs",
+)
 QUICK_BASELINES = ("random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "vllm", "fcfs")
 #: the two papers' baselines (BalanceRoute: random, RR, P2C, JSQ; BF-IO code: FCFS, JSQ-tokens, RR): "best baseline"
 #: means the best of these, as in the papers; the engines' built-in rules are reported separately
@@ -43,8 +53,11 @@ def main_workloads(ctx: Ctx) -> list[WL]:
         cand = [c for c in cand if c[1] in keep and (c[1] != "vidur-arxiv" or c[2])]
     out = [ctx.held_out(*c) for c in cand if c[1] in ctx.traces]
     if not out:
-        ctx.note("main", "No trace directory found: only the bundled `sample` trace (first 2,000 "
-                         "mooncake-conversation requests) was used.")
+        ctx.note(
+            "main",
+            "No trace directory found: only the bundled `sample` trace (first 2,000 "
+            "mooncake-conversation requests) was used.",
+        )
         out = [ctx.held_out("sample (bundled)", "sample", None, ctx.q(1500, 600))]
     return out
 

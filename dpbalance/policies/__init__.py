@@ -6,5 +6,14 @@ from .registry import POLICIES, PolicySpec, label_of, make_policy, resolve_polic
 #: the policy the router and the README use unless told otherwise
 DEFAULT_POLICY = "br0"
 
-__all__ = ["DEFAULT_POLICY", "POLICIES", "FifoPolicy", "Policy", "PolicyContext", "PolicySpec", "label_of",
-           "make_policy", "resolve_policy"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "POLICIES",
+    "FifoPolicy",
+    "Policy",
+    "PolicyContext",
+    "PolicySpec",
+    "label_of",
+    "make_policy",
+    "resolve_policy",
+]

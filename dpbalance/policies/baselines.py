@@ -14,7 +14,6 @@ import numpy as np
 from .base import FifoPolicy, LowestKeyPolicy, PolicyContext
 
 
-
 class RandomPolicy(FifoPolicy):
     def __init__(self, ctx: PolicyContext):
         self.rng = np.random.default_rng(ctx.seed)

@@ -25,7 +25,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 from ..core.snapshot import Assignment, Snapshot
-from .balanceroute import BRHConfig, BalanceRoute, brh_scorer
+from .balanceroute import BalanceRoute, BRHConfig, brh_scorer
 from .base import PolicyContext
 
 
@@ -35,7 +35,8 @@ class BfioConfig(BRHConfig):
     time_limit_s: float = field(default=0.05, metadata={"doc": "HiGHS time limit per dispatch"})
     H: int = field(default=16, metadata={"doc": "lookahead horizon of the integer program (decode steps)"})
     work_conserving: bool = field(
-        default=True, metadata={"doc": "admit min(free slots, candidates) requests (off: the IP may hold work back)"})
+        default=True, metadata={"doc": "admit min(free slots, candidates) requests (off: the IP may hold work back)"}
+    )
     candidates_per_slot: int = field(default=8, metadata={"doc": "pool requests considered per free slot"})
 
     def __post_init__(self):
@@ -44,8 +45,15 @@ class BfioConfig(BRHConfig):
             raise ValueError("need max_binaries >= 1 and time_limit_s > 0")
 
 
-def solve_step(L: np.ndarray, free: np.ndarray, sizes: np.ndarray, d: np.ndarray, *, work_conserving: bool = False,
-               time_limit_s: float = 1.0) -> tuple[np.ndarray | None, float]:
+def solve_step(
+    L: np.ndarray,
+    free: np.ndarray,
+    sizes: np.ndarray,
+    d: np.ndarray,
+    *,
+    work_conserving: bool = False,
+    time_limit_s: float = 1.0,
+) -> tuple[np.ndarray | None, float]:
     """Exact step MILP. ``L`` [H+1, G] projected loads, ``free`` [G], ``sizes`` [n], ``d`` [H+1].
 
     Returns (worker per candidate or −1, objective Σ_h d_h(G·M_h − ΣL'_h)), or (None, nan) if unsolved."""
@@ -95,8 +103,13 @@ def solve_step(L: np.ndarray, free: np.ndarray, sizes: np.ndarray, d: np.ndarray
     m_lo = L.max(axis=1)  # the envelope never drops below today's loads
     bounds = Bounds(np.concatenate([np.zeros(nx), m_lo]), np.concatenate([np.ones(nx), np.full(Hp1, np.inf)]))
     integrality = np.concatenate([np.ones(nx), np.zeros(Hp1)])
-    res = milp(c, constraints=LinearConstraint(A, lo, hi), integrality=integrality, bounds=bounds,
-               options={"time_limit": time_limit_s, "disp": False})
+    res = milp(
+        c,
+        constraints=LinearConstraint(A, lo, hi),
+        integrality=integrality,
+        bounds=bounds,
+        options={"time_limit": time_limit_s, "disp": False},
+    )
     if res.x is None:
         return None, float("nan")
     x = np.round(res.x[:nx]).reshape(n, k)
@@ -138,8 +151,14 @@ class BfioPolicy:
         if n >= 1:
             L = self.scorer.project(snap)
             sizes = snap.pool_prompt[:n].astype(np.float64)
-            choice, _ = solve_step(L, np.asarray(free), sizes, self.d, work_conserving=self.cfg.work_conserving,
-                                   time_limit_s=self.cfg.time_limit_s)
+            choice, _ = solve_step(
+                L,
+                np.asarray(free),
+                sizes,
+                self.d,
+                work_conserving=self.cfg.work_conserving,
+                time_limit_s=self.cfg.time_limit_s,
+            )
             if choice is not None:
                 self.solved += 1
                 ids = snap.pool_ids

@@ -11,7 +11,6 @@ from ..core.snapshot import Assignment, Snapshot
 from .base import FifoPolicy, LowestKeyPolicy, PolicyContext
 
 
-
 class _StaleStats:
     """Engines publish running/waiting counts periodically (vLLM's DP coordinator: ≤ every 100 ms);
     between refreshes the front-end only adds its own optimistic bumps. ``stats_interval`` is the
@@ -55,7 +54,9 @@ class _StaleStats:
 
 @dataclass(frozen=True)
 class VllmConfig:
-    stats_interval: int = field(default=1, metadata={"doc": "dispatch calls between engine stat refreshes (1 = every step)"})
+    stats_interval: int = field(
+        default=1, metadata={"doc": "dispatch calls between engine stat refreshes (1 = every step)"}
+    )
     client_count: int = field(default=1, metadata={"doc": "front-end API servers sharing the engines (bump size)"})
 
     def __post_init__(self):
@@ -123,7 +124,9 @@ class SglangTotalTokensPolicy(_StaleStats, LowestKeyPolicy):
 # --------------------------------------------------------------------------- TensorRT-LLM ADP balance
 @dataclass(frozen=True)
 class AdpBalanceConfig:
-    timeout_iters: int = field(default=50, metadata={"doc": "max iterations new work waits for every rank to have room"})
+    timeout_iters: int = field(
+        default=50, metadata={"doc": "max iterations new work waits for every rank to have room"}
+    )
     batching_wait_iters: int = field(
         default=10, metadata={"doc": "extra iterations to accumulate a batch of >= one request per rank"}
     )

@@ -14,32 +14,59 @@ from typing import Any
 from ..core.specs import Entry, Registry
 from .balanceroute import BR0Config, BRHConfig, make_br0, make_brh
 from .base import Policy, PolicyContext
-from .baselines import (FcfsPolicy, JsqCountPolicy, JsqTokensPolicy, PowerOfTwoPolicy, RandomPolicy,
-                        RoundRobinPolicy)
+from .baselines import FcfsPolicy, JsqCountPolicy, JsqTokensPolicy, PowerOfTwoPolicy, RandomPolicy, RoundRobinPolicy
 from .bfio import BfioConfig, make_bfio
-from .engine_rules import (AdpBalanceConfig, AdpBalancePolicy, SglangConfig, SglangTotalTokensPolicy, VllmConfig,
-                           VllmKvConfig, VllmKvPolicy, VllmPolicy)
+from .engine_rules import (
+    AdpBalanceConfig,
+    AdpBalancePolicy,
+    SglangConfig,
+    SglangTotalTokensPolicy,
+    VllmConfig,
+    VllmKvConfig,
+    VllmKvPolicy,
+    VllmPolicy,
+)
 
-POLICIES: Registry[Policy] = Registry("policy", "policies", entries=[
-    Entry("random", RandomPolicy, None, "uniformly random worker with a free slot, FIFO over the pool"),
-    Entry("round_robin", RoundRobinPolicy, None, "cycle through workers, skipping full ones, FIFO"),
-    Entry("p2c", PowerOfTwoPolicy, None, "two random workers with free slots, the lower token load wins"),
-    Entry("jsq_count", JsqCountPolicy, None, "fewest active requests (ties: lowest token load), FIFO"),
-    Entry("jsq_tokens", JsqTokensPolicy, None, "lowest token load among workers with free slots, FIFO"),
-    Entry("fcfs", FcfsPolicy, None, "BF-IO paper's FCFS: fill worker 0's free slots, then worker 1's, …"),
-    Entry("vllm", VllmPolicy, VllmConfig, "vLLM internal DP rule: lowest 4·waiting + running, rotating ties"),
-    Entry("vllm_kv", VllmKvPolicy, VllmKvConfig,
-          "vLLM's newer rule: max(inflight, waiting+running) + waiting·6·max(0, kv_usage-0.5)"),
-    Entry("sglang_total_tokens", SglangTotalTokensPolicy, SglangConfig,
-          "SGLang total_tokens: lowest held tokens, the new request counted by its prompt length"),
-    Entry("adp_balance", AdpBalancePolicy, AdpBalanceConfig,
-          "TensorRT-LLM attention-DP balance: hold new work until every rank can take some, then sort-by-tokens "
-          "round-robin"),
-    Entry("br0", make_br0, BR0Config, "BalanceRoute BR-0: F = Δ − β(Δ − m_g)₊, placement + packing stages"),
-    Entry("brh", make_brh, BRHConfig, "BalanceRoute BR-H: horizon-discounted F over predicted loads"),
-    Entry("bfio", make_bfio, BfioConfig,
-          "BF-IO: exact step-wise horizon MILP (HiGHS) on small instances, BR-H machinery at scale"),
-])
+POLICIES: Registry[Policy] = Registry(
+    "policy",
+    "policies",
+    entries=[
+        Entry("random", RandomPolicy, None, "uniformly random worker with a free slot, FIFO over the pool"),
+        Entry("round_robin", RoundRobinPolicy, None, "cycle through workers, skipping full ones, FIFO"),
+        Entry("p2c", PowerOfTwoPolicy, None, "two random workers with free slots, the lower token load wins"),
+        Entry("jsq_count", JsqCountPolicy, None, "fewest active requests (ties: lowest token load), FIFO"),
+        Entry("jsq_tokens", JsqTokensPolicy, None, "lowest token load among workers with free slots, FIFO"),
+        Entry("fcfs", FcfsPolicy, None, "BF-IO paper's FCFS: fill worker 0's free slots, then worker 1's, …"),
+        Entry("vllm", VllmPolicy, VllmConfig, "vLLM internal DP rule: lowest 4·waiting + running, rotating ties"),
+        Entry(
+            "vllm_kv",
+            VllmKvPolicy,
+            VllmKvConfig,
+            "vLLM's newer rule: max(inflight, waiting+running) + waiting·6·max(0, kv_usage-0.5)",
+        ),
+        Entry(
+            "sglang_total_tokens",
+            SglangTotalTokensPolicy,
+            SglangConfig,
+            "SGLang total_tokens: lowest held tokens, the new request counted by its prompt length",
+        ),
+        Entry(
+            "adp_balance",
+            AdpBalancePolicy,
+            AdpBalanceConfig,
+            "TensorRT-LLM attention-DP balance: hold new work until every rank can take some, then sort-by-tokens "
+            "round-robin",
+        ),
+        Entry("br0", make_br0, BR0Config, "BalanceRoute BR-0: F = Δ − β(Δ − m_g)₊, placement + packing stages"),
+        Entry("brh", make_brh, BRHConfig, "BalanceRoute BR-H: horizon-discounted F over predicted loads"),
+        Entry(
+            "bfio",
+            make_bfio,
+            BfioConfig,
+            "BF-IO: exact step-wise horizon MILP (HiGHS) on small instances, BR-H machinery at scale",
+        ),
+    ],
+)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ class PredictorError(ValueError):
 
 
 class Predictor(Protocol):
-    def alive(self, age: np.ndarray, key: np.ndarray, limit: np.ndarray, H: int,
-              rid: np.ndarray | None = None) -> np.ndarray:
+    def alive(
+        self, age: np.ndarray, key: np.ndarray, limit: np.ndarray, H: int, rid: np.ndarray | None = None
+    ) -> np.ndarray:
         """[n, H+1] probabilities that each request (tokens generated so far: ``age``; prompt identity ``key``;
         output hint ``limit``: true length in the simulator, ``max_tokens`` live) still decodes at step h."""
         ...

@@ -64,7 +64,7 @@ class ExactMatchPredictor:
             order = np.argsort(inv, kind="stable")
             bounds = np.searchsorted(inv[order], np.arange(len(keys) + 1))
             for j, k in enumerate(keys.tolist()):
-                sample = outs[order[bounds[j]:bounds[j + 1]]]
+                sample = outs[order[bounds[j] : bounds[j + 1]]]
                 if len(sample) >= cfg.min_samples:
                     self.by_key[k] = TailCounts(sample)
 

@@ -8,13 +8,24 @@ from .base import Predictor
 from .empirical import ExactMatchConfig, ExactMatchPredictor, SurvivalPredictor
 from .oracle import OracleConfig, OraclePredictor
 
-PREDICTORS: Registry[Predictor] = Registry("predictor", entries=[
-    Entry("oracle", OraclePredictor, OracleConfig, "true remaining length (upper bound); optional noise δ"),
-    Entry("survival", SurvivalPredictor, None,
-          "empirical output-length distribution of the training split, conditioned on age"),
-    Entry("exact_match", ExactMatchPredictor, ExactMatchConfig,
-          "per-prompt-key empirical distribution, falling back to survival"),
-])
+PREDICTORS: Registry[Predictor] = Registry(
+    "predictor",
+    entries=[
+        Entry("oracle", OraclePredictor, OracleConfig, "true remaining length (upper bound); optional noise δ"),
+        Entry(
+            "survival",
+            SurvivalPredictor,
+            None,
+            "empirical output-length distribution of the training split, conditioned on age",
+        ),
+        Entry(
+            "exact_match",
+            ExactMatchPredictor,
+            ExactMatchConfig,
+            "per-prompt-key empirical distribution, falling back to survival",
+        ),
+    ],
+)
 
 
 def make_predictor(spec: str, train: Workload | None = None) -> Predictor:

@@ -55,8 +55,15 @@ def shade_window(ax, runs: Runs) -> None:
     label = "measurement window" + (" (every step)" if whole else " (up to the last admission)")
     ax.axvspan(0.0, ends[0], color=WINDOW_COLOR, alpha=0.10, lw=0, label=label, zorder=0)
     if ends[-1] > ends[0] * 1.002:
-        ax.axvspan(ends[0], ends[-1], color=WINDOW_COLOR, alpha=0.04, lw=0, zorder=0,
-                   label="window ends (dotted line per run)" if not whole else "runs end")
+        ax.axvspan(
+            ends[0],
+            ends[-1],
+            color=WINDOW_COLOR,
+            alpha=0.04,
+            lw=0,
+            zorder=0,
+            label="window ends (dotted line per run)" if not whole else "runs end",
+        )
 
 
 def _legend_right(ax) -> None:
@@ -135,8 +142,14 @@ def throughput_occupancy_figure(runs: Runs) -> Figure:
     for ax in (a, b):
         shade_window(ax, runs)
     for (res, s), c in zip(runs, _colors(len(runs))):
-        _line(a, mid, throughput_in_bins(s, edges), s.window_end_t, c,
-              f"{res.name} (window {res.throughput_tok_s:,.0f}, whole run {res.throughput_all_tok_s:,.0f} tok/s)")
+        _line(
+            a,
+            mid,
+            throughput_in_bins(s, edges),
+            s.window_end_t,
+            c,
+            f"{res.name} (window {res.throughput_tok_s:,.0f}, whole run {res.throughput_all_tok_s:,.0f} tok/s)",
+        )
         _line(b, mid, 100 * occupancy_in_bins(s, edges, res.workers, res.slots), s.window_end_t, c, res.name)
     a.set_ylim(bottom=0)
     a.set_ylabel("output tokens / s")
@@ -156,8 +169,9 @@ def worker_loads_figure(runs: Runs) -> Figure:
     n = len(runs)
     cols = min(3, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 0.8, 2.8 * rows + 0.8), squeeze=False, sharex=True,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.6 * cols + 0.8, 2.8 * rows + 0.8), squeeze=False, sharex=True, sharey=True
+    )
     top = max((float(s.sample_rows.max()) for _, s in runs if s.sample_rows.size), default=1.0) / 1e3
     t_end = max((float(s.t[-1]) for _, s in runs if len(s.t)), default=1.0)
     for ax, (res, s) in zip(axes.flat, runs):
@@ -249,8 +263,9 @@ def throughput_energy_figure(runs: Runs, baseline: str | None) -> Figure:
     labelled with its value and its ratio to the baseline."""
     names = [r.name for r, _ in runs]
     base = next((r for r, _ in runs if r.name == baseline), None)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(10.0, 1.3 * len(names) + 4), 4.6),
-                               gridspec_kw={"width_ratios": [3, 2]})
+    fig, (a, b) = plt.subplots(
+        1, 2, figsize=(max(10.0, 1.3 * len(names) + 4), 4.6), gridspec_kw={"width_ratios": [3, 2]}
+    )
     x = np.arange(len(names))
 
     def label(v: float, ref: float | None, fmt: str) -> str:

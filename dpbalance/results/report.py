@@ -117,9 +117,13 @@ def format_table(results: list[Result], baseline: str | None = None) -> Table:
     t.add_column("max–min ×", justify="right")
     t.add_column("finished", justify="right")
     for r in results:
-        t.add_row(r.name, *[_fmt(fmt, getattr(r, f)) for _, f, fmt in TERMINAL],
-                  _fmt("{:.3f}", rat[r.name]["throughput_tok_s"]), _fmt("{:.3f}", rat[r.name]["avg_imbalance_maxmin"]),
-                  finished(r))
+        t.add_row(
+            r.name,
+            *[_fmt(fmt, getattr(r, f)) for _, f, fmt in TERMINAL],
+            _fmt("{:.3f}", rat[r.name]["throughput_tok_s"]),
+            _fmt("{:.3f}", rat[r.name]["avg_imbalance_maxmin"]),
+            finished(r),
+        )
     return t
 
 
@@ -162,8 +166,11 @@ def settings(res: Result) -> list[tuple[str, str]]:
     rows = []
     if trace:
         rows.append(("trace", f"`{trace.get('name')}`, {trace.get('requests'):,} requests replayed"))
-    chosen = {k: sel[k] for k in ("min_output", "max_output", "start_s", "end_s", "max_requests", "resample")
-              if sel.get(k) is not None}
+    chosen = {
+        k: sel[k]
+        for k in ("min_output", "max_output", "start_s", "end_s", "max_requests", "resample")
+        if sel.get(k) is not None
+    }
     if sel.get("train_split"):
         chosen["train_split"] = sel["train_split"]
     if sel.get("repeat", 1) != 1:
@@ -178,11 +185,22 @@ def settings(res: Result) -> list[tuple[str, str]]:
             arrival += f", rate ×{sim.get('rate_scale'):g}"
         if sim.get("qps"):
             arrival += f", {sim.get('qps'):g} req/s"
-        rows += [("cluster", f"G = {sim.get('workers')} workers × B = {sim.get('slots')} slots"),
-                 ("arrivals", arrival), ("seed", str(sim.get("seed")))]
-    rows.append(("measurement window", f"`{res.window}` — "
-                 + ("steps up to the last admission; the drain tail is excluded (shaded on the time plots)"
-                    if res.window == "steady" else "every step")))
+        rows += [
+            ("cluster", f"G = {sim.get('workers')} workers × B = {sim.get('slots')} slots"),
+            ("arrivals", arrival),
+            ("seed", str(sim.get("seed"))),
+        ]
+    rows.append(
+        (
+            "measurement window",
+            f"`{res.window}` — "
+            + (
+                "steps up to the last admission; the drain tail is excluded (shaded on the time plots)"
+                if res.window == "steady"
+                else "every step"
+            ),
+        )
+    )
     if cfg.get("step_time_model"):
         rows.append(("step-time model", _params(cfg["step_time_model"])))
     if cfg.get("energy_model"):
@@ -206,8 +224,11 @@ FIGURES = (
     ("Throughput and energy", "throughput_energy.png", plots.throughput_energy_figure),
     ("Queueing: wait and TTFT tails", "queueing.png", lambda runs, base: plots.queueing_figure(runs)),
     ("Imbalance over time", "imbalance.png", lambda runs, base: plots.imbalance_figure(runs)),
-    ("Throughput and slot occupancy over time", "throughput_occupancy.png",
-     lambda runs, base: plots.throughput_occupancy_figure(runs)),
+    (
+        "Throughput and slot occupancy over time",
+        "throughput_occupancy.png",
+        lambda runs, base: plots.throughput_occupancy_figure(runs),
+    ),
     ("Idle fraction over time", "idle_fraction.png", lambda runs, base: plots.idle_figure(runs)),
     ("Per-worker loads", "worker_loads.png", lambda runs, base: plots.worker_loads_figure(runs)),
     ("TPOT distribution", "tpot_cdf.png", lambda runs, base: plots.tpot_figure(runs)),
@@ -244,10 +265,26 @@ def write_report(
         series.save(out / "series" / f"{safe_name(res.name)}.npz")
     for _, name, build in FIGURES:
         plots.save(build(runs, base), out / name)
-    md = [f"# {title}", "", "## Settings", "", md_table(["setting", "value"], [list(r) for r in rows]), "",
-          "## Results", "", markdown_table(results), "",
-          f"## Ratios against `{base}`", "", markdown_ratios(results, base), "",
-          "Throughput × > 1 and TTFT/imbalance/energy/TPOT × < 1 are improvements.", "", HOW_TO_READ, ""]
+    md = [
+        f"# {title}",
+        "",
+        "## Settings",
+        "",
+        md_table(["setting", "value"], [list(r) for r in rows]),
+        "",
+        "## Results",
+        "",
+        markdown_table(results),
+        "",
+        f"## Ratios against `{base}`",
+        "",
+        markdown_ratios(results, base),
+        "",
+        "Throughput × > 1 and TTFT/imbalance/energy/TPOT × < 1 are improvements.",
+        "",
+        HOW_TO_READ,
+        "",
+    ]
     for head, name, _ in FIGURES:
         md += [f"## {head}", "", f"![{head}]({name})", ""]
     md += ["Raw results: `results.json` (schema `" + results[0].schema_version + "`); time series: `series/*.npz`.", ""]

@@ -68,9 +68,11 @@ class Result:
         return {k: _jsonable(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Result":
+    def from_dict(cls, d: dict[str, Any]) -> Result:
         names = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING]
+        missing = [
+            f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING
+        ]
         if missing:
             raise ValueError(f"result is missing fields: {', '.join(missing)}")
         return cls(**{k: (math.nan if v is None and k in TABLE_FIELDS else v) for k, v in d.items() if k in names})
@@ -102,7 +104,11 @@ def write_json(path: Path | str, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    payload = [r.to_dict() for r in data] if isinstance(data, list) else (data.to_dict() if isinstance(data, Result) else data)
+    payload = (
+        [r.to_dict() for r in data]
+        if isinstance(data, list)
+        else (data.to_dict() if isinstance(data, Result) else data)
+    )
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
 
@@ -141,7 +147,7 @@ class Series:
         np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
 
     @classmethod
-    def load(cls, path: Path | str) -> "Series":
+    def load(cls, path: Path | str) -> Series:
         with np.load(path) as z:
             return cls(**{k: (float(z[k]) if z[k].ndim == 0 else z[k]) for k in cls.__dataclass_fields__})
 

@@ -6,7 +6,8 @@ the ranks, health, metrics, and the SIGTERM drain.
 | ``POST /v1/completions``, ``POST /v1/chat/completions`` | placed by the policy, relayed (``Router.completions``) |
 | ``GET /v1/models``, ``GET /version``, ``POST /tokenize``, ``POST /detokenize`` | the answer of a rank in rotation |
 | ``GET /health`` | 200 while the dispatcher runs and a rank is in rotation, else 503 (never needs the key) |
-| ``GET /metrics``, ``GET /debug/dispatch`` | need the key unless ``--open-metrics``; only on ``--prometheus-port`` if set |
+| ``GET /metrics``, ``GET /debug/dispatch`` | need the key unless ``--open-metrics``; only on ``--prometheus-port``
+  if set |
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ def _auth_middleware(router, observe_open: bool):
             return await handler(request)
         if not authorized(request.headers.get("Authorization"), key):
             if path in _GENERATION:
-                return router.reject(401, "unauthorized", "invalid or missing API key (Authorization: Bearer KEY)",
-                                     "authentication_error")
+                return router.reject(
+                    401,
+                    "unauthorized",
+                    "invalid or missing API key (Authorization: Bearer KEY)",
+                    "authentication_error",
+                )
             return json_error(401, "invalid or missing API key (Authorization: Bearer KEY)", "authentication_error")
         return await handler(request)
 
@@ -80,9 +85,18 @@ def _observe_routes(router, app: web.Application) -> None:
         w = np.asarray(d.dispatch_us)
         c = np.asarray(d.dispatch_cpu_us)
         q = lambda x, p: float(np.percentile(x, p)) if len(x) else None  # noqa: E731
-        return web.json_response({"calls": int(len(w)), "p50_us": q(w, 50), "p99_us": q(w, 99),
-                                  "cpu_p50_us": q(c, 50), "cpu_p99_us": q(c, 99), "outcomes": router.outcomes,
-                                  "active": d.active, "waiting": len(d.pool)})
+        return web.json_response(
+            {
+                "calls": int(len(w)),
+                "p50_us": q(w, 50),
+                "p99_us": q(w, 99),
+                "cpu_p50_us": q(c, 50),
+                "cpu_p99_us": q(c, 99),
+                "outcomes": router.outcomes,
+                "active": d.active,
+                "waiting": len(d.pool),
+            }
+        )
 
     async def dashboard(_):
         return web.Response(body=page(), content_type="text/html", charset="utf-8")
@@ -107,16 +121,24 @@ async def _from_rank(router, request: web.Request, method: str, path: str) -> we
         if body is not None:
             headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
         try:
-            async with router.session.request(method, tgt.url + path, data=body, headers=headers,
-                                              params=request.query,
-                                              timeout=aiohttp.ClientTimeout(total=30)) as r:
+            async with router.session.request(
+                method,
+                tgt.url + path,
+                data=body,
+                headers=headers,
+                params=request.query,
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as r:
                 data = await r.read()
                 if r.status >= 500:
                     last = f"rank {g} answered {r.status}"
                     continue
-                return web.Response(status=r.status, body=data,
-                                    headers={"Content-Type": r.headers.get("Content-Type", "application/json")})
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                return web.Response(
+                    status=r.status,
+                    body=data,
+                    headers={"Content-Type": r.headers.get("Content-Type", "application/json")},
+                )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             last = f"rank {g}: {type(exc).__name__}"
     return json_error(503, f"no rank answered {path} ({last})", "server_error")
 
@@ -141,10 +163,24 @@ def build_apps(router) -> tuple[web.Application, web.Application | None]:
         running = router.dispatcher_running()
         n = int(router.dispatcher.in_rotation.sum())
         ok = running and n > 0 and not router.stopping
-        status = ("ok" if ok else "shutting down" if router.stopping else
-                  "dispatcher stopped" if not running else "no decode rank in rotation")
-        return web.json_response({"status": status, "ranks_in_rotation": n, "ranks": router.G,
-                                  "dispatcher": "running" if running else "stopped"}, status=200 if ok else 503)
+        status = (
+            "ok"
+            if ok
+            else "shutting down"
+            if router.stopping
+            else "dispatcher stopped"
+            if not running
+            else "no decode rank in rotation"
+        )
+        return web.json_response(
+            {
+                "status": status,
+                "ranks_in_rotation": n,
+                "ranks": router.G,
+                "dispatcher": "running" if running else "stopped",
+            },
+            status=200 if ok else 503,
+        )
 
     def proxy(method: str, path: str):
         async def h(r):

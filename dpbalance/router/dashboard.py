@@ -23,18 +23,36 @@ class History:
         self.G = G
         self.samples: deque[dict] = deque(maxlen=max(10, int(seconds)))
 
-    def sample(self, state, in_rotation: np.ndarray, breaker: list[int], pool: int, outcomes: dict,
-               tokens: np.ndarray, policy: str) -> None:
+    def sample(
+        self,
+        state,
+        in_rotation: np.ndarray,
+        breaker: list[int],
+        pool: int,
+        outcomes: dict,
+        tokens: np.ndarray,
+        policy: str,
+    ) -> None:
         loads = state.loads.astype(np.int64)
         M = int(loads.max()) if len(loads) else 0
         gap = self.G * M - int(loads.sum())
-        self.samples.append({
-            "t": time.time(), "loads": loads.tolist(), "running": state.counts.tolist(), "free": state.free.tolist(),
-            "in_rotation": [bool(x) for x in in_rotation], "breaker": list(breaker), "pool": int(pool),
-            "maxmin": int(M - loads.min()) if len(loads) else 0, "gap": gap,
-            "idle": gap / (self.G * M) if M > 0 else 0.0, "outcomes": dict(outcomes),
-            "tokens": int(tokens.sum()), "policy": policy,
-        })
+        self.samples.append(
+            {
+                "t": time.time(),
+                "loads": loads.tolist(),
+                "running": state.counts.tolist(),
+                "free": state.free.tolist(),
+                "in_rotation": [bool(x) for x in in_rotation],
+                "breaker": list(breaker),
+                "pool": int(pool),
+                "maxmin": int(M - loads.min()) if len(loads) else 0,
+                "gap": gap,
+                "idle": gap / (self.G * M) if M > 0 else 0.0,
+                "outcomes": dict(outcomes),
+                "tokens": int(tokens.sum()),
+                "policy": policy,
+            }
+        )
 
     def state(self) -> dict:
         """What the page draws: the latest sample in full and the time series of the rest."""

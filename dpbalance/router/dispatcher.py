@@ -188,8 +188,9 @@ class Dispatcher:
         self.metrics.policy_errors.labels(kind).inc()
         if (who, kind) not in self._logged:
             self._logged.add((who, kind))
-            log.error("%s raised %s: %s (counted; further %s errors are not logged)", who, kind, exc, kind,
-                      exc_info=exc)
+            log.error(
+                "%s raised %s: %s (counted; further %s errors are not logged)", who, kind, exc, kind, exc_info=exc
+            )
 
     def _place(self, snap: Snapshot):
         try:
@@ -267,7 +268,7 @@ class Dispatcher:
             while True:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=tick)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._wake.clear()
                 try:

@@ -28,8 +28,9 @@ _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _err(status: int, message: str, etype: str, param: str | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": etype, "param": param, "code": status}},
-                             status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": etype, "param": param, "code": status}}, status=status
+    )
 
 
 def _bad(message: str, param: str | None = None) -> web.Response:
@@ -65,8 +66,11 @@ def check_params(body, chat: bool, model: str):
             return _bad("'messages' must be a non-empty list", "messages")
     elif not isinstance(body.get("prompt"), (str, list)) or not body["prompt"]:
         return _bad("'prompt' must be a string or a list", "prompt")
-    mt = body.get("max_completion_tokens") if chat and body.get("max_completion_tokens") is not None else \
-        body.get("max_tokens")
+    mt = (
+        body.get("max_completion_tokens")
+        if chat and body.get("max_completion_tokens") is not None
+        else body.get("max_tokens")
+    )
     if mt is None:
         mt = 16
     if not _is_int(mt) or mt < 1:
@@ -101,8 +105,12 @@ class _Emitter:
     def __init__(self, tr, req: SimRequest, so: dict):
         self.tr = tr
         obj = "chat.completion.chunk" if req.chat else "text_completion"
-        self.head = (b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":['
-                     % (req.rid.encode(), obj.encode(), req.created, _DUMPS(req.model).encode()))
+        self.head = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":[' % (
+            req.rid.encode(),
+            obj.encode(),
+            req.created,
+            _DUMPS(req.model).encode(),
+        )
         if req.chat:
             self.tok = b'{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":null}]'
             self.last = b'{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":"length"}]'
@@ -114,7 +122,10 @@ class _Emitter:
 
     def usage_bytes(self, n: int) -> bytes:
         return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}' % (
-            self.prompt, self.prompt + n, n)
+            self.prompt,
+            self.prompt + n,
+            n,
+        )
 
     def write(self, ev: bytes) -> None:
         if not self.tr.is_closing():
@@ -128,21 +139,44 @@ class _Emitter:
 
 
 def _full_response(req: SimRequest, body: dict) -> dict:
-    usage = {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens + req.generated,
-             "completion_tokens": req.generated, "prompt_tokens_details": None}
+    usage = {
+        "prompt_tokens": req.prompt_tokens,
+        "total_tokens": req.prompt_tokens + req.generated,
+        "completion_tokens": req.generated,
+        "prompt_tokens_details": None,
+    }
     text = " tok" * req.generated
     if req.chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
-                  "logprobs": None, "finish_reason": "length", "stop_reason": None}
-        out = {"id": req.rid, "object": "chat.completion", "created": req.created, "model": req.model,
-               "choices": [choice], "usage": usage}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "tool_calls": []},
+            "logprobs": None,
+            "finish_reason": "length",
+            "stop_reason": None,
+        }
+        out = {
+            "id": req.rid,
+            "object": "chat.completion",
+            "created": req.created,
+            "model": req.model,
+            "choices": [choice],
+            "usage": usage,
+        }
     else:
-        out = {"id": req.rid, "object": "text_completion", "created": req.created, "model": req.model,
-               "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "length",
-                            "stop_reason": None}], "usage": usage}
+        out = {
+            "id": req.rid,
+            "object": "text_completion",
+            "created": req.created,
+            "model": req.model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}],
+            "usage": usage,
+        }
     out["system_fingerprint"] = None
-    out["kv_transfer_params"] = ({"remote_engine_id": "sim", "remote_block_ids": [0], "do_remote_prefill": True}
-                                 if body.get("kv_transfer_params") else None)
+    out["kv_transfer_params"] = (
+        {"remote_engine_id": "sim", "remote_block_ids": [0], "do_remote_prefill": True}
+        if body.get("kv_transfer_params")
+        else None
+    )
     return out
 
 
@@ -210,9 +244,22 @@ class EngineServer:
             return web.Response(status=200 if ok else 503)
 
         async def models(_):
-            return web.json_response({"object": "list", "data": [
-                {"id": g.model, "object": "model", "created": 0, "owned_by": "vllm", "root": g.model,
-                 "parent": None, "max_model_len": 1_000_000_000}]})
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": g.model,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "vllm",
+                            "root": g.model,
+                            "parent": None,
+                            "max_model_len": 1_000_000_000,
+                        }
+                    ],
+                }
+            )
 
         async def version(_):
             return web.json_response({"version": "engine-sim"})
@@ -221,8 +268,9 @@ class EngineServer:
             par = {"data_parallel_size": len(g.ranks)}
             if idx is not None:
                 par["data_parallel_rank"] = idx
-            return web.json_response({"vllm_config": {"scheduler_config": {"max_num_seqs": g.slots},
-                                                      "parallel_config": par}})
+            return web.json_response(
+                {"vllm_config": {"scheduler_config": {"max_num_seqs": g.slots}, "parallel_config": par}}
+            )
 
         async def tokenize(request):
             try:
@@ -232,8 +280,9 @@ class EngineServer:
             if not isinstance(body, dict):
                 return _bad("request body must be a JSON object")
             n = count_tokens(body.get("prompt", body.get("messages", "")))
-            return web.json_response({"count": n, "max_model_len": 1_000_000_000, "tokens": list(range(n)),
-                                      "token_strs": None})
+            return web.json_response(
+                {"count": n, "max_model_len": 1_000_000_000, "tokens": list(range(n)), "token_strs": None}
+            )
 
         async def detokenize(request):
             try:
@@ -246,7 +295,7 @@ class EngineServer:
 
         async def metrics(_):
             lines = []
-            for rk in (g.ranks if idx is None else [g.ranks[idx]]):
+            for rk in g.ranks if idx is None else [g.ranks[idx]]:
                 lbl = f'{{engine="{rk.idx}",model_name="{g.model}"}}'
                 for name, kind, value in (
                     ("vllm:num_requests_running", "gauge", len(rk.running)),
@@ -257,10 +306,16 @@ class EngineServer:
                     ("vllm:request_success_total", "counter", rk.requests_ok),
                 ):
                     lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
-                for name, total, count in (("vllm:inter_token_latency_seconds", rk.itl_sum, rk.itl_count),
-                                           ("vllm:iteration_tokens_total", rk.iteration_tokens, rk.iterations)):
-                    lines += [f"# TYPE {name} histogram", f'{name}_bucket{lbl[:-1]},le="+Inf"}} {count}',
-                              f"{name}_sum{lbl} {total}", f"{name}_count{lbl} {count}"]
+                for name, total, count in (
+                    ("vllm:inter_token_latency_seconds", rk.itl_sum, rk.itl_count),
+                    ("vllm:iteration_tokens_total", rk.iteration_tokens, rk.iterations),
+                ):
+                    lines += [
+                        f"# TYPE {name} histogram",
+                        f'{name}_bucket{lbl[:-1]},le="+Inf"}} {count}',
+                        f"{name}_sum{lbl} {total}",
+                        f"{name}_count{lbl} {count}",
+                    ]
             return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
         async def completions(request, chat: bool = False):
@@ -278,10 +333,15 @@ class EngineServer:
                 return checked
             max_tokens, stream, so = checked
             prompt = body.get("messages") if chat else body.get("prompt")
-            req = SimRequest(rid=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}",
-                             prompt_tokens=count_tokens(prompt), max_tokens=max_tokens, chat=chat,
-                             model=body.get("model") or g.model, done=asyncio.get_running_loop().create_future(),
-                             kv=body.get("kv_transfer_params"))
+            req = SimRequest(
+                rid=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}",
+                prompt_tokens=count_tokens(prompt),
+                max_tokens=max_tokens,
+                chat=chat,
+                model=body.get("model") or g.model,
+                done=asyncio.get_running_loop().create_future(),
+                kv=body.get("kv_transfer_params"),
+            )
             if (req.kv or {}).get("do_remote_decode"):  # PD prefill call: one token, hand back KV handles
                 req.max_tokens = 1
             try:

@@ -27,20 +27,32 @@ from ..sim.models import make_step_time
 @dataclass(frozen=True)
 class EngineSimConfig:
     ranks: int = field(default=8, metadata={"doc": "DP decode ranks to emulate.", "min": 1})
-    base_port: int = field(default=8001, metadata={"doc": "Rank r listens on base-port + r (0: free ports).",
-                                                   "min": 0, "max": 65535})
-    dp_port: int | None = field(default=None, metadata={
-        "doc": "Also serve one DP endpoint on this port, like `vllm serve --data-parallel-size N`: the "
-               "X-data-parallel-rank header pins a request to a rank.", "min": 0, "max": 65535})
-    slots: int = field(default=72, metadata={"doc": "Running sequences per rank (vLLM's max_num_seqs); more wait "
-                                                    "in its queue.", "min": 1})
+    base_port: int = field(
+        default=8001, metadata={"doc": "Rank r listens on base-port + r (0: free ports).", "min": 0, "max": 65535}
+    )
+    dp_port: int | None = field(
+        default=None,
+        metadata={
+            "doc": "Also serve one DP endpoint on this port, like `vllm serve --data-parallel-size N`: the "
+            "X-data-parallel-rank header pins a request to a rank.",
+            "min": 0,
+            "max": 65535,
+        },
+    )
+    slots: int = field(
+        default=72,
+        metadata={"doc": "Running sequences per rank (vLLM's max_num_seqs); more wait in its queue.", "min": 1},
+    )
     time_scale: float = field(default=1.0, metadata={"doc": "Run k× faster than the step-time model.", "min": 1e-3})
-    step_time: str = field(default="linear_max", metadata={
-        "doc": "Step-time model spec, or a file written by `dpbalance calibrate` (as in simulate)."})
+    step_time: str = field(
+        default="linear_max",
+        metadata={"doc": "Step-time model spec, or a file written by `dpbalance calibrate` (as in simulate)."},
+    )
     model: str = field(default="dpbalance-sim", metadata={"doc": "Served model name (others get 404)."})
     host: str = field(default="127.0.0.1", metadata={"doc": "Bind address."})
-    fail_rank: int | None = field(default=None, metadata={"doc": "Make this rank unhealthy after --fail-after "
-                                                                 "seconds.", "min": 0})
+    fail_rank: int | None = field(
+        default=None, metadata={"doc": "Make this rank unhealthy after --fail-after seconds.", "min": 0}
+    )
     fail_after: float = field(default=10.0, metadata={"doc": "Seconds before --fail-rank fails.", "min": 0.0})
 
     def __post_init__(self):
@@ -64,6 +76,7 @@ class SimRequest:
     generated: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
     kv: dict | None = None
+
 
 CATCH_UP_S = 0.01  # a step that starts at most this late (wall seconds) is shortened by the delay
 
@@ -99,8 +112,15 @@ class Rank:
 class EngineGroup:
     """The shared-barrier decode loop."""
 
-    def __init__(self, ranks: int, slots: int = 72, time_scale: float = 1.0, step_time: str = "linear_max",
-                 model: str = "dpbalance-sim", kv_tokens_per_slot: int = 16384):
+    def __init__(
+        self,
+        ranks: int,
+        slots: int = 72,
+        time_scale: float = 1.0,
+        step_time: str = "linear_max",
+        model: str = "dpbalance-sim",
+        kv_tokens_per_slot: int = 16384,
+    ):
         self.ranks = [Rank(i, slots) for i in range(ranks)]
         self.slots = slots
         self.step_model = make_step_time(step_time, slots)
@@ -221,10 +241,14 @@ class EngineGroup:
         h = np.array(self._hist, dtype=np.float64)
         st = step_stats(h[:, 0], h[:, 1], h[:, 2], G)
         return {
-            "steps": int(len(h)), "sim_time_s": float(h[:, 3].sum()), "tokens": int(h[:, 4].sum()),
+            "steps": int(len(h)),
+            "sim_time_s": float(h[:, 3].sum()),
+            "tokens": int(h[:, 4].sum()),
             "throughput_tok_s": float(h[:, 4].sum() / h[:, 3].sum()),
-            "avg_imbalance_maxmin": float(st["maxmin"].mean()), "avg_imbalance_gap": float(st["gap"].mean()),
-            "idle_fraction": float(st["idle"].mean()), "balance_ratio": float(st["balance"].mean()),
+            "avg_imbalance_maxmin": float(st["maxmin"].mean()),
+            "avg_imbalance_gap": float(st["gap"].mean()),
+            "idle_fraction": float(st["idle"].mean()),
+            "balance_ratio": float(st["balance"].mean()),
             "requests_completed": int(sum(rk.requests_ok for rk in self.ranks)),
             "generation_tokens": [rk.generation_tokens for rk in self.ranks],
         }

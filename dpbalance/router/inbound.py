@@ -16,15 +16,20 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-
 _MASK63 = (1 << 63) - 1
 _DEFAULT_MAX_TOKENS = 16  # vLLM's completions default
 _DEFAULT_CHAT_HINT = 4096  # chat without a budget runs to the context limit; the policy's length hint only
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400, param: str | None = None,
-                 etype: str = "invalid_request_error", reason: str = "bad_request"):
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        param: str | None = None,
+        etype: str = "invalid_request_error",
+        reason: str = "bad_request",
+    ):
         super().__init__(message)
         self.status, self.param, self.etype, self.reason = status, param, etype, reason
 
@@ -33,8 +38,13 @@ def error_body(message: str, etype: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": etype, "param": param, "code": code}}
 
 
-def json_error(status: int, message: str, etype: str = "invalid_request_error", param: str | None = None,
-               headers: dict | None = None) -> web.Response:
+def json_error(
+    status: int,
+    message: str,
+    etype: str = "invalid_request_error",
+    param: str | None = None,
+    headers: dict | None = None,
+) -> web.Response:
     return web.json_response(error_body(message, etype, param, status), status=status, headers=headers)
 
 
@@ -51,8 +61,9 @@ def authorized(header: str | None, api_key: str) -> bool:
 
 def prompt_key(prompt) -> int:
     """A stable 63-bit identity of a prompt (text, token ids or chat messages); equal prompts share a key."""
-    h = hashlib.blake2b(json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"),
-                        digest_size=8)
+    h = hashlib.blake2b(
+        json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"), digest_size=8
+    )
     return int.from_bytes(h.digest(), "little") & _MASK63
 
 
@@ -64,8 +75,11 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
         async with asyncio.timeout(timeout_s):
             raw = await request.read()
     except TimeoutError:
-        raise BadRequest(f"request body did not arrive within {timeout_s:g} s (shorter than its Content-Length?)",
-                         status=408, reason="body_timeout") from None
+        raise BadRequest(
+            f"request body did not arrive within {timeout_s:g} s (shorter than its Content-Length?)",
+            status=408,
+            reason="body_timeout",
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         raise BadRequest(f"request body is over the {max_bytes}-byte limit", status=413, reason="too_large") from None
     if len(raw) > max_bytes:
@@ -132,8 +146,10 @@ def parse(body, chat: bool, max_tokens_limit: int, allow_kv: bool) -> Parsed:
         elif isinstance(pr, list) and pr and all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in pr):
             text = [t for p in pr for t in p]
         else:
-            raise BadRequest("'prompt' must be a string, a list of strings, a non-empty list of token ids, or a list "
-                             "of such lists", param="prompt")
+            raise BadRequest(
+                "'prompt' must be a string, a list of strings, a non-empty list of token ids, or a list of such lists",
+                param="prompt",
+            )
         key_src = pr
     budget = None
     for name in ("max_completion_tokens", "max_tokens"):  # vLLM: max_completion_tokens wins when both are given
@@ -163,6 +179,13 @@ def parse(body, chat: bool, max_tokens_limit: int, allow_kv: bool) -> Parsed:
     if "kv_transfer_params" in body and not allow_kv:
         body = {k: v for k, v in body.items() if k != "kv_transfer_params"}
     stream = bool(body.get("stream"))
-    return Parsed(body=body, chat=chat, stream=stream, limit=budget or (_DEFAULT_CHAT_HINT if chat else _DEFAULT_MAX_TOKENS), text=text,
-                  key=prompt_key(key_src), want_usage=bool(so.get("include_usage")),
-                  want_continuous=bool(so.get("include_usage") and so.get("continuous_usage_stats")))
+    return Parsed(
+        body=body,
+        chat=chat,
+        stream=stream,
+        limit=budget or (_DEFAULT_CHAT_HINT if chat else _DEFAULT_MAX_TOKENS),
+        text=text,
+        key=prompt_key(key_src),
+        want_usage=bool(so.get("include_usage")),
+        want_continuous=bool(so.get("include_usage") and so.get("continuous_usage_stats")),
+    )

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import aiohttp
 import numpy as np
@@ -22,8 +23,7 @@ import numpy as np
 from ..core.config_io import setting as _f
 from ..core.openai_stream import USAGE_OPTIONS, StreamError, chunks, tokens_after
 from ..core.workload import Workload
-from ..results.schema import Result, SCHEMA_VERSION
-
+from ..results.schema import SCHEMA_VERSION, Result
 
 _SEND = "What to send"
 _WHERE = "Where"
@@ -33,28 +33,39 @@ _WHERE = "Where"
 class LoadgenConfig:
     """Every setting of ``dpbalance loadgen`` (its options are generated from these fields)."""
 
-    target: str = _f("", "Base URL of an OpenAI-compatible endpoint (the router or an engine), e.g. "
-                     "http://127.0.0.1:8000.", _WHERE)
+    target: str = _f(
+        "", "Base URL of an OpenAI-compatible endpoint (the router or an engine), e.g. http://127.0.0.1:8000.", _WHERE
+    )
     model: str | None = _f(None, "Model name sent in every request (default: the endpoint's default model).", _WHERE)
     api_key: str | None = _f(None, "Send 'Authorization: Bearer KEY'.", _WHERE, envvar="DPBALANCE_API_KEY")
-    mode: Literal["replay", "qps"] = _f("replay", "Arrivals: the trace's timestamps ('replay', scaled by "
-                                         "--rate-scale) or Poisson at --qps ('qps'; implied by --qps).", _SEND)
+    mode: Literal["replay", "qps"] = _f(
+        "replay",
+        "Arrivals: the trace's timestamps ('replay', scaled by "
+        "--rate-scale) or Poisson at --qps ('qps'; implied by --qps).",
+        _SEND,
+    )
     qps: float | None = _f(None, "Poisson arrivals at this many requests per second.", _SEND, min=1e-6)
-    rate_scale: float = _f(1.0, "Replay: divide the trace's arrival times by this (2 = twice as fast).", _SEND,
-                           min=1e-6)
-    max_requests: int | None = _f(1000, "Send at most this many requests (the first ones of the trace).", _SEND,
-                                  min=1)
+    rate_scale: float = _f(
+        1.0, "Replay: divide the trace's arrival times by this (2 = twice as fast).", _SEND, min=1e-6
+    )
+    max_requests: int | None = _f(1000, "Send at most this many requests (the first ones of the trace).", _SEND, min=1)
     duration_s: float = _f(600.0, "Stop sending after this many seconds.", _SEND, flags=("--duration",), min=0.1)
-    prompt_scale: float = _f(1.0, "Multiply prompt lengths (e.g. to fit a small model's context).", _SEND,
-                             min=1e-6)
+    prompt_scale: float = _f(1.0, "Multiply prompt lengths (e.g. to fit a small model's context).", _SEND, min=1e-6)
     max_output: int | None = _f(None, "Cap output tokens per request.", _SEND, min=1)
-    prompts: Literal["random", "repeat"] = _f("random", "Prompt content: distinct random token ids per request "
-                                              "('random': no shared prefix, so every prefill is paid as in real "
-                                              "traffic) or one word repeated ('repeat').", _SEND)
+    prompts: Literal["random", "repeat"] = _f(
+        "random",
+        "Prompt content: distinct random token ids per request "
+        "('random': no shared prefix, so every prefill is paid as in real "
+        "traffic) or one word repeated ('repeat').",
+        _SEND,
+    )
     seed: int = _f(0, "Seed of the Poisson arrivals and the random prompts.", _SEND)
-    prompt_seed: int | None = _f(None, "Seed of the random prompts' content only (default: --seed). Give each run of "
-                                 "the same requests its own, so an engine's prefix cache cannot serve a repeat.",
-                                 _SEND)
+    prompt_seed: int | None = _f(
+        None,
+        "Seed of the random prompts' content only (default: --seed). Give each run of "
+        "the same requests its own, so an engine's prefix cache cannot serve a repeat.",
+        _SEND,
+    )
     request_timeout_s: float = _f(600.0, "Give up on a request after this many seconds.", _SEND, min=0.1)
 
     def __post_init__(self):
@@ -98,8 +109,12 @@ async def _one(session, cfg: LoadgenConfig, prompt, o: int, out: Outcome) -> Non
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     out.expected = o
     try:
-        async with session.post(cfg.target + "/v1/completions", json=body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s)) as r:
+        async with session.post(
+            cfg.target + "/v1/completions",
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s),
+        ) as r:
             if r.status != 200:
                 out.status = f"error:http_{r.status}"
                 return
@@ -113,7 +128,7 @@ async def _one(session, cfg: LoadgenConfig, prompt, o: int, out: Outcome) -> Non
             out.status = "ok" if out.tokens == o else f"error:short_{out.tokens}_of_{o}"
     except StreamError as exc:
         out.status = "error:no_done" if "without [DONE]" in str(exc) else "error:stream_error"
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         out.status = f"error:{type(exc).__name__}"
 
 
@@ -137,8 +152,11 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
             if delay > 0:
                 await asyncio.sleep(delay)
             outcomes[i].sent = time.perf_counter()
-            prompt = prompt_ids(int(prompts[i]), prompt_seed * 1_000_003 + i) if cfg.prompts == "random" \
+            prompt = (
+                prompt_ids(int(prompts[i]), prompt_seed * 1_000_003 + i)
+                if cfg.prompts == "random"
                 else " ".join(["w"] * int(prompts[i]))
+            )
             await _one(session, cfg, prompt, int(outs_len[i]), outcomes[i])
             done += 1
             if progress:
@@ -148,7 +166,9 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
             if at[i] > cfg.duration_s:
                 break
             tasks.append(asyncio.create_task(fire(i)))
-        _, pending = await asyncio.wait(tasks, timeout=cfg.duration_s + cfg.request_timeout_s) if tasks else (set(), set())
+        _, pending = (
+            await asyncio.wait(tasks, timeout=cfg.duration_s + cfg.request_timeout_s) if tasks else (set(), set())
+        )
         for t in pending:
             t.cancel()
         for o in outcomes:
@@ -157,8 +177,16 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
     return outcomes
 
 
-def summarize(outcomes: list[Outcome], *, policy: str, workers: int, slots: int, engine_stats: dict | None,
-              wall_s: float, config: dict) -> Result:
+def summarize(
+    outcomes: list[Outcome],
+    *,
+    policy: str,
+    workers: int,
+    slots: int,
+    engine_stats: dict | None,
+    wall_s: float,
+    config: dict,
+) -> Result:
     ok = [o for o in outcomes if o.status == "ok"]
     ttft = np.array([o.first - o.sent for o in ok])
     e2e = np.array([o.end - o.sent for o in ok])
@@ -169,19 +197,39 @@ def summarize(outcomes: list[Outcome], *, policy: str, workers: int, slots: int,
     tokens = sum(o.tokens for o in outcomes)
     es = engine_stats or {}
     return Result(
-        policy=policy, workers=workers, slots=slots, requests=len(outcomes), completed=len(ok),
-        running=0, never_admitted=len(outcomes) - len(ok),  # a client sees a request end, not where it failed
-        makespan_s=span, throughput_tok_s=tokens / span if ok and span > 0 else math.nan,
+        policy=policy,
+        workers=workers,
+        slots=slots,
+        requests=len(outcomes),
+        completed=len(ok),
+        running=0,
+        never_admitted=len(outcomes) - len(ok),  # a client sees a request end, not where it failed
+        makespan_s=span,
+        throughput_tok_s=tokens / span if ok and span > 0 else math.nan,
         throughput_all_tok_s=tokens / span if ok and span > 0 else math.nan,
-        avg_imbalance_gap=es.get("avg_imbalance_gap", math.nan), avg_imbalance_maxmin=es.get("avg_imbalance_maxmin", math.nan),
-        maxmin_all=es.get("avg_imbalance_maxmin", math.nan), wait_max_s=math.nan,
-        balance_ratio=es.get("balance_ratio", math.nan), idle_fraction=es.get("idle_fraction", math.nan),
-        energy_j=math.nan, energy_j_per_token=math.nan,
-        ttft_p50_s=pct(ttft, 50), ttft_p95_s=pct(ttft, 95), ttft_p99_s=pct(ttft, 99),
-        tpot_p50_ms=pct(tpot, 50), tpot_p95_ms=pct(tpot, 95), tpot_p99_ms=pct(tpot, 99),
-        e2e_p50_s=pct(e2e, 50), e2e_p95_s=pct(e2e, 95), e2e_p99_s=pct(e2e, 99),
-        dispatch_us_p50=math.nan, dispatch_us_p99=math.nan, steps=int(es.get("steps", 0)), sim_wall_s=wall_s,
-        window="all", label=f"live:{policy}",
+        avg_imbalance_gap=es.get("avg_imbalance_gap", math.nan),
+        avg_imbalance_maxmin=es.get("avg_imbalance_maxmin", math.nan),
+        maxmin_all=es.get("avg_imbalance_maxmin", math.nan),
+        wait_max_s=math.nan,
+        balance_ratio=es.get("balance_ratio", math.nan),
+        idle_fraction=es.get("idle_fraction", math.nan),
+        energy_j=math.nan,
+        energy_j_per_token=math.nan,
+        ttft_p50_s=pct(ttft, 50),
+        ttft_p95_s=pct(ttft, 95),
+        ttft_p99_s=pct(ttft, 99),
+        tpot_p50_ms=pct(tpot, 50),
+        tpot_p95_ms=pct(tpot, 95),
+        tpot_p99_ms=pct(tpot, 99),
+        e2e_p50_s=pct(e2e, 50),
+        e2e_p95_s=pct(e2e, 95),
+        e2e_p99_s=pct(e2e, 99),
+        dispatch_us_p50=math.nan,
+        dispatch_us_p99=math.nan,
+        steps=int(es.get("steps", 0)),
+        sim_wall_s=wall_s,
+        window="all",
+        label=f"live:{policy}",
         config={**config, "engine_stats": es, "errors": _errors(outcomes), "source": "loadgen"},
         schema_version=SCHEMA_VERSION,
     )

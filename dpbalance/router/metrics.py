@@ -32,31 +32,53 @@ class RouterMetrics:
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         reg = self.registry = CollectorRegistry()
         reg.register(_TokenCollector(self.tokens))
-        self.requests = Counter("dpbalance_requests", "Requests by final outcome (exactly one per request)",
-                                ["outcome", "reason"], registry=reg)
-        self.duration = Histogram("dpbalance_request_duration_seconds", "Arrival to final outcome",
-                                  ["outcome"], buckets=_LAT, registry=reg)
-        self.ttft = Histogram("dpbalance_time_to_first_token_seconds", "Arrival to the first token relayed",
-                              buckets=_LAT, registry=reg)
-        self.queue_wait = Histogram("dpbalance_queue_wait_seconds", "Arrival to admission to a rank",
-                                    buckets=_LAT, registry=reg)
-        self.retries = Counter("dpbalance_retries", "Requests placed again after a rank failed before starting them",
-                               ["rank"], registry=reg)
-        self.upstream = Counter("dpbalance_upstream_responses", "Rank HTTP answers by status code",
-                                ["rank", "code"], registry=reg)
-        self.rank_failures = Counter("dpbalance_rank_failures", "Failures counted against a rank by the breaker",
-                                     ["rank", "kind"], registry=reg)
-        self.cb_state = Gauge("dpbalance_cb_state", "Circuit breaker per rank (0 closed, 1 open, 2 half-open)",
-                              ["rank"], registry=reg)
-        self.cb_transitions = Counter("dpbalance_cb_transitions", "Breaker state changes", ["rank", "to"],
-                                      registry=reg)
-        self.policy_errors = Counter("dpbalance_policy_errors", "Policy calls that raised or returned an invalid "
-                                     "assignment (the batch was placed by the fallback rule)", ["kind"], registry=reg)
-        self.dispatch = Histogram("dpbalance_dispatch_seconds", "Policy dispatch latency (wall)", registry=reg,
-                                  buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2))
+        self.requests = Counter(
+            "dpbalance_requests",
+            "Requests by final outcome (exactly one per request)",
+            ["outcome", "reason"],
+            registry=reg,
+        )
+        self.duration = Histogram(
+            "dpbalance_request_duration_seconds", "Arrival to final outcome", ["outcome"], buckets=_LAT, registry=reg
+        )
+        self.ttft = Histogram(
+            "dpbalance_time_to_first_token_seconds", "Arrival to the first token relayed", buckets=_LAT, registry=reg
+        )
+        self.queue_wait = Histogram(
+            "dpbalance_queue_wait_seconds", "Arrival to admission to a rank", buckets=_LAT, registry=reg
+        )
+        self.retries = Counter(
+            "dpbalance_retries",
+            "Requests placed again after a rank failed before starting them",
+            ["rank"],
+            registry=reg,
+        )
+        self.upstream = Counter(
+            "dpbalance_upstream_responses", "Rank HTTP answers by status code", ["rank", "code"], registry=reg
+        )
+        self.rank_failures = Counter(
+            "dpbalance_rank_failures", "Failures counted against a rank by the breaker", ["rank", "kind"], registry=reg
+        )
+        self.cb_state = Gauge(
+            "dpbalance_cb_state", "Circuit breaker per rank (0 closed, 1 open, 2 half-open)", ["rank"], registry=reg
+        )
+        self.cb_transitions = Counter("dpbalance_cb_transitions", "Breaker state changes", ["rank", "to"], registry=reg)
+        self.policy_errors = Counter(
+            "dpbalance_policy_errors",
+            "Policy calls that raised or returned an invalid assignment (the batch was placed by the fallback rule)",
+            ["kind"],
+            registry=reg,
+        )
+        self.dispatch = Histogram(
+            "dpbalance_dispatch_seconds",
+            "Policy dispatch latency (wall)",
+            registry=reg,
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
+        )
         self.dispatcher_alive = Gauge("dpbalance_dispatcher_alive", "1 while the dispatcher task runs", registry=reg)
-        self.load = Gauge("dpbalance_rank_load_tokens", "KV tokens held per rank (router accounting)", ["rank"],
-                          registry=reg)
+        self.load = Gauge(
+            "dpbalance_rank_load_tokens", "KV tokens held per rank (router accounting)", ["rank"], registry=reg
+        )
         self.active = Gauge("dpbalance_rank_active_requests", "Requests running per rank", ["rank"], registry=reg)
         self.free = Gauge("dpbalance_rank_free_slots", "Free slots per rank", ["rank"], registry=reg)
         self.healthy = Gauge("dpbalance_rank_healthy", "1 if the rank is in rotation", ["rank"], registry=reg)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 import numpy as np
@@ -49,8 +49,7 @@ def make_targets(cfg: RouterConfig, G: int) -> list[RankTarget]:
 
 
 class Breaker:
-    def __init__(self, G: int, threshold: int, timeout_s: float, on_change: Callable[[int, bool], None],
-                 metrics=None):
+    def __init__(self, G: int, threshold: int, timeout_s: float, on_change: Callable[[int, bool], None], metrics=None):
         self.state = [CLOSED] * G
         self.fails = [0] * G
         self.opened_at = [0.0] * G
@@ -94,8 +93,14 @@ class Breaker:
 
 
 class HealthChecker:
-    def __init__(self, targets: list[RankTarget], breaker: Breaker, session: aiohttp.ClientSession,
-                 interval_s: float, timeout_s: float):
+    def __init__(
+        self,
+        targets: list[RankTarget],
+        breaker: Breaker,
+        session: aiohttp.ClientSession,
+        interval_s: float,
+        timeout_s: float,
+    ):
         self.targets, self.breaker, self.session = targets, breaker, session
         self.interval_s, self.timeout_s = interval_s, timeout_s
 
@@ -104,7 +109,7 @@ class HealthChecker:
             async with self.session.get(url + "/health", timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as r:
                 await r.read()
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def check_once(self) -> None:
@@ -124,14 +129,15 @@ class HealthChecker:
 
 async def _server_info(session: aiohttp.ClientSession, url: str) -> dict | None:
     try:
-        async with session.get(url + "/server_info", params={"config_format": "json"},
-                               timeout=aiohttp.ClientTimeout(total=5)) as r:
+        async with session.get(
+            url + "/server_info", params={"config_format": "json"}, timeout=aiohttp.ClientTimeout(total=5)
+        ) as r:
             if r.status != 200:
                 return None
             d = await r.json(content_type=None)
             cfg = d.get("vllm_config") if isinstance(d, dict) else None
             return cfg if isinstance(cfg, dict) else None
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
+    except (TimeoutError, aiohttp.ClientError, ValueError, OSError):
         return None
 
 
@@ -158,10 +164,12 @@ async def discover(cfg: RouterConfig, session: aiohttp.ClientSession) -> tuple[i
         if slots is None:
             raise StartupError(
                 f"could not learn the ranks' max_num_seqs from {urls[0]}/server_info?config_format=json "
-                "(vLLM serves it when started with VLLM_SERVER_DEV_MODE=1): give --slots N")
+                "(vLLM serves it when started with VLLM_SERVER_DEV_MODE=1): give --slots N"
+            )
     if G is None:
         G = _int_at(info or {}, "parallel_config", "data_parallel_size")
         if G is None:
-            raise StartupError(f"could not learn the data-parallel size of {cfg.dp_endpoint} from its /server_info: "
-                               "give --dp-size N")
+            raise StartupError(
+                f"could not learn the data-parallel size of {cfg.dp_endpoint} from its /server_info: give --dp-size N"
+            )
     return G, slots

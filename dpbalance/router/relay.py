@@ -42,8 +42,14 @@ _MAX_EVENT = 4 * 1024**2  # longest SSE event accepted from a rank
 class RankFailed(Exception):
     """The rank failed before anything reached the client (count it against the rank; place again)."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None, body: bytes = b"",
-                 content_type: str = "application/json"):
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        status: int | None = None,
+        body: bytes = b"",
+        content_type: str = "application/json",
+    ):
         super().__init__(message)
         self.kind, self.status, self.body, self.content_type = kind, status, body, content_type
 
@@ -64,8 +70,12 @@ def _kind(exc: BaseException) -> str:
 
 def _fallback_count(block: bytes) -> int:
     """Tokens in events without usage (a rank that ignores continuous_usage_stats): one per non-empty delta."""
-    return (block.count(b'"text":"') - block.count(b'"text":""')
-            + block.count(b'"content":"') - block.count(b'"content":""'))
+    return (
+        block.count(b'"text":"')
+        - block.count(b'"text":""')
+        + block.count(b'"content":"')
+        - block.count(b'"content":""')
+    )
 
 
 def _strip_usage(block: bytes) -> bytes:
@@ -93,9 +103,16 @@ class Relay:
         self.r = router  # Router: cfg, session, targets, dispatcher, metrics, breaker
         self.watched: dict[Ticket, aiohttp.ClientResponse] = {}  # running streams, for the stall watchdog
         # per rank, per (completion, chat): the parsed URL and headers, built once
-        self._urls = [{c: (URL(tgt.url + ("/v1/chat/completions" if c else "/v1/completions")),
-                           {"Content-Type": "application/json", **tgt.headers}) for c in (False, True)}
-                      for tgt in router.targets]
+        self._urls = [
+            {
+                c: (
+                    URL(tgt.url + ("/v1/chat/completions" if c else "/v1/completions")),
+                    {"Content-Type": "application/json", **tgt.headers},
+                )
+                for c in (False, True)
+            }
+            for tgt in router.targets
+        ]
 
     async def watchdog(self) -> None:
         """Close the upstream of any stream that has received nothing for ``upstream_read_timeout_s``."""
@@ -237,14 +254,15 @@ class Relay:
                 end = data.rfind(b"\n\n")
                 if end < 0:
                     if len(data) > _MAX_EVENT:  # not an SSE stream (or one absurd event): do not buffer forever
-                        return await self._broken(request, resp, t, g, "broken", "sent no event boundary in "
-                                                  f"{len(data)} bytes")
+                        return await self._broken(
+                            request, resp, t, g, "broken", f"sent no event boundary in {len(data)} bytes"
+                        )
                     buf = data
                     continue
                 if end + 2 == len(data):  # the usual case: whole events, no copy
                     block, buf = data, b""
                 else:
-                    block, buf = data[: end + 2], data[end + 2:]
+                    block, buf = data[: end + 2], data[end + 2 :]
                 i = block.rfind(_TOKENS)
                 if i >= 0:
                     m = _INT.match(block, i + len(_TOKENS))
@@ -257,7 +275,9 @@ class Relay:
                 if _ERROR_EVENT in block:
                     errored = True
                 if resp is None:
-                    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+                    resp = web.StreamResponse(
+                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                    )
                     raw = request.version >= (1, 1)
                     if raw:
                         resp.enable_chunked_encoding()
@@ -306,8 +326,11 @@ class Relay:
         self.r.breaker.failure(g, kind)
         reason = "upstream_timeout" if kind == "timeout" else "upstream_broken"
         self.r.finish(t, "failed", reason)
-        msg = (f"rank {g} sent nothing for {self.r.cfg.upstream_read_timeout_s:g} s" if kind == "timeout"
-               else f"rank {g} stream broke: {exc}")
+        msg = (
+            f"rank {g} sent nothing for {self.r.cfg.upstream_read_timeout_s:g} s"
+            if kind == "timeout"
+            else f"rank {g} stream broke: {exc}"
+        )
         err = error_body(f"{msg} (after {t.tokens} tokens)", "server_error", code=502)
         try:
             await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")

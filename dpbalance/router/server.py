@@ -27,9 +27,9 @@ from ..policies import PolicyContext, make_policy, resolve_policy
 from ..predictors import PredictorError
 from ..traces.record import RecordWriter
 from .config import RouterConfig
+from .dashboard import History
 from .dispatcher import Dispatcher, QueueTimeout, Ticket
 from .inbound import BadRequest, error_body, json_error, parse, read_json
-from .dashboard import History
 from .metrics import RouterMetrics
 from .ranks import Breaker, HealthChecker, StartupError, discover, make_targets
 from .relay import ClientGone, RankFailed, Relay
@@ -50,20 +50,24 @@ class Router:
         self.metrics = RouterMetrics(G)
         ctx = PolicyContext(workers=G, slots=slots, seed=cfg.seed, train=train)
         self.policy_label = resolve_policy(cfg.policy).label
-        self.recorder = (RecordWriter(cfg.record, max_bytes=int(cfg.record_max_mb * 1024**2))
-                         if cfg.record is not None else None)
+        self.recorder = (
+            RecordWriter(cfg.record, max_bytes=int(cfg.record_max_mb * 1024**2)) if cfg.record is not None else None
+        )
         self.history = History(G, cfg.dashboard_history_s)
         try:
             policy = make_policy(cfg.policy, ctx)
         except PredictorError as exc:
-            raise StartupError(f"policy {cfg.policy!r}: its predictor needs a training trace: give --train-trace "
-                               f"NAME|FILE (requests it learns output lengths from), or use predictor=oracle "
-                               f"({exc})") from None
+            raise StartupError(
+                f"policy {cfg.policy!r}: its predictor needs a training trace: give --train-trace "
+                f"NAME|FILE (requests it learns output lengths from), or use predictor=oracle "
+                f"({exc})"
+            ) from None
         fallback = make_policy(cfg.fallback_policy, ctx)
         self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg)
         self.targets = make_targets(cfg, G)
-        self.breaker = Breaker(G, cfg.cb_failure_threshold, cfg.cb_timeout_s, self.dispatcher.set_rotation,
-                               self.metrics)
+        self.breaker = Breaker(
+            G, cfg.cb_failure_threshold, cfg.cb_timeout_s, self.dispatcher.set_rotation, self.metrics
+        )
         self.health = HealthChecker(self.targets, self.breaker, session, cfg.health_interval_s, cfg.health_timeout_s)
         self.relay = Relay(self)
         self.stopping = False
@@ -73,11 +77,13 @@ class Router:
         self._prefill_rr = -1
 
     @classmethod
-    async def create(cls, cfg: RouterConfig) -> "Router":
+    async def create(cls, cfg: RouterConfig) -> Router:
         """Learn what the config leaves out from the ranks (slots, DP size), load the training trace, build."""
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), cookie_jar=aiohttp.DummyCookieJar())
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         try:
             G, slots = await discover(cfg, session)
             train = None
@@ -118,16 +124,27 @@ class Router:
         gc.collect()
         gc.freeze()  # start-up objects (modules, policy, trace) leave the collector's scans: shorter GC pauses
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.dispatcher.run()), loop.create_task(self.health.run()),
-                       loop.create_task(self.relay.watchdog()), loop.create_task(self._sample())]
+        self._tasks = [
+            loop.create_task(self.dispatcher.run()),
+            loop.create_task(self.health.run()),
+            loop.create_task(self.relay.watchdog()),
+            loop.create_task(self._sample()),
+        ]
 
     async def _sample(self) -> None:
         """One sample a second for /dashboard."""
         while True:
             d = self.dispatcher
             d.flush()
-            self.history.sample(d.state, d.in_rotation, self.breaker.state, len(d.pool), self.metrics.outcomes,
-                                self.metrics.tokens, self.policy_label)
+            self.history.sample(
+                d.state,
+                d.in_rotation,
+                self.breaker.state,
+                len(d.pool),
+                self.metrics.outcomes,
+                self.metrics.tokens,
+                self.policy_label,
+            )
             await asyncio.sleep(1.0)
 
     async def drain(self) -> None:
@@ -165,14 +182,25 @@ class Router:
         now = time.monotonic()
         self.metrics.finish(outcome, reason, now - t.arrival)
         if self.recorder is not None:
-            self.recorder.write(t=time.time() - (now - t.arrival), prompt_tokens=t.prompt_tokens,
-                                output_tokens=max(t.tokens, t.est_tokens if outcome == "completed" else 0),
-                                prompt_hash=f"{t.key & (2**64 - 1):016x}", rank=t.rank if t.rank >= 0 else None,
-                                policy=self.policy_label, outcome=outcome if outcome == "completed" else
-                                f"{outcome}:{reason}")
+            self.recorder.write(
+                t=time.time() - (now - t.arrival),
+                prompt_tokens=t.prompt_tokens,
+                output_tokens=max(t.tokens, t.est_tokens if outcome == "completed" else 0),
+                prompt_hash=f"{t.key & (2**64 - 1):016x}",
+                rank=t.rank if t.rank >= 0 else None,
+                policy=self.policy_label,
+                outcome=outcome if outcome == "completed" else f"{outcome}:{reason}",
+            )
 
-    def reject(self, status: int, reason: str, message: str, etype: str = "invalid_request_error",
-               param: str | None = None, headers: dict | None = None) -> web.Response:
+    def reject(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        etype: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict | None = None,
+    ) -> web.Response:
         self.metrics.finish("rejected", reason, 0.0)
         return json_error(status, message, etype, param, headers)
 
@@ -189,11 +217,24 @@ class Router:
             self.metrics.finish("failed", "shutdown" if self.stopping else "client_disconnect", 0.0)
             raise
         if len(self.dispatcher.pool) + self.tokenizing >= self.cfg.max_pending:
-            return self.reject(429, "overloaded", "too many requests are waiting, retry later", "rate_limit_error",
-                               headers={"Retry-After": "1"})
+            return self.reject(
+                429,
+                "overloaded",
+                "too many requests are waiting, retry later",
+                "rate_limit_error",
+                headers={"Retry-After": "1"},
+            )
         d = self.dispatcher
-        t = Ticket(rid=d.new_id(), body=p.body, chat=chat, stream=p.stream, prompt_tokens=0, limit=p.limit,
-                   arrival=time.monotonic(), key=p.key)
+        t = Ticket(
+            rid=d.new_id(),
+            body=p.body,
+            chat=chat,
+            stream=p.stream,
+            prompt_tokens=0,
+            limit=p.limit,
+            arrival=time.monotonic(),
+            key=p.key,
+        )
         t.extra.update(want_usage=p.want_usage, want_continuous=p.want_continuous)
         task = asyncio.current_task()
         self.inflight.add(task)
@@ -241,8 +282,9 @@ class Router:
             except QueueTimeout as exc:
                 self.finish(t, "failed", exc.reason)
                 if exc.reason == "no_rank_in_rotation":
-                    return json_error(503, f"no decode rank in rotation for {self.cfg.queue_timeout_s:g} s",
-                                      "server_error")
+                    return json_error(
+                        503, f"no decode rank in rotation for {self.cfg.queue_timeout_s:g} s", "server_error"
+                    )
                 return json_error(504, f"no decode slot within {self.cfg.max_wait_s:g} s", "server_error")
             try:
                 if t.stream:
@@ -255,8 +297,9 @@ class Router:
                 if t.attempts > self.cfg.max_retries:
                     self.finish(t, "failed", "rank_unavailable")
                     if exc.status is not None:  # the last rank's own 5xx answer
-                        return web.Response(status=exc.status, body=exc.body,
-                                            headers={"Content-Type": exc.content_type})
+                        return web.Response(
+                            status=exc.status, body=exc.body, headers={"Content-Type": exc.content_type}
+                        )
                     return json_error(503, f"decode ranks unavailable: {exc}", "server_error")
                 self.metrics.retries.labels(str(g)).inc()
                 await asyncio.sleep(min(1.0, self.cfg.backoff_s * 2 ** (t.attempts - 1)))
@@ -270,11 +313,12 @@ class Router:
             for g in self.dispatcher.in_rotation.nonzero()[0].tolist()[:2]:
                 tgt = self.targets[g]
                 try:
-                    async with self.session.post(tgt.url + "/tokenize", json=payload, headers=tgt.headers,
-                                                 timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    async with self.session.post(
+                        tgt.url + "/tokenize", json=payload, headers=tgt.headers, timeout=aiohttp.ClientTimeout(total=5)
+                    ) as r:
                         if r.status == 200:
                             return max(1, int((await r.json(content_type=None))["count"]))
-                except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError, TypeError, OSError):
+                except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, TypeError, OSError):
                     continue
         return max(1, int(len(text) / self.cfg.chars_per_token))
 
@@ -283,24 +327,38 @@ class Router:
         max_tokens=1 and kv_transfer_params asking for remote decode; return the handles it gives back."""
         self._prefill_rr = (self._prefill_rr + 1) % len(self.cfg.prefill)
         url = self.cfg.prefill[self._prefill_rr] + ("/v1/chat/completions" if t.chat else "/v1/completions")
-        probe = dict(t.body, max_tokens=1, stream=False,
-                     kv_transfer_params={"do_remote_decode": True, "do_remote_prefill": False,
-                                         "remote_engine_id": None, "remote_block_ids": None,
-                                         "remote_host": None, "remote_port": None})
+        probe = dict(
+            t.body,
+            max_tokens=1,
+            stream=False,
+            kv_transfer_params={
+                "do_remote_decode": True,
+                "do_remote_prefill": False,
+                "remote_engine_id": None,
+                "remote_block_ids": None,
+                "remote_host": None,
+                "remote_port": None,
+            },
+        )
         probe.pop("stream_options", None)
         if "max_completion_tokens" in probe:
             probe["max_completion_tokens"] = 1
         try:
-            async with self.session.post(url, json=probe,
-                                         timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)) as r:
+            async with self.session.post(
+                url, json=probe, timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)
+            ) as r:
                 body = await r.read()
                 if 400 <= r.status < 500:  # the client's request is bad: its answer goes back
-                    raise _PrefillFailed(f"prefill {url} answered {r.status}", web.Response(
-                        status=r.status, body=body, headers={"Content-Type": r.headers.get("Content-Type", "")}))
+                    raise _PrefillFailed(
+                        f"prefill {url} answered {r.status}",
+                        web.Response(
+                            status=r.status, body=body, headers={"Content-Type": r.headers.get("Content-Type", "")}
+                        ),
+                    )
                 if r.status != 200:
                     raise _PrefillFailed(f"prefill {url} answered {r.status}")
                 return json.loads(body).get("kv_transfer_params")
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError, OSError) as exc:
             raise _PrefillFailed(f"prefill {url} failed: {type(exc).__name__}") from None
 
     def app(self) -> web.Application:
@@ -314,7 +372,7 @@ async def _end_stream(resp: web.StreamResponse, message: str) -> None:
     try:
         await asyncio.wait_for(resp.write(b"data: " + err + b"\n\n"), 0.5)
         await asyncio.wait_for(resp.write_eof(), 0.5)
-    except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
+    except (TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
         pass
 
 

@@ -5,6 +5,15 @@ from .models import ENERGY, STEP_TIME, make_energy, make_step_time
 from .run import run_simulation, summarize
 
 __all__ = [
-    "ENERGY", "STEP_TIME", "RunRecord", "SimConfig", "SimulationError", "arrival_times", "make_energy",
-    "make_step_time", "run_simulation", "simulate", "summarize",
+    "ENERGY",
+    "STEP_TIME",
+    "RunRecord",
+    "SimConfig",
+    "SimulationError",
+    "arrival_times",
+    "make_energy",
+    "make_step_time",
+    "run_simulation",
+    "simulate",
+    "summarize",
 ]

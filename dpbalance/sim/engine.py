@@ -25,13 +25,14 @@ raw rows reduced in vectorised chunks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
-from ..core.snapshot import Snapshot
 from ..core.apply import InvalidAssignment, apply_assignments
+from ..core.snapshot import Snapshot
 from ..core.state import ClusterState, Pool
 from ..core.workload import Workload
 from .models import LinearMax, make_energy, make_step_time
@@ -45,32 +46,67 @@ class SimulationError(RuntimeError):
 class SimConfig:
     """Knobs of one simulated run; every field is recorded in the result JSON."""
 
-    workers: int = field(default=8, metadata={"doc": "G, data-parallel decode workers", "flags": ("--workers", "-G"),
-                                              "min": 1})
-    slots: int = field(default=72, metadata={"doc": "B, max concurrent sequences per worker (vLLM max_num_seqs)",
-                                             "flags": ("--slots", "-B"), "min": 1})
-    arrival: Literal["replay", "poisson", "saturated"] = field(default="replay", metadata={
-        "doc": "replay (trace timestamps) | poisson (--qps) | saturated (pool topped up to --visible every step)"})
-    visible: int | None = field(default=None, metadata={"doc": "saturated: requests visible in the pool (default 4·G)",
-                                                        "min": 1})
-    rate_scale: float = field(default=1.0, metadata={"doc": "replay: multiply the trace's arrival rate by k",
-                                                     "min": 1e-9})
-    qps: float | None = field(default=None, metadata={
-        "doc": "poisson: arrival rate; replay: resample the trace to this mean rate (req/s)", "min": 1e-9})
-    window: Literal["steady", "all"] | None = field(default=None, metadata={
-        "doc": "measurement window: steady (up to the last admission) | all (default: steady if saturated, else all)"})
+    workers: int = field(
+        default=8, metadata={"doc": "G, data-parallel decode workers", "flags": ("--workers", "-G"), "min": 1}
+    )
+    slots: int = field(
+        default=72,
+        metadata={
+            "doc": "B, max concurrent sequences per worker (vLLM max_num_seqs)",
+            "flags": ("--slots", "-B"),
+            "min": 1,
+        },
+    )
+    arrival: Literal["replay", "poisson", "saturated"] = field(
+        default="replay",
+        metadata={
+            "doc": "replay (trace timestamps) | poisson (--qps) | saturated (pool topped up to --visible every step)"
+        },
+    )
+    visible: int | None = field(
+        default=None, metadata={"doc": "saturated: requests visible in the pool (default 4·G)", "min": 1}
+    )
+    rate_scale: float = field(
+        default=1.0, metadata={"doc": "replay: multiply the trace's arrival rate by k", "min": 1e-9}
+    )
+    qps: float | None = field(
+        default=None,
+        metadata={"doc": "poisson: arrival rate; replay: resample the trace to this mean rate (req/s)", "min": 1e-9},
+    )
+    window: Literal["steady", "all"] | None = field(
+        default=None,
+        metadata={
+            "doc": "measurement window: steady (up to the last admission) | all (default: steady if saturated, "
+            "else all)"
+        },
+    )
     seed: int = field(default=0, metadata={"doc": "seeds arrivals and randomised policies"})
-    step_time: str = field(default="linear_max", metadata={
-        "doc": "step-time model spec: linear_max[:C=…,t_tok=…] | linear_max_mean[:c=…,a=…,b=…] | "
-               "linear_seqs[:c=…,a=…,b=…,s=…,r=…] | a step-time file written by `dpbalance calibrate` (FILE.yaml, "
-               "or FILE.yaml:model=NAME)"})
-    energy: str = field(default="bfio_power", metadata={
-        "doc": "energy model spec: bfio_power[:p_idle=…,p_max=…,gamma=…] | busy_idle[:p_busy=…,p_idle=…]"})
-    prefill_delay_s: float = field(default=0.0, metadata={
-        "doc": "fixed seconds between arrival and joining the decode pool", "flags": ("--prefill-delay",), "min": 0.0})
-    max_idle_dispatches: int = field(default=100_000, metadata={
-        "doc": "consecutive empty iterations before failing", "cli": False})
-    record_stride: int = field(default=8, metadata={"doc": "keep every k-th per-worker load row for plots", "cli": False})
+    step_time: str = field(
+        default="linear_max",
+        metadata={
+            "doc": "step-time model spec: linear_max[:C=…,t_tok=…] | linear_max_mean[:c=…,a=…,b=…] | "
+            "linear_seqs[:c=…,a=…,b=…,s=…,r=…] | a step-time file written by `dpbalance calibrate` (FILE.yaml, "
+            "or FILE.yaml:model=NAME)"
+        },
+    )
+    energy: str = field(
+        default="bfio_power",
+        metadata={"doc": "energy model spec: bfio_power[:p_idle=…,p_max=…,gamma=…] | busy_idle[:p_busy=…,p_idle=…]"},
+    )
+    prefill_delay_s: float = field(
+        default=0.0,
+        metadata={
+            "doc": "fixed seconds between arrival and joining the decode pool",
+            "flags": ("--prefill-delay",),
+            "min": 0.0,
+        },
+    )
+    max_idle_dispatches: int = field(
+        default=100_000, metadata={"doc": "consecutive empty iterations before failing", "cli": False}
+    )
+    record_stride: int = field(
+        default=8, metadata={"doc": "keep every k-th per-worker load row for plots", "cli": False}
+    )
 
     def __post_init__(self):
         if self.workers < 1 or self.slots < 1:
@@ -133,7 +169,9 @@ class StepRecorder:
         self.active = np.empty(self.CHUNK, dtype=np.int64)
         self.i = 0
         self.n = 0
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("max", "min", "sum", "tau", "t_end", "active", "energy")}
+        self.parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("max", "min", "sum", "tau", "t_end", "active", "energy")
+        }
         self.sample_rows: list[np.ndarray] = []
         self.sample_idx: list[np.ndarray] = []
 
@@ -171,7 +209,11 @@ class StepRecorder:
     def arrays(self) -> dict[str, np.ndarray]:
         self.flush()
         out = {
-            k: (np.concatenate(v) if v else np.empty(0, dtype=np.float64 if k in ("tau", "t_end", "energy") else np.int64))
+            k: (
+                np.concatenate(v)
+                if v
+                else np.empty(0, dtype=np.float64 if k in ("tau", "t_end", "energy") else np.int64)
+            )
             for k, v in self.parts.items()
         }
         out["sample_rows"] = np.concatenate(self.sample_rows) if self.sample_rows else np.empty((0, self.G), np.int64)

@@ -77,7 +77,9 @@ class LinearMax(StepTimeModel):
 class LinearMaxMeanConfig:
     c: float | None = field(default=None, metadata={"doc": "fixed step cost, s (default as linear_max's C)"})
     a: float = field(default=T_TOK_DEFAULT, metadata={"doc": "seconds per token of the max-loaded worker"})
-    b: float = field(default=0.5 * T_TOK_DEFAULT, metadata={"doc": "seconds per token of the mean load (shared experts)"})
+    b: float = field(
+        default=0.5 * T_TOK_DEFAULT, metadata={"doc": "seconds per token of the mean load (shared experts)"}
+    )
 
 
 class LinearMaxMean(StepTimeModel):
@@ -122,8 +124,15 @@ class LinearSeqs(StepTimeModel):
         return self.c + self.a * np.asarray(max_load, np.float64) + self.b * np.asarray(mean_load, np.float64)
 
     def params(self):
-        return {"model": "linear_seqs", "c_s": self.c, "a_s": self.a, "b_s": self.b, "s_s": self.s, "r_s": self.r,
-                **_source(self)}
+        return {
+            "model": "linear_seqs",
+            "c_s": self.c,
+            "a_s": self.a,
+            "b_s": self.b,
+            "s_s": self.s,
+            "r_s": self.r,
+            **_source(self),
+        }
 
 
 # ----------------------------------------------------------------------------------- energy
@@ -190,20 +199,44 @@ class BusyIdle(EnergyModel):
         return {"model": "busy_idle", "p_busy_w": self.cfg.p_busy, "p_idle_w": self.cfg.p_idle}
 
 
-STEP_TIME: Registry[StepTimeModel] = Registry("step-time model", entries=[
-    Entry("linear_max", LinearMax, LinearMaxConfig, "τ = C + t_tok · max_g L_g (barrier: the straggler sets the pace)"),
-    Entry("linear_max_mean", LinearMaxMean, LinearMaxMeanConfig,
-          "τ = c + a·max_g L_g + b·mean_g L_g (MoE with shared experts)"),
-    Entry("linear_seqs", LinearSeqs, LinearSeqsConfig,
-          "τ = c + a·max_g L_g + b·mean_g L_g + s·max_g n_g + r·mean_g n_g (n_g: running sequences of worker g)"),
-])
+STEP_TIME: Registry[StepTimeModel] = Registry(
+    "step-time model",
+    entries=[
+        Entry(
+            "linear_max", LinearMax, LinearMaxConfig, "τ = C + t_tok · max_g L_g (barrier: the straggler sets the pace)"
+        ),
+        Entry(
+            "linear_max_mean",
+            LinearMaxMean,
+            LinearMaxMeanConfig,
+            "τ = c + a·max_g L_g + b·mean_g L_g (MoE with shared experts)",
+        ),
+        Entry(
+            "linear_seqs",
+            LinearSeqs,
+            LinearSeqsConfig,
+            "τ = c + a·max_g L_g + b·mean_g L_g + s·max_g n_g + r·mean_g n_g (n_g: running sequences of worker g)",
+        ),
+    ],
+)
 
-ENERGY: Registry[EnergyModel] = Registry("energy model", entries=[
-    Entry("bfio_power", BfioPower, BfioPowerConfig,
-          "P(u_g) = P_idle + (P_max - P_idle)·u_g^γ with u_g = L_g / M, for the whole step (BF-IO App. D.1)"),
-    Entry("busy_idle", BusyIdle, BusyIdleConfig,
-          "worker g is busy for step_time(L_g) at P_busy and idles at the barrier for the rest of τ at P_idle"),
-])
+ENERGY: Registry[EnergyModel] = Registry(
+    "energy model",
+    entries=[
+        Entry(
+            "bfio_power",
+            BfioPower,
+            BfioPowerConfig,
+            "P(u_g) = P_idle + (P_max - P_idle)·u_g^γ with u_g = L_g / M, for the whole step (BF-IO App. D.1)",
+        ),
+        Entry(
+            "busy_idle",
+            BusyIdle,
+            BusyIdleConfig,
+            "worker g is busy for step_time(L_g) at P_busy and idles at the barrier for the rest of τ at P_idle",
+        ),
+    ],
+)
 
 
 def make_step_time(spec: str, slots: int) -> StepTimeModel:
@@ -212,13 +245,16 @@ def make_step_time(spec: str, slots: int) -> StepTimeModel:
         name, opts = parse_spec(spec)
         unknown = sorted(set(opts) - {"model"})
         if unknown:
-            raise SpecError(f"step-time file spec {spec!r}: unknown option(s) {', '.join(unknown)}; "
-                            "the only option is model=NAME")
+            raise SpecError(
+                f"step-time file spec {spec!r}: unknown option(s) {', '.join(unknown)}; the only option is model=NAME"
+            )
         return load_step_time_file(name, slots, model=opts.get("model"))
     name = parse_spec(spec)[0]
     if name not in STEP_TIME and ("/" in name or "." in name):
-        raise SpecError(f"step-time spec {spec!r} is neither a model ({', '.join(STEP_TIME.names())}) nor a "
-                        f"step-time file (a name ending in {', '.join(STEP_TIME_FILE_SUFFIXES)})")
+        raise SpecError(
+            f"step-time spec {spec!r} is neither a model ({', '.join(STEP_TIME.names())}) nor a "
+            f"step-time file (a name ending in {', '.join(STEP_TIME_FILE_SUFFIXES)})"
+        )
     return STEP_TIME.create(spec, slots=slots)
 
 
@@ -253,17 +289,22 @@ def read_step_time_file(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise SpecError(f"step-time file {str(p)!r} does not parse{where}: "
-                        f"{getattr(exc, 'problem', None) or exc}") from None
+        raise SpecError(
+            f"step-time file {str(p)!r} does not parse{where}: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != STEP_TIME_FILE_FORMAT:
-        raise SpecError(f"{str(p)!r} is not a step-time file: expected a mapping with "
-                        f"'format: {STEP_TIME_FILE_FORMAT}' (write one with `dpbalance calibrate`)")
+        raise SpecError(
+            f"{str(p)!r} is not a step-time file: expected a mapping with "
+            f"'format: {STEP_TIME_FILE_FORMAT}' (write one with `dpbalance calibrate`)"
+        )
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise SpecError(f"step-time file {str(p)!r}: 'models' must map model names to their constants")
     if data.get("model") not in models:
-        raise SpecError(f"step-time file {str(p)!r}: 'model' must name one of its models "
-                        f"({', '.join(map(str, models))}), got {data.get('model')!r}")
+        raise SpecError(
+            f"step-time file {str(p)!r}: 'model' must name one of its models "
+            f"({', '.join(map(str, models))}), got {data.get('model')!r}"
+        )
     return data
 
 
@@ -281,8 +322,10 @@ def load_step_time_file(path: str | Path, slots: int, model: str | None = None) 
     valid = [f.name for f in dataclasses.fields(entry.config_cls)]
     missing = sorted(set(valid) - set(params))
     if missing or set(params) - set(valid):
-        raise SpecError(f"{where}: models.{name}.params must have exactly {', '.join(valid)} "
-                        f"(got {', '.join(map(str, params)) or 'none'})")
+        raise SpecError(
+            f"{where}: models.{name}.params must have exactly {', '.join(valid)} "
+            f"(got {', '.join(map(str, params)) or 'none'})"
+        )
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise SpecError(f"{where}: models.{name}.params.{k} must be a finite number >= 0 (seconds), got {v!r}")

@@ -14,8 +14,14 @@ from ..results.schema import Result, Series, build_result
 from .engine import ProgressFn, RunRecord, SimConfig, simulate
 
 
-def summarize(record: RunRecord, policy_spec: str, cfg: SimConfig, workload: Workload, extra: dict[str, Any] | None = None,
-              label: str = "") -> tuple[Result, Series]:
+def summarize(
+    record: RunRecord,
+    policy_spec: str,
+    cfg: SimConfig,
+    workload: Workload,
+    extra: dict[str, Any] | None = None,
+    label: str = "",
+) -> tuple[Result, Series]:
     window = cfg.effective_window
     last_admit = int(record.admit_step.max())
     w_end = last_admit if window == "steady" else record.n_steps - 1
@@ -62,8 +68,9 @@ def summarize(record: RunRecord, policy_spec: str, cfg: SimConfig, workload: Wor
 
 
 def build_policy(policy_spec: str, cfg: SimConfig, train: Workload | None = None):
-    return resolve_policy(policy_spec).build(PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed,
-                                                           train=train))
+    return resolve_policy(policy_spec).build(
+        PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train)
+    )
 
 
 def run_simulation(

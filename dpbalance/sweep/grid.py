@@ -74,7 +74,7 @@ class Cell:
             opts = {**opts, "predictor": self.predictor}
         return resolve_policy(name + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else "")).label
 
-    def normalized(self) -> "Cell":
+    def normalized(self) -> Cell:
         """Canonical form: predictor folded into the policy spec (or dropped if the policy takes none)."""
         return dataclasses.replace(self, policy=self.policy_spec(), predictor=None)
 
@@ -96,7 +96,7 @@ class Cell:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+    def from_dict(cls, d: dict[str, Any]) -> Cell:
         valid = _OWN_FIELDS + _TRACE_FIELDS + _SIM_FIELDS
         unknown = sorted(set(d) - set(valid))
         if unknown:
@@ -123,8 +123,9 @@ class Grid:
     save_series: bool = False
 
 
-def expand(base: dict[str, Any] | None, axes: dict[str, list[Any]] | None = None,
-           extra: list[dict[str, Any]] | None = None) -> list[Cell]:
+def expand(
+    base: dict[str, Any] | None, axes: dict[str, list[Any]] | None = None, extra: list[dict[str, Any]] | None = None
+) -> list[Cell]:
     """Cartesian product of ``axes`` over ``base`` plus ``extra`` cells; validated, duplicates removed."""
     base = dict(base or {})
     axes = dict(axes or {})
@@ -190,8 +191,14 @@ def load_grid(path: str | Path) -> Grid:
         raise GridError(f"grid file {path}: expected a mapping with base/axes/cells")
     unknown = sorted(set(data) - {"name", "base", "axes", "cells", "trace_dir", "save_series"})
     if unknown:
-        raise GridError(f"grid file {path}: unknown top-level key(s) {', '.join(unknown)}; "
-                        "valid: name, base, axes, cells, trace_dir, save_series")
+        raise GridError(
+            f"grid file {path}: unknown top-level key(s) {', '.join(unknown)}; "
+            "valid: name, base, axes, cells, trace_dir, save_series"
+        )
     cells = expand(data.get("base"), data.get("axes"), data.get("cells"))
-    return Grid(name=str(data.get("name", path.stem)), cells=tuple(cells), trace_dir=data.get("trace_dir"),
-                save_series=bool(data.get("save_series", False)))
+    return Grid(
+        name=str(data.get("name", path.stem)),
+        cells=tuple(cells),
+        trace_dir=data.get("trace_dir"),
+        save_series=bool(data.get("save_series", False)),
+    )

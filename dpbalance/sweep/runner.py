@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
-
+from typing import Any
 
 from .. import __version__
 from ..core.workload import Workload
@@ -33,7 +33,6 @@ RAY_INSTALL_HINT = (
     "the ray backend needs Ray: pip install -e '.[ray]'  (or: pip install 'ray>=2.9'); "
     "then re-run with --backend ray, or use --backend local"
 )
-
 
 
 # ---------------------------------------------------------------------- workload selection
@@ -75,8 +74,12 @@ def code_identity() -> str:
 
 
 def cell_hash(cell: Cell, trace_dir: str | None) -> str:
-    payload = {"cell": cell.identity(), "version": code_identity(), "trace": trace_identity(cell.trace.trace, trace_dir),
-               "step_time": step_time_identity(cell.sim.step_time)}
+    payload = {
+        "cell": cell.identity(),
+        "version": code_identity(),
+        "trace": trace_identity(cell.trace.trace, trace_dir),
+        "step_time": step_time_identity(cell.sim.step_time),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -93,9 +96,14 @@ def select_workload(cell: Cell, trace_dir: str | None) -> tuple[Workload, Worklo
 
 
 # ---------------------------------------------------------------------- one cell
-def execute_cell(cell_dict: dict[str, Any], trace_dir: str | None, key: str, want_series: bool = False,
-                 workloads: tuple[Workload, Workload | None] | None = None,
-                 trace_id: str | None = None) -> dict[str, Any]:
+def execute_cell(
+    cell_dict: dict[str, Any],
+    trace_dir: str | None,
+    key: str,
+    want_series: bool = False,
+    workloads: tuple[Workload, Workload | None] | None = None,
+    trace_id: str | None = None,
+) -> dict[str, Any]:
     """Simulate one cell; returns ``{"hash", "result": result dict, "series": arrays or None}``.
 
     A plain function of plain data so it pickles under ``spawn`` and runs unchanged as a Ray task. With
@@ -287,8 +295,9 @@ def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> No
             sel = json.dumps(ident, sort_keys=True, default=str)
             if sel not in refs_by_sel:
                 refs_by_sel[sel] = ray.put(select_workload(c, trace_dir))
-            ref = remote.remote(c.to_dict(), trace_dir, keys[i], want(c), refs_by_sel[sel],
-                                trace_identity(c.trace.trace, trace_dir))
+            ref = remote.remote(
+                c.to_dict(), trace_dir, keys[i], want(c), refs_by_sel[sel], trace_identity(c.trace.trace, trace_dir)
+            )
             pending[ref] = i
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

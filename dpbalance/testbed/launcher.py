@@ -25,9 +25,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .build import is_built
 from .paths import MODEL_NAME, Testbed
@@ -86,24 +86,51 @@ class State:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "State | None":
+    def load(cls, path: Path) -> State | None:
         try:
             d = json.loads(path.read_text())
-            return cls(mode=d["mode"], model=d["model"], rank_urls=list(d["rank_urls"]),
-                       procs=[Proc(**p) for p in d["procs"]], started_at=float(d.get("started_at", 0.0)))
+            return cls(
+                mode=d["mode"],
+                model=d["model"],
+                rank_urls=list(d["rank_urls"]),
+                procs=[Proc(**p) for p in d["procs"]],
+                started_at=float(d.get("started_at", 0.0)),
+            )
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
-            raise LaunchError(f"{path}: unreadable testbed state ({exc}); "
-                              "end the servers by hand and delete it") from None
+            raise LaunchError(
+                f"{path}: unreadable testbed state ({exc}); end the servers by hand and delete it"
+            ) from None
 
 
 # ---------------------------------------------------------------- what to start
-def vllm_args(model: Path, port: int, *, max_model_len: int = MAX_MODEL_LEN,
-              max_num_seqs: int = MAX_NUM_SEQS) -> list[str]:
-    return ["-m", API_SERVER, "--model", str(model), "--served-model-name", MODEL_NAME, "--host", "127.0.0.1",
-            "--port", str(port), "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
-            "--dtype", "bfloat16", "--enforce-eager", "--seed", "0", "--data-parallel-size", str(DP_SIZE)]
+def vllm_args(
+    model: Path, port: int, *, max_model_len: int = MAX_MODEL_LEN, max_num_seqs: int = MAX_NUM_SEQS
+) -> list[str]:
+    return [
+        "-m",
+        API_SERVER,
+        "--model",
+        str(model),
+        "--served-model-name",
+        MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+        "--max-num-seqs",
+        str(max_num_seqs),
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--seed",
+        "0",
+        "--data-parallel-size",
+        str(DP_SIZE),
+    ]
 
 
 def _cores() -> list[int]:
@@ -113,28 +140,60 @@ def _cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def plan(mode: str, python: Path | str, model: Path, *, base_port: int = DEFAULT_BASE_PORT,
-         rpc_port: int = DEFAULT_RPC_PORT, extra_env: dict[str, str] | None = None,
-         extra_args: tuple[str, ...] = (), max_model_len: int = MAX_MODEL_LEN) -> tuple[list[ServerSpec], list[str]]:
+def plan(
+    mode: str,
+    python: Path | str,
+    model: Path,
+    *,
+    base_port: int = DEFAULT_BASE_PORT,
+    rpc_port: int = DEFAULT_RPC_PORT,
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+    max_model_len: int = MAX_MODEL_LEN,
+) -> tuple[list[ServerSpec], list[str]]:
     """The servers to start for ``mode`` and the URL serving each DP rank."""
     if mode not in MODES:
         raise LaunchError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    base = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", **(extra_env or {}))
+    base = dict(
+        os.environ,
+        VLLM_CPU_KVCACHE_SPACE="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        **(extra_env or {}),
+    )
     cores = _cores()
     specs: list[ServerSpec] = []
     if mode == "external":
         for r in range(DP_SIZE):
             port = base_port + r
-            argv = [str(python), *vllm_args(model, port, max_model_len=max_model_len), "--data-parallel-rank", str(r),
-                    "--data-parallel-address", "127.0.0.1", "--data-parallel-rpc-port", str(rpc_port), *extra_args]
+            argv = [
+                str(python),
+                *vllm_args(model, port, max_model_len=max_model_len),
+                "--data-parallel-rank",
+                str(r),
+                "--data-parallel-address",
+                "127.0.0.1",
+                "--data-parallel-rpc-port",
+                str(rpc_port),
+                *extra_args,
+            ]
             env = dict(base, VLLM_CPU_OMP_THREADS_BIND=str(cores[r % len(cores)]))
-            specs.append(ServerSpec(f"rank{r}", argv, env, f"http://127.0.0.1:{port}",
-                                    (port, rpc_port) if r == 0 else (port,)))
+            specs.append(
+                ServerSpec(f"rank{r}", argv, env, f"http://127.0.0.1:{port}", (port, rpc_port) if r == 0 else (port,))
+            )
         return specs, [s.url for s in specs]
     port = base_port
-    argv = [str(python), *vllm_args(model, port, max_model_len=max_model_len), "--data-parallel-address", "127.0.0.1",
-            "--data-parallel-rpc-port", str(rpc_port), *extra_args]
+    argv = [
+        str(python),
+        *vllm_args(model, port, max_model_len=max_model_len),
+        "--data-parallel-address",
+        "127.0.0.1",
+        "--data-parallel-rpc-port",
+        str(rpc_port),
+        *extra_args,
+    ]
     env = dict(base, VLLM_CPU_OMP_THREADS_BIND="|".join(str(cores[r % len(cores)]) for r in range(DP_SIZE)))
     spec = ServerSpec("internal", argv, env, f"http://127.0.0.1:{port}", (port, rpc_port))
     return [spec], [spec.url] * DP_SIZE
@@ -250,14 +309,25 @@ def _tail(path: str, n: int = 20) -> str:
 
 
 # ---------------------------------------------------------------- start / stop
-def launch(specs: list[ServerSpec], rank_urls: list[str], *, mode: str, model: str, state_path: Path,
-           logs_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S, log: Callable[[str], None] = print) -> State:
+def launch(
+    specs: list[ServerSpec],
+    rank_urls: list[str],
+    *,
+    mode: str,
+    model: str,
+    state_path: Path,
+    logs_dir: Path,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    log: Callable[[str], None] = print,
+) -> State:
     """Start ``specs`` (each in its own process group, output to ``logs_dir/NAME.log``), record them in
     ``state_path`` and wait until every one answers ``/health``. On any failure or interrupt, end all of them."""
     busy = sorted({p for s in specs for p in s.ports if not _port_free(p)})
     if busy:
-        raise LaunchError(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use; "
-                          "stop what uses them or choose other ports (--base-port / --rpc-port)")
+        raise LaunchError(
+            f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use; "
+            "stop what uses them or choose other ports (--base-port / --rpc-port)"
+        )
     logs_dir.mkdir(parents=True, exist_ok=True)
     state = State(mode=mode, model=model, rank_urls=rank_urls, started_at=time.time())
     t0 = time.monotonic()
@@ -265,8 +335,14 @@ def launch(specs: list[ServerSpec], rank_urls: list[str], *, mode: str, model: s
         for s in specs:
             logf = logs_dir / f"{s.name}.log"
             with open(logf, "w") as fh:
-                proc = subprocess.Popen(s.argv, env=s.env, stdout=fh, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                proc = subprocess.Popen(
+                    s.argv,
+                    env=s.env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             _CHILDREN[proc.pid] = proc
             state.procs.append(Proc(s.name, proc.pid, _start_time(proc.pid), s.url, str(logf), ports=list(s.ports)))
             state.save(state_path)  # recorded before waiting, so `down` can end it even if this process dies
@@ -277,16 +353,20 @@ def launch(specs: list[ServerSpec], rank_urls: list[str], *, mode: str, model: s
             for name, p in list(waiting.items()):
                 child = _CHILDREN.get(p.pid)
                 if child is not None and child.poll() is not None:
-                    raise LaunchError(f"{name} exited with code {child.returncode} before it was healthy; "
-                                      f"see its log {p.log}; last lines:\n{_tail(p.log)}")
+                    raise LaunchError(
+                        f"{name} exited with code {child.returncode} before it was healthy; "
+                        f"see its log {p.log}; last lines:\n{_tail(p.log)}"
+                    )
                 if http_ok(p.url + "/health"):
                     p.healthy_after_s = round(time.monotonic() - t0, 1)
                     log(f"{name}: healthy after {p.healthy_after_s:.1f} s")
                     del waiting[name]
             if waiting and time.monotonic() > deadline:
                 p = next(iter(waiting.values()))
-                raise LaunchError(f"{p.name} did not answer {p.url}/health within {timeout_s:.0f} s; "
-                                  f"see its log {p.log}; last lines:\n{_tail(p.log)}")
+                raise LaunchError(
+                    f"{p.name} did not answer {p.url}/health within {timeout_s:.0f} s; "
+                    f"see its log {p.log}; last lines:\n{_tail(p.log)}"
+                )
             if waiting:
                 time.sleep(0.5)
         state.save(state_path)
@@ -309,22 +389,48 @@ def current(state_path: Path) -> State | None:
     return None
 
 
-def up(tb: Testbed, mode: str = "external", *, base_port: int = DEFAULT_BASE_PORT, rpc_port: int = DEFAULT_RPC_PORT,
-       timeout_s: float = DEFAULT_TIMEOUT_S, python: Path | str | None = None, model: Path | None = None,
-       extra_env: dict[str, str] | None = None, max_model_len: int = MAX_MODEL_LEN,
-       log: Callable[[str], None] = print) -> State:
+def up(
+    tb: Testbed,
+    mode: str = "external",
+    *,
+    base_port: int = DEFAULT_BASE_PORT,
+    rpc_port: int = DEFAULT_RPC_PORT,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    python: Path | str | None = None,
+    model: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    max_model_len: int = MAX_MODEL_LEN,
+    log: Callable[[str], None] = print,
+) -> State:
     """Start the DP ranks of ``tb`` in ``mode`` and wait until they are healthy. ``python`` and ``model`` default to
     the testbed's venv and model (then the testbed must be built)."""
     if python is None and model is None and not is_built(tb):
         raise LaunchError(f"the testbed in {tb.root} is not built yet: run `dpbalance testbed build` first")
     running = current(tb.state_path)
     if running is not None:
-        raise LaunchError(f"a testbed is already up ({running.mode} mode, PIDs "
-                          f"{', '.join(str(p.pid) for p in running.procs)}): run `dpbalance testbed down` first")
-    specs, urls = plan(mode, python or tb.python, model or tb.model_dir, base_port=base_port, rpc_port=rpc_port,
-                       extra_env=extra_env, max_model_len=max_model_len)
-    return launch(specs, urls, mode=mode, model=MODEL_NAME, state_path=tb.state_path, logs_dir=tb.logs_dir,
-                  timeout_s=timeout_s, log=log)
+        raise LaunchError(
+            f"a testbed is already up ({running.mode} mode, PIDs "
+            f"{', '.join(str(p.pid) for p in running.procs)}): run `dpbalance testbed down` first"
+        )
+    specs, urls = plan(
+        mode,
+        python or tb.python,
+        model or tb.model_dir,
+        base_port=base_port,
+        rpc_port=rpc_port,
+        extra_env=extra_env,
+        max_model_len=max_model_len,
+    )
+    return launch(
+        specs,
+        urls,
+        mode=mode,
+        model=MODEL_NAME,
+        state_path=tb.state_path,
+        logs_dir=tb.logs_dir,
+        timeout_s=timeout_s,
+        log=log,
+    )
 
 
 def down(tb: Testbed, grace_s: float = 20.0, log: Callable[[str], None] = print) -> list[int]:
@@ -345,7 +451,16 @@ def status(tb: Testbed) -> dict:
     st = State.load(tb.state_path)
     if st is None:
         return {"up": False, "built": is_built(tb), "root": str(tb.root)}
-    procs = [dict(asdict(p), running=_ours(p) and _group_alive(p.pid), healthy=http_ok(p.url + "/health"))
-             for p in st.procs]
-    return {"up": any(p["running"] for p in procs), "built": is_built(tb), "root": str(tb.root), "mode": st.mode,
-            "model": st.model, "rank_urls": st.rank_urls, "procs": procs, "started_at": st.started_at}
+    procs = [
+        dict(asdict(p), running=_ours(p) and _group_alive(p.pid), healthy=http_ok(p.url + "/health")) for p in st.procs
+    ]
+    return {
+        "up": any(p["running"] for p in procs),
+        "built": is_built(tb),
+        "root": str(tb.root),
+        "mode": st.mode,
+        "model": st.model,
+        "rank_urls": st.rank_urls,
+        "procs": procs,
+        "started_at": st.started_at,
+    }

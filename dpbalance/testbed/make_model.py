@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
-                 "{% if add_generation_prompt %}assistant {% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}assistant {% endif %}"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,23 +51,37 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(vocab_size=a.vocab, special_tokens=SPECIALS))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(a.out)
 
-    cfg = MixtralConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.expert_size,
-                        num_hidden_layers=a.layers, num_attention_heads=heads, num_key_value_heads=a.kv_heads,
-                        head_dim=a.head_dim, num_local_experts=a.experts, num_experts_per_tok=a.top_k,
-                        max_position_embeddings=a.max_len, bos_token_id=fast.bos_token_id,
-                        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=False)
+    cfg = MixtralConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        intermediate_size=a.expert_size,
+        num_hidden_layers=a.layers,
+        num_attention_heads=heads,
+        num_key_value_heads=a.kv_heads,
+        head_dim=a.head_dim,
+        num_local_experts=a.experts,
+        num_experts_per_tok=a.top_k,
+        max_position_embeddings=a.max_len,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=False,
+    )
     model = MixtralForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(a.out)
     n = sum(p.numel() for p in model.parameters())
     info = {"parameters": n, **{k: v for k, v in vars(a).items() if k != "out"}}
     (a.out / "DONE").write_text(json.dumps(info, indent=1) + "\n")
-    print(f"MoE model: {n / 1e6:.1f}M parameters, {a.layers} layers, {a.experts} experts (top-{a.top_k}), "
-          f"hidden {a.hidden}, vocab {len(fast)}; written to {a.out}")
+    print(
+        f"MoE model: {n / 1e6:.1f}M parameters, {a.layers} layers, {a.experts} experts (top-{a.top_k}), "
+        f"hidden {a.hidden}, vocab {len(fast)}; written to {a.out}"
+    )
     return 0
 
 

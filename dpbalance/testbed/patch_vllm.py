@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     mod = importlib.import_module("vllm.distributed.device_communicators.cpu_communicator")
-    ok = all(getattr(mod.CpuCommunicator, m).__name__.startswith("_dpbalance_")
-             for m in ("all_gatherv", "reduce_scatterv"))
+    ok = all(
+        getattr(mod.CpuCommunicator, m).__name__.startswith("_dpbalance_") for m in ("all_gatherv", "reduce_scatterv")
+    )
     if not ok:
         shutil.copyfile(backup, path)
         raise SystemExit("the patched module did not pick up the new methods; the original file was put back")

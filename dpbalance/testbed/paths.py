@@ -36,7 +36,7 @@ class Testbed:
     root: Path
 
     @classmethod
-    def default(cls) -> "Testbed":
+    def default(cls) -> Testbed:
         return cls(default_root())
 
     @property

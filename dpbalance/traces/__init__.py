@@ -7,7 +7,21 @@ from .sources import SOURCES, Source
 from .synthetic import SyntheticConfig, generate, synthetic_from_spec
 
 __all__ = [
-    "ENV_VAR", "KNOWN", "LOADERS", "SOURCES", "Source", "SyntheticConfig", "TraceError", "available_traces",
-    "generate", "load_trace", "parse_timestamp", "prompt_key_of", "resolve_trace", "sniff_format",
-    "synthetic_from_spec", "trace_directory", "user_trace_dir",
+    "ENV_VAR",
+    "KNOWN",
+    "LOADERS",
+    "SOURCES",
+    "Source",
+    "SyntheticConfig",
+    "TraceError",
+    "available_traces",
+    "generate",
+    "load_trace",
+    "parse_timestamp",
+    "prompt_key_of",
+    "resolve_trace",
+    "sniff_format",
+    "synthetic_from_spec",
+    "trace_directory",
+    "user_trace_dir",
 ]

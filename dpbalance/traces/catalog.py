@@ -19,8 +19,8 @@ import platformdirs
 from ..core.workload import Workload
 from .formats import LOADERS
 from .loaders import TraceError, sniff_format
-from .synthetic import synthetic_from_spec
 from .sources import SOURCES
+from .synthetic import synthetic_from_spec
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 ENV_VAR = "DPBALANCE_TRACE_DIR"
@@ -37,33 +37,82 @@ class TraceSpec:
 KNOWN: dict[str, TraceSpec] = {
     t.name: t
     for t in (
-        TraceSpec("azure-code-2023", ("azure-code-2023.csv.gz", "AzureLLMInferenceTrace_code.csv"), "azure",
-                  "Azure LLM inference 2023, code (Splitwise)"),
-        TraceSpec("azure-conv-2023", ("azure-conv-2023.csv.gz", "AzureLLMInferenceTrace_conv.csv"), "azure",
-                  "Azure LLM inference 2023, conversation (Splitwise)"),
-        TraceSpec("mooncake-conversation", ("mooncake-conversation.jsonl.gz", "conversation_trace.jsonl"), "mooncake",
-                  "Mooncake FAST'25 conversation (Kimi), real arrivals"),
-        TraceSpec("mooncake-synthetic", ("mooncake-synthetic.jsonl.gz", "synthetic_trace.jsonl"), "mooncake",
-                  "Mooncake FAST'25 synthetic (Poisson arrivals)"),
-        TraceSpec("bfio-arxiv", ("bfio-arxiv.json.gz", "arxiv_data_8000.json"), "bfio",
-                  "BF-IO paper workload: arXiv summarization lengths (no arrivals)"),
-        TraceSpec("bfio-burst", ("bfio-burst.json.gz", "burst_data_8000.json"), "bfio",
-                  "BF-IO paper workload: BurstGPT lengths (no arrivals)"),
-        TraceSpec("bfio-longbench", ("bfio-longbench.json.gz", "longbench_data_8000.json"), "bfio",
-                  "BF-IO paper workload: LongBench-v2 lengths (no arrivals)"),
-        TraceSpec("vidur-arxiv", ("vidur-arxiv.csv.gz", "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"),
-                  "vidur", "Vidur arXiv-summarization lengths (no arrivals)"),
-        TraceSpec("azure-code-2024", ("azure-code-2024.csv.gz", "AzureLLMInferenceTrace_code_1week.csv.gz",
-                                      "AzureLLMInferenceTrace_code_1week.csv"), "azure",
-                  "Azure LLM inference 2024 week-long, code (large; from Azure Blob Storage)"),
-        TraceSpec("azure-conv-2024", ("azure-conv-2024.csv.gz", "AzureLLMInferenceTrace_conv_1week.csv.gz",
-                                      "AzureLLMInferenceTrace_conv_1week.csv"), "azure",
-                  "Azure LLM inference 2024 week-long, conversation (large; from Azure Blob Storage; "
-                  "the BalanceRoute paper's trace)"),
-        TraceSpec("burstgpt", ("burstgpt.csv.gz", "burstgpt.csv", "BurstGPT_1.csv", "BurstGPT_without_fails_1.csv"),
-                  "burstgpt", "BurstGPT conversation and API logs (large; Git LFS)"),
-        TraceSpec("sample", ("sample.csv.gz",), "generic",
-                  "bundled: first 2,000 requests of mooncake-conversation"),
+        TraceSpec(
+            "azure-code-2023",
+            ("azure-code-2023.csv.gz", "AzureLLMInferenceTrace_code.csv"),
+            "azure",
+            "Azure LLM inference 2023, code (Splitwise)",
+        ),
+        TraceSpec(
+            "azure-conv-2023",
+            ("azure-conv-2023.csv.gz", "AzureLLMInferenceTrace_conv.csv"),
+            "azure",
+            "Azure LLM inference 2023, conversation (Splitwise)",
+        ),
+        TraceSpec(
+            "mooncake-conversation",
+            ("mooncake-conversation.jsonl.gz", "conversation_trace.jsonl"),
+            "mooncake",
+            "Mooncake FAST'25 conversation (Kimi), real arrivals",
+        ),
+        TraceSpec(
+            "mooncake-synthetic",
+            ("mooncake-synthetic.jsonl.gz", "synthetic_trace.jsonl"),
+            "mooncake",
+            "Mooncake FAST'25 synthetic (Poisson arrivals)",
+        ),
+        TraceSpec(
+            "bfio-arxiv",
+            ("bfio-arxiv.json.gz", "arxiv_data_8000.json"),
+            "bfio",
+            "BF-IO paper workload: arXiv summarization lengths (no arrivals)",
+        ),
+        TraceSpec(
+            "bfio-burst",
+            ("bfio-burst.json.gz", "burst_data_8000.json"),
+            "bfio",
+            "BF-IO paper workload: BurstGPT lengths (no arrivals)",
+        ),
+        TraceSpec(
+            "bfio-longbench",
+            ("bfio-longbench.json.gz", "longbench_data_8000.json"),
+            "bfio",
+            "BF-IO paper workload: LongBench-v2 lengths (no arrivals)",
+        ),
+        TraceSpec(
+            "vidur-arxiv",
+            ("vidur-arxiv.csv.gz", "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"),
+            "vidur",
+            "Vidur arXiv-summarization lengths (no arrivals)",
+        ),
+        TraceSpec(
+            "azure-code-2024",
+            (
+                "azure-code-2024.csv.gz",
+                "AzureLLMInferenceTrace_code_1week.csv.gz",
+                "AzureLLMInferenceTrace_code_1week.csv",
+            ),
+            "azure",
+            "Azure LLM inference 2024 week-long, code (large; from Azure Blob Storage)",
+        ),
+        TraceSpec(
+            "azure-conv-2024",
+            (
+                "azure-conv-2024.csv.gz",
+                "AzureLLMInferenceTrace_conv_1week.csv.gz",
+                "AzureLLMInferenceTrace_conv_1week.csv",
+            ),
+            "azure",
+            "Azure LLM inference 2024 week-long, conversation (large; from Azure Blob Storage; "
+            "the BalanceRoute paper's trace)",
+        ),
+        TraceSpec(
+            "burstgpt",
+            ("burstgpt.csv.gz", "burstgpt.csv", "BurstGPT_1.csv", "BurstGPT_without_fails_1.csv"),
+            "burstgpt",
+            "BurstGPT conversation and API logs (large; Git LFS)",
+        ),
+        TraceSpec("sample", ("sample.csv.gz",), "generic", "bundled: first 2,000 requests of mooncake-conversation"),
     )
 }
 
@@ -89,8 +138,10 @@ def missing_hint(name: str, trace_dir: Path) -> str:
     fetch = f"Run `dpbalance trace fetch {name}`"
     if src.kind == "pinned":
         return f"{fetch} to download it."
-    return (f"{fetch} to download it from {src.url} ({src.note}), or download that file yourself and put it "
-            f"into {trace_dir} as {src.upstream_file}.")
+    return (
+        f"{fetch} to download it from {src.url} ({src.note}), or download that file yourself and put it "
+        f"into {trace_dir} as {src.upstream_file}."
+    )
 
 
 def resolve_trace(name_or_path: str, trace_dir: str | Path | None = None) -> tuple[Path, str, str]:
@@ -103,7 +154,8 @@ def resolve_trace(name_or_path: str, trace_dir: str | Path | None = None) -> tup
             if p.is_file():
                 return p, spec.fmt, spec.name
         raise TraceError(
-            name_or_path, None,
+            name_or_path,
+            None,
             f"trace file not found; looked for {', '.join(spec.files)} in {d}. {missing_hint(spec.name, d)} "
             f"To use another folder, pass --trace-dir DIR or set {ENV_VAR}.",
         )
@@ -111,7 +163,8 @@ def resolve_trace(name_or_path: str, trace_dir: str | Path | None = None) -> tup
     if p.is_file():
         return p, sniff_format(p), p.name.split(".")[0]
     raise TraceError(
-        name_or_path, None,
+        name_or_path,
+        None,
         f"not a known trace name or an existing file. Known traces: {', '.join(sorted(KNOWN))}; "
         "or 'synthetic:...' (see `dpbalance trace info --help`)",
     )

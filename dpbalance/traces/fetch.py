@@ -17,9 +17,9 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -125,8 +125,9 @@ def _check_head(src: Source, head: bytes, location: str) -> None:
         )
 
 
-def _write_verified(src: Source, chunks: Iterator[tuple[bytes, int | None]], location: str, target: Path,
-                    progress: Progress | None) -> tuple[int, str]:
+def _write_verified(
+    src: Source, chunks: Iterator[tuple[bytes, int | None]], location: str, target: Path, progress: Progress | None
+) -> tuple[int, str]:
     """Stream ``chunks`` through sha256 + gzip into a temporary file; rename it to ``target`` if it checks out."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -138,8 +139,10 @@ def _write_verified(src: Source, chunks: Iterator[tuple[bytes, int | None]], loc
                 for chunk, total in chunks:
                     n += len(chunk)
                     if src.size is not None and n > src.size:
-                        raise FetchError(f"{src.name}: size mismatch for {location}: expected {src.size:,} bytes, "
-                                         f"got more; nothing was written")
+                        raise FetchError(
+                            f"{src.name}: size mismatch for {location}: expected {src.size:,} bytes, "
+                            f"got more; nothing was written"
+                        )
                     if not checked:
                         head += chunk[: HEAD_LIMIT - len(head)]
                         if b"\n" in head or len(head) >= HEAD_LIMIT:
@@ -155,11 +158,14 @@ def _write_verified(src: Source, chunks: Iterator[tuple[bytes, int | None]], loc
             _check_head(src, head, location)
         got = digest.hexdigest()
         if src.size is not None and n != src.size:
-            raise FetchError(f"{src.name}: size mismatch for {location}: expected {src.size:,} bytes, got {n:,}; "
-                             "nothing was written")
+            raise FetchError(
+                f"{src.name}: size mismatch for {location}: expected {src.size:,} bytes, got {n:,}; nothing was written"
+            )
         if src.sha256 is not None and got != src.sha256:
-            raise FetchError(f"{src.name}: sha256 mismatch for {location}: expected {src.sha256}, got {got} "
-                             f"({n:,} bytes); nothing was written")
+            raise FetchError(
+                f"{src.name}: sha256 mismatch for {location}: expected {src.sha256}, got {got} "
+                f"({n:,} bytes); nothing was written"
+            )
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, target)
         return n, got
@@ -233,8 +239,9 @@ def fetch_trace(
                 break
             except _Retryable as exc:
                 if attempt >= attempts:
-                    raise FetchError(f"{src.name}: {exc} (after {attempt} attempt{'s' * (attempt > 1)}). "
-                                     + manual_steps(src, tdir)) from None
+                    raise FetchError(
+                        f"{src.name}: {exc} (after {attempt} attempt{'s' * (attempt > 1)}). " + manual_steps(src, tdir)
+                    ) from None
                 time.sleep(backoff_s * 2 ** (attempt - 1))
             except _Unavailable as exc:
                 raise FetchError(f"{exc}. {manual_steps(src, tdir)}") from None

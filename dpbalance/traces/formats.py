@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..core.specs import Entry, Registry
 from ..core.workload import Workload
@@ -12,19 +12,48 @@ from .record import load_record
 
 LoaderFn = Callable[[Path], Workload]
 
-LOADERS: Registry[LoaderFn] = Registry("trace format", entries=[
-    Entry("azure", load_azure, None,
-          "Azure LLM inference traces 2023/2024: TIMESTAMP, ContextTokens, GeneratedTokens"),
-    Entry("mooncake", load_mooncake, None,
-          "Mooncake FAST'25 JSONL: timestamp (ms), input_length, output_length, hash_ids"),
-    Entry("bfio", load_bfio, None,
-          "BF-IO simulator JSON: {data: [{input_length, output_length}, ...]} (no arrival times)"),
-    Entry("vidur", load_vidur, None,
-          "Vidur processed-trace CSV: num_prefill_tokens, num_decode_tokens (no arrival times)"),
-    Entry("burstgpt", load_burstgpt, None,
-          "BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, ... (failed rows counted and left out)"),
-    Entry("generic", load_generic, None,
-          "CSV with prompt_tokens, output_tokens and optional arrival_s, prompt_key ('#' lines are comments)"),
-    Entry("record", load_record, None,
-          "JSON lines written by dpbalance serve --record: t, prompt_tokens, output_tokens, prompt_hash, rank"),
-])
+LOADERS: Registry[LoaderFn] = Registry(
+    "trace format",
+    entries=[
+        Entry(
+            "azure", load_azure, None, "Azure LLM inference traces 2023/2024: TIMESTAMP, ContextTokens, GeneratedTokens"
+        ),
+        Entry(
+            "mooncake",
+            load_mooncake,
+            None,
+            "Mooncake FAST'25 JSONL: timestamp (ms), input_length, output_length, hash_ids",
+        ),
+        Entry(
+            "bfio",
+            load_bfio,
+            None,
+            "BF-IO simulator JSON: {data: [{input_length, output_length}, ...]} (no arrival times)",
+        ),
+        Entry(
+            "vidur",
+            load_vidur,
+            None,
+            "Vidur processed-trace CSV: num_prefill_tokens, num_decode_tokens (no arrival times)",
+        ),
+        Entry(
+            "burstgpt",
+            load_burstgpt,
+            None,
+            "BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, ... "
+            "(failed rows counted and left out)",
+        ),
+        Entry(
+            "generic",
+            load_generic,
+            None,
+            "CSV with prompt_tokens, output_tokens and optional arrival_s, prompt_key ('#' lines are comments)",
+        ),
+        Entry(
+            "record",
+            load_record,
+            None,
+            "JSON lines written by dpbalance serve --record: t, prompt_tokens, output_tokens, prompt_hash, rank",
+        ),
+    ],
+)

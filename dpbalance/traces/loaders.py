@@ -13,9 +13,9 @@ import gzip
 import io
 import json
 import math
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     try:
         if path.suffix == ".gz":
             return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return open(path, "r", encoding="utf-8", newline="")
+        return open(path, encoding="utf-8", newline="")
     except OSError as exc:
         raise TraceError(path, None, f"cannot open: {exc.strerror or exc}") from None
 
@@ -127,7 +127,12 @@ def _finish(path: Path, name: str, arrival, prompt, output, key=None, *, has_ts:
     if not len(prompt):
         raise TraceError(path, None, "no requests in file")
     return Workload.from_arrays(
-        arrival, prompt, output, key, name=name, has_timestamps=has_ts,
+        arrival,
+        prompt,
+        output,
+        key,
+        name=name,
+        has_timestamps=has_ts,
         meta={"source": str(path), "format": fmt, **meta},
     )
 
@@ -140,7 +145,8 @@ def load_azure(path: Path, name: str = "azure") -> Workload:
             ts = parse_timestamp(row["TIMESTAMP"])
         except ValueError:
             raise TraceError(
-                path, line,
+                path,
+                line,
                 f"column 'TIMESTAMP': expected 'YYYY-MM-DD HH:MM:SS.fffffff[+HH:MM]', got {row['TIMESTAMP']!r}",
             ) from None
         if t0 is None:
@@ -229,8 +235,16 @@ def load_burstgpt(path: Path, name: str = "burstgpt") -> Workload:
         arrival.append(ts)
         prompt.append(p)
         output.append(o)
-    return _finish(path, name, arrival, prompt, output, has_ts=True, fmt="burstgpt",
-                   dropped={"failed_requests_zero_response_tokens": failed})
+    return _finish(
+        path,
+        name,
+        arrival,
+        prompt,
+        output,
+        has_ts=True,
+        fmt="burstgpt",
+        dropped={"failed_requests_zero_response_tokens": failed},
+    )
 
 
 def load_generic(path: Path, name: str = "generic") -> Workload:
@@ -247,8 +261,16 @@ def load_generic(path: Path, name: str = "generic") -> Workload:
             raw = row["prompt_key"].strip()
             key.append(_int_field(path, line, "prompt_key", raw, minimum=0) if raw else NO_KEY)
     n = len(prompt)
-    return _finish(path, name, arrival if has_ts else np.zeros(n), prompt, output, key if has_key else None,
-                   has_ts=bool(has_ts), fmt="generic")
+    return _finish(
+        path,
+        name,
+        arrival if has_ts else np.zeros(n),
+        prompt,
+        output,
+        key if has_key else None,
+        has_ts=bool(has_ts),
+        fmt="generic",
+    )
 
 
 def sniff_format(path: Path) -> str:
@@ -274,6 +296,10 @@ def sniff_format(path: Path) -> str:
         return "burstgpt"
     if "prompt_tokens" in first:
         return "generic"
-    raise TraceError(path, 1, f"unknown trace format; header was {first[:80]!r}. Supported formats: azure, "
-                     "mooncake, bfio, vidur, burstgpt, generic (CSV with prompt_tokens, output_tokens), record "
-                     "(dpbalance serve --record)")
+    raise TraceError(
+        path,
+        1,
+        f"unknown trace format; header was {first[:80]!r}. Supported formats: azure, "
+        "mooncake, bfio, vidur, burstgpt, generic (CSV with prompt_tokens, output_tokens), record "
+        "(dpbalance serve --record)",
+    )

@@ -50,10 +50,26 @@ class RecordWriter:
         self._fh = open(self.path, "ab", buffering=0)
         self.written = 0
 
-    def write(self, *, t: float, prompt_tokens: int, output_tokens: int, prompt_hash: str, rank: int | None,
-              policy: str, outcome: str) -> None:
-        rec = {"v": FORMAT_VERSION, "t": round(float(t), 6), "prompt_tokens": int(prompt_tokens),
-               "output_tokens": int(output_tokens), "prompt_hash": prompt_hash, "policy": policy, "outcome": outcome}
+    def write(
+        self,
+        *,
+        t: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        prompt_hash: str,
+        rank: int | None,
+        policy: str,
+        outcome: str,
+    ) -> None:
+        rec = {
+            "v": FORMAT_VERSION,
+            "t": round(float(t), 6),
+            "prompt_tokens": int(prompt_tokens),
+            "output_tokens": int(output_tokens),
+            "prompt_hash": prompt_hash,
+            "policy": policy,
+            "outcome": outcome,
+        }
         if rank is not None:
             rec["rank"] = int(rank)
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
@@ -88,11 +104,14 @@ def load_record(path: Path, name: str = "record") -> Workload:
             rec = json.loads(raw)
         except json.JSONDecodeError as exc:
             if lineno == len(lines) and not raw.endswith("\n"):
-                warnings.warn(f"{path}:{lineno}: the last line is incomplete (the writer was stopped mid-line); "
-                              "it is skipped", stacklevel=2)
+                warnings.warn(
+                    f"{path}:{lineno}: the last line is incomplete (the writer was stopped mid-line); it is skipped",
+                    stacklevel=2,
+                )
                 continue
-            raise TraceError(path, lineno, f"invalid JSON ({exc.msg}); expected one recorded request per line") \
-                from None
+            raise TraceError(
+                path, lineno, f"invalid JSON ({exc.msg}); expected one recorded request per line"
+            ) from None
         if not isinstance(rec, dict) or not {"t", "prompt_tokens", "output_tokens"} <= set(rec):
             raise TraceError(path, lineno, "expected an object with t, prompt_tokens and output_tokens")
         try:
@@ -111,6 +130,12 @@ def load_record(path: Path, name: str = "record") -> Workload:
         key.append(int(h[:15], 16) if isinstance(h, str) and len(h) >= 15 else NO_KEY)
     if not prompt:
         raise TraceError(path, None, "no request in the recording generated tokens")
-    return Workload.from_arrays(arrival, prompt, output, key, name=name, has_timestamps=True,
-                                meta={"source": str(path), "format": "record",
-                                      "dropped": {"no_output_tokens": skipped}})
+    return Workload.from_arrays(
+        arrival,
+        prompt,
+        output,
+        key,
+        name=name,
+        has_timestamps=True,
+        meta={"source": str(path), "format": "record", "dropped": {"no_output_tokens": skipped}},
+    )

@@ -25,26 +25,51 @@ from .loaders import TraceError
 
 @dataclass(frozen=True)
 class TraceSelection:
-    trace: str = field(default="sample", metadata={
-        "doc": "trace name (see `dpbalance trace list`), file path, or synthetic:... spec", "flags": ("--trace", "-t")})
-    trace_dir: Path | None = field(default=None, metadata={
-        "doc": "directory with the trace files (default: $DPBALANCE_TRACE_DIR, else the per-user trace directory)",
-        "identity": False})
+    trace: str = field(
+        default="sample",
+        metadata={
+            "doc": "trace name (see `dpbalance trace list`), file path, or synthetic:... spec",
+            "flags": ("--trace", "-t"),
+        },
+    )
+    trace_dir: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "directory with the trace files (default: $DPBALANCE_TRACE_DIR, else the per-user trace directory)",
+            "identity": False,
+        },
+    )
     min_output: int | None = field(default=None, metadata={"doc": "keep requests with output >= N tokens", "min": 1})
     max_output: int | None = field(default=None, metadata={"doc": "keep requests with output <= N tokens", "min": 1})
     start_s: float | None = field(default=None, metadata={"doc": "keep requests arriving at or after this second"})
     end_s: float | None = field(default=None, metadata={"doc": "keep requests arriving before this second"})
-    max_requests: int | None = field(default=None, metadata={
-        "doc": "replay the first N requests (after the filters); later rows train predictors",
-        "flags": ("--max-requests", "-n"), "min": 1})
-    train_split: float = field(default=0.0, metadata={
-        "doc": "fraction of the filtered trace, from its start, that trains predictors instead of being replayed "
-               "(0: the rows after --max-requests train)", "min": 0.0, "max": 0.9})
-    resample: int | None = field(default=None, metadata={
-        "doc": "replay N requests drawn with replacement from the selection (seeded by --seed; no arrival times)",
-        "min": 1})
-    repeat: int = field(default=1, metadata={
-        "doc": "play the selection k times back to back, arrival pattern included", "min": 1})
+    max_requests: int | None = field(
+        default=None,
+        metadata={
+            "doc": "replay the first N requests (after the filters); later rows train predictors",
+            "flags": ("--max-requests", "-n"),
+            "min": 1,
+        },
+    )
+    train_split: float = field(
+        default=0.0,
+        metadata={
+            "doc": "fraction of the filtered trace, from its start, that trains predictors instead of being replayed "
+            "(0: the rows after --max-requests train)",
+            "min": 0.0,
+            "max": 0.9,
+        },
+    )
+    resample: int | None = field(
+        default=None,
+        metadata={
+            "doc": "replay N requests drawn with replacement from the selection (seeded by --seed; no arrival times)",
+            "min": 1,
+        },
+    )
+    repeat: int = field(
+        default=1, metadata={"doc": "play the selection k times back to back, arrival pattern included", "min": 1}
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.train_split < 1.0:
@@ -62,7 +87,8 @@ class TraceSelection:
     def load(self, seed: int = 0, full: Workload | None = None) -> tuple[Workload, Workload | None]:
         """(replayed requests, training requests or None); ``full`` may pass the already-loaded trace."""
         w = (full if full is not None else load_trace(self.trace, self.trace_dir)).filter(
-            min_output=self.min_output, max_output=self.max_output, start_s=self.start_s, end_s=self.end_s)
+            min_output=self.min_output, max_output=self.max_output, start_s=self.start_s, end_s=self.end_s
+        )
         if len(w) == 0:
             raise TraceError(self.trace, None, "no requests left after the filters")
         train = None
@@ -85,8 +111,9 @@ def resample(w: Workload, n: int, seed: int) -> Workload:
     """n rows drawn jointly with replacement (prompt, output and key stay together); no timestamps."""
     idx = np.random.default_rng([seed, 7919]).integers(0, len(w), size=n)
     meta = {**w.meta, "resampled_from": len(w), "resample": n}
-    return Workload.from_arrays(np.zeros(n), w.prompt[idx], w.output[idx], w.key[idx], name=w.name,
-                                has_timestamps=False, meta=meta)
+    return Workload.from_arrays(
+        np.zeros(n), w.prompt[idx], w.output[idx], w.key[idx], name=w.name, has_timestamps=False, meta=meta
+    )
 
 
 def repeat(w: Workload, k: int) -> Workload:
@@ -96,5 +123,12 @@ def repeat(w: Workload, k: int) -> Workload:
     period = span + (span / (n - 1) if n > 1 else 1.0)
     arrival = np.concatenate([w.arrival + i * period for i in range(k)])
     meta = {**w.meta, "repeated": k}
-    return Workload.from_arrays(arrival, np.tile(w.prompt, k), np.tile(w.output, k), np.tile(w.key, k),
-                                name=w.name, has_timestamps=w.has_timestamps, meta=meta)
+    return Workload.from_arrays(
+        arrival,
+        np.tile(w.prompt, k),
+        np.tile(w.output, k),
+        np.tile(w.key, k),
+        name=w.name,
+        has_timestamps=w.has_timestamps,
+        meta=meta,
+    )

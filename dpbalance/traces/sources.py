@@ -34,25 +34,25 @@ BURSTGPT_REPO = "HPMLL/BurstGPT"
 BURSTGPT_COMMIT = "5d93d820d9b6bee4e26914df003e5713538164ae"
 
 CITE_SPLITWISE = (
-    "P. Patel, E. Choukse, C. Zhang, A. Shah, Í. Goiri, S. Maleki, R. Bianchini, \"Splitwise: Efficient "
-    "generative LLM inference using phase splitting\", ISCA 2024."
+    'P. Patel, E. Choukse, C. Zhang, A. Shah, Í. Goiri, S. Maleki, R. Bianchini, "Splitwise: Efficient '
+    'generative LLM inference using phase splitting", ISCA 2024.'
 )
 CITE_DYNAMOLLM = (
-    "J. Stojkovic, C. Zhang, Í. Goiri, J. Torrellas, E. Choukse, \"DynamoLLM: Designing LLM Inference Clusters "
-    "for Performance and Energy Efficiency\", HPCA 2025 (arXiv:2408.00741)."
+    'J. Stojkovic, C. Zhang, Í. Goiri, J. Torrellas, E. Choukse, "DynamoLLM: Designing LLM Inference Clusters '
+    'for Performance and Energy Efficiency", HPCA 2025 (arXiv:2408.00741).'
 )
 CITE_MOONCAKE = (
-    "R. Qin, Z. Li, W. He, J. Cui, F. Ren, M. Zhang, Y. Wu, W. Zheng, X. Xu, \"Mooncake: Trading More Storage "
-    "for Less Computation — A KVCache-centric Architecture for Serving LLM Chatbot\", USENIX FAST 2025, "
+    'R. Qin, Z. Li, W. He, J. Cui, F. Ren, M. Zhang, Y. Wu, W. Zheng, X. Xu, "Mooncake: Trading More Storage '
+    'for Less Computation — A KVCache-centric Architecture for Serving LLM Chatbot", USENIX FAST 2025, '
     "pp. 155–170."
 )
 CITE_BFIO = (
-    "Z. Chen, T. Bu, C. Song, X. Lu, Y. Ye, Z. Zhou, \"A Universal Load Balancing Principle and Its Application "
-    "to Large Language Model Serving\", arXiv:2601.17855, 2026; and the dataset it draws lengths from."
+    'Z. Chen, T. Bu, C. Song, X. Lu, Y. Ye, Z. Zhou, "A Universal Load Balancing Principle and Its Application '
+    'to Large Language Model Serving", arXiv:2601.17855, 2026; and the dataset it draws lengths from.'
 )
-CITE_VIDUR = "A. Agrawal et al., \"Vidur: A Large-Scale Simulation Framework for LLM Inference\", MLSys 2024."
+CITE_VIDUR = 'A. Agrawal et al., "Vidur: A Large-Scale Simulation Framework for LLM Inference", MLSys 2024.'
 CITE_BURSTGPT = (
-    "Y. Wang et al., \"BurstGPT: A Real-World Workload Dataset to Optimize LLM Serving Systems\", KDD '25, "
+    'Y. Wang et al., "BurstGPT: A Real-World Workload Dataset to Optimize LLM Serving Systems", KDD \'25, '
     "doi:10.1145/3711896.3737413."
 )
 
@@ -103,74 +103,173 @@ def _pinned(name: str, file: str, repo: str, commit: str, path: str, **kw) -> So
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        _pinned("azure-code-2023", "azure-code-2023.csv.gz", AZURE_REPO, AZURE_2023_COMMIT,
-                "data/AzureLLMInferenceTrace_code.csv",
-                publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2023)", licence="CC-BY-4.0",
-                citation=CITE_SPLITWISE, rows=8819, size=320117,
-                sha256="54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6", expect=AZURE_HEADER),
-        _pinned("azure-conv-2023", "azure-conv-2023.csv.gz", AZURE_REPO, AZURE_2023_COMMIT,
-                "data/AzureLLMInferenceTrace_conv.csv",
-                publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2023)", licence="CC-BY-4.0",
-                citation=CITE_SPLITWISE, rows=19366, size=719188,
-                sha256="2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8", expect=AZURE_HEADER),
-        _pinned("mooncake-conversation", "mooncake-conversation.jsonl.gz", MOONCAKE_REPO, MOONCAKE_COMMIT,
-                "FAST25-release/traces/conversation_trace.jsonl",
-                publisher="Moonshot AI (Mooncake, FAST'25 release)",
-                licence="Apache-2.0 (repository licence; no separate data licence)",
-                citation=CITE_MOONCAKE, rows=12031, size=3029533,
-                sha256="b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df", expect=MOONCAKE_HEADER),
-        _pinned("mooncake-synthetic", "mooncake-synthetic.jsonl.gz", MOONCAKE_REPO, MOONCAKE_COMMIT,
-                "FAST25-release/traces/synthetic_trace.jsonl",
-                publisher="Moonshot AI (Mooncake, FAST'25 release)",
-                licence="Apache-2.0 (repository licence; no separate data licence)",
-                citation=CITE_MOONCAKE, rows=3993, size=1136313,
-                sha256="bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131", expect=MOONCAKE_HEADER,
-                note="arrival times are synthetic (Poisson), not production timing"),
-        _pinned("bfio-arxiv", "bfio-arxiv.json.gz", BFIO_REPO, BFIO_COMMIT, "arxiv_data_8000.json",
-                publisher="BF-IO paper authors (Load-Balancing-Release simulator)",
-                licence="none stated (token counts derived from ccdv/arxiv-summarization)",
-                citation=CITE_BFIO, rows=8000, size=1281545,
-                sha256="6c45abface3b26619953fd91c981ec93d861ac9910fccf3816103df3901f285f", expect=("{",),
-                note="request lengths only, no arrival times"),
-        _pinned("bfio-burst", "bfio-burst.json.gz", BFIO_REPO, BFIO_COMMIT, "burst_data_8000.json",
-                publisher="BF-IO paper authors (Load-Balancing-Release simulator)",
-                licence="none stated (token counts derived from BurstGPT, CC-BY-4.0)",
-                citation=CITE_BFIO, rows=8000, size=525317,
-                sha256="f030a60ce35565661e0669484037f823af68a48fcf51e9ef043c9223e4580361", expect=("{",),
-                note="request lengths only, no arrival times"),
-        _pinned("bfio-longbench", "bfio-longbench.json.gz", BFIO_REPO, BFIO_COMMIT, "longbench_data_8000.json",
-                publisher="BF-IO paper authors (Load-Balancing-Release simulator)",
-                licence="none stated (token counts derived from zai-org/LongBench-v2)",
-                citation=CITE_BFIO, rows=8000, size=546843,
-                sha256="03677fdcc5d46eb6fe47fffb7de07b43f95ab2395db48430d8dc4071dde1d8c7", expect=("{",),
-                note="request lengths only, no arrival times"),
-        _pinned("vidur-arxiv", "vidur-arxiv.csv.gz", VIDUR_REPO, VIDUR_COMMIT,
-                "data/processed_traces/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv",
-                publisher="Microsoft Research (Vidur simulator)", licence="MIT",
-                citation=CITE_VIDUR, rows=28257, size=884932,
-                sha256="9d3580538d915ca75e4aaaa54590b42dbb17abc6d74c8913310cf07c232adcdc",
-                expect=("num_prefill_tokens", "num_decode_tokens"), note="request lengths only, no arrival times"),
-        Source("azure-code-2024", "azure-code-2024.csv.gz", "user",
-               publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2024)", licence="CC-BY-4.0",
-               citation=CITE_DYNAMOLLM, url=f"{AZURE_BLOB}/AzureLLMInferenceTrace_code_1week.csv",
-               repository=AZURE_REPO, expect=AZURE_HEADER,
-               note="about 0.7 GB, hosted on Azure Blob Storage; no published checksum"),
-        Source("azure-conv-2024", "azure-conv-2024.csv.gz", "user",
-               publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2024)", licence="CC-BY-4.0",
-               citation=CITE_DYNAMOLLM, url=f"{AZURE_BLOB}/AzureLLMInferenceTrace_conv_1week.csv",
-               repository=AZURE_REPO, expect=AZURE_HEADER,
-               note="about 1.1 GB, hosted on Azure Blob Storage; no published checksum"),
-        Source("burstgpt", "burstgpt.csv.gz", "user",
-               publisher="HPMLL, HKUST(GZ) (BurstGPT)", licence="CC-BY-4.0", citation=CITE_BURSTGPT,
-               url=f"{GITHUB_LFS}/{BURSTGPT_REPO}/{BURSTGPT_COMMIT}/data/BurstGPT_1.csv",
-               repository=BURSTGPT_REPO, path="data/BurstGPT_1.csv", commit=BURSTGPT_COMMIT, size=52283111,
-               sha256="4bb3783693d0a435686fbfc885615d2349bd067239079fa4b749f2e679e12122",
-               expect=("Timestamp", "Request tokens", "Response tokens"),
-               note="52 MB in Git LFS (GitHub may refuse LFS downloads over its bandwidth quota)"),
-        Source("sample", "sample.csv.gz", "bundled",
-               publisher="first 2,000 requests of mooncake-conversation (Moonshot AI)",
-               licence="Apache-2.0", citation=CITE_MOONCAKE, rows=2000,
-               note="shipped inside the package (see dpbalance/traces/data/SAMPLE.md)"),
+        _pinned(
+            "azure-code-2023",
+            "azure-code-2023.csv.gz",
+            AZURE_REPO,
+            AZURE_2023_COMMIT,
+            "data/AzureLLMInferenceTrace_code.csv",
+            publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2023)",
+            licence="CC-BY-4.0",
+            citation=CITE_SPLITWISE,
+            rows=8819,
+            size=320117,
+            sha256="54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
+            expect=AZURE_HEADER,
+        ),
+        _pinned(
+            "azure-conv-2023",
+            "azure-conv-2023.csv.gz",
+            AZURE_REPO,
+            AZURE_2023_COMMIT,
+            "data/AzureLLMInferenceTrace_conv.csv",
+            publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2023)",
+            licence="CC-BY-4.0",
+            citation=CITE_SPLITWISE,
+            rows=19366,
+            size=719188,
+            sha256="2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
+            expect=AZURE_HEADER,
+        ),
+        _pinned(
+            "mooncake-conversation",
+            "mooncake-conversation.jsonl.gz",
+            MOONCAKE_REPO,
+            MOONCAKE_COMMIT,
+            "FAST25-release/traces/conversation_trace.jsonl",
+            publisher="Moonshot AI (Mooncake, FAST'25 release)",
+            licence="Apache-2.0 (repository licence; no separate data licence)",
+            citation=CITE_MOONCAKE,
+            rows=12031,
+            size=3029533,
+            sha256="b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df",
+            expect=MOONCAKE_HEADER,
+        ),
+        _pinned(
+            "mooncake-synthetic",
+            "mooncake-synthetic.jsonl.gz",
+            MOONCAKE_REPO,
+            MOONCAKE_COMMIT,
+            "FAST25-release/traces/synthetic_trace.jsonl",
+            publisher="Moonshot AI (Mooncake, FAST'25 release)",
+            licence="Apache-2.0 (repository licence; no separate data licence)",
+            citation=CITE_MOONCAKE,
+            rows=3993,
+            size=1136313,
+            sha256="bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
+            expect=MOONCAKE_HEADER,
+            note="arrival times are synthetic (Poisson), not production timing",
+        ),
+        _pinned(
+            "bfio-arxiv",
+            "bfio-arxiv.json.gz",
+            BFIO_REPO,
+            BFIO_COMMIT,
+            "arxiv_data_8000.json",
+            publisher="BF-IO paper authors (Load-Balancing-Release simulator)",
+            licence="none stated (token counts derived from ccdv/arxiv-summarization)",
+            citation=CITE_BFIO,
+            rows=8000,
+            size=1281545,
+            sha256="6c45abface3b26619953fd91c981ec93d861ac9910fccf3816103df3901f285f",
+            expect=("{",),
+            note="request lengths only, no arrival times",
+        ),
+        _pinned(
+            "bfio-burst",
+            "bfio-burst.json.gz",
+            BFIO_REPO,
+            BFIO_COMMIT,
+            "burst_data_8000.json",
+            publisher="BF-IO paper authors (Load-Balancing-Release simulator)",
+            licence="none stated (token counts derived from BurstGPT, CC-BY-4.0)",
+            citation=CITE_BFIO,
+            rows=8000,
+            size=525317,
+            sha256="f030a60ce35565661e0669484037f823af68a48fcf51e9ef043c9223e4580361",
+            expect=("{",),
+            note="request lengths only, no arrival times",
+        ),
+        _pinned(
+            "bfio-longbench",
+            "bfio-longbench.json.gz",
+            BFIO_REPO,
+            BFIO_COMMIT,
+            "longbench_data_8000.json",
+            publisher="BF-IO paper authors (Load-Balancing-Release simulator)",
+            licence="none stated (token counts derived from zai-org/LongBench-v2)",
+            citation=CITE_BFIO,
+            rows=8000,
+            size=546843,
+            sha256="03677fdcc5d46eb6fe47fffb7de07b43f95ab2395db48430d8dc4071dde1d8c7",
+            expect=("{",),
+            note="request lengths only, no arrival times",
+        ),
+        _pinned(
+            "vidur-arxiv",
+            "vidur-arxiv.csv.gz",
+            VIDUR_REPO,
+            VIDUR_COMMIT,
+            "data/processed_traces/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv",
+            publisher="Microsoft Research (Vidur simulator)",
+            licence="MIT",
+            citation=CITE_VIDUR,
+            rows=28257,
+            size=884932,
+            sha256="9d3580538d915ca75e4aaaa54590b42dbb17abc6d74c8913310cf07c232adcdc",
+            expect=("num_prefill_tokens", "num_decode_tokens"),
+            note="request lengths only, no arrival times",
+        ),
+        Source(
+            "azure-code-2024",
+            "azure-code-2024.csv.gz",
+            "user",
+            publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2024)",
+            licence="CC-BY-4.0",
+            citation=CITE_DYNAMOLLM,
+            url=f"{AZURE_BLOB}/AzureLLMInferenceTrace_code_1week.csv",
+            repository=AZURE_REPO,
+            expect=AZURE_HEADER,
+            note="about 0.7 GB, hosted on Azure Blob Storage; no published checksum",
+        ),
+        Source(
+            "azure-conv-2024",
+            "azure-conv-2024.csv.gz",
+            "user",
+            publisher="Microsoft Azure (Azure Public Dataset, LLM inference trace 2024)",
+            licence="CC-BY-4.0",
+            citation=CITE_DYNAMOLLM,
+            url=f"{AZURE_BLOB}/AzureLLMInferenceTrace_conv_1week.csv",
+            repository=AZURE_REPO,
+            expect=AZURE_HEADER,
+            note="about 1.1 GB, hosted on Azure Blob Storage; no published checksum",
+        ),
+        Source(
+            "burstgpt",
+            "burstgpt.csv.gz",
+            "user",
+            publisher="HPMLL, HKUST(GZ) (BurstGPT)",
+            licence="CC-BY-4.0",
+            citation=CITE_BURSTGPT,
+            url=f"{GITHUB_LFS}/{BURSTGPT_REPO}/{BURSTGPT_COMMIT}/data/BurstGPT_1.csv",
+            repository=BURSTGPT_REPO,
+            path="data/BurstGPT_1.csv",
+            commit=BURSTGPT_COMMIT,
+            size=52283111,
+            sha256="4bb3783693d0a435686fbfc885615d2349bd067239079fa4b749f2e679e12122",
+            expect=("Timestamp", "Request tokens", "Response tokens"),
+            note="52 MB in Git LFS (GitHub may refuse LFS downloads over its bandwidth quota)",
+        ),
+        Source(
+            "sample",
+            "sample.csv.gz",
+            "bundled",
+            publisher="first 2,000 requests of mooncake-conversation (Moonshot AI)",
+            licence="Apache-2.0",
+            citation=CITE_MOONCAKE,
+            rows=2000,
+            note="shipped inside the package (see dpbalance/traces/data/SAMPLE.md)",
+        ),
     )
 }
 

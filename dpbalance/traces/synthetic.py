@@ -11,12 +11,13 @@ arrivals are a Poisson process; otherwise the workload has no timestamps (satura
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
-from ..core.specs import build_config, parse_spec, SpecError
+from ..core.specs import SpecError, build_config, parse_spec
 from ..core.workload import Workload
 
 

@@ -24,8 +24,22 @@ from dpbalance.router.engine_sim import start_group
 # engine-sim runs 5x slower than the model (time_scale 0.2): steps of 20-80 ms wall, so timer jitter of the
 # event loop (~1 ms) stays small next to them
 TIME_SCALE = 0.2
-GRID = ["--prompt-lens", "500", "--prompt-lens", "3000", "--concurrency", "1", "--concurrency", "4",
-        "--measure-steps", "12", "--time-scale", str(TIME_SCALE), "--time-budget", "40"]
+GRID = [
+    "--prompt-lens",
+    "500",
+    "--prompt-lens",
+    "3000",
+    "--concurrency",
+    "1",
+    "--concurrency",
+    "4",
+    "--measure-steps",
+    "12",
+    "--time-scale",
+    str(TIME_SCALE),
+    "--time-budget",
+    "40",
+]
 
 
 @contextlib.contextmanager
@@ -36,8 +50,9 @@ def engine_sim(ranks: int, step_time: str, dp_endpoint: bool = False):
     ready = threading.Event()
 
     async def start():
-        box["group"], box["urls"], box["runners"] = await start_group(ranks, slots=32, time_scale=TIME_SCALE,
-                                                                      step_time=step_time)
+        box["group"], box["urls"], box["runners"] = await start_group(
+            ranks, slots=32, time_scale=TIME_SCALE, step_time=step_time
+        )
         if dp_endpoint:
             runner = web.AppRunner(dp_endpoint_app(box["urls"]), access_log=None)
             await runner.setup()
@@ -84,8 +99,12 @@ def dp_endpoint_app(urls: list[str]) -> web.Application:
 
     async def forward(request: web.Request):
         rank = int(request.headers.get("X-data-parallel-rank", "0"))
-        async with state["s"].request(request.method, urls[rank] + request.path, data=await request.read(),
-                                      headers={"Content-Type": "application/json"}) as up:
+        async with state["s"].request(
+            request.method,
+            urls[rank] + request.path,
+            data=await request.read(),
+            headers={"Content-Type": "application/json"},
+        ) as up:
             resp = web.StreamResponse(status=up.status, headers={"Content-Type": up.content_type})
             await resp.prepare(request)
             try:
@@ -139,8 +158,10 @@ def test_calibrate_recovers_linear_max_and_the_file_drives_simulate(tmp_path):
     with engine_sim(2, f"linear_max:C={truth['C']},t_tok={truth['t_tok']}") as (_, urls, _e):
         doc, output, wall = calibrate(["--worker-urls", ",".join(urls)], out)
     fitted = doc["models"]["linear_max"]["params"]
-    print(f"linear_max truth {truth} fitted {fitted} fit {doc['models']['linear_max']['fit']} "
-          f"held-out {doc['models']['linear_max'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s")
+    print(
+        f"linear_max truth {truth} fitted {fitted} fit {doc['models']['linear_max']['fit']} "
+        f"held-out {doc['models']['linear_max'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s"
+    )
     assert within(fitted["C"], truth["C"], 0.05) and within(fitted["t_tok"], truth["t_tok"], 0.05), fitted
     assert doc["model"] == "linear_max", doc["why"]
     assert doc["models"]["linear_max"]["fit"]["rms_rel"] < 0.03
@@ -171,12 +192,17 @@ def test_calibrate_recovers_linear_max_mean_through_one_dp_endpoint(tmp_path):
     # from noise, and a term this size keeps the F-test far below its threshold on a busy machine
     truth = {"c": 0.004, "a": 1e-6, "b": 1e-6}
     out = tmp_path / "st.json"
-    with engine_sim(2, "linear_max_mean:" + ",".join(f"{k}={v}" for k, v in truth.items()), dp_endpoint=True) \
-            as (_, _u, endpoint):
+    with engine_sim(2, "linear_max_mean:" + ",".join(f"{k}={v}" for k, v in truth.items()), dp_endpoint=True) as (
+        _,
+        _u,
+        endpoint,
+    ):
         doc, _, wall = calibrate(["--dp-endpoint", endpoint, "--dp-size", "2"], out)
     fitted = doc["models"]["linear_max_mean"]["params"]
-    print(f"linear_max_mean truth {truth} fitted {fitted} fit {doc['models']['linear_max_mean']['fit']} "
-          f"held-out {doc['models']['linear_max_mean'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s")
+    print(
+        f"linear_max_mean truth {truth} fitted {fitted} fit {doc['models']['linear_max_mean']['fit']} "
+        f"held-out {doc['models']['linear_max_mean'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s"
+    )
     assert doc["model"] == "linear_max_mean", doc["why"]
     assert within(fitted["c"], truth["c"], 0.05) and within(fitted["a"], truth["a"], 0.05), fitted
     assert within(fitted["b"], truth["b"], 0.05), fitted  # b shows only in the 3 unequal phases
@@ -184,8 +210,22 @@ def test_calibrate_recovers_linear_max_mean_through_one_dp_endpoint(tmp_path):
     assert_engine_counters_agree(doc)  # each rank's counters found in the one /metrics page by their label
     loads = [o["loads"] for o in doc["observations"] if "|" in o["phase"]]
     assert loads and all(max(x) > 2 * min(x) for x in loads)  # each rank got its own load through the endpoint
-    r = CliRunner().invoke(app, ["simulate", "--trace", "sample", "--max-requests", "50", "-G", "2", "-B", "8",
-                                 "--step-time", f"{out}:model=linear_max"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--trace",
+            "sample",
+            "--max-requests",
+            "50",
+            "-G",
+            "2",
+            "-B",
+            "8",
+            "--step-time",
+            f"{out}:model=linear_max",
+        ],
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -198,8 +238,10 @@ def test_calibrate_finds_a_per_sequence_cost(tmp_path):
     with engine_sim(2, "linear_seqs:" + ",".join(f"{k}={v}" for k, v in truth.items())) as (_, urls, _e):
         doc, output, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "60"], out)
     fitted = doc["models"]["linear_seqs"]["params"]
-    print(f"linear_seqs truth {truth} fitted {fitted} fit {doc['models']['linear_seqs']['fit']} "
-          f"held-out {doc['models']['linear_seqs'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s")
+    print(
+        f"linear_seqs truth {truth} fitted {fitted} fit {doc['models']['linear_seqs']['fit']} "
+        f"held-out {doc['models']['linear_seqs'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s"
+    )
     assert doc["model"] == "linear_seqs", doc["why"]
     for k in ("c", "a", "s"):
         assert within(fitted[k], truth[k], 0.05), (k, fitted)
@@ -210,8 +252,14 @@ def test_calibrate_finds_a_per_sequence_cost(tmp_path):
 
 def test_interrupting_a_calibration_closes_every_stream(tmp_path):
     with engine_sim(2, "linear_max:C=0.004,t_tok=1e-6") as (group, urls, _):
-        cfg = CalibrateConfig(worker_urls=tuple(urls), prompt_lens=(500,), concurrency=(4,), measure_steps=200,
-                              time_budget_s=30, out=tmp_path / "x.yaml")
+        cfg = CalibrateConfig(
+            worker_urls=tuple(urls),
+            prompt_lens=(500,),
+            concurrency=(4,),
+            measure_steps=200,
+            time_budget_s=30,
+            out=tmp_path / "x.yaml",
+        )
 
         async def interrupted():
             task = asyncio.ensure_future(drive(cfg))

@@ -29,8 +29,11 @@ def test_config_normalises_and_checks_its_values():
     c = CalibrateConfig(worker_urls=("http://a/, http://b", "http://c"), prompt_lens=(512, 128, 512))
     assert c.worker_urls == ("http://a", "http://b", "http://c") and c.ranks == 3 and c.prompt_lens == (128, 512)
     assert CalibrateConfig(dp_endpoint="http://x", dp_size=4).ranks == 4
-    for kw, msg in [({"prompt_lens": ()}, "prompt_lens must list"), ({"holdout_every": 1}, "holdout_every"),
-                    ({"dp_size": 2}, "--dp-size goes with --dp-endpoint")]:
+    for kw, msg in [
+        ({"prompt_lens": ()}, "prompt_lens must list"),
+        ({"holdout_every": 1}, "holdout_every"),
+        ({"dp_size": 2}, "--dp-size goes with --dp-endpoint"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             cfg(**kw)
 
@@ -46,13 +49,20 @@ def stream(rank, prompt, t0, gap, n, per_chunk=1, max_tokens=100):
 
 def test_step_time_and_loads_from_the_streams_and_the_engine_counters():
     ph = Phase(0, ((1000, 2), (100, 1)))
-    recs = [stream(0, 1000, 0.0, 0.01, 40), stream(0, 1000, 0.003, 0.01, 40, per_chunk=2),  # coalesced chunks
-            stream(1, 100, 0.001, 0.01, 40)]
+    recs = [
+        stream(0, 1000, 0.0, 0.01, 40),
+        stream(0, 1000, 0.003, 0.01, 40, per_chunk=2),  # coalesced chunks
+        stream(1, 100, 0.001, 0.01, 40),
+    ]
     recs[0].usage_prompt_tokens = 1001  # the stream's usage beats /tokenize
-    mA = [{"itl_sum": 1.0, "itl_count": 10, "iter_count": 5, "iter_sum": 10, "running": 2},
-          {"itl_sum": 0.5, "itl_count": 5, "iter_count": 5, "iter_sum": 5, "running": 1}]
-    mB = [{"itl_sum": 1.4, "itl_count": 50, "iter_count": 25, "iter_sum": 50, "running": 2},
-          {"itl_sum": 0.7, "itl_count": 25, "iter_count": 25, "iter_sum": 25, "running": 1}]
+    mA = [
+        {"itl_sum": 1.0, "itl_count": 10, "iter_count": 5, "iter_sum": 10, "running": 2},
+        {"itl_sum": 0.5, "itl_count": 5, "iter_count": 5, "iter_sum": 5, "running": 1},
+    ]
+    mB = [
+        {"itl_sum": 1.4, "itl_count": 50, "iter_count": 25, "iter_sum": 50, "running": 2},
+        {"itl_sum": 0.7, "itl_count": 25, "iter_count": 25, "iter_sum": 25, "running": 1},
+    ]
     r = _measure(ph, recs, 0.1, 0.3, mA, mB)
     assert r.stream_s == pytest.approx(0.01) and r.stream_rank_s == [pytest.approx(0.01)] * 2
     # at t = 0.2: streams 0 and 2 hold 20 and 19 tokens, stream 1 (2-token chunks from 0.023) holds 18
@@ -102,8 +112,14 @@ vllm:num_preemptions_total{engine="0",model_name="m"} 0.0
 
 def test_metrics_are_read_per_engine_label_or_summed():
     e0 = parse_metrics(VLLM_METRICS, "0")
-    assert e0 == {"running": 3.0, "itl_sum": 0.35, "itl_count": 7.0, "iter_count": 12.0, "iter_sum": 36.0,
-                  "preemptions": 0.0}
+    assert e0 == {
+        "running": 3.0,
+        "itl_sum": 0.35,
+        "itl_count": 7.0,
+        "iter_count": 12.0,
+        "iter_sum": 36.0,
+        "preemptions": 0.0,
+    }
     e1 = parse_metrics(VLLM_METRICS, "1")
     assert e1 == {"running": 1.0, "itl_sum": 0.2, "itl_count": 4.0}  # absent metrics are left out
     assert parse_metrics(VLLM_METRICS)["running"] == 4.0
@@ -115,8 +131,19 @@ def result(loads, stream_s, itl=(None, None), steps=(None, None), label=((100, 1
     from dpbalance.calibrate.driver import PhaseResult
 
     per_token = stream_s if per_token is None else per_token
-    return PhaseResult(Phase(0, label), list(loads), stream_s, [stream_s] * 2, list(itl), list(steps), [None] * 2,
-                       gaps=50, window_s=0.5, window_s_per_token=per_token, window_rank_s=[per_token] * 2)
+    return PhaseResult(
+        Phase(0, label),
+        list(loads),
+        stream_s,
+        [stream_s] * 2,
+        list(itl),
+        list(steps),
+        [None] * 2,
+        gaps=50,
+        window_s=0.5,
+        window_s_per_token=per_token,
+        window_rank_s=[per_token] * 2,
+    )
 
 
 def test_source_choice_falls_back_to_the_stream():

@@ -59,8 +59,9 @@ def test_recovers_linear_max_mean_constants_and_prefers_it(seed):
 
 
 def test_exact_data_is_fitted_exactly():
-    obs = Observations.from_lists([[100, 100], [1000, 200], [3000, 3000], [5000, 100]],
-                                  [0.01 + 1e-6 * m for m in (100, 1000, 3000, 5000)])
+    obs = Observations.from_lists(
+        [[100, 100], [1000, 200], [3000, 3000], [5000, 100]], [0.01 + 1e-6 * m for m in (100, 1000, 3000, 5000)]
+    )
     f = fit_model("linear_max", obs)
     assert f.params["C"] == pytest.approx(0.01, rel=1e-9) and f.params["t_tok"] == pytest.approx(1e-6, rel=1e-9)
     assert f.rms_s < 1e-12 and f.r2 == pytest.approx(1.0)
@@ -95,14 +96,17 @@ def test_heldout_levels_are_interior_and_scored():
     assert not split_heldout(obs.max_load, 0).any() and not split_heldout(obs.max_load[:5], 2).any()
 
 
-@pytest.mark.parametrize("loads, tau, msg", [
-    ([], [], "no observations"),
-    ([[1, 2], [3, 4]], [0.1], "2 load rows but 1 step times"),
-    ([[1, 2], [3, 4]], [0.1, float("nan")], "finite"),
-    ([[1, -2], [3, 4]], [0.1, 0.2], "row 0 has a negative load"),
-    ([[1, 2], [3, 4]], [0.1, 0.0], "step times must be > 0"),
-    ([["a", 2]], [0.1], "must be numbers"),
-])
+@pytest.mark.parametrize(
+    "loads, tau, msg",
+    [
+        ([], [], "no observations"),
+        ([[1, 2], [3, 4]], [0.1], "2 load rows but 1 step times"),
+        ([[1, 2], [3, 4]], [0.1, float("nan")], "finite"),
+        ([[1, -2], [3, 4]], [0.1, 0.2], "row 0 has a negative load"),
+        ([[1, 2], [3, 4]], [0.1, 0.0], "step times must be > 0"),
+        ([["a", 2]], [0.1], "must be numbers"),
+    ],
+)
 def test_bad_observations_are_clear_errors(loads, tau, msg):
     with pytest.raises(CalibrationError, match=msg):
         Observations.from_lists(loads, tau)
@@ -136,7 +140,7 @@ def synthetic_seqs(params, *, noise=0.005, seed=0):
     L = np.asarray(L, float) + rng.integers(0, 20, size=(len(L), 2))
     S = np.asarray(S, float)
     q = params
-    tau = (q["c"] + q["a"] * L.max(1) + q["b"] * L.mean(1) + q["s"] * S.max(1) + q["r"] * S.mean(1))
+    tau = q["c"] + q["a"] * L.max(1) + q["b"] * L.mean(1) + q["s"] * S.max(1) + q["r"] * S.mean(1)
     return Observations.from_lists(L, tau * (1 + noise * rng.standard_normal(len(tau))), seqs=S)
 
 

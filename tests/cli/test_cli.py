@@ -19,8 +19,23 @@ def run(*args):
 
 def test_compare_on_sample_writes_report(tmp_path):
     out = tmp_path / "rep"
-    r = run("compare", "--policies", "jsq_count,jsq_tokens,round_robin", "--trace", "sample", "-n", "400",
-            "--arrival", "saturated", "--workers", "4", "--slots", "16", "--out", str(out))
+    r = run(
+        "compare",
+        "--policies",
+        "jsq_count,jsq_tokens,round_robin",
+        "--trace",
+        "sample",
+        "-n",
+        "400",
+        "--arrival",
+        "saturated",
+        "--workers",
+        "4",
+        "--slots",
+        "16",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
     assert [x["policy"] for x in results] == ["jsq_count", "jsq_tokens", "round_robin"]
@@ -49,15 +64,21 @@ def test_simulate_json_and_replay(tmp_path):
     assert "throughput_tok_s" in r.output
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["simulate", "--policy", "nope"], "known policies:"),
-    (["simulate", "--policy", "vllm:bogus=1"], "valid options: client_count, stats_interval"),
-    (["simulate", "--trace", "azure-code-2024", "--trace-dir", "/nonexistent"], "looked for azure-code-2024.csv.gz"),
-    (["simulate", "-p", "fcfs", "--trace", "synthetic:n=50", "--arrival", "replay"], "no arrival times"),
-    (["simulate", "-p", "fcfs", "--arrival", "poisson"], "qps"),
-    (["simulate", "--arrival", "sideways"], "'sideways' is not one of 'replay', 'poisson', 'saturated'"),
-    (["simulate", "-p", "fcfs", "--min-output", "100000"], "no requests left"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["simulate", "--policy", "nope"], "known policies:"),
+        (["simulate", "--policy", "vllm:bogus=1"], "valid options: client_count, stats_interval"),
+        (
+            ["simulate", "--trace", "azure-code-2024", "--trace-dir", "/nonexistent"],
+            "looked for azure-code-2024.csv.gz",
+        ),
+        (["simulate", "-p", "fcfs", "--trace", "synthetic:n=50", "--arrival", "replay"], "no arrival times"),
+        (["simulate", "-p", "fcfs", "--arrival", "poisson"], "qps"),
+        (["simulate", "--arrival", "sideways"], "'sideways' is not one of 'replay', 'poisson', 'saturated'"),
+        (["simulate", "-p", "fcfs", "--min-output", "100000"], "no requests left"),
+    ],
+)
 def test_user_errors_are_one_clear_line(args, needle):
     r = runner.invoke(app, args)
     assert r.exit_code == 2

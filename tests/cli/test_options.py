@@ -60,15 +60,17 @@ def test_config_file_is_the_base_and_flags_override_it(tmp_path):
     assert invoke(["--config", str(f)])[1][1] == Demo(5, "b", ("p", "q"))
     assert invoke(["--config", str(f), "-G", "7"])[1][1] == Demo(7, "b", ("p", "q"))
     t = tmp_path / "c.toml"
-    t.write_text('workers = 4\nfast = true\n')
+    t.write_text("workers = 4\nfast = true\n")
     assert invoke(["--config", str(t)])[1][1] == Demo(4, fast=True)
 
 
 def test_bad_config_files_are_clear_errors(tmp_path):
-    cases = {"typo.yaml": ("workrs: 5\n", "unknown setting(s) workrs"),
-             "type.yaml": ("workers: many\n", "workers"),
-             "list.yaml": ("- 1\n", "expected a mapping"),
-             "bad.json": ("{", "does not parse")}
+    cases = {
+        "typo.yaml": ("workrs: 5\n", "unknown setting(s) workrs"),
+        "type.yaml": ("workers: many\n", "workers"),
+        "list.yaml": ("- 1\n", "expected a mapping"),
+        "bad.json": ("{", "does not parse"),
+    }
     for name, (text, msg) in cases.items():
         p = tmp_path / name
         p.write_text(text)

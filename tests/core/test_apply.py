@@ -20,14 +20,17 @@ def state_of(st, pool):
     return (st.loads.tolist(), st.counts.tolist(), st.free.tolist(), st.slot_rid.tolist(), pool.view()[0].tolist())
 
 
-@pytest.mark.parametrize("batch,msg", [
-    ([(1, 0), (2, 0), (3, 0)], "worker 0 was given 3"),
-    ([(1, 0), (1, 2)], "twice"),
-    ([(1, 0), (77, 2)], "not in the waiting pool"),
-    ([(1, 3)], "worker 3 does not exist"),
-    ([(1, -1)], "worker -1 does not exist"),
-    ([(1, 1), (2, 1)], "worker 1 was given 2 request"),  # worker 1 has one slot left
-])
+@pytest.mark.parametrize(
+    "batch,msg",
+    [
+        ([(1, 0), (2, 0), (3, 0)], "worker 0 was given 3"),
+        ([(1, 0), (1, 2)], "twice"),
+        ([(1, 0), (77, 2)], "not in the waiting pool"),
+        ([(1, 3)], "worker 3 does not exist"),
+        ([(1, -1)], "worker -1 does not exist"),
+        ([(1, 1), (2, 1)], "worker 1 was given 2 request"),  # worker 1 has one slot left
+    ],
+)
 def test_bad_batch_raises_and_changes_nothing(batch, msg):
     st, pool = fresh()
     before = state_of(st, pool)

@@ -11,8 +11,13 @@ from dpbalance.core.apply import InvalidAssignment, apply_assignments, as_arrays
 
 
 def _state(st_):
-    return (st_.loads.tolist(), st_.counts.tolist(), st_.free.tolist(), st_.slot_rid.tolist(),
-            [list(s) for s in st_._free_slots])
+    return (
+        st_.loads.tolist(),
+        st_.counts.tolist(),
+        st_.free.tolist(),
+        st_.slot_rid.tolist(),
+        [list(s) for s in st_._free_slots],
+    )
 
 
 @settings(max_examples=60, deadline=None)

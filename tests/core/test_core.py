@@ -6,8 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpbalance.core import (
-    ClusterState, Pool, SpecError, StateError, Workload, balance_ratio, idle_fraction, imbalance_gap,
-    imbalance_maxmin, parse_spec, split_specs,
+    ClusterState,
+    Pool,
+    SpecError,
+    StateError,
+    Workload,
+    balance_ratio,
+    idle_fraction,
+    imbalance_gap,
+    imbalance_maxmin,
+    parse_spec,
+    split_specs,
 )
 from dpbalance.core.metrics import step_stats
 

@@ -10,7 +10,6 @@ import os
 import pytest
 
 from benchmarks.authors_reference import UnsupportedCell, check_cell, parse_strategy, run_reference
-
 from dpbalance.cli.common import TraceSelection  # noqa: E402
 from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
 from tests.helpers import have_trace  # noqa: E402
@@ -18,7 +17,9 @@ from tests.helpers import have_trace  # noqa: E402
 REPO = os.environ.get("DPBALANCE_AUTHORS_REPO")
 
 
-no_repo = pytest.mark.skipif(not REPO, reason="set DPBALANCE_AUTHORS_REPO to a checkout of Echoscd/Load-Balancing-Release")
+no_repo = pytest.mark.skipif(
+    not REPO, reason="set DPBALANCE_AUTHORS_REPO to a checkout of Echoscd/Load-Balancing-Release"
+)
 no_trace = pytest.mark.skipif(not have_trace("mooncake-conversation"), reason="mooncake-conversation trace not found")
 
 

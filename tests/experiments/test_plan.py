@@ -29,10 +29,12 @@ def test_cell_estimate_by_hand():
     jsq16 = wl.cell("t", "jsq_tokens", workers=16, slots=72, arrival="replay")
     # replay counts 1.5× the steps; a baseline's cost grows as 0.7 + 0.3·G/8 = 1.3 at G = 16
     assert plan.cell_seconds(jsq16, 1e-3, 1000, 100.0) == pytest.approx(
-        1000 * 100 / (16 * 72 * 0.9) * 1.5 * 1e-3 * 1.3 + 0.1)
+        1000 * 100 / (16 * 72 * 0.9) * 1.5 * 1e-3 * 1.3 + 0.1
+    )
     bfio = wl.cell("t", "bfio", workers=8, slots=72, arrival="saturated")
     assert plan.cell_seconds(bfio, 1e-6, 1000, 100.0) == pytest.approx(
-        1000 * 100 / (8 * 72 * 0.9) * plan.BFIO_MIN_STEP_S + 0.1)  # the MILP is never estimated cheaper than this
+        1000 * 100 / (8 * 72 * 0.9) * plan.BFIO_MIN_STEP_S + 0.1
+    )  # the MILP is never estimated cheaper than this
 
 
 def test_families_keep_the_predictor_and_drop_other_options():
@@ -47,22 +49,30 @@ def _ctx(tmp_path, quick=False):
 
 def test_plan_shrinks_to_fit_the_budget(tmp_path):
     exps = [BY_NAME["bfio"], BY_NAME["theory"]]
-    roomy = plan.make_plan(_ctx(tmp_path), exps, budget_s=1e9, processes=2, costs=fixed_costs,
-                           size=size_from_selection)
+    roomy = plan.make_plan(_ctx(tmp_path), exps, budget_s=1e9, processes=2, costs=fixed_costs, size=size_from_selection)
     tight_ctx = _ctx(tmp_path)
     tight = plan.make_plan(tight_ctx, exps, budget_s=1.0, processes=2, costs=fixed_costs, size=size_from_selection)
     assert roomy.level == 0 and tight.level == plan.MAX_LEVEL == tight_ctx.level
     assert len(tight.all_cells) < len(roomy.all_cells)
     assert tight.estimate_s < roomy.estimate_s
     assert roomy.estimate_s == pytest.approx(
-        plan.estimate_seconds(roomy.all_cells, fixed_costs({plan.family(c) for c in roomy.all_cells}),
-                              size_from_selection) / 2)
+        plan.estimate_seconds(
+            roomy.all_cells, fixed_costs({plan.family(c) for c in roomy.all_cells}), size_from_selection
+        )
+        / 2
+    )
     assert "grid level 0" in roomy.lines()[-1] and f"{len(roomy.all_cells)} cells" in roomy.lines()[-1]
 
 
 def test_quick_keeps_its_grid_whatever_the_budget(tmp_path):
-    p = plan.make_plan(_ctx(tmp_path, quick=True), [BY_NAME["bfio"]], budget_s=0.001, processes=1,
-                       costs=fixed_costs, size=size_from_selection)
+    p = plan.make_plan(
+        _ctx(tmp_path, quick=True),
+        [BY_NAME["bfio"]],
+        budget_s=0.001,
+        processes=1,
+        costs=fixed_costs,
+        size=size_from_selection,
+    )
     assert p.level == 0 and p.all_cells
 
 
@@ -77,8 +87,10 @@ def test_dry_run_prints_the_plan_and_simulates_nothing(tmp_path, monkeypatch):
         def print(self, *a, **k):
             lines.append(" ".join(map(str, a)))
 
-    assert run_reproduce(tmp_path, dry_run=True, budget_min=0.01, console=Console(), only=["theory"],
-                         costs=fixed_costs) is None
+    assert (
+        run_reproduce(tmp_path, dry_run=True, budget_min=0.01, console=Console(), only=["theory"], costs=fixed_costs)
+        is None
+    )
     total = [ln for ln in lines if ln.strip().startswith("total")]
     assert total and f"grid level {plan.MAX_LEVEL}" in total[0]
     assert not (tmp_path / "report.md").exists() and not (tmp_path / "cells").exists()

@@ -17,16 +17,26 @@ def test_number_formats():
 
 def test_section_markdown_and_report(tmp_path):
     (tmp_path / "fig.png").write_bytes(b"png")
-    sec = (Section().text("Setting.").heading("trace A")
-           .table(["policy", "tok/s"], [["br0", "1,234"], ["jsq_count", "1,000"]])
-           .figure(tmp_path / "fig.png", "a figure").bullets(["one", "two"]))
+    sec = (
+        Section()
+        .text("Setting.")
+        .heading("trace A")
+        .table(["policy", "tok/s"], [["br0", "1,234"], ["jsq_count", "1,000"]])
+        .figure(tmp_path / "fig.png", "a figure")
+        .bullets(["one", "two"])
+    )
     md = sec.markdown(tmp_path)
     assert md.startswith("Setting.\n\n#### trace A\n\n| policy")
     assert re.search(r"^\|:-+\|-+:\|$", md, flags=re.M)  # text left, numbers right
     assert re.search(r"^\| br0 +\| +1,234 \|$", md, flags=re.M)
     assert "![a figure](fig.png)" in md and md.endswith("- one\n- two")
-    path = write_markdown(tmp_path / "report.md", title="T", preamble=["intro"],
-                          sections=[("BR-H sensitivity (β, γ, H)", sec, ["a note"])], closing=("End", ["x"]))
+    path = write_markdown(
+        tmp_path / "report.md",
+        title="T",
+        preamble=["intro"],
+        sections=[("BR-H sensitivity (β, γ, H)", sec, ["a note"])],
+        closing=("End", ["x"]),
+    )
     text = path.read_text()
     assert text.startswith("# T\n\nintro\n\n## Contents")
     assert "1. [BR-H sensitivity (β, γ, H)](#1-br-h-sensitivity-β-γ-h)" in text  # GitHub's anchor for that heading

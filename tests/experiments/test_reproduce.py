@@ -13,7 +13,6 @@ from dpbalance.cli.main import app
 from dpbalance.experiments.registry import EXPERIMENTS
 from tests.helpers import have_trace
 
-
 ANCHOR = have_trace("mooncake-conversation")  # the anchor workload; without it (a fresh clone) the section says so
 
 
@@ -89,8 +88,11 @@ def test_only_renders_the_named_experiments_from_the_cache(quick_report, tmp_pat
     assert r.exit_code == 0, r.output
     md = (tmp_path / "report.md").read_text()
     heads = re.findall(r"^## \d+\. (.+)$", md, flags=re.M)
-    assert heads == ["Summary: paper figures vs ours", "BF-IO theory check (synthetic i.i.d., geometric outputs)",
-                     "Deviations from the papers"]
+    assert heads == [
+        "Summary: paper figures vs ours",
+        "BF-IO theory check (synthetic i.i.d., geometric outputs)",
+        "Deviations from the papers",
+    ]
     assert "0 computed" in md  # every theory cell came from the copied cache
 
 

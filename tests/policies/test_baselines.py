@@ -33,15 +33,18 @@ def test_crafted_state():
     assert s.envelope == 300 and s.margins.tolist() == [200, 0, 270, 300]
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ("jsq_tokens", [(10, 3), (11, 3)]),           # 0 is lowest, then 40 < 100 < 300
-    ("sglang_total_tokens", [(10, 3), (11, 3)]),  # held tokens + the new prompt
-    ("jsq_count", [(10, 3), (11, 3)]),            # counts [2,1,·,0]; then w1 and w3 tie at 1, w3 lighter
-    ("fcfs", [(10, 0), (11, 1)]),                 # fill w0's one free slot, then w1
-    ("round_robin", [(10, 0), (11, 1)]),
-    ("vllm", [(10, 3), (11, 1)]),                 # 4·waiting+running: w3 0; then w3 bumped to 4, w1 scores 1
-    ("vllm_kv", [(10, 3), (11, 1)]),              # score ties 1 (w1, w3) go to the rotated scan start (w1)
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("jsq_tokens", [(10, 3), (11, 3)]),  # 0 is lowest, then 40 < 100 < 300
+        ("sglang_total_tokens", [(10, 3), (11, 3)]),  # held tokens + the new prompt
+        ("jsq_count", [(10, 3), (11, 3)]),  # counts [2,1,·,0]; then w1 and w3 tie at 1, w3 lighter
+        ("fcfs", [(10, 0), (11, 1)]),  # fill w0's one free slot, then w1
+        ("round_robin", [(10, 0), (11, 1)]),
+        ("vllm", [(10, 3), (11, 1)]),  # 4·waiting+running: w3 0; then w3 bumped to 4, w1 scores 1
+        ("vllm_kv", [(10, 3), (11, 1)]),  # score ties 1 (w1, w3) go to the rotated scan start (w1)
+    ],
+)
 def test_rule(spec, expected):
     assert decide(spec) == expected
 

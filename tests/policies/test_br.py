@@ -18,8 +18,9 @@ from tests.helpers import random_snapshot, snapshot_of
 
 
 def brh(H, gamma=0.8, beta=2.0, alpha=1.0, predictor=None, G=1, growth=False, refill=False):
-    return BrhScorer(H=H, alpha=alpha, beta=beta, gamma=gamma, growth=growth, refill=refill, predictor=predictor,
-                     workers=G)
+    return BrhScorer(
+        H=H, alpha=alpha, beta=beta, gamma=gamma, growth=growth, refill=refill, predictor=predictor, workers=G
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -49,8 +50,12 @@ def test_brh_with_h0_decides_like_br0(preset, seed):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, 10**5), min_size=1, max_size=30), st.floats(0.5, 1.0), st.floats(0.5, 50),
-       st.lists(st.floats(0, 2 * 10**5), min_size=1, max_size=20))
+@given(
+    st.lists(st.integers(0, 10**5), min_size=1, max_size=30),
+    st.floats(0.5, 1.0),
+    st.floats(0.5, 50),
+    st.lists(st.floats(0, 2 * 10**5), min_size=1, max_size=20),
+)
 def test_log_h_evaluator_equals_brute_force(margins, gamma, beta, deltas):
     H = len(margins) - 1
     sc = brh(H, gamma=gamma, beta=beta)
@@ -96,8 +101,9 @@ def test_projection_uses_survival_probabilities_and_refill():
     L = sc.project(snap)
     np.testing.assert_array_equal(L[:, 0], [100, 101, 102, 0, 0, 0])  # alive for h < 3, growing
     np.testing.assert_array_equal(L[:, 1], [50, 51, 52, 53, 54, 55])
-    np.testing.assert_array_equal(brh(5, predictor=make_predictor("oracle"), G=2).project(snap)[:, 0],
-                                  [100, 100, 100, 0, 0, 0])
+    np.testing.assert_array_equal(
+        brh(5, predictor=make_predictor("oracle"), G=2).project(snap)[:, 0], [100, 100, 100, 0, 0, 0]
+    )
     # a learned predictor gives expected loads: P(alive) fractions, never a hard finish step
     train = Workload.from_arrays(np.zeros(4), np.ones(4), np.array([2, 4, 6, 8]))
     surv = brh(5, predictor=make_predictor("survival", train), G=2).project(snap)
@@ -113,9 +119,20 @@ def test_projection_uses_survival_probabilities_and_refill():
     np.testing.assert_array_equal(filled[:, 0], [100, 100, 100, 40, 40, 40])
 
 
-@pytest.mark.parametrize("spec", ["br0", "br0:preset=bfio-code", "br0:preset=paper", "brh", "brh:preset=paper,H=20",
-                                  "br0:s_greedy=0,r_max=40", "brh:subset_rule=max_f,r_max=20",
-                                  "br0:placement=free,s_greedy=fit", "brh:predictor=oracle,H=4,refill=false"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "br0",
+        "br0:preset=bfio-code",
+        "br0:preset=paper",
+        "brh",
+        "brh:preset=paper,H=20",
+        "br0:s_greedy=0,r_max=40",
+        "brh:subset_rule=max_f,r_max=20",
+        "br0:placement=free,s_greedy=fit",
+        "brh:predictor=oracle,H=4,refill=false",
+    ],
+)
 def test_never_assigns_to_a_full_worker_and_uses_every_free_slot(spec):
     rng = np.random.default_rng(1)
     for _ in range(30):

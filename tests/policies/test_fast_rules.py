@@ -39,8 +39,9 @@ def test_heap_rule_equals_scan(name, seed):
     rng = np.random.default_rng(seed)
     G = int(rng.integers(1, 12))
     # small prompts make load ties (the tie-break matters); full=False leaves some workers with free slots
-    snap = random_snapshot(rng, G, int(rng.integers(1, 6)), int(rng.integers(0, 40)), max_s=int(rng.choice([3, 5000])),
-                           full=bool(seed % 2))
+    snap = random_snapshot(
+        rng, G, int(rng.integers(1, 6)), int(rng.integers(0, 40)), max_s=int(rng.choice([3, 5000])), full=bool(seed % 2)
+    )
     got = [tuple(a) for a in make_policy(name, PolicyContext(G, 5)).dispatch(snap)]
     assert got == scan_reference(snap, RULES[name])
 

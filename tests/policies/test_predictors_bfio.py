@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-
+from dpbalance.analysis import evaluate, offline_lower_bound
 from dpbalance.core import Workload
 from dpbalance.policies import PolicyContext, make_policy
-from dpbalance.analysis import evaluate, offline_lower_bound
 from dpbalance.policies.bfio import solve_step, step_objective
 from dpbalance.predictors import expected_steps, finish_stats, make_predictor
 from dpbalance.sim import SimConfig, run_simulation, simulate

@@ -33,8 +33,10 @@ class TestbedRanks:
             return cur
         if cur is not None:
             if not self.owned:
-                pytest.fail(f"a testbed started outside this test session is up in {cur.mode} mode; "
-                            "end it with `dpbalance testbed down` (these tests need the default ports)")
+                pytest.fail(
+                    f"a testbed started outside this test session is up in {cur.mode} mode; "
+                    "end it with `dpbalance testbed down` (these tests need the default ports)"
+                )
             launcher.down(self.tb, log=print)
             self.owned = False
         t0 = time.monotonic()
@@ -54,8 +56,9 @@ class TestbedRanks:
 def testbed_ranks():
     tb = Testbed.default()
     if not is_built(tb):
-        pytest.skip(f"the real-vLLM testbed is not built in {tb.root}: "
-                    "run `make test-vllm` or `dpbalance testbed build`")
+        pytest.skip(
+            f"the real-vLLM testbed is not built in {tb.root}: run `make test-vllm` or `dpbalance testbed build`"
+        )
     ranks = TestbedRanks(tb)
     try:
         yield ranks

@@ -52,8 +52,9 @@ class Stream:
         return (upto[-1] if upto else 0) - (before[-1] if before else 0)
 
 
-async def stream(session: aiohttp.ClientSession, url: str, body: dict, headers: dict | None = None,
-                 into: Stream | None = None) -> Stream:
+async def stream(
+    session: aiohttp.ClientSession, url: str, body: dict, headers: dict | None = None, into: Stream | None = None
+) -> Stream:
     """POST a streaming completion; record when each chunk came and the exact token count (continuous usage).
     Progress is recorded in ``into`` (if given) as it happens, so a cancelled stream keeps what it got."""
     body = dict(body, stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True})
@@ -82,7 +83,7 @@ async def counters(session: aiohttp.ClientSession, url: str, name: str) -> dict[
     async with session.get(url + "/metrics") as r:
         for line in (await r.text()).splitlines():
             if line.startswith(name + "{"):
-                labels = dict(kv.split("=", 1) for kv in line[len(name) + 1: line.index("}")].split(","))
+                labels = dict(kv.split("=", 1) for kv in line[len(name) + 1 : line.index("}")].split(","))
                 key = labels.get("engine", labels.get("rank", "")).strip('"')
                 out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return out

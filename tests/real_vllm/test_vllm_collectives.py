@@ -55,8 +55,15 @@ def test_patched_collectives_give_hand_computed_results():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [subprocess.Popen([str(tb.python), "-c", CHECK, str(r), str(port)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(tb.python), "-c", CHECK, str(r), str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=240)[0] for p in procs]
     finally:

@@ -62,8 +62,12 @@ def test_barrier_rank1_slows_with_rank0_load(external):
         async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
             alone = await alone_runs(s, 3)
             loads = [Stream() for _ in range(n_load)]
-            tasks = [asyncio.create_task(stream(s, r0, {"prompt": words(prompt_len), "max_tokens": 400,
-                                                        "ignore_eos": True}, into=x)) for x in loads]
+            tasks = [
+                asyncio.create_task(
+                    stream(s, r0, {"prompt": words(prompt_len), "max_tokens": 400, "ignore_eos": True}, into=x)
+                )
+                for x in loads
+            ]
             t0 = time.monotonic()
             try:
                 while not all(x.marks for x in loads):  # every rank-0 stream past its prefill: pure decode now
@@ -94,11 +98,13 @@ def test_barrier_rank1_slows_with_rank0_load(external):
     alone_ms = min(runs)
     loaded_ms = loaded.tpot() * 1e3
     rank0_ms = (b - a) / rank0_tokens * 1e3
-    print(f"\nrank 1 alone: {alone_ms:.1f} ms/token (fastest of {', '.join(f'{r:.1f}' for r in runs)}; "
-          f"median {statistics.median(runs):.1f}); with rank 0 decoding {n_load}×{prompt_len}-token prompts "
-          f"(prefills took {prefill_s:.1f} s): {loaded_ms:.1f} ms/token; rank 0 meanwhile: {rank0_ms:.1f} ms/token "
-          f"({rank0_tokens:.0f} tokens per stream). loaded/alone = {loaded_ms / alone_ms:.2f} "
-          f"(vs median {loaded_ms / statistics.median(runs):.2f}), rank1/rank0 = {loaded_ms / rank0_ms:.2f}")
+    print(
+        f"\nrank 1 alone: {alone_ms:.1f} ms/token (fastest of {', '.join(f'{r:.1f}' for r in runs)}; "
+        f"median {statistics.median(runs):.1f}); with rank 0 decoding {n_load}×{prompt_len}-token prompts "
+        f"(prefills took {prefill_s:.1f} s): {loaded_ms:.1f} ms/token; rank 0 meanwhile: {rank0_ms:.1f} ms/token "
+        f"({rank0_tokens:.0f} tokens per stream). loaded/alone = {loaded_ms / alone_ms:.2f} "
+        f"(vs median {loaded_ms / statistics.median(runs):.2f}), rank1/rank0 = {loaded_ms / rank0_ms:.2f}"
+    )
     assert loaded_ms >= 1.5 * alone_ms  # rank 0's load slows rank 1 although it runs on another core …
     assert 0.8 <= loaded_ms / rank0_ms <= 1.25  # … to rank 0's pace: the ranks step in lock-step
 
@@ -135,8 +141,7 @@ def test_rank_4xx_passes_through_and_rank_stays_in_rotation(external, case):
     else:
         body["model"] = "no-such-model"
     # the health checker would bring a dropped rank back; keep it out of the way so a drop stays visible
-    direct, via, dropped, health = _direct_and_routed(external.rank_urls, body, health_interval_s=3600,
-                                                      max_retries=1)
+    direct, via, dropped, health = _direct_and_routed(external.rank_urls, body, health_interval_s=3600, max_retries=1)
     print(f"\nrank answered {direct}; router answered {via}; ranks dropped: {dropped}; router /health: {health}")
     assert direct[0] == (400 if case.startswith("bad") else 404)
     assert via == direct  # same status, same body

@@ -22,8 +22,15 @@ def test_header_pins_the_request_to_a_rank(internal):
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
             before = await counters(s, url, GEN)
             sent = [(1, 7), (1, 9), (0, 5), (1, 4)]  # (rank header, max_tokens)
-            got = [await stream(s, url, {"prompt": words(10), "max_tokens": n, "ignore_eos": True},
-                                headers={"X-data-parallel-rank": str(r)}) for r, n in sent]
+            got = [
+                await stream(
+                    s,
+                    url,
+                    {"prompt": words(10), "max_tokens": n, "ignore_eos": True},
+                    headers={"X-data-parallel-rank": str(r)},
+                )
+                for r, n in sent
+            ]
             after = await counters(s, url, GEN)
             return sent, got, before, after
 

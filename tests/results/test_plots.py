@@ -11,8 +11,9 @@ from tests.helpers import saturated_runs
 
 @pytest.fixture(scope="module")
 def runs():
-    return saturated_runs(("fcfs", "jsq_tokens", "br0"), n=400, max_prompt=5000, max_output=120, G=4, B=8, seed=3,
-                          name="p")
+    return saturated_runs(
+        ("fcfs", "jsq_tokens", "br0"), n=400, max_prompt=5000, max_output=120, G=4, B=8, seed=3, name="p"
+    )
 
 
 def _windows(ax):
@@ -47,10 +48,20 @@ def test_every_time_plot_shades_the_window(runs):
 
 def _series(t, tokens, wait=(), ttft=()):
     n = len(t)
-    return Series(t=np.asarray(t, float), maxmin=np.zeros(n), gap=np.zeros(n), idle=np.zeros(n),
-                  tokens=np.asarray(tokens, float), sample_t=np.empty(0), sample_rows=np.empty((0, 2)),
-                  ttft=np.asarray(ttft, float), tpot_ms=np.empty(0), e2e=np.empty(0), wait=np.asarray(wait, float),
-                  window_end_t=float(t[-1]))
+    return Series(
+        t=np.asarray(t, float),
+        maxmin=np.zeros(n),
+        gap=np.zeros(n),
+        idle=np.zeros(n),
+        tokens=np.asarray(tokens, float),
+        sample_t=np.empty(0),
+        sample_rows=np.empty((0, 2)),
+        ttft=np.asarray(ttft, float),
+        tpot_ms=np.empty(0),
+        e2e=np.empty(0),
+        wait=np.asarray(wait, float),
+        window_end_t=float(t[-1]),
+    )
 
 
 def test_throughput_and_occupancy_in_bins_by_hand():
@@ -78,6 +89,7 @@ def _runs_with_tails():
     from dpbalance.results.schema import Result
 
     s = _series([1.0, 2.0], [1, 1], wait=[0.0, 0.2, 3.0], ttft=[0.1, 0.3, 3.1])
-    r = Result(**{f: 0 for f in Result.__dataclass_fields__ if f not in ("window", "label", "config",
-                                                                         "schema_version")})
+    r = Result(
+        **{f: 0 for f in Result.__dataclass_fields__ if f not in ("window", "label", "config", "schema_version")}
+    )
     return [(r, s)]

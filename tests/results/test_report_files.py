@@ -12,8 +12,9 @@ from tests.helpers import saturated_runs
 
 @pytest.fixture(scope="module")
 def runs():
-    return saturated_runs(("round_robin", "jsq_tokens", "br0:preset=paper"), n=200, max_prompt=3000, max_output=60,
-                          G=3, B=6, seed=1)
+    return saturated_runs(
+        ("round_robin", "jsq_tokens", "br0:preset=paper"), n=200, max_prompt=3000, max_output=60, G=3, B=6, seed=1
+    )
 
 
 def test_safe_names_and_series_roundtrip(tmp_path, runs):

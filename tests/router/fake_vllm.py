@@ -21,8 +21,9 @@ MODEL = "fake-model"
 
 
 def _err(status: int, message: str, etype: str, param=None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": etype, "param": param, "code": status}},
-                             status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": etype, "param": param, "code": status}}, status=status
+    )
 
 
 class FakeRank:
@@ -38,23 +39,58 @@ class FakeRank:
     def body_for(self, req: dict, chat: bool) -> dict:
         n = req.get("n") or 1
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": f"answer {i}", "reasoning_content": None,
-                                                "tool_calls": [{"id": f"call_{i}", "type": "function",
-                                                                "function": {"name": "f", "arguments": "{}"}}]},
-                        "logprobs": {"content": [{"token": "answer", "logprob": -0.5, "bytes": [97],
-                                                  "top_logprobs": []}]},
-                        "finish_reason": "tool_calls" if i else "stop", "stop_reason": None} for i in range(n)]
+            choices = [
+                {
+                    "index": i,
+                    "message": {
+                        "role": "assistant",
+                        "content": f"answer {i}",
+                        "reasoning_content": None,
+                        "tool_calls": [
+                            {"id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        ],
+                    },
+                    "logprobs": {"content": [{"token": "answer", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]},
+                    "finish_reason": "tool_calls" if i else "stop",
+                    "stop_reason": None,
+                }
+                for i in range(n)
+            ]
             obj, rid = "chat.completion", "chatcmpl-fake-1234"
         else:
-            choices = [{"index": i, "text": f" text {i}", "logprobs": {"tokens": [" text"], "token_logprobs": [-0.1],
-                                                                     "top_logprobs": [None], "text_offset": [0]},
-                        "finish_reason": "stop", "stop_reason": 42} for i in range(n)]
+            choices = [
+                {
+                    "index": i,
+                    "text": f" text {i}",
+                    "logprobs": {
+                        "tokens": [" text"],
+                        "token_logprobs": [-0.1],
+                        "top_logprobs": [None],
+                        "text_offset": [0],
+                    },
+                    "finish_reason": "stop",
+                    "stop_reason": 42,
+                }
+                for i in range(n)
+            ]
             obj, rid = "text_completion", "cmpl-fake-1234"
-        return {"id": rid, "object": obj, "created": 1700000000, "model": MODEL, "choices": choices,
-                "usage": {"prompt_tokens": 3, "total_tokens": 3 + 2 * n, "completion_tokens": 2 * n,
-                          "prompt_tokens_details": None},
-                "system_fingerprint": "fp-fake", "service_tier": None, "prompt_logprobs": None,
-                "kv_transfer_params": None}
+        return {
+            "id": rid,
+            "object": obj,
+            "created": 1700000000,
+            "model": MODEL,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": 3,
+                "total_tokens": 3 + 2 * n,
+                "completion_tokens": 2 * n,
+                "prompt_tokens_details": None,
+            },
+            "system_fingerprint": "fp-fake",
+            "service_tier": None,
+            "prompt_logprobs": None,
+            "kv_transfer_params": None,
+        }
 
     def check(self, req) -> web.Response | None:
         if not isinstance(req, dict):
@@ -63,8 +99,9 @@ class FakeRank:
             return _err(404, f"The model `{req['model']}` does not exist.", "NotFoundError", "model")
         kv = req.get("kv_transfer_params")
         if kv is not None and not isinstance(kv, dict):
-            return _err(400, "1 validation error: kv_transfer_params: Input should be a valid dictionary",
-                        "BadRequestError")
+            return _err(
+                400, "1 validation error: kv_transfer_params: Input should be a valid dictionary", "BadRequestError"
+            )
         if req.get("stream_options") is not None and not req.get("stream"):
             return _err(400, "Stream options can only be defined when `stream=True`.", "BadRequestError")
         mt = req.get("max_tokens", 16)
@@ -101,11 +138,20 @@ class FakeRank:
         obj = "chat.completion.chunk" if chat else "text_completion"
         for i in range(1, n + 1):
             if chat:
-                choice = {"index": 0, "delta": {"content": f" t{i}"}, "logprobs": None,
-                          "finish_reason": "stop" if i == n else None}
+                choice = {
+                    "index": 0,
+                    "delta": {"content": f" t{i}"},
+                    "logprobs": None,
+                    "finish_reason": "stop" if i == n else None,
+                }
             else:
-                choice = {"index": 0, "text": f" t{i}", "logprobs": None, "finish_reason": "stop" if i == n else None,
-                          "stop_reason": None}
+                choice = {
+                    "index": 0,
+                    "text": f" t{i}",
+                    "logprobs": None,
+                    "finish_reason": "stop" if i == n else None,
+                    "stop_reason": None,
+                }
             ev = {"id": "cmpl-fake-1234", "object": obj, "created": 1700000000, "model": MODEL, "choices": [choice]}
             if usage_each:
                 ev["usage"] = {"prompt_tokens": 3, "total_tokens": 3 + i, "completion_tokens": i}
@@ -114,8 +160,14 @@ class FakeRank:
                 await asyncio.sleep(3600)
             await asyncio.sleep(self.delay)
         if so.get("include_usage"):
-            ev = {"id": "cmpl-fake-1234", "object": obj, "created": 1700000000, "model": MODEL, "choices": [],
-                  "usage": {"prompt_tokens": 3, "total_tokens": 3 + n, "completion_tokens": n}}
+            ev = {
+                "id": "cmpl-fake-1234",
+                "object": obj,
+                "created": 1700000000,
+                "model": MODEL,
+                "choices": [],
+                "usage": {"prompt_tokens": 3, "total_tokens": 3 + n, "completion_tokens": n},
+            }
             await resp.write(b"data: " + json.dumps(ev, separators=(",", ":")).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -18,11 +18,26 @@ from tests.router.stacks import Stack
 pytestmark = pytest.mark.timeout(120)
 
 N = 300
-MALFORMED = [b"{oops", b"[1]", b'{"prompt": 5}', b'{"prompt": "a", "max_tokens": -1}', b'{"prompt": "a", "stream": "y"}',
-             b"[" * 5000 + b"]" * 5000, b'{"prompt": "a", "max_tokens": ' + b"9" * 5000 + b"}",
-             b'{"prompt": "a", "stream": true, "stream_options": "x"}']
-KINDS = ["stream"] * 30 + ["nonstream"] * 15 + ["slow"] * 8 + ["disconnect"] * 10 + ["nonstream_gone"] * 7 + \
-    ["malformed"] * 12 + ["unknown_model"] * 9 + ["bad_param"] * 9
+MALFORMED = [
+    b"{oops",
+    b"[1]",
+    b'{"prompt": 5}',
+    b'{"prompt": "a", "max_tokens": -1}',
+    b'{"prompt": "a", "stream": "y"}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"prompt": "a", "max_tokens": ' + b"9" * 5000 + b"}",
+    b'{"prompt": "a", "stream": true, "stream_options": "x"}',
+]
+KINDS = (
+    ["stream"] * 30
+    + ["nonstream"] * 15
+    + ["slow"] * 8
+    + ["disconnect"] * 10
+    + ["nonstream_gone"] * 7
+    + ["malformed"] * 12
+    + ["unknown_model"] * 9
+    + ["bad_param"] * 9
+)
 
 
 async def _client(s: aiohttp.ClientSession, url: str, kind: str, rng: random.Random, placed=None) -> str:
@@ -36,8 +51,11 @@ async def _client(s: aiohttp.ClientSession, url: str, kind: str, rng: random.Ran
                 await r.read()
                 return "rejected" if 400 <= r.status < 500 else "failed"
         if kind in ("unknown_model", "bad_param"):
-            body = {"prompt": "a b", "model": "nope"} if kind == "unknown_model" else \
-                {"prompt": "a b", "stream_options": {"include_usage": True}}  # vLLM: options need stream=True
+            body = (
+                {"prompt": "a b", "model": "nope"}
+                if kind == "unknown_model"
+                else {"prompt": "a b", "stream_options": {"include_usage": True}}
+            )  # vLLM: options need stream=True
             async with s.post(u, json=body) as r:
                 await r.read()
                 return "rejected" if 400 <= r.status < 500 else "failed"
@@ -48,8 +66,13 @@ async def _client(s: aiohttp.ClientSession, url: str, kind: str, rng: random.Ran
             async def call():
                 async with s.post(u, json=body) as r:
                     d = await r.json(content_type=None)
-                    return "completed" if r.status == 200 and "choices" in d else \
-                        "rejected" if 400 <= r.status < 500 else "failed"
+                    return (
+                        "completed"
+                        if r.status == 200 and "choices" in d
+                        else "rejected"
+                        if 400 <= r.status < 500
+                        else "failed"
+                    )
 
             if kind == "nonstream":
                 return await call()
@@ -82,7 +105,7 @@ async def _client(s: aiohttp.ClientSession, url: str, kind: str, rng: random.Ran
                     await asyncio.sleep(0.02)
             ok = text.endswith(b"data: [DONE]\n\n") and b'data: {"error"' not in text
             return "completed" if ok else "failed"
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
         return "failed"
 
 
@@ -92,10 +115,21 @@ def test_chaos_outcomes_match_clients_and_nothing_leaks():
         group, urls, _ = await start_group(3, slots=8, time_scale=0.5)
         fake = FakeRank(tokens_per_s=100)
         furl = await fake.start()
-        router, url, runner = await start_router(RouterConfig(
-            decode=tuple(urls) + (furl,), slots=8, tokenize="estimate", health_interval_s=0.2,
-            upstream_read_timeout_s=2.0, request_timeout_s=4.0, queue_timeout_s=2.0, cb_failure_threshold=2,
-            cb_timeout_s=0.5, client_timeout_s=2.0, backoff_s=0.02))
+        router, url, runner = await start_router(
+            RouterConfig(
+                decode=tuple(urls) + (furl,),
+                slots=8,
+                tokenize="estimate",
+                health_interval_s=0.2,
+                upstream_read_timeout_s=2.0,
+                request_timeout_s=4.0,
+                queue_timeout_s=2.0,
+                cb_failure_threshold=2,
+                cb_timeout_s=0.5,
+                client_timeout_s=2.0,
+                backoff_s=0.02,
+            )
+        )
         st = Stack(router, url, [fake], group, urls)
         placed = set()
         submit = router.dispatcher.submit
@@ -104,6 +138,7 @@ def test_chaos_outcomes_match_clients_and_nothing_leaks():
         conn = aiohttp.TCPConnector(limit=0)
         try:
             async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as s:
+
                 async def fire(i: int):
                     await asyncio.sleep(i * 0.03)  # ≈ 33 requests/s over ≈ 9 s
                     return await _client(s, url, rng.choice(KINDS), random.Random(i), placed)
@@ -138,8 +173,14 @@ def test_chaos_outcomes_match_clients_and_nothing_leaks():
                 async with s.get(url + "/metrics") as r:
                     text = await r.text()
             got = {o: sum(1 for x in seen if x == o) for o in ("completed", "failed", "rejected")}
-            counted = {o: sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
-                              if ln.startswith("dpbalance_requests_total{") and f'outcome="{o}"' in ln) for o in got}
+            counted = {
+                o: sum(
+                    float(ln.rsplit(" ", 1)[1])
+                    for ln in text.splitlines()
+                    if ln.startswith("dpbalance_requests_total{") and f'outcome="{o}"' in ln
+                )
+                for o in got
+            }
             assert sum(counted.values()) == N + 40, (counted, got)
             assert counted == got, (counted, got)
             assert got["completed"] > N / 3 and got["failed"] > 10 and got["rejected"] > 40

@@ -24,8 +24,7 @@ DOCS = Path(__file__).parents[2] / "docs"
 
 async def stack(tmp_path, **rcfg):
     group, urls, eruns = await start_group(4, slots=16, time_scale=4.0)
-    router, rurl, rrun = await start_router(RouterConfig(decode=tuple(urls), slots=16, health_interval_s=0.2,
-                                                         **rcfg))
+    router, rurl, rrun = await start_router(RouterConfig(decode=tuple(urls), slots=16, health_interval_s=0.2, **rcfg))
 
     async def close():
         await rrun.cleanup()
@@ -42,8 +41,12 @@ def test_record_round_trips_through_trace(tmp_path):
     async def main():
         router, rurl, close = await stack(tmp_path, record=rec)
         try:
-            outs = await loadgen.run(load_trace("sample"), loadgen.LoadgenConfig(
-                target=rurl, mode="qps", qps=400, max_requests=120, prompt_scale=1 / 16, max_output=24))
+            outs = await loadgen.run(
+                load_trace("sample"),
+                loadgen.LoadgenConfig(
+                    target=rurl, mode="qps", qps=400, max_requests=120, prompt_scale=1 / 16, max_output=24
+                ),
+            )
             return outs
         finally:
             await close()
@@ -64,19 +67,41 @@ def _chromium() -> str | None:
 
 
 def _browser(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={os.environ.get('TMPDIR', '/tmp')}/dpb-chromium",
-                           "--window-size=1400,1000", "--virtual-time-budget=4000", *args, url],
-                          capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={os.environ.get('TMPDIR', '/tmp')}/dpb-chromium",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=4000",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def test_dashboard_state_under_load(tmp_path):
     async def main():
         router, rurl, close = await stack(tmp_path)
         try:
-            task = asyncio.create_task(loadgen.run(load_trace("sample"), loadgen.LoadgenConfig(
-                target=rurl, mode="qps", qps=200, max_requests=300, prompt_scale=1 / 16, max_output=48)))
+            task = asyncio.create_task(
+                loadgen.run(
+                    load_trace("sample"),
+                    loadgen.LoadgenConfig(
+                        target=rurl, mode="qps", qps=200, max_requests=300, prompt_scale=1 / 16, max_output=48
+                    ),
+                )
+            )
             await asyncio.sleep(2.5)
             async with aiohttp.ClientSession() as s:
                 async with s.get(rurl + "/dashboard") as r:
@@ -103,8 +128,14 @@ def test_dashboard_in_headless_chromium(tmp_path):
     async def main():
         router, rurl, close = await stack(tmp_path)
         try:
-            task = asyncio.create_task(loadgen.run(load_trace("sample"), loadgen.LoadgenConfig(
-                target=rurl, mode="qps", qps=40, max_requests=2000, prompt_scale=1 / 4, max_output=200)))
+            task = asyncio.create_task(
+                loadgen.run(
+                    load_trace("sample"),
+                    loadgen.LoadgenConfig(
+                        target=rurl, mode="qps", qps=40, max_requests=2000, prompt_scale=1 / 4, max_output=200
+                    ),
+                )
+            )
             await asyncio.sleep(12)  # some history for the time plots
             loop = asyncio.get_running_loop()
             dom = await loop.run_in_executor(None, _browser, rurl + "/dashboard", "--dump-dom")

@@ -25,9 +25,18 @@ def test_non_stream_answers_are_the_ranks_own():
         async with routed(fakes=1) as st:
             f = st.fakes[0]
             async with aiohttp.ClientSession() as s:
-                for chat, body in ((False, {"prompt": "a b", "n": 2, "max_tokens": 4, "logprobs": 1}),
-                                   (True, {"messages": [{"role": "user", "content": "hi"}], "n": 2,
-                                           "max_completion_tokens": 4, "tools": []})):
+                for chat, body in (
+                    (False, {"prompt": "a b", "n": 2, "max_tokens": 4, "logprobs": 1}),
+                    (
+                        True,
+                        {
+                            "messages": [{"role": "user", "content": "hi"}],
+                            "n": 2,
+                            "max_completion_tokens": 4,
+                            "tools": [],
+                        },
+                    ),
+                ):
                     path = "/v1/chat/completions" if chat else "/v1/completions"
                     code, d = await post(s, st.url + path, body)
                     assert code == 200 and d == f.body_for(body, chat)  # ids, created, both choices, logprobs...
@@ -41,6 +50,7 @@ def test_streams_pass_through_with_only_unrequested_usage_stripped():
     async def main():
         async with routed(fakes=1) as st:
             async with aiohttp.ClientSession() as s:
+
                 async def stream(so):
                     body = {"prompt": "a", "max_tokens": 5, "stream": True, **({"stream_options": so} if so else {})}
                     async with s.post(st.url + "/v1/completions", json=body) as r:
@@ -57,8 +67,9 @@ def test_streams_pass_through_with_only_unrequested_usage_stripped():
                 ev = await stream({"include_usage": True, "continuous_usage_stats": True})
                 assert [e["usage"]["completion_tokens"] for e in ev] == [1, 2, 3, 4, 5, 5]
             # upstream always asked for exact usage; the router counted 15 tokens
-            assert all(b["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
-                       for b in st.fakes[0].seen)
+            assert all(
+                b["stream_options"] == {"include_usage": True, "continuous_usage_stats": True} for b in st.fakes[0].seen
+            )
             assert int(st.router.metrics.tokens[0]) == 15 and st.router.outcomes["completed"] == 3
 
     asyncio.run(main())
@@ -70,7 +81,9 @@ def test_slow_reader_then_disconnect_and_disconnect_while_queued():
             conn = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=conn) as s:
                 # 1: a stream whose client reads one event, stops reading (the router blocks writing), then leaves
-                r = await s.post(st.url + "/v1/completions", json={"prompt": "a", "max_tokens": 200_000, "stream": True})
+                r = await s.post(
+                    st.url + "/v1/completions", json={"prompt": "a", "max_tokens": 200_000, "stream": True}
+                )
                 await r.content.readuntil(b"\n\n")
                 # 2: waits in the pool behind it (one slot), then its client gives up
                 queued = asyncio.create_task(s.post(st.url + "/v1/completions", json={"prompt": "b", "max_tokens": 5}))
@@ -106,8 +119,9 @@ def test_stalled_rank_times_out_and_counts_against_it():
         async with routed(fakes=1, upstream_read_timeout_s=0.5) as st:
             async with aiohttp.ClientSession() as s:
                 t0 = time.monotonic()
-                async with s.post(st.url + "/v1/completions",
-                                  json={"prompt": "a", "max_tokens": 9, "stream": True, "stall": True}) as r:
+                async with s.post(
+                    st.url + "/v1/completions", json={"prompt": "a", "max_tokens": 9, "stream": True, "stall": True}
+                ) as r:
                     ev = _events(await r.text())
                 assert time.monotonic() - t0 < 3
                 assert ev[0]["choices"][0]["text"] == " t1" and "sent nothing" in ev[-1]["error"]["message"]
@@ -126,9 +140,17 @@ def test_all_ranks_down_fails_fast_with_503():
         dead = "http://127.0.0.1:9"  # discard port: connection refused
         from dpbalance.router.server import RouterConfig, start_router
 
-        router, url, runner = await start_router(RouterConfig(decode=(dead, dead), slots=2, queue_timeout_s=0.5,
-                                                              health_interval_s=0.1, cb_failure_threshold=1,
-                                                              tokenize="estimate", backoff_s=0.01))
+        router, url, runner = await start_router(
+            RouterConfig(
+                decode=(dead, dead),
+                slots=2,
+                queue_timeout_s=0.5,
+                health_interval_s=0.1,
+                cb_failure_threshold=1,
+                tokenize="estimate",
+                backoff_s=0.01,
+            )
+        )
         try:
             async with aiohttp.ClientSession() as s:
                 t0 = time.monotonic()
@@ -234,8 +256,10 @@ def test_a_client_that_accepts_nothing_is_dropped_after_client_timeout():
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect((host, int(port)))
             body = json.dumps({"prompt": "a", "max_tokens": 900_000, "stream": True}).encode()
-            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            sock.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             try:  # never read: the router's send buffer fills, then it gives up on this client
                 for _ in range(200):
                     if st.router.outcomes["failed"]:
@@ -257,9 +281,24 @@ def test_metrics_on_their_own_port_without_the_key(tmp_path):
 
         group, urls, _ = await start_group(1, slots=2)
         port, mport = free_port(), free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "dpbalance", "serve", "--decode", urls[0], "--port", str(port),
-                                 "--api-key", "k", "--prometheus-port", str(mport)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dpbalance",
+                "serve",
+                "--decode",
+                urls[0],
+                "--port",
+                str(port),
+                "--api-key",
+                "k",
+                "--prometheus-port",
+                str(mport),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             async with aiohttp.ClientSession() as s:
                 for _ in range(100):
@@ -307,8 +346,9 @@ def test_a_rank_that_streams_garbage_is_cut_off():
         url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         from dpbalance.router.server import RouterConfig, start_router
 
-        router, rurl, rrun = await start_router(RouterConfig(decode=(url,), slots=2, tokenize="estimate",
-                                                             max_retries=0))
+        router, rurl, rrun = await start_router(
+            RouterConfig(decode=(url,), slots=2, tokenize="estimate", max_retries=0)
+        )
         try:
             async with aiohttp.ClientSession() as s:
                 code, d = await post(s, rurl + "/v1/completions", {"prompt": "a", "stream": True})

@@ -18,7 +18,9 @@ def exported() -> dict[str, set[str]]:
         labels = set()
         for s in fam.samples:
             labels |= set(s.labels) - {"le"}
-        metric = next((c for c in m.registry._collector_to_names if fam.name in m.registry._collector_to_names[c]), None)
+        metric = next(
+            (c for c in m.registry._collector_to_names if fam.name in m.registry._collector_to_names[c]), None
+        )
         if metric is not None and hasattr(metric, "_labelnames"):
             labels |= set(metric._labelnames)
         for suf in SUFFIX[fam.type]:
@@ -43,6 +45,11 @@ def test_every_panel_queries_an_exported_metric_with_its_labels():
             allowed = set().union(*(have[n] for n in names)) if not grouped else grouped
             assert legend_labels <= allowed, f"panel {panel['title']!r}: legend uses {legend_labels - allowed}"
     # the panels cover the headline series
-    for key in ("dpbalance_rank_load_tokens", "dpbalance_imbalance_gap_tokens", "dpbalance_requests_total",
-                "dpbalance_time_to_first_token_seconds_bucket", "dpbalance_cb_state"):
+    for key in (
+        "dpbalance_rank_load_tokens",
+        "dpbalance_imbalance_gap_tokens",
+        "dpbalance_requests_total",
+        "dpbalance_time_to_first_token_seconds_bucket",
+        "dpbalance_cb_state",
+    ):
         assert key in seen

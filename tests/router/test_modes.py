@@ -25,26 +25,32 @@ pytestmark = pytest.mark.timeout(90)
 def test_dp_endpoint_mode_pins_requests_with_the_rank_header_and_learns_size_and_slots():
     async def main():
         group, _urls, _ = await start_group(3, slots=5, time_scale=20.0, dp_port=0)
-        router, url, runner = await start_router(RouterConfig(dp_endpoint=group.server.dp_url, policy="br0",
-                                                              health_interval_s=0.2))
+        router, url, runner = await start_router(
+            RouterConfig(dp_endpoint=group.server.dp_url, policy="br0", health_interval_s=0.2)
+        )
         try:
             assert (router.G, router.slots) == (3, 5)  # from the endpoint's /server_info
             seen = []
             orig = group.submit
             group.submit = lambda rk, req: (seen.append(rk.idx), orig(rk, req))[1]
             async with aiohttp.ClientSession() as s:
-                res = await asyncio.gather(*[post(s, url + "/v1/completions", {"prompt": "a " * (1 + i % 7),
-                                                                               "max_tokens": 8})
-                                             for i in range(30)])
+                res = await asyncio.gather(
+                    *[
+                        post(s, url + "/v1/completions", {"prompt": "a " * (1 + i % 7), "max_tokens": 8})
+                        for i in range(30)
+                    ]
+                )
                 assert all(c == 200 for c, _ in res)
                 async with s.get(url + "/v1/models") as r:
                     assert (await r.json())["data"][0]["id"] == "dpbalance-sim"
                 # the engine itself: a rank out of range is vLLM's 400, a non-integer header is ignored
-                code, d = await post(s, group.server.dp_url + "/v1/completions", {"prompt": "a"},
-                                     headers={"X-data-parallel-rank": "7"})
+                code, d = await post(
+                    s, group.server.dp_url + "/v1/completions", {"prompt": "a"}, headers={"X-data-parallel-rank": "7"}
+                )
                 assert code == 400 and "out of range [0, 3)" in d["error"]["message"]
-                code, _ = await post(s, group.server.dp_url + "/v1/completions", {"prompt": "a"},
-                                     headers={"X-data-parallel-rank": "x"})
+                code, _ = await post(
+                    s, group.server.dp_url + "/v1/completions", {"prompt": "a"}, headers={"X-data-parallel-rank": "x"}
+                )
                 assert code == 200
             st = group.stats()
             # per-rank token accounting from the router equals what each DP rank generated for it
@@ -81,15 +87,19 @@ def test_slots_are_discovered_or_a_clear_startup_error():
 def test_learned_predictors_run_live_with_a_training_trace_and_prompt_keys():
     async def main():
         group, urls, _ = await start_group(2, slots=4, time_scale=20.0)
-        router, url, runner = await start_router(RouterConfig(decode=tuple(urls), policy="brh:predictor=exact_match",
-                                                              train_trace="sample", tokenize="estimate"))
+        router, url, runner = await start_router(
+            RouterConfig(
+                decode=tuple(urls), policy="brh:predictor=exact_match", train_trace="sample", tokenize="estimate"
+            )
+        )
         try:
             keys = []
             orig = router.dispatcher.submit
             router.dispatcher.submit = lambda t: (keys.append(t.key), orig(t))[1]
             async with aiohttp.ClientSession() as s:
-                res = await asyncio.gather(*[post(s, url + "/v1/completions", {"prompt": f"p {i % 3}", "max_tokens": 5})
-                                             for i in range(9)])
+                res = await asyncio.gather(
+                    *[post(s, url + "/v1/completions", {"prompt": f"p {i % 3}", "max_tokens": 5}) for i in range(9)]
+                )
             assert all(c == 200 for c, _ in res) and router.outcomes["completed"] == 9
             assert len(set(keys)) == 3 and all(k >= 0 for k in keys)  # equal prompts share a key
         finally:
@@ -114,8 +124,16 @@ def _captured(monkeypatch, args):
 
 
 def test_serve_options_config_file_and_worker_urls(tmp_path, monkeypatch):
-    assert expand_nargs(["--worker-urls", "a", "b", "--port", "1", "--decode", "c"]) == \
-        ["--worker-urls", "a", "--worker-urls", "b", "--port", "1", "--decode", "c"]
+    assert expand_nargs(["--worker-urls", "a", "b", "--port", "1", "--decode", "c"]) == [
+        "--worker-urls",
+        "a",
+        "--worker-urls",
+        "b",
+        "--port",
+        "1",
+        "--decode",
+        "c",
+    ]
     code, out, cfg = _captured(monkeypatch, ["--worker-urls", "http://a:1", "http://b:2", "--slots", "4"])
     assert code == 2 and "stop here" in out and cfg.decode == ("http://a:1", "http://b:2") and cfg.slots == 4
     f = tmp_path / "r.yaml"
@@ -131,13 +149,30 @@ def test_serve_options_config_file_and_worker_urls(tmp_path, monkeypatch):
 
 def test_sigterm_stops_accepting_drains_and_exits(tmp_path):
     """The real command: `serve --worker-urls A B` in its own process, SIGTERM while a stream runs."""
+
     async def main():
         group, urls, _ = await start_group(2, slots=4, time_scale=0.5)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "dpbalance", "serve", "--worker-urls", *urls, "--port", str(port),
-                                 "--shutdown-grace-s", "1", "--tokenize", "estimate"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dpbalance",
+                "serve",
+                "--worker-urls",
+                *urls,
+                "--port",
+                str(port),
+                "--shutdown-grace-s",
+                "1",
+                "--tokenize",
+                "estimate",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as s:
@@ -179,13 +214,24 @@ def test_engine_sim_answers_like_vllm_and_never_leaks():
             async with aiohttp.ClientSession() as s:
                 code, d = await post(s, u + "/v1/completions", {"prompt": "a", "model": "other"})
                 assert code == 404 and d["error"]["type"] == "NotFoundError"
-                for bad in ({"prompt": "a", "max_tokens": "x"}, {"prompt": "a", "kv_transfer_params": 5},
-                            {"prompt": "a", "stream_options": {"include_usage": True}}, {"prompt": "a", "temperature": "hot"}):
+                for bad in (
+                    {"prompt": "a", "max_tokens": "x"},
+                    {"prompt": "a", "kv_transfer_params": 5},
+                    {"prompt": "a", "stream_options": {"include_usage": True}},
+                    {"prompt": "a", "temperature": "hot"},
+                ):
                     code, d = await post(s, u + "/v1/completions", bad)
                     assert code == 400 and d["error"]["type"] == "BadRequestError" and d["error"]["code"] == 400
-                code, d = await post(s, u + "/v1/chat/completions", {"messages": [{"role": "user", "content": "a b"}],
-                                                                     "max_completion_tokens": 3})
-                assert code == 200 and d["usage"]["completion_tokens"] == 3 and d["choices"][0]["finish_reason"] == "length"
+                code, d = await post(
+                    s,
+                    u + "/v1/chat/completions",
+                    {"messages": [{"role": "user", "content": "a b"}], "max_completion_tokens": 3},
+                )
+                assert (
+                    code == 200
+                    and d["usage"]["completion_tokens"] == 3
+                    and d["choices"][0]["finish_reason"] == "length"
+                )
                 async with s.get(u + "/server_info", params={"config_format": "json"}) as r:
                     assert (await r.json())["vllm_config"]["scheduler_config"]["max_num_seqs"] == 2
                 # clients that vanish (stream and non-stream): the engine drops their requests

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.timeout(180)
 
 async def stack(policy="br0", ranks=4, slots=16, time_scale=4.0, **rcfg):
     group, urls, eruns = await start_group(ranks, slots=slots, time_scale=time_scale)
-    router, rurl, rrun = await start_router(RouterConfig(decode=tuple(urls), policy=policy, slots=slots,
-                                                         health_interval_s=0.2, **rcfg))
+    router, rurl, rrun = await start_router(
+        RouterConfig(decode=tuple(urls), policy=policy, slots=slots, health_interval_s=0.2, **rcfg)
+    )
 
     async def close():
         await rrun.cleanup()
@@ -34,8 +35,12 @@ def live_run(policy):
         group, urls, router, rurl, close = await stack(policy)
         try:
             w = load_trace("sample")
-            outs = await loadgen.run(w, loadgen.LoadgenConfig(target=rurl, mode="qps", qps=2000, max_requests=500,
-                                                              prompt_scale=1 / 16, max_output=48))
+            outs = await loadgen.run(
+                w,
+                loadgen.LoadgenConfig(
+                    target=rurl, mode="qps", qps=2000, max_requests=500, prompt_scale=1 / 16, max_output=48
+                ),
+            )
             return outs, group.stats(), dict(router.outcomes), router
         finally:
             await close()
@@ -83,8 +88,9 @@ def test_malformed_inputs_get_openai_style_400s():
         try:
             async with aiohttp.ClientSession() as s:
                 for body, needle in MALFORMED:
-                    async with s.post(rurl + "/v1/completions", data=body,
-                                      headers={"Content-Type": "application/json"}) as r:
+                    async with s.post(
+                        rurl + "/v1/completions", data=body, headers={"Content-Type": "application/json"}
+                    ) as r:
                         assert r.status == 400, body
                         err = (await r.json())["error"]
                         assert needle in err["message"] and err["type"] == "invalid_request_error"
@@ -104,19 +110,28 @@ def test_api_key_stream_nonstream_chat_models_health():
         group, urls, router, rurl, close = await stack(ranks=2, slots=4, api_key="s3cret")
         try:
             async with aiohttp.ClientSession() as s:
-                async with s.post(rurl + "/v1/completions", json={"prompt": "a b", "max_tokens": 3},
-                                  headers={"Authorization": "Bearer nope"}) as r:
+                async with s.post(
+                    rurl + "/v1/completions",
+                    json={"prompt": "a b", "max_tokens": 3},
+                    headers={"Authorization": "Bearer nope"},
+                ) as r:
                     assert r.status == 401
                 hdr = {"Authorization": "Bearer s3cret"}
-                async with s.post(rurl + "/v1/completions", json={"prompt": "a b c", "max_tokens": 5}, headers=hdr) as r:
+                async with s.post(
+                    rurl + "/v1/completions", json={"prompt": "a b c", "max_tokens": 5}, headers=hdr
+                ) as r:
                     d = await r.json()
                     assert r.status == 200 and d["usage"]["prompt_tokens"] == 3 and d["usage"]["completion_tokens"] == 5
-                async with s.post(rurl + "/v1/chat/completions", headers=hdr,
-                                  json={"messages": [{"role": "user", "content": "x y"}], "max_tokens": 4}) as r:
+                async with s.post(
+                    rurl + "/v1/chat/completions",
+                    headers=hdr,
+                    json={"messages": [{"role": "user", "content": "x y"}], "max_tokens": 4},
+                ) as r:
                     d = await r.json()
                     assert d["object"] == "chat.completion" and d["usage"]["completion_tokens"] == 4
-                async with s.post(rurl + "/v1/completions", headers=hdr,
-                                  json={"prompt": "a", "max_tokens": 6, "stream": True}) as r:
+                async with s.post(
+                    rurl + "/v1/completions", headers=hdr, json={"prompt": "a", "max_tokens": 6, "stream": True}
+                ) as r:
                     events = [ln for ln in (await r.text()).split("\n\n") if ln.startswith("data:")]
                     assert events[-1] == "data: [DONE]" and len(events) == 7
                 async with s.get(rurl + "/v1/models", headers=hdr) as r:
@@ -142,9 +157,11 @@ def test_overload_gets_429_with_retry_after():
         group, urls, router, rurl, close = await stack(ranks=1, slots=1, time_scale=0.5, max_pending=2)
         try:
             async with aiohttp.ClientSession() as s:
+
                 async def one():
                     async with s.post(rurl + "/v1/completions", json={"prompt": "a", "max_tokens": 20}) as r:
                         return r.status, r.headers.get("Retry-After")
+
                 res = await asyncio.gather(*[one() for _ in range(8)])
             codes = [c for c, _ in res]
             assert codes.count(429) >= 1 and all(ra == "1" for c, ra in res if c == 429)
@@ -186,8 +203,15 @@ def test_rank_killed_mid_run_no_hang_accounting_adds_up():
         group, urls, router, rurl, close = await stack(ranks=4, slots=8, time_scale=2.0)
         try:
             w = load_trace("sample")
-            cfg = loadgen.LoadgenConfig(target=rurl, mode="qps", qps=400, max_requests=200, prompt_scale=1 / 32,
-                                        max_output=40, request_timeout_s=60)
+            cfg = loadgen.LoadgenConfig(
+                target=rurl,
+                mode="qps",
+                qps=400,
+                max_requests=200,
+                prompt_scale=1 / 32,
+                max_output=40,
+                request_timeout_s=60,
+            )
             task = asyncio.create_task(loadgen.run(w, cfg))
             await asyncio.sleep(0.3)
             async with aiohttp.ClientSession() as s:

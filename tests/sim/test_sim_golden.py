@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 
 from dpbalance.core import Workload
-from dpbalance.sim import SimConfig, run_simulation, simulate
 from dpbalance.policies import PolicyContext, make_policy
+from dpbalance.sim import SimConfig, run_simulation, simulate
 
 #            arrival  s   o
-REQUESTS = [(0.0, 100, 2),  # r0 -> w0 at step 0
-            (0.0, 50, 3),   # r1 -> w1 at step 0
-            (0.0, 30, 1),   # r2 -> w2 at step 0
-            (0.0, 80, 2),   # r3 -> w2 at step 0 (w2 holds 30 < 50 < 100)
-            (1.5, 10, 1),   # r4 -> w1 at step 1
-            (1.5, 60, 2)]   # r5 -> w2 at step 1 (w1 became full)
+REQUESTS = [
+    (0.0, 100, 2),  # r0 -> w0 at step 0
+    (0.0, 50, 3),  # r1 -> w1 at step 0
+    (0.0, 30, 1),  # r2 -> w2 at step 0
+    (0.0, 80, 2),  # r3 -> w2 at step 0 (w2 holds 30 < 50 < 100)
+    (1.5, 10, 1),  # r4 -> w1 at step 1
+    (1.5, 60, 2),
+]  # r5 -> w2 at step 1 (w1 became full)
 
 # Step 0 (t=0):     loads [100, 50, 110]  M=110 τ=2.10 → t=2.10; then +1/token: [101, 51, 112]; r2 ends (−31)
 # Step 1 (t=2.10):  r4→w1, r5→w2: loads [101, 61, 141]  M=141 τ=2.41 → t=4.51; [102, 63, 143];
@@ -70,7 +72,7 @@ def test_golden_metrics():
     # TPOT of multi-token requests: r0 2.41, r1 (6.12−2.10)/2 = 2.01, r3 2.41, r5 1.61 (s -> ms)
     assert res.tpot_p50_ms == pytest.approx(np.median([2410, 2010, 2410, 1610]))
     # energy (bfio_power, P = 100 + 300·u^0.7 per worker, u = L_g / M)
-    e = sum(tau * sum(100 + 300 * (l / row.max()) ** 0.7 for l in row) for row, tau in zip(LOADS, TAU))
+    e = sum(tau * sum(100 + 300 * (x / row.max()) ** 0.7 for x in row) for row, tau in zip(LOADS, TAU))
     assert res.energy_j == pytest.approx(e)
     assert res.energy_j_per_token == pytest.approx(e / 11)
 
@@ -88,8 +90,8 @@ def test_busy_idle_energy_by_hand():
     res, _ = run_simulation(workload(), "jsq_tokens", cfg)
     e = 0.0
     for row, tau in zip(LOADS, TAU):
-        for l in row:
-            busy = 1.0 + 0.01 * l
+        for x in row:
+            busy = 1.0 + 0.01 * x
             e += 400 * busy + 100 * (tau - busy)
     assert res.energy_j == pytest.approx(e)
 

@@ -9,8 +9,18 @@ from dpbalance.core import Workload
 from dpbalance.policies import PolicyContext, make_policy
 from dpbalance.sim import SimConfig, SimulationError, run_simulation, simulate
 
-BASELINES = ["random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "vllm", "vllm_kv",
-             "sglang_total_tokens", "adp_balance:timeout_iters=3,batching_wait_iters=2", "fcfs"]
+BASELINES = [
+    "random",
+    "round_robin",
+    "p2c",
+    "jsq_count",
+    "jsq_tokens",
+    "vllm",
+    "vllm_kv",
+    "sglang_total_tokens",
+    "adp_balance:timeout_iters=3,batching_wait_iters=2",
+    "fcfs",
+]
 
 
 @st.composite
@@ -32,8 +42,14 @@ def workloads(draw):
     seed=st.integers(0, 3),
 )
 def test_every_request_completes_exactly_once(w, G, B, mode, policy, seed):
-    cfg = SimConfig(workers=G, slots=B, arrival=mode, qps=3.0 if mode == "poisson" else None, seed=seed,
-                    visible=None if seed % 2 else 2)
+    cfg = SimConfig(
+        workers=G,
+        slots=B,
+        arrival=mode,
+        qps=3.0 if mode == "poisson" else None,
+        seed=seed,
+        visible=None if seed % 2 else 2,
+    )
     pol = make_policy(policy, PolicyContext(G, B, seed))
     seen_active = []
     rec = simulate(w, pol, cfg, observer=lambda s: seen_active.append(int(s.counts.sum())))
@@ -54,8 +70,12 @@ def test_every_request_completes_exactly_once(w, G, B, mode, policy, seed):
 def test_saturated_visibility_and_replay_scaling():
     w = Workload.from_arrays(np.arange(50) * 1.0, np.full(50, 100), np.full(50, 5), name="x")
     seen = []
-    simulate(w, make_policy("fcfs", PolicyContext(2, 2)), SimConfig(workers=2, slots=2, arrival="saturated", visible=7),
-             observer=lambda s: seen.append(s.pool_size))
+    simulate(
+        w,
+        make_policy("fcfs", PolicyContext(2, 2)),
+        SimConfig(workers=2, slots=2, arrival="saturated", visible=7),
+        observer=lambda s: seen.append(s.pool_size),
+    )
     assert max(seen) == 7  # topped up to --visible, never beyond
     r1 = simulate(w, make_policy("fcfs", PolicyContext(2, 4)), SimConfig(workers=2, slots=4, rate_scale=1.0))
     r2 = simulate(w, make_policy("fcfs", PolicyContext(2, 4)), SimConfig(workers=2, slots=4, rate_scale=10.0))
@@ -99,8 +119,16 @@ class _Bad:
         return []  # "starve"
 
 
-@pytest.mark.parametrize("kind,msg", [("full", "free slot"), ("dup", "twice"), ("ghost", "not in the waiting pool"),
-                                      ("worker", "does not exist"), ("starve", "left")])
+@pytest.mark.parametrize(
+    "kind,msg",
+    [
+        ("full", "free slot"),
+        ("dup", "twice"),
+        ("ghost", "not in the waiting pool"),
+        ("worker", "does not exist"),
+        ("starve", "left"),
+    ],
+)
 def test_invalid_assignments_are_rejected(kind, msg):
     w = Workload.from_arrays(np.zeros(10), np.full(10, 10), np.full(10, 3), name="b")
     with pytest.raises(SimulationError, match=msg):
@@ -109,14 +137,20 @@ def test_invalid_assignments_are_rejected(kind, msg):
 
 def test_idle_jump_to_next_arrival():
     w = Workload.from_arrays([0.0, 100.0], [10, 10], [2, 2], name="gap")
-    rec = simulate(w, make_policy("jsq_tokens", PolicyContext(1, 1)),
-                   SimConfig(workers=1, slots=1, step_time="linear_max:C=1,t_tok=0"))
+    rec = simulate(
+        w,
+        make_policy("jsq_tokens", PolicyContext(1, 1)),
+        SimConfig(workers=1, slots=1, step_time="linear_max:C=1,t_tok=0"),
+    )
     np.testing.assert_allclose(rec.finish_time(), [2.0, 102.0])
     assert rec.n_steps == 4
 
 
 def test_prefill_delay_shifts_admission():
     w = Workload.from_arrays([0.0], [10], [1], name="p")
-    rec = simulate(w, make_policy("fcfs", PolicyContext(1, 1)),
-                   SimConfig(workers=1, slots=1, prefill_delay_s=5.0, step_time="linear_max:C=1,t_tok=0"))
+    rec = simulate(
+        w,
+        make_policy("fcfs", PolicyContext(1, 1)),
+        SimConfig(workers=1, slots=1, prefill_delay_s=5.0, step_time="linear_max:C=1,t_tok=0"),
+    )
     assert rec.first_token_time()[0] == pytest.approx(6.0)

@@ -16,8 +16,10 @@ from dpbalance.traces.selection import TraceSelection
 DOC = {
     "format": "dpbalance-step-time/1",
     "model": "linear_max",
-    "models": {"linear_max": {"params": {"C": 0.02, "t_tok": 3e-7}},
-               "linear_max_mean": {"params": {"c": 0.01, "a": 2e-7, "b": 1e-7}}},
+    "models": {
+        "linear_max": {"params": {"C": 0.02, "t_tok": 3e-7}},
+        "linear_max_mean": {"params": {"c": 0.01, "a": 2e-7, "b": 1e-7}},
+    },
 }
 
 
@@ -51,8 +53,9 @@ def test_engine_sim_and_simulator_accept_a_file(tmp_path):
 
     w = load_trace("synthetic:n=40,seed=1")
     res, _ = run_simulation(w, "jsq_count", SimConfig(workers=2, slots=4, arrival="saturated", step_time=str(p)))
-    ref, _ = run_simulation(w, "jsq_count", SimConfig(workers=2, slots=4, arrival="saturated",
-                                                      step_time="linear_max:C=0.02,t_tok=3e-7"))
+    ref, _ = run_simulation(
+        w, "jsq_count", SimConfig(workers=2, slots=4, arrival="saturated", step_time="linear_max:C=0.02,t_tok=3e-7")
+    )
     assert res.makespan_s == ref.makespan_s and res.config["step_time_model"]["source"] == str(p)
 
 
@@ -66,19 +69,22 @@ def bad(doc_changes=None, drop=None, model_changes=None):
     return doc
 
 
-@pytest.mark.parametrize("doc, spec_suffix, msg", [
-    (bad(drop=["format"]), "", "is not a step-time file"),
-    (bad({"format": "other/2"}), "", "is not a step-time file"),
-    (bad({"models": {}}), "", "'models' must map"),
-    (bad({"model": "cubic"}), "", "'model' must name one of its models"),
-    (DOC, ":model=cubic", "holds no 'cubic' model; it holds: linear_max, linear_max_mean"),
-    (DOC, ":C=3", "unknown option(s) C"),
-    (bad(model_changes={"C": -1.0}), "", "params.C must be a finite number >= 0"),
-    (bad(model_changes={"C": "fast"}), "", "params.C must be a finite number >= 0"),
-    (bad(model_changes={"C": True}), "", "params.C must be a finite number >= 0"),
-    (bad(model_changes={"extra": 1.0}), "", "must have exactly C, t_tok"),
-    ([1, 2], "", "is not a step-time file"),
-])
+@pytest.mark.parametrize(
+    "doc, spec_suffix, msg",
+    [
+        (bad(drop=["format"]), "", "is not a step-time file"),
+        (bad({"format": "other/2"}), "", "is not a step-time file"),
+        (bad({"models": {}}), "", "'models' must map"),
+        (bad({"model": "cubic"}), "", "'model' must name one of its models"),
+        (DOC, ":model=cubic", "holds no 'cubic' model; it holds: linear_max, linear_max_mean"),
+        (DOC, ":C=3", "unknown option(s) C"),
+        (bad(model_changes={"C": -1.0}), "", "params.C must be a finite number >= 0"),
+        (bad(model_changes={"C": "fast"}), "", "params.C must be a finite number >= 0"),
+        (bad(model_changes={"C": True}), "", "params.C must be a finite number >= 0"),
+        (bad(model_changes={"extra": 1.0}), "", "must have exactly C, t_tok"),
+        ([1, 2], "", "is not a step-time file"),
+    ],
+)
 def test_bad_files_are_clear_errors(tmp_path, doc, spec_suffix, msg):
     p = write(tmp_path, doc)
     with pytest.raises(SpecError) as e:
@@ -112,20 +118,35 @@ def test_sweep_takes_a_step_time_file_from_the_grid_or_the_command_line(tmp_path
 
     p = write(tmp_path, DOC)
     g = tmp_path / "g.yaml"
-    g.write_text("name: st\nbase: {trace: sample, max_requests: 100, slots: 8, workers: 2, policy: jsq_count}\n"
-                 f"axes: {{step_time: [linear_max, '{p}']}}\n")
+    g.write_text(
+        "name: st\nbase: {trace: sample, max_requests: 100, slots: 8, workers: 2, policy: jsq_count}\n"
+        f"axes: {{step_time: [linear_max, '{p}']}}\n"
+    )
     runner = CliRunner()
     r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--workers", "1"])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "o" / "results.json").read_text())
     assert sorted(x["config"]["step_time_model"].get("source", "") for x in rows) == ["", str(p)]
-    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o2"), "--workers", "1",
-                            "--step-time", f"{p}:model=linear_max_mean"])
+    r = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--grid",
+            str(g),
+            "--out",
+            str(tmp_path / "o2"),
+            "--workers",
+            "1",
+            "--step-time",
+            f"{p}:model=linear_max_mean",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "o2" / "results.json").read_text())
     assert len(rows) == 1 and rows[0]["config"]["step_time_model"]["model"] == "linear_max_mean"
-    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o3"), "--step-time",
-                            str(tmp_path / "missing.yaml")])
+    r = runner.invoke(
+        app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o3"), "--step-time", str(tmp_path / "missing.yaml")]
+    )
     assert r.exit_code == 2 and "does not exist" in r.output and not (tmp_path / "o3").exists()
 
 
@@ -140,10 +161,16 @@ def test_per_sequence_step_time_in_the_simulator():
 
     rng = np.random.default_rng(1)
     w = Workload.from_arrays(np.zeros(60), rng.integers(50, 800, 60), rng.integers(1, 40, 60), name="t")
-    base = run_simulation(w, "jsq_tokens", SimConfig(workers=3, slots=4, arrival="saturated",
-                                                     step_time="linear_max_mean:c=0.01,a=2e-7,b=1e-7"))[0]
-    same = run_simulation(w, "jsq_tokens", SimConfig(workers=3, slots=4, arrival="saturated",
-                                                     step_time="linear_seqs:c=0.01,a=2e-7,b=1e-7,s=0,r=0"))[0]
+    base = run_simulation(
+        w,
+        "jsq_tokens",
+        SimConfig(workers=3, slots=4, arrival="saturated", step_time="linear_max_mean:c=0.01,a=2e-7,b=1e-7"),
+    )[0]
+    same = run_simulation(
+        w,
+        "jsq_tokens",
+        SimConfig(workers=3, slots=4, arrival="saturated", step_time="linear_seqs:c=0.01,a=2e-7,b=1e-7,s=0,r=0"),
+    )[0]
     assert same.makespan_s == base.makespan_s and same.throughput_tok_s == base.throughput_tok_s
     cfg = SimConfig(workers=1, slots=4, arrival="saturated", step_time="linear_seqs:c=0.01,a=2e-7,b=1e-7,s=3e-3,r=1e-3")
     st = simulate(w, make_policy("fcfs", PolicyContext(1, 4)), cfg).steps

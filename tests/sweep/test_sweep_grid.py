@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from dpbalance.sweep import Cell, GridError, cell_hash, expand, load_grid
-from dpbalance.sweep import runner
+from dpbalance.sweep import Cell, GridError, cell_hash, expand, load_grid, runner
 
 
 def test_yaml_grid_cartesian_product_with_dict_axis(tmp_path):
@@ -75,8 +74,17 @@ def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path)
     base = Cell.from_dict({"policy": "jsq_tokens", "trace": "sample", "max_requests": 100, "workers": 4})
     h = cell_hash(base, None)
     assert cell_hash(Cell.from_dict({**base.to_dict(), "tag": "other"}), None) == h
-    for change in ({"workers": 8}, {"slots": 16}, {"seed": 1}, {"max_requests": 101}, {"policy": "jsq_count"},
-                   {"energy": "busy_idle"}, {"arrival": "saturated"}, {"train_split": 0.5}, {"repeat": 2}):
+    for change in (
+        {"workers": 8},
+        {"slots": 16},
+        {"seed": 1},
+        {"max_requests": 101},
+        {"policy": "jsq_count"},
+        {"energy": "busy_idle"},
+        {"arrival": "saturated"},
+        {"train_split": 0.5},
+        {"repeat": 2},
+    ):
         assert cell_hash(Cell.from_dict({**base.to_dict(), **change}), None) != h, change
     monkeypatch.setattr(runner, "code_identity", lambda: "9.9.9+other")  # another version or source
     assert cell_hash(base, None) != h
@@ -84,6 +92,7 @@ def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path)
     # same trace name, different file content -> different key
     import gzip
     import shutil
+
     from dpbalance.traces.catalog import PACKAGE_DATA
 
     d1, d2 = tmp_path / "a", tmp_path / "b"
@@ -118,8 +127,9 @@ def test_workload_selection_keeps_training_disjoint():
     assert set(zip(t3.prompt.tolist(), t3.output.tolist(), t3.key.tolist())) <= src
     t4, _ = select_workload(Cell.from_dict({"trace": "sample", "max_requests": 100, "repeat": 3}), None)
     assert len(t4) == 300 and (t4.prompt[200:] == full.prompt[:100]).all()
-    assert t4.arrival[100] > t4.arrival[99] and np.allclose(t4.arrival[200:] - t4.arrival[100:200],
-                                                             t4.arrival[100] - t4.arrival[0])
+    assert t4.arrival[100] > t4.arrival[99] and np.allclose(
+        t4.arrival[200:] - t4.arrival[100:200], t4.arrival[100] - t4.arrival[0]
+    )
 
 
 def test_the_example_grid_expands():

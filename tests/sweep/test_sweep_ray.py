@@ -10,17 +10,37 @@ ray = pytest.importorskip("ray")
 
 from dpbalance.sweep import expand, run_cells  # noqa: E402
 
-DETERMINISTIC = ("throughput_tok_s", "avg_imbalance_gap", "avg_imbalance_maxmin", "balance_ratio", "idle_fraction",
-                 "energy_j", "energy_j_per_token", "tpot_p50_ms", "tpot_p95_ms", "ttft_p95_s", "e2e_p99_s", "steps",
-                 "completed", "makespan_s")
+DETERMINISTIC = (
+    "throughput_tok_s",
+    "avg_imbalance_gap",
+    "avg_imbalance_maxmin",
+    "balance_ratio",
+    "idle_fraction",
+    "energy_j",
+    "energy_j_per_token",
+    "tpot_p50_ms",
+    "tpot_p95_ms",
+    "ttft_p95_s",
+    "e2e_p99_s",
+    "steps",
+    "completed",
+    "makespan_s",
+)
 
 
 @pytest.mark.timeout(300)
 def test_ray_matches_local(tmp_path):
-    cells = expand({"trace": "sample", "max_requests": 300, "slots": 8},
-                   {"policy": ["jsq_tokens", "p2c", "vllm"], "workers": [2, 4],
-                    "load": [{"arrival": "saturated"}, {"arrival": "replay", "rate_scale": 8}]})
-    cells += expand({"trace": "sample", "resample": 400, "seed": 3, "policy": "random", "workers": 3, "arrival": "saturated"})
+    cells = expand(
+        {"trace": "sample", "max_requests": 300, "slots": 8},
+        {
+            "policy": ["jsq_tokens", "p2c", "vllm"],
+            "workers": [2, 4],
+            "load": [{"arrival": "saturated"}, {"arrival": "replay", "rate_scale": 8}],
+        },
+    )
+    cells += expand(
+        {"trace": "sample", "resample": 400, "seed": 3, "policy": "random", "workers": 3, "arrival": "saturated"}
+    )
     local = run_cells(cells, tmp_path / "local", backend="local", workers=2)
     remote = run_cells(cells, tmp_path / "ray", backend="ray", workers=2)
     assert remote.computed == len(cells)

@@ -15,14 +15,29 @@ from dpbalance.cli.main import app
 from dpbalance.results.schema import TABLE_FIELDS
 from dpbalance.sweep import expand, run_cells
 
-DETERMINISTIC = ("throughput_tok_s", "avg_imbalance_gap", "avg_imbalance_maxmin", "idle_fraction", "energy_j",
-                 "tpot_p95_ms", "ttft_p99_s", "steps", "completed", "makespan_s")
+DETERMINISTIC = (
+    "throughput_tok_s",
+    "avg_imbalance_gap",
+    "avg_imbalance_maxmin",
+    "idle_fraction",
+    "energy_j",
+    "tpot_p95_ms",
+    "ttft_p99_s",
+    "steps",
+    "completed",
+    "makespan_s",
+)
 
 
 def small_cells():
-    return expand({"trace": "sample", "max_requests": 300, "slots": 8},
-                  {"policy": ["jsq_tokens", "random", "fcfs"], "workers": [2, 4],
-                   "load": [{"arrival": "saturated"}, {"arrival": "replay", "rate_scale": 10}]})
+    return expand(
+        {"trace": "sample", "max_requests": 300, "slots": 8},
+        {
+            "policy": ["jsq_tokens", "random", "fcfs"],
+            "workers": [2, 4],
+            "load": [{"arrival": "saturated"}, {"arrival": "replay", "rate_scale": 10}],
+        },
+    )
 
 
 def test_pool_equals_inline_and_cache_resumes(tmp_path):
@@ -78,8 +93,10 @@ def test_corrupt_cache_file_is_recomputed(tmp_path):
 
 def test_cli_sweep_and_dry_run(tmp_path):
     g = tmp_path / "grid.yaml"
-    g.write_text("name: cli\nbase: {trace: sample, max_requests: 200, slots: 8, workers: 2}\n"
-                 "axes: {policy: [jsq_count, round_robin]}\n")
+    g.write_text(
+        "name: cli\nbase: {trace: sample, max_requests: 200, slots: 8, workers: 2}\n"
+        "axes: {policy: [jsq_count, round_robin]}\n"
+    )
     runner = CliRunner()
     r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--workers", "1"])
     assert r.exit_code == 0, r.output
@@ -115,12 +132,18 @@ def test_killed_sweep_resumes_only_missing_cells(tmp_path):
     """Run a sweep in a subprocess, kill it once some cells are cached, re-run: cached cells are not recomputed."""
     g = tmp_path / "grid.yaml"
     # G = 1, B = 2 makes each cell ~70k decode steps (~0.3 s), so the sweep is still running when killed
-    g.write_text("name: kill\nbase: {trace: sample, max_requests: 400, workers: 1, slots: 2}\n"
-                 "axes:\n  policy: [jsq_tokens, jsq_count, fcfs, round_robin, random, p2c]\n  seed: [0, 1, 2]\n")
+    g.write_text(
+        "name: kill\nbase: {trace: sample, max_requests: 400, workers: 1, slots: 2}\n"
+        "axes:\n  policy: [jsq_tokens, jsq_count, fcfs, round_robin, random, p2c]\n  seed: [0, 1, 2]\n"
+    )
     out = tmp_path / "o"
     env = {**os.environ, "COLUMNS": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "dpbalance", "sweep", "--grid", str(g), "--out", str(out),
-                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dpbalance", "sweep", "--grid", str(g), "--out", str(out), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     cells_dir = out / "cells"
     deadline = time.time() + 60
     while time.time() < deadline:

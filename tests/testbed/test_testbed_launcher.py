@@ -25,7 +25,7 @@ from dpbalance.testbed.paths import Testbed
 
 pytestmark = pytest.mark.timeout(120)
 
-FAKE_SERVER = textwrap.dedent('''
+FAKE_SERVER = textwrap.dedent("""
     import argparse, http.server, os, signal, subprocess, sys, time
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int)
@@ -58,7 +58,7 @@ FAKE_SERVER = textwrap.dedent('''
 
     print(f"fake engine rank {rank} on port {args.port}", flush=True)
     http.server.HTTPServer(("127.0.0.1", args.port), H).serve_forever()
-''')
+""")
 
 
 @pytest.fixture
@@ -76,9 +76,17 @@ def fake(tmp_path, monkeypatch):
 
     def start(mode="external", timeout_s=30.0, **knobs):
         base = _free_port_pair()
-        st = up(tb, mode, base_port=base, rpc_port=base + 2, timeout_s=timeout_s, python=sys.executable,
-                model=tmp_path / "model", extra_env={**env, **{k: str(v) for k, v in knobs.items()}},
-                log=lambda m: None)
+        st = up(
+            tb,
+            mode,
+            base_port=base,
+            rpc_port=base + 2,
+            timeout_s=timeout_s,
+            python=sys.executable,
+            model=tmp_path / "model",
+            extra_env={**env, **{k: str(v) for k, v in knobs.items()}},
+            log=lambda m: None,
+        )
         started.extend(p.pid for p in st.procs)
         return st
 
@@ -252,8 +260,15 @@ def test_unknown_mode_and_busy_port(tmp_path):
         port = s.getsockname()[1]
         specs, urls = launcher.plan("internal", sys.executable, tmp_path, base_port=port, rpc_port=port + 1)
         with pytest.raises(LaunchError, match=f"port\\(s\\) {port}(, \\d+)? on 127.0.0.1 already in use"):
-            launcher.launch(specs, urls, mode="internal", model="m", state_path=tmp_path / "s.json",
-                            logs_dir=tmp_path, log=lambda m: None)
+            launcher.launch(
+                specs,
+                urls,
+                mode="internal",
+                model="m",
+                state_path=tmp_path / "s.json",
+                logs_dir=tmp_path,
+                log=lambda m: None,
+            )
 
 
 def test_interrupt_while_waiting_ends_what_was_started(fake, tmp_path):
@@ -268,17 +283,19 @@ def test_interrupt_while_waiting_ends_what_was_started(fake, tmp_path):
         from dpbalance.testbed.paths import Testbed
         try:
             up(Testbed(Path({str(tb.root)!r})), base_port={base}, rpc_port={base + 2}, timeout_s=60,
-               python=sys.executable, model=Path("m"), extra_env={{"PYTHONPATH": {str(tmp_path / "fakepath")!r}, "FAKE_PID_DIR": {str(pids)!r},
+               python=sys.executable, model=Path("m"),
+               extra_env={{"PYTHONPATH": {str(tmp_path / "fakepath")!r}, "FAKE_PID_DIR": {str(pids)!r},
                                             "FAKE_NEVER_HEALTHY_RANK": "1"}}, log=lambda m: print(m, flush=True))
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(130)
     """)
     # SIGINT must not be ignored in the child (it would be if this test runs in a background job)
-    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-             "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])")
-    proc = subprocess.Popen([sys.executable, "-c", reset, code],
-                            stdout=subprocess.PIPE, text=True)
+    reset = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", reset, code], stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # both servers recorded and the healthy one answering
         st = launcher.State.load(tb.state_path) if tb.state_path.exists() else None

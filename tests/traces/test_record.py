@@ -17,12 +17,35 @@ def write(path, rows, **kw):
     w.close()
 
 
-ROWS = [dict(t=1000.5, prompt_tokens=120, output_tokens=30, prompt_hash=prompt_hash("hello"), rank=1, policy="br0",
-             outcome="completed"),
-        dict(t=1000.25, prompt_tokens=40, output_tokens=0, prompt_hash=prompt_hash([1, 2]), rank=None, policy="br0",
-             outcome="rejected"),
-        dict(t=1001.0, prompt_tokens=80, output_tokens=7, prompt_hash=prompt_hash("hello"), rank=0, policy="br0",
-             outcome="failed")]
+ROWS = [
+    dict(
+        t=1000.5,
+        prompt_tokens=120,
+        output_tokens=30,
+        prompt_hash=prompt_hash("hello"),
+        rank=1,
+        policy="br0",
+        outcome="completed",
+    ),
+    dict(
+        t=1000.25,
+        prompt_tokens=40,
+        output_tokens=0,
+        prompt_hash=prompt_hash([1, 2]),
+        rank=None,
+        policy="br0",
+        outcome="rejected",
+    ),
+    dict(
+        t=1001.0,
+        prompt_tokens=80,
+        output_tokens=7,
+        prompt_hash=prompt_hash("hello"),
+        rank=0,
+        policy="br0",
+        outcome="failed",
+    ),
+]
 
 
 def test_round_trip_through_trace(tmp_path):
@@ -58,9 +81,24 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path):
 
 def test_rotation_keeps_every_line_and_the_newest_file_is_current(tmp_path):
     p = tmp_path / "r.jsonl"
-    line = len(json.dumps({"v": 1, "t": 1000.5, "prompt_tokens": 120, "output_tokens": 30,
-                           "prompt_hash": prompt_hash("hello"), "policy": "br0", "outcome": "completed",
-                           "rank": 1}, separators=(",", ":"))) + 1
+    line = (
+        len(
+            json.dumps(
+                {
+                    "v": 1,
+                    "t": 1000.5,
+                    "prompt_tokens": 120,
+                    "output_tokens": 30,
+                    "prompt_hash": prompt_hash("hello"),
+                    "policy": "br0",
+                    "outcome": "completed",
+                    "rank": 1,
+                },
+                separators=(",", ":"),
+            )
+        )
+        + 1
+    )
     write(p, [dict(ROWS[0], t=1000.0 + i) for i in range(10)], max_bytes=3 * line, keep=10)
     files = sorted(tmp_path.iterdir())
     total = sum(len(f.read_text().splitlines()) for f in files)

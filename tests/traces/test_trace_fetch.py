@@ -142,9 +142,19 @@ def test_fetched_file_lands_under_its_name_and_loads(server, monkeypatch, tmp_pa
     os.umask(umask)
     assert res.path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private mode
     w = load_trace(name, tmp_path)
-    assert len(w) == {"azure-code-2023": 3, "azure-conv-2023": 2, "mooncake-conversation": 3,
-                      "mooncake-synthetic": 2, "bfio-arxiv": 2, "bfio-burst": 3, "bfio-longbench": 1,
-                      "vidur-arxiv": 2}[name]
+    assert (
+        len(w)
+        == {
+            "azure-code-2023": 3,
+            "azure-conv-2023": 2,
+            "mooncake-conversation": 3,
+            "mooncake-synthetic": 2,
+            "bfio-arxiv": 2,
+            "bfio-burst": 3,
+            "bfio-longbench": 1,
+            "vidur-arxiv": 2,
+        }[name]
+    )
 
 
 def test_fetched_values_are_the_publishers(server, monkeypatch, tmp_path):
@@ -178,8 +188,11 @@ def test_size_mismatch_is_refused(server, tmp_path):
 
 
 def test_404_is_a_clear_error_with_what_to_do(server, tmp_path, monkeypatch):
-    monkeypatch.setitem(SOURCES, "burstgpt", dataclasses.replace(SOURCES["burstgpt"], path="data/gone.csv",
-                                                               url="https://example.invalid/data/gone.csv"))
+    monkeypatch.setitem(
+        SOURCES,
+        "burstgpt",
+        dataclasses.replace(SOURCES["burstgpt"], path="data/gone.csv", url="https://example.invalid/data/gone.csv"),
+    )
     with pytest.raises(FetchError) as err:
         fetch_trace("burstgpt", tmp_path, mirror=server["url"], backoff_s=0)
     msg = str(err.value)
@@ -302,13 +315,18 @@ def test_cli_fetch_errors(server, monkeypatch, tmp_path):
     # one good, one bad checksum (real table value), one missing on the mirror: the good one is still written
     gone = dataclasses.replace(SOURCES["burstgpt"], url="https://x.invalid/nope.csv")
     monkeypatch.setitem(SOURCES, "burstgpt", gone)
-    r, text = _cli("trace", "fetch", "bfio-arxiv", "vidur-arxiv", "burstgpt", "--trace-dir", d,
-                   "--mirror", server["url"])
+    r, text = _cli(
+        "trace", "fetch", "bfio-arxiv", "vidur-arxiv", "burstgpt", "--trace-dir", d, "--mirror", server["url"]
+    )
     assert r.exit_code == 1 and "size mismatch" in text and "HTTP 404" in text
     assert "2 of 3 trace(s) not fetched: vidur-arxiv, burstgpt" in text
     assert _files(Path(d)) == ["bfio-arxiv.json.gz"]
-    for args, needle in [(("sample",), "shipped inside the package"), (("nope",), "cannot be fetched"),
-                         ((), "name at least one trace"), (("--all", "sample"), "not both")]:
+    for args, needle in [
+        (("sample",), "shipped inside the package"),
+        (("nope",), "cannot be fetched"),
+        ((), "name at least one trace"),
+        (("--all", "sample"), "not both"),
+    ]:
         r, text = _cli("trace", "fetch", *args, "--trace-dir", d)
         assert r.exit_code == 2 and needle in text, (args, r.output)
 

@@ -9,15 +9,18 @@ import pytest
 from dpbalance.traces import TraceError, load_trace, parse_timestamp, resolve_trace
 
 
-@pytest.mark.parametrize("name,rows,prompt_mean,output_mean,gt1000", [
-    ("azure-code-2023", 8819, 2047.8, 27.9, 2),
-    ("azure-conv-2023", 19366, 1154.7, 211.1, 0),
-    ("mooncake-conversation", 12031, 12035.1, 342.6, 161),
-    ("mooncake-synthetic", 3993, 15325.5, 149.1, 0),
-    ("bfio-arxiv", 8000, 4825.1, 437.2, 490),
-    ("bfio-burst", 8000, 362.9, 57.0, 42),
-    ("vidur-arxiv", 28257, 2588.1, 291.4, 1241),
-])
+@pytest.mark.parametrize(
+    "name,rows,prompt_mean,output_mean,gt1000",
+    [
+        ("azure-code-2023", 8819, 2047.8, 27.9, 2),
+        ("azure-conv-2023", 19366, 1154.7, 211.1, 0),
+        ("mooncake-conversation", 12031, 12035.1, 342.6, 161),
+        ("mooncake-synthetic", 3993, 15325.5, 149.1, 0),
+        ("bfio-arxiv", 8000, 4825.1, 437.2, 490),
+        ("bfio-burst", 8000, 362.9, 57.0, 42),
+        ("vidur-arxiv", 28257, 2588.1, 291.4, 1241),
+    ],
+)
 def test_real_traces_match_sources(need_trace, name, rows, prompt_mean, output_mean, gt1000):
     need_trace(name)
     w = load_trace(name)
@@ -48,10 +51,12 @@ def test_sample_is_bundled_and_works_without_a_trace_dir(tmp_path, monkeypatch):
 
 def test_azure_2024_format(tmp_path):
     f = tmp_path / "AzureLLMInferenceTrace_conv_1week.csv"
-    f.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                 "2024-05-10 00:00:00.009930+00:00,4000,1200\n"
-                 "2024-05-10 00:00:01.509930+00:00,300,20\n"
-                 "2024-05-10 02:00:02.000000+02:00,10,1001\n")  # +02:00 -> 00:00:02 UTC
+    f.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2024-05-10 00:00:00.009930+00:00,4000,1200\n"
+        "2024-05-10 00:00:01.509930+00:00,300,20\n"
+        "2024-05-10 02:00:02.000000+02:00,10,1001\n"
+    )  # +02:00 -> 00:00:02 UTC
     w = load_trace(str(f))
     np.testing.assert_allclose(w.arrival, [0.0, 1.5, 1.99007], atol=1e-5)
     assert w.output.tolist() == [1200, 20, 1001]
@@ -65,28 +70,41 @@ def test_azure_2023_seven_digit_fraction():
 
 def test_burstgpt_format_counts_failed_rows(tmp_path):
     f = tmp_path / "BurstGPT_1.csv"
-    f.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-                 "5,ChatGPT,472,18,490,Conversation log\n"
-                 "45,ChatGPT,1087,0,1087,Conversation log\n"
-                 "118,GPT-4,417,276,693,API log\n")
+    f.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n"
+        "45,ChatGPT,1087,0,1087,Conversation log\n"
+        "118,GPT-4,417,276,693,API log\n"
+    )
     w = load_trace(str(f))
     assert len(w) == 2 and w.arrival.tolist() == [0.0, 113.0]
     assert w.meta["dropped"] == {"failed_requests_zero_response_tokens": 1}
 
 
-@pytest.mark.parametrize("content,fname,where,problem", [
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.1,10,5\n2023-11-16 18:00:01.1,ten,5\n",
-     "a.csv", ":3:", "ContextTokens"),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,10,5\n", "b.csv", ":2:", "TIMESTAMP"),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.1,10,0\n", "c.csv", ":2:", ">= 1"),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.1,10\n", "d.csv", ":2:", "3 comma-separated"),
-    ("TIMESTAMP,Context,GeneratedTokens\n", "e.csv", ":1:", "lacks column"),
-    ('{"timestamp": 0, "input_length": 5, "output_length": 3}\n{"timestamp": 1, "input_length": 5}\n',
-     "m.jsonl", ":2:", "output_length"),
-    ('{"timestamp": 0, "input_length": 5, "output_length": 3}\n{not json}\n', "n.jsonl", ":2:", "invalid JSON"),
-    ("prompt_tokens,output_tokens\n10,5\n-3,5\n", "g.csv", ":3:", ">= 0"),
-    ("prompt_tokens,output_tokens\n10,5.5\n", "h.csv", ":2:", "integer"),
-])
+@pytest.mark.parametrize(
+    "content,fname,where,problem",
+    [
+        (
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.1,10,5\n2023-11-16 18:00:01.1,ten,5\n",
+            "a.csv",
+            ":3:",
+            "ContextTokens",
+        ),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,10,5\n", "b.csv", ":2:", "TIMESTAMP"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.1,10,0\n", "c.csv", ":2:", ">= 1"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.1,10\n", "d.csv", ":2:", "3 comma-separated"),
+        ("TIMESTAMP,Context,GeneratedTokens\n", "e.csv", ":1:", "lacks column"),
+        (
+            '{"timestamp": 0, "input_length": 5, "output_length": 3}\n{"timestamp": 1, "input_length": 5}\n',
+            "m.jsonl",
+            ":2:",
+            "output_length",
+        ),
+        ('{"timestamp": 0, "input_length": 5, "output_length": 3}\n{not json}\n', "n.jsonl", ":2:", "invalid JSON"),
+        ("prompt_tokens,output_tokens\n10,5\n-3,5\n", "g.csv", ":3:", ">= 0"),
+        ("prompt_tokens,output_tokens\n10,5.5\n", "h.csv", ":2:", "integer"),
+    ],
+)
 def test_bad_rows_name_file_line_and_problem(tmp_path, content, fname, where, problem):
     f = tmp_path / fname
     f.write_text(content)

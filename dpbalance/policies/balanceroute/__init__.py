@@ -16,8 +16,16 @@ def beta_of(cfg: BR0Config, ctx: PolicyContext) -> float:
 def brh_scorer(cfg: BRHConfig, ctx: PolicyContext) -> BrhScorer:
     """The horizon scorer with its predictor fitted on ``ctx.train``; BR-H and BF-IO share it."""
     spec = cfg.predictor + (f":noise={cfg.noise},seed={ctx.seed}" if cfg.predictor == "oracle" and cfg.noise else "")
-    return BrhScorer(H=cfg.H, alpha=cfg.alpha, beta=beta_of(cfg, ctx), gamma=cfg.gamma, growth=cfg.growth,
-                     refill=cfg.refill, predictor=make_predictor(spec, train=ctx.train), workers=ctx.workers)
+    return BrhScorer(
+        H=cfg.H,
+        alpha=cfg.alpha,
+        beta=beta_of(cfg, ctx),
+        gamma=cfg.gamma,
+        growth=cfg.growth,
+        refill=cfg.refill,
+        predictor=make_predictor(spec, train=ctx.train),
+        workers=ctx.workers,
+    )
 
 
 def make_br0(cfg: BR0Config, ctx: PolicyContext) -> BalanceRoute:
@@ -28,5 +36,15 @@ def make_brh(cfg: BRHConfig, ctx: PolicyContext) -> BalanceRoute:
     return BalanceRoute(cfg, ctx.workers, brh_scorer(cfg, ctx))
 
 
-__all__ = ["PRESETS", "BR0Config", "BRHConfig", "BalanceRoute", "Br0Scorer", "BrhScorer", "Scorer", "brh_scorer",
-           "make_br0", "make_brh"]
+__all__ = [
+    "PRESETS",
+    "BR0Config",
+    "BRHConfig",
+    "BalanceRoute",
+    "Br0Scorer",
+    "BrhScorer",
+    "Scorer",
+    "brh_scorer",
+    "make_br0",
+    "make_brh",
+]

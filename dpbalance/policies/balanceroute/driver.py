@@ -6,8 +6,8 @@ One dispatch, on the waiting requests the snapshot shows (the first ``window`` o
    that arrived more than W after it, it is *overdue*: the lightest worker is marked for it, and it is admitted
    there at the first moment it fits that worker's margin and the worker has a free slot, or at the first free
    slot anywhere once it has waited 2·W. So no request waits more than 2·W plus the time until a slot frees
-   (overdue requests go in arrival order), and a large prompt goes where there is room for it rather than wherever a slot happened to
-   free.
+   (overdue requests go in arrival order), and a large prompt goes where there is room for it rather than wherever a
+   slot happened to free.
 1. **Placement** while slots are plentiful (``s_greedy``; by default while every waiting request fits):
    ``placement=load`` places the requests largest first, each on the worker with the highest F (ties: lowest
    load), no worker taking more than its share of the batch (``quota``) — the load-aware rule that wins when
@@ -121,7 +121,7 @@ class BalanceRoute:
                 return
         elif total_free <= cfg.s_greedy:
             return
-        if (cfg.hold_s and self._left < self.G and snap.now - float(self._arrival[~taken][0]) < cfg.hold_s):
+        if cfg.hold_s and self._left < self.G and snap.now - float(self._arrival[~taken][0]) < cfg.hold_s:
             self._left = 0  # coordinated waiting: gather a batch of at least one request per worker, briefly
             return
 

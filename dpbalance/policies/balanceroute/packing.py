@@ -94,7 +94,7 @@ def greedy_sorted(values: list[float], labels: list[int], cap: float, K: int) ->
         r = k - j - 1  # picks still to make after this one; they will take the r smallest other items
         hi = bisect.bisect_right(avail, left - sum(avail[:r])) - 1
         if hi < r:  # no item above the reserved smallest fits: the largest feasible pick is avail[r]
-            hi = r if sum(avail[:r + 1]) <= left else -1
+            hi = r if sum(avail[: r + 1]) <= left else -1
         if hi < 0:
             break
         left -= avail[hi]

@@ -96,8 +96,9 @@ def future_beta(beta: float, alpha: float, d: np.ndarray, theta: float = 0.9) ->
 class BrhScorer:
     """Horizon-discounted F over projected loads (see the module docstring)."""
 
-    def __init__(self, *, H: int, alpha: float, beta: float, gamma: float, growth: bool, refill: bool, predictor,
-                 workers: int):
+    def __init__(
+        self, *, H: int, alpha: float, beta: float, gamma: float, growth: bool, refill: bool, predictor, workers: int
+    ):
         self.H, self.alpha, self.growth, self.refill = H, float(alpha), growth, refill
         self.G = workers
         self.predictor = predictor
