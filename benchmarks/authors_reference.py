@@ -86,8 +86,8 @@ import numpy as np
 
 from dpbalance.cli.common import TraceSelection
 from dpbalance.core.workload import Workload
+from dpbalance.engine.step_time import LinearMax, make_step_time
 from dpbalance.sim.engine import SimConfig, arrival_times
-from dpbalance.sim.models import LinearMax, make_step_time
 
 DRIVER = Path(__file__).with_name("authors_driver.py")
 REPO_URL = "https://github.com/Echoscd/Load-Balancing-Release"

@@ -15,9 +15,9 @@ import asyncio
 
 import numpy as np
 
+from dpbalance import loadgen
 from dpbalance.core import Workload
-from dpbalance.router import loadgen
-from dpbalance.router.engine_sim import start_group
+from dpbalance.emulator import start_group
 from dpbalance.router.server import RouterConfig, start_router
 from dpbalance.sim import SimConfig, run_simulation
 from dpbalance.traces import load_trace

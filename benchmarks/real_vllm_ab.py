@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sst
 
+from dpbalance import loadgen
 from dpbalance.core import Workload
-from dpbalance.router import loadgen
 from dpbalance.sim import SimConfig, run_simulation
 from dpbalance.traces import load_trace
 

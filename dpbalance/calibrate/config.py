@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..sim.models import STEP_TIME_FILE_SUFFIXES
+from ..engine.step_time import STEP_TIME_FILE_SUFFIXES
 
 DEFAULT_RANK_HEADER = "X-data-parallel-rank"
 _DEPLOY = "Deployment"

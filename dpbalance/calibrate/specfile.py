@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..sim.models import STEP_TIME_FILE_FORMAT
+from ..engine.step_time import STEP_TIME_FILE_FORMAT
 from .config import CalibrateConfig
 from .driver import DriveRecord, PhaseResult
 from .fit import Calibration, CalibrationError, Observations, fit, split_heldout

@@ -47,9 +47,9 @@ def expand_nargs(argv: list[str], options=NARGS_OPTIONS) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
+    from ..emulator import EngineSimConfig
+    from ..loadgen import LoadgenConfig
     from ..router.config import RouterConfig
-    from ..router.engine_sim import EngineSimConfig
-    from ..router.loadgen import LoadgenConfig
     from .options import with_configs
 
     @app.command()
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
     @with_configs(config_file="--config", sim=EngineSimConfig)
     def engine_sim(*, sim: EngineSimConfig) -> None:
         """Emulate a DP decode group whose ranks share one step barrier (vLLM API subset on N ports)."""
-        from ..router.engine_sim import start_group
+        from ..emulator import start_group
 
         _loop_policy()
 
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         """Replay a trace as real streaming requests and measure TTFT/TPOT/E2E/throughput."""
         import aiohttp
 
-        from ..router import loadgen as lg
+        from .. import loadgen as lg
         from ..traces import load_trace
 
         if not cfg.target:

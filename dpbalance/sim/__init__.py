@@ -1,7 +1,8 @@
 """Trace-driven simulator of barrier-synchronized DP decoding."""
 
+from ..engine.step_time import STEP_TIME, make_step_time
+from .energy import ENERGY, make_energy
 from .engine import RunRecord, SimConfig, SimulationError, arrival_times, simulate
-from .models import ENERGY, STEP_TIME, make_energy, make_step_time
 from .run import run_simulation, summarize
 
 __all__ = [

@@ -35,7 +35,8 @@ from ..core.apply import InvalidAssignment, apply_assignments
 from ..core.snapshot import Snapshot
 from ..core.state import ClusterState, Pool
 from ..core.workload import Workload
-from .models import LinearMax, make_energy, make_step_time
+from ..engine.step_time import LinearMax, make_step_time
+from .energy import make_energy
 
 
 class SimulationError(RuntimeError):

@@ -33,8 +33,8 @@ from typing import Any
 
 from ..core.config_io import ConfigFileError, build_from_mapping, read_config_file
 from ..core.specs import SpecError, parse_spec
+from ..engine.step_time import make_step_time
 from ..sim.engine import SimConfig
-from ..sim.models import make_step_time
 from ..traces.selection import TraceSelection
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from .. import __version__
 from ..core.workload import Workload
+from ..engine.step_time import step_time_identity
 from ..results.schema import TABLE_FIELDS, Result, Series, write_json
-from ..sim.models import step_time_identity
 from .grid import Cell, GridError
 
 RAY_INSTALL_HINT = (

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from dpbalance.calibrate.config import CalibrateConfig
 from dpbalance.calibrate.driver import drive
 from dpbalance.cli.main import app
-from dpbalance.router.engine_sim import start_group
+from dpbalance.emulator import start_group
 
 # engine-sim runs 5x slower than the model (time_scale 0.2): steps of 20-80 ms wall, so timer jitter of the
 # event loop (~1 ms) stays small next to them

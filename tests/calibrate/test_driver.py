@@ -161,7 +161,7 @@ def test_analysis_scales_times_and_needs_three_levels(tmp_path):
     from dpbalance.calibrate.driver import DriveRecord
     from dpbalance.calibrate.fit import CalibrationError
     from dpbalance.calibrate.specfile import analyse, write
-    from dpbalance.sim.models import make_step_time
+    from dpbalance.engine.step_time import make_step_time
 
     loads = [[100, 100], [1000, 1000], [3000, 3000], [6000, 6000], [8000, 8000], [2000, 2000], [5000, 5000]]
     # wall times of an engine running 4x faster than the model C = 8 ms, t_tok = 2 µs

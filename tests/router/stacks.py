@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from dpbalance.router.engine_sim import EngineGroup, start_group
+from dpbalance.emulator import EngineGroup, start_group
 from dpbalance.router.server import Router, RouterConfig, start_router
 from tests.router.fake_vllm import FakeRank
 

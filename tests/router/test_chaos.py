@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from dpbalance.router.engine_sim import start_group
+from dpbalance.emulator import start_group
 from dpbalance.router.server import RouterConfig, start_router
 from tests.router.fake_vllm import FakeRank
 from tests.router.stacks import Stack

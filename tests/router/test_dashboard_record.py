@@ -12,9 +12,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from dpbalance.router import loadgen
+from dpbalance import loadgen
+from dpbalance.emulator import start_group
 from dpbalance.router.config import RouterConfig
-from dpbalance.router.engine_sim import start_group
 from dpbalance.router.server import start_router
 from dpbalance.traces import load_trace
 

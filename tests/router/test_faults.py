@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpbalance.core.snapshot import Assignment
-from dpbalance.router.engine_sim import start_group
+from dpbalance.emulator import start_group
 from tests.router.stacks import free_port, post, routed
 
 pytestmark = pytest.mark.timeout(60)

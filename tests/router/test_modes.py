@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from dpbalance.cli.main import app
 from dpbalance.cli.serve_cmds import expand_nargs
+from dpbalance.emulator import start_group
 from dpbalance.router import server as server_mod
-from dpbalance.router.engine_sim import start_group
 from dpbalance.router.server import RouterConfig, StartupError, start_router
 from dpbalance.traces import load_trace
 from tests.router.stacks import free_port, post

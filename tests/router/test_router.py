@@ -7,8 +7,8 @@ import time
 import aiohttp
 import pytest
 
-from dpbalance.router import loadgen
-from dpbalance.router.engine_sim import start_group
+from dpbalance import loadgen
+from dpbalance.emulator import start_group
 from dpbalance.router.server import RouterConfig, start_router
 from dpbalance.traces import load_trace
 

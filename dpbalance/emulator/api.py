@@ -21,7 +21,7 @@ import uuid
 
 from aiohttp import web
 
-from .engine_sim import EngineGroup, Rank, SimRequest
+from .group import EngineGroup, Rank, SimRequest
 
 DP_RANK_HEADER = "X-data-parallel-rank"
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
@@ -425,3 +425,15 @@ async def _stream(request: web.Request, g: EngineGroup, rk: Rank, req: SimReques
     except (ConnectionError, RuntimeError):
         pass
     return resp
+
+
+async def start_group(ranks: int, base_port: int = 0, host: str = "127.0.0.1", dp_port: int | None = None, **kw):
+    """Start the group and its servers; ``base_port=0`` picks free ports. Returns (group, base URLs, runners);
+    the group's ``server`` attribute (``EngineServer``) can kill and revive ranks and gives
+    ``dp_url`` when ``dp_port`` is set (0 = a free port)."""
+    group = EngineGroup(ranks, **kw)
+    group.start()
+    server = EngineServer(group, host)
+    await server.start(base_port, dp_port)
+    group.server = server
+    return group, server.urls, server.runners

@@ -9,7 +9,7 @@ requests and the step lasts ``step_time(loads of all ranks)`` — the simulator'
 
 A streamed token is written to its connection by the step loop itself (one pre-built SSE event, no task
 switch), so the emulator stays cheap enough to drive a router at its ceiling. A request whose client has
-gone is dropped at the next step (as vLLM aborts it). The HTTP API is in ``engine_api``.
+gone is dropped at the next step (as vLLM aborts it). The HTTP API is in ``api``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.metrics import step_stats
-from ..sim.models import make_step_time
+from ..engine.step_time import make_step_time
 
 
 @dataclass(frozen=True)
@@ -255,17 +255,3 @@ class EngineGroup:
 
     def reset_stats(self) -> None:
         self._hist.clear()
-
-
-async def start_group(ranks: int, base_port: int = 0, host: str = "127.0.0.1", dp_port: int | None = None, **kw):
-    """Start the group and its servers; ``base_port=0`` picks free ports. Returns (group, base URLs, runners);
-    the group's ``server`` attribute (``engine_api.EngineServer``) can kill and revive ranks and gives
-    ``dp_url`` when ``dp_port`` is set (0 = a free port)."""
-    from .engine_api import EngineServer
-
-    group = EngineGroup(ranks, **kw)
-    group.start()
-    server = EngineServer(group, host)
-    await server.start(base_port, dp_port)
-    group.server = server
-    return group, server.urls, server.runners
