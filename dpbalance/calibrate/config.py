@@ -3,10 +3,11 @@ them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..core.config import setting
 from ..engine.step_time import STEP_TIME_FILE_SUFFIXES
 
 DEFAULT_RANK_HEADER = "X-data-parallel-rank"
@@ -17,146 +18,109 @@ _OUT = "Measurement and output"
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    worker_urls: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "doc": "base URL of one data-parallel rank's OpenAI server, e.g. http://127.0.0.1:8001 (repeat the option "
-            "once per rank, or give them comma-separated)",
-            "flags": ("--worker-urls", "--worker-url"),
-            "panel": _DEPLOY,
-        },
+    worker_urls: tuple[str, ...] = setting(
+        (),
+        "base URL of one data-parallel rank's OpenAI server, e.g. http://127.0.0.1:8001 (repeat the option "
+        "once per rank, or give them comma-separated)",
+        flags=("--worker-urls", "--worker-url"),
+        panel=_DEPLOY,
     )
-    dp_endpoint: str | None = field(
-        default=None,
-        metadata={
-            "doc": "instead of --worker-urls: one OpenAI server in front of all data-parallel ranks, which sends a "
-            "request to the rank named in its rank header (needs --dp-size)",
-            "panel": _DEPLOY,
-        },
+    dp_endpoint: str | None = setting(
+        None,
+        "instead of --worker-urls: one OpenAI server in front of all data-parallel ranks, which sends a "
+        "request to the rank named in its rank header (needs --dp-size)",
+        panel=_DEPLOY,
     )
-    dp_size: int | None = field(
-        default=None, metadata={"doc": "number of data-parallel ranks behind --dp-endpoint", "min": 1, "panel": _DEPLOY}
+    dp_size: int | None = setting(None, "number of data-parallel ranks behind --dp-endpoint", min=1, panel=_DEPLOY)
+    rank_header: str = setting(
+        DEFAULT_RANK_HEADER, "request header that picks the rank at --dp-endpoint", panel=_DEPLOY
     )
-    rank_header: str = field(
-        default=DEFAULT_RANK_HEADER,
-        metadata={"doc": "request header that picks the rank at --dp-endpoint", "panel": _DEPLOY},
+    model: str | None = setting(
+        None,
+        "model name sent with every request (default: the first model the server lists at /v1/models)",
+        panel=_DEPLOY,
     )
-    model: str | None = field(
-        default=None,
-        metadata={
-            "doc": "model name sent with every request (default: the first model the server lists at /v1/models)",
-            "panel": _DEPLOY,
-        },
-    )
-    api_key: str | None = field(
-        default=None,
-        metadata={"doc": "sent as 'Authorization: Bearer KEY'", "envvar": "DPBALANCE_API_KEY", "panel": _DEPLOY},
+    api_key: str | None = setting(
+        None, "sent as 'Authorization: Bearer KEY'", envvar="DPBALANCE_API_KEY", panel=_DEPLOY
     )
 
-    prompt_lens: tuple[int, ...] = field(
-        default=(128, 512, 1536),
-        metadata={
-            "doc": "prompt lengths in tokens of the load grid (repeat the option for each value)",
-            "min": 1,
-            "panel": _GRID,
-        },
+    prompt_lens: tuple[int, ...] = setting(
+        (128, 512, 1536),
+        "prompt lengths in tokens of the load grid (repeat the option for each value)",
+        min=1,
+        panel=_GRID,
     )
-    concurrency: tuple[int, ...] = field(
-        default=(1, 4, 16),
-        metadata={
-            "doc": "concurrent streams per rank of the load grid (repeat the option for each value; keep them within "
-            "the engine's max-num-seqs)",
-            "min": 1,
-            "panel": _GRID,
-        },
+    concurrency: tuple[int, ...] = setting(
+        (1, 4, 16),
+        "concurrent streams per rank of the load grid (repeat the option for each value; keep them within "
+        "the engine's max-num-seqs)",
+        min=1,
+        panel=_GRID,
     )
-    unequal: bool = field(
-        default=True,
-        metadata={
-            "doc": "also measure unequal loads (one rank at a grid level, the others at the lightest) so that max and "
-            "mean load separate and the mean-load term can be fitted",
-            "panel": _GRID,
-        },
+    unequal: bool = setting(
+        True,
+        "also measure unequal loads (one rank at a grid level, the others at the lightest) so that max and "
+        "mean load separate and the mean-load term can be fitted",
+        panel=_GRID,
     )
-    warmup_tokens: int = field(
-        default=4,
-        metadata={
-            "doc": "tokens every stream of a phase must have received before measuring starts (prefills done)",
-            "min": 1,
-            "panel": _GRID,
-        },
+    warmup_tokens: int = setting(
+        4,
+        "tokens every stream of a phase must have received before measuring starts (prefills done)",
+        min=1,
+        panel=_GRID,
     )
-    measure_steps: int = field(
-        default=32,
-        metadata={"doc": "decode steps measured per phase (more: less noise, longer run)", "min": 3, "panel": _GRID},
+    measure_steps: int = setting(
+        32, "decode steps measured per phase (more: less noise, longer run)", min=3, panel=_GRID
     )
-    seed: int = field(default=0, metadata={"doc": "seeds the phase order and the prompts", "panel": _GRID})
+    seed: int = setting(0, "seeds the phase order and the prompts", panel=_GRID)
 
-    time_budget_s: float = field(
-        default=600.0,
-        metadata={
-            "doc": "stop driving load after this many seconds and fit what was measured",
-            "flags": ("--time-budget",),
-            "min": 1.0,
-            "panel": _OUT,
-        },
+    time_budget_s: float = setting(
+        600.0,
+        "stop driving load after this many seconds and fit what was measured",
+        flags=("--time-budget",),
+        min=1.0,
+        panel=_OUT,
     )
-    source: Literal["window", "stream", "itl", "steps"] = field(
-        default="window",
-        metadata={
-            "doc": "the step time the fit uses: window (the measuring window's length / tokens each stream received "
-            "in it: the mean time per output token, stalls included, as TPOT counts it) | stream (median gap "
-            "between tokens seen by the client; robust to client stalls, blind to the engine's) | itl (the "
-            "engine's mean inter-token latency from /metrics) | steps (measuring window / engine steps counted "
-            "in /metrics); falls back to stream when the engine does not expose the metric",
-            "panel": _OUT,
-        },
+    source: Literal["window", "stream", "itl", "steps"] = setting(
+        "window",
+        "the step time the fit uses: window (the measuring window's length / tokens each stream received "
+        "in it: the mean time per output token, stalls included, as TPOT counts it) | stream (median gap "
+        "between tokens seen by the client; robust to client stalls, blind to the engine's) | itl (the "
+        "engine's mean inter-token latency from /metrics) | steps (measuring window / engine steps counted "
+        "in /metrics); falls back to stream when the engine does not expose the metric",
+        panel=_OUT,
     )
-    holdout_every: int = field(
-        default=4,
-        metadata={
-            "doc": "hold every k-th load level (by max load, never the lightest or heaviest) out of the fit and report "
-            "the prediction error on them; 0: hold none out",
-            "min": 0,
-            "panel": _OUT,
-        },
+    holdout_every: int = setting(
+        4,
+        "hold every k-th load level (by max load, never the lightest or heaviest) out of the fit and report "
+        "the prediction error on them; 0: hold none out",
+        min=0,
+        panel=_OUT,
     )
-    time_scale: float = field(
-        default=1.0,
-        metadata={
-            "doc": "the deployment runs k times faster than the hardware it stands for (engine-sim --time-scale); "
-            "measured times are multiplied by k",
-            "min": 1e-9,
-            "panel": _OUT,
-        },
+    time_scale: float = setting(
+        1.0,
+        "the deployment runs k times faster than the hardware it stands for (engine-sim --time-scale); "
+        "measured times are multiplied by k",
+        min=1e-9,
+        panel=_OUT,
     )
-    out: Path = field(
-        default=Path("step_time.yaml"),
-        metadata={
-            "doc": "step-time file to write (.yaml, .yml or .json); use it as --step-time FILE",
-            "flags": ("--out", "-o"),
-            "panel": _OUT,
-        },
+    out: Path = setting(
+        Path("step_time.yaml"),
+        "step-time file to write (.yaml, .yml or .json); use it as --step-time FILE",
+        flags=("--out", "-o"),
+        panel=_OUT,
     )
-    retries: int = field(
-        default=1,
-        metadata={
-            "doc": "measure a phase again (this many times at most) when a stall disturbed it: its median token gap "
-            "and its mean step over the window disagree by more than 25%",
-            "min": 0,
-            "panel": _OUT,
-        },
+    retries: int = setting(
+        1,
+        "measure a phase again (this many times at most) when a stall disturbed it: its median token gap "
+        "and its mean step over the window disagree by more than 25%",
+        min=0,
+        panel=_OUT,
     )
-    settle_s: float = field(
-        default=10.0,
-        metadata={
-            "doc": "longest wait for the ranks to go idle between phases",
-            "flags": ("--settle",),
-            "min": 0.0,
-            "panel": _OUT,
-        },
+    settle_s: float = setting(
+        10.0, "longest wait for the ranks to go idle between phases", flags=("--settle",), min=0.0, panel=_OUT
     )
-    request_timeout_s: float = field(default=600.0, metadata={"doc": "timeout of one request", "cli": False})
+    request_timeout_s: float = setting(600.0, "timeout of one request", cli=False)
 
     def __post_init__(self):
         urls = tuple(u.strip().rstrip("/") for item in self.worker_urls for u in str(item).split(",") if u.strip())

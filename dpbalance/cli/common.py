@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..core.config_io import ConfigFileError
+from ..core.config import ConfigFileError
 from ..core.specs import SpecError
-from ..sim.engine import SimConfig, SimulationError
+from ..sim.engine import SimulationError
 from ..traces import TraceError
 from ..traces.selection import TraceSelection
 from .options import option_for
@@ -25,8 +25,6 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 # single settings some commands take on their own (defined once, in their config dataclass)
 TraceOpt = option_for(TraceSelection, "trace")
 TraceDirOpt = option_for(TraceSelection, "trace_dir")
-MaxReqOpt = option_for(TraceSelection, "max_requests")
-RateScaleOpt = option_for(SimConfig, "rate_scale")
 
 
 def fmt_number(v) -> str:

@@ -1,22 +1,23 @@
 """Command-line options generated from the typed config dataclasses, so every setting is defined once.
 
-A config dataclass field carries its documentation in ``field(metadata=...)``:
+A config dataclass field is declared with ``core.config.setting`` and carries:
 
 - ``doc`` — the help text (required for fields shown on the command line);
 - ``flags`` — the option names, e.g. ``("--workers", "-G")`` (default ``--field-name``);
-- ``min`` / ``max`` — numeric bounds checked by the parser; ``envvar`` — an environment variable;
+- ``min`` / ``max`` — numeric bounds; ``envvar`` — an environment variable;
 - ``cli`` — ``False`` keeps the field off the command line (it keeps its default);
 - ``panel`` — the ``--help`` section the option is listed under.
 
 ``with_configs(sim=SimConfig, trace=TraceSelection)`` turns a command function that takes keyword arguments
 ``sim: SimConfig`` and ``trace: TraceSelection`` into one whose signature lists an option per field; the
-wrapper builds the configs from the parsed values (a ``ValueError`` from a config's own validation becomes a
-usage error naming the problem) and calls the function with them.
+wrapper builds the configs from the parsed values and calls the function with them. Every value goes through
+the one conversion path of ``core.config`` (``convert`` for each option as it is parsed, ``build`` for bounds and
+the dataclass's own checks), the same one config files, sweep cells and spec strings use; a bad value is a usage
+error naming the option.
 
 ``with_configs(config_file="--config", ...)`` also adds a ``--config FILE`` option (YAML, TOML or JSON, keys
 are the field names, dashes or underscores): the file gives the base values, options typed on the command line
-(or set through their environment variable) override it, an unknown key is an error listing the valid ones, and
-values are type-checked (dacite, strict).
+(or set through their environment variable) override it, and an unknown key is an error listing the valid ones.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -32,45 +32,60 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core.config_io import ConfigFileError, build_from_mapping, read_config_file
+from ..core.config import ConfigError, ConfigFileError, build, convert, read_config_file, type_name
 
 _KW = inspect.Parameter.KEYWORD_ONLY
 _FROM_USER = ("COMMANDLINE", "ENVIRONMENT")
 
 
-def _cli_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:
-    """(annotation typer understands, converter from the parsed value back to the field's type)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            inner, conv = _cli_type(args[0])
-            return inner | None, (lambda v: None if v is None else conv(v))
-    if origin is tuple:
-        (item, *_rest) = typing.get_args(tp) or (str,)
-        return list[item], (lambda v: tuple(v) if v is not None else ())
-    return tp, (lambda v: v)
+def setting_parser(tp: Any, option: str) -> Callable[[str], Any]:
+    """The option's value parser: ``core.config.convert`` (so the command line accepts exactly what a config file
+    or a spec string accepts); a bad value is a usage error naming the option."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return convert(value, tp, option)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return parse
 
 
-def _resolve(fn: Callable, annotation: Any) -> Any:
-    """A string annotation (``from __future__ import annotations``) as the object it names, in the function's
-    module; typer needs the real ``Annotated[...]`` to read the option names."""
-    if not isinstance(annotation, str):
-        return annotation
-    ns = dict(vars(typing))
-    ns.update(fn.__globals__)
-    try:
-        return eval(annotation, ns)  # noqa: S307 - our own source's annotations
-    except NameError:
-        return annotation
+def _metavar(tp: Any) -> str:
+    name = type_name(tp)
+    return f"[{name}]" if typing.get_origin(tp) is typing.Literal else name.upper().replace(" ", "_")
+
+
+def _item_type(tp: Any) -> tuple[Any, bool, bool]:
+    """(the type of one command-line value, whether the option repeats, whether it is a plain bool flag)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and typing.get_origin(rest[0]) is tuple:
+            return typing.get_args(rest[0])[0], True, False
+    if typing.get_origin(tp) is tuple:
+        return (args or (str,))[0], True, False
+    return tp, False, tp is bool
 
 
 def flag_names(f: dataclasses.Field) -> tuple[str, ...]:
     return tuple(f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))
 
 
-def config_options(cls: type, *, panel: str | None = None) -> list[tuple[inspect.Parameter, Callable]]:
-    """One ``inspect.Parameter`` (with its typer option) per command-line field of a config dataclass."""
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return ...
+
+
+def config_options(cls: type, *, panel: str | None = None, unset: bool = True) -> list[inspect.Parameter]:
+    """One ``inspect.Parameter`` (with its typer option) per command-line field of a config dataclass. With
+    ``unset`` an option not given arrives as ``None`` (the config's own default then applies when it is built);
+    otherwise it arrives as the field's default."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -78,35 +93,75 @@ def config_options(cls: type, *, panel: str | None = None) -> list[tuple[inspect
             continue
         if "doc" not in f.metadata:
             raise TypeError(f"{cls.__name__}.{f.name} has no metadata doc: every command-line setting needs help text")
-        ann, conv = _cli_type(hints[f.name])
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = ...
-        if isinstance(default, tuple):
-            default = list(default) or None
+        item, many, flag = _item_type(hints[f.name])
+        default = _default(f)
         names = flag_names(f)
-        if ann is bool and len(names) == 1 and "/" not in names[0]:
-            names = (f"{names[0]}/--no-{names[0][2:]}",)
         kw: dict[str, Any] = {"help": f.metadata["doc"], "rich_help_panel": f.metadata.get("panel", panel)}
-        for key in ("min", "max", "envvar"):
-            if key in f.metadata:
-                kw[key] = f.metadata[key]
-        if ann is Path or ann == Path | None:
-            kw["path_type"] = Path
+        if "envvar" in f.metadata:
+            kw["envvar"] = f.metadata["envvar"]
+        if flag:
+            if len(names) == 1 and "/" not in names[0]:
+                names = (f"{names[0]}/--no-{names[0][2:]}",)
+            ann = bool
+        else:
+            kw["parser"] = setting_parser(item, names[0])
+            kw["metavar"] = _metavar(item)
+            ann = list[Any] | None if many else Any
+            if many:
+                default = list(default) or None
+            elif unset and default is not ... and default is not None:
+                kw["show_default"] = _shown(default)
+                default = None  # the config's own default applies when the option is not given
         param = inspect.Parameter(f.name, _KW, default=default, annotation=Annotated[ann, typer.Option(*names, **kw)])
-        out.append((param, conv))
+        out.append(param)
     return out
 
 
+def _shown(default: Any) -> str:
+    return str(getattr(default, "label", default))
+
+
 def option_for(cls: type, name: str):
-    """The annotated type of one config field's option, for a command that needs just that setting."""
-    for p, _ in config_options(cls):
+    """The annotated type of one config field's option, for a command that needs just that setting; the value
+    the command receives is already converted (``None`` when not given: the field's default applies)."""
+    for p in config_options(cls, unset=False):
         if p.name == name:
             return p.annotation
     raise KeyError(f"{cls.__name__} has no command-line field {name!r}")
+
+
+def _annotation(fn: Callable, annotation: Any) -> Any:
+    """A string annotation (``from __future__ import annotations``) as the object it names in the function's
+    module; typer needs the real ``Annotated[...]`` to read the option names. Names it cannot resolve (a config
+    class imported inside a function) stay strings: those parameters are replaced by generated options."""
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, {**vars(typing), **fn.__globals__})  # noqa: S307 - our own source's annotations
+    except NameError:
+        return annotation
+
+
+def _built(cls: type, values: dict[str, Any], file_values: dict[str, Any], path: Path | None, ctx) -> Any:
+    """The config from the command line's values over the file's, through ``core.config.build``."""
+    merged: dict[str, Any] = {}
+    from_file = False
+    for name, v in values.items():
+        src = ctx.get_parameter_source(name) if ctx is not None else None
+        by_user = src is not None and src.name in _FROM_USER
+        if name in file_values and not by_user:
+            merged[name] = file_values[name]
+            from_file = True
+        elif v is not None and v != []:
+            merged[name] = v
+    for name in set(file_values) - set(values):  # settings with no option (cli=False) may still come from a file
+        if name in {f.name for f in dataclasses.fields(cls) if f.init}:
+            merged[name] = file_values[name]
+            from_file = True
+    try:
+        return build(cls, merged, f"{path}: " if from_file else "", error=ConfigFileError if from_file else ConfigError)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def with_configs(config_file: str | None = None, **configs: type) -> Callable[[Callable], Callable]:
@@ -115,21 +170,21 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         own = [
-            p.replace(annotation=_resolve(fn, p.annotation))
+            p.replace(annotation=_annotation(fn, p.annotation))
             for name, p in sig.parameters.items()
             if name not in configs
         ]
         taken = {p.name for p in own}
-        fields_of: dict[str, list[tuple[str, Callable]]] = {}
+        fields_of: dict[str, list[str]] = {}
         generated: list[inspect.Parameter] = []
         for arg, cls in configs.items():
             fields_of[arg] = []
-            for p, conv in config_options(cls, panel=getattr(cls, "PANEL", None)):
+            for p in config_options(cls, panel=getattr(cls, "PANEL", None)):
                 if p.name in taken:
                     raise TypeError(f"option {p.name!r} of {cls.__name__} clashes with another option of {fn.__name__}")
                 taken.add(p.name)
                 generated.append(p)
-                fields_of[arg].append((p.name, conv))
+                fields_of[arg].append(p.name)
         if config_file:
             generated.append(
                 inspect.Parameter(
@@ -158,32 +213,17 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
                 file_values = read_config_file(path) if path is not None else {}
             except ConfigFileError as exc:
                 raise typer.BadParameter(str(exc)) from None
-            if file_values:
-                known = {name for arg in configs for name, _ in fields_of[arg]}
-                every = {f.name for cls in configs.values() for f in dataclasses.fields(cls) if f.init}
-                unknown = sorted(set(file_values) - every)
-                if unknown:
-                    raise typer.BadParameter(
-                        f"{path}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(known))}"
-                    )
-            built = {}
-            for arg, cls in configs.items():
-                values = {name: conv(kwargs.pop(name)) for name, conv in fields_of[arg]}
-                if file_values:
-                    mine = {f.name for f in dataclasses.fields(cls) if f.init}
-                    for name in mine & set(file_values):
-                        src = ctx.get_parameter_source(name) if (ctx is not None and name in values) else None
-                        if src is None or src.name not in _FROM_USER:
-                            values[name] = file_values[name]
-                    try:
-                        built[arg] = build_from_mapping(cls, values, f"{path}: ")
-                    except ConfigFileError as exc:
-                        raise typer.BadParameter(str(exc)) from None
-                    continue
-                try:
-                    built[arg] = cls(**values)
-                except (ValueError, TypeError) as exc:
-                    raise typer.BadParameter(str(exc)) from None
+            every = {f.name for cls in configs.values() for f in dataclasses.fields(cls) if f.init}
+            unknown = sorted(set(file_values) - every)
+            if unknown:
+                known = sorted(n for names in fields_of.values() for n in names)
+                raise typer.BadParameter(
+                    f"{path}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(known)}"
+                )
+            built = {
+                arg: _built(cls, {n: kwargs.pop(n) for n in fields_of[arg]}, file_values, path, ctx)
+                for arg, cls in configs.items()
+            }
             return fn(**kwargs, **built)
 
         params = [p.replace(kind=_KW) if p.kind != _KW else p for p in own] + generated

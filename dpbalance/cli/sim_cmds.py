@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..core.specs import split_specs
 from ..engine.step_time import make_step_time
-from ..policies import DEFAULT_POLICY, POLICIES, resolve_policy
+from ..policies import DEFAULT_POLICY, POLICIES, PolicySpec
 from ..results.schema import TABLE_FIELDS, Result, write_json
 from ..sim.engine import SimConfig, arrival_times
 from ..sim.run import build_policy, run_simulation
@@ -31,7 +31,30 @@ def _result_table(res: Result) -> Table:
     return t
 
 
-def _prepare(trace: TraceSelection, sim: SimConfig, specs: list[str]):
+PolicyOpt = Annotated[
+    str,
+    typer.Option(
+        "--policy", "-p", help="Policy spec, e.g. br0 or brh:predictor=survival,H=40 (see `dpbalance policies`)."
+    ),
+]
+PoliciesOpt = Annotated[
+    str,
+    typer.Option(
+        "--policies",
+        "-p",
+        help="Comma-separated policy specs; options of one spec continue after its "
+        "colon, e.g. jsq_count,brh:H=40,gamma=0.8,br0.",
+    ),
+]
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option("--baseline", help="Policy the ratios are taken against (default jsq_count if run, else the first)."),
+]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Report directory: results.json, report.md, PNG plots.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
+
+
+def _prepare(trace: TraceSelection, sim: SimConfig, specs: list[PolicySpec]):
     """Load the selection and build every policy before any simulation, so a typo fails at once."""
     make_step_time(sim.step_time, sim.slots)  # a bad step-time spec or file fails before the trace loads
     test, train = trace.load(seed=sim.seed)
@@ -39,18 +62,18 @@ def _prepare(trace: TraceSelection, sim: SimConfig, specs: list[str]):
     return test, train, [build_policy(spec, sim, train) for spec in specs]
 
 
-def _run(test, train, specs, built, sim: SimConfig, trace: TraceSelection):
+def _run(test, train, specs: list[PolicySpec], built, sim: SimConfig, trace: TraceSelection):
     runs = []
     with progress_bar() as bar:
         for spec, pol in zip(specs, built):
-            task = bar.add_task(resolve_policy(spec).label, total=len(test))
+            task = bar.add_task(spec.label, total=len(test))
             runs.append(
                 run_simulation(
                     test,
                     spec,
                     sim,
                     train=train,
-                    policy=pol,
+                    built=pol,
                     progress=lambda done, total, task=task: bar.update(task, completed=done),
                     extra_config={"trace_selection": trace.as_config()},
                 )
@@ -58,84 +81,67 @@ def _run(test, train, specs, built, sim: SimConfig, trace: TraceSelection):
     return runs
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    @with_configs(config_file="--config", trace=TraceSelection, sim=SimConfig)
-    def simulate(
-        policy: Annotated[
-            str,
-            typer.Option(
-                "--policy",
-                "-p",
-                help="Policy spec, e.g. br0 or brh:predictor=survival,H=40 (see `dpbalance policies`).",
-            ),
-        ] = DEFAULT_POLICY,
-        json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")] = None,
-        *,
-        trace: TraceSelection,
-        sim: SimConfig,
-    ) -> None:
-        """Simulate one policy on a trace and print its metrics."""
-        with user_errors():
-            test, train, built = _prepare(trace, sim, [policy])
-            ((res, _),) = _run(test, train, [policy], built, sim, trace)
-        out.print(_result_table(res))
-        if json_out is not None:
-            write_json(json_out, res)
-            console.print(f"wrote {json_out}")
+@with_configs(config_file="--config", trace=TraceSelection, sim=SimConfig)
+def simulate(
+    policy: PolicyOpt = DEFAULT_POLICY, json_out: JsonOpt = None, *, trace: TraceSelection, sim: SimConfig
+) -> None:
+    """Simulate one policy on a trace and print its metrics."""
+    with user_errors():
+        spec = PolicySpec.parse(policy)
+        test, train, built = _prepare(trace, sim, [spec])
+        ((res, _),) = _run(test, train, [spec], built, sim, trace)
+    out.print(_result_table(res))
+    if json_out is not None:
+        write_json(json_out, res)
+        console.print(f"wrote {json_out}")
 
-    @app.command()
-    @with_configs(config_file="--config", trace=TraceSelection, sim=SimConfig)
-    def compare(
-        policies: Annotated[
-            str,
-            typer.Option(
-                "--policies",
-                "-p",
-                help="Comma-separated policy specs; options of "
-                "one spec continue after its colon, e.g. jsq_count,brh:H=40,gamma=0.8,br0.",
-            ),
-        ] = DEFAULT_POLICIES,
-        baseline: Annotated[
-            str | None,
-            typer.Option(
-                "--baseline", help="Policy the ratios are taken against (default jsq_count if run, else the first)."
-            ),
-        ] = None,
-        out_dir: Annotated[
-            Path, typer.Option("--out", "-o", help="Report directory: results.json, report.md, PNG plots.")
-        ] = Path("report"),
-        *,
-        trace: TraceSelection,
-        sim: SimConfig,
-    ) -> None:
-        """Run several policies on the same workload; print the table and write a Markdown report with plots."""
-        from ..results.report import format_table, write_report
 
-        with user_errors():
-            specs = split_specs(policies)
-            if not specs:
-                raise typer.BadParameter("--policies is empty")
-            test, train, built = _prepare(trace, sim, specs)
-            labels = [resolve_policy(s).label for s in specs]
-            if baseline is not None and baseline not in labels + specs:
+@with_configs(config_file="--config", trace=TraceSelection, sim=SimConfig)
+def compare(
+    policies: PoliciesOpt = DEFAULT_POLICIES,
+    baseline: BaselineOpt = None,
+    out_dir: OutDirOpt = Path("report"),
+    *,
+    trace: TraceSelection,
+    sim: SimConfig,
+) -> None:
+    """Run several policies on the same workload; print the table and write a Markdown report with plots."""
+    from ..results.report import format_table, write_report
+
+    with user_errors():
+        specs = [PolicySpec.parse(s) for s in split_specs(policies)]
+        if not specs:
+            raise typer.BadParameter("--policies is empty")
+        if baseline is not None:
+            baseline = PolicySpec.parse(baseline).label
+            if baseline not in [s.label for s in specs]:
                 raise typer.BadParameter(
-                    f"--baseline {baseline!r} is not one of the compared policies: {', '.join(labels)}"
+                    f"--baseline {baseline!r} is not one of the compared policies: {', '.join(s.label for s in specs)}"
                 )
-            if baseline in specs:
-                baseline = labels[specs.index(baseline)]
-            runs = _run(test, train, specs, built, sim, trace)
-            report = write_report(out_dir, runs, baseline=baseline, title=f"dpbalance compare — {test.name}")
-        out.print(format_table([r for r, _ in runs], baseline=baseline))
-        console.print(f"wrote {report} and {out_dir / 'results.json'}")
+        test, train, built = _prepare(trace, sim, specs)
+        runs = _run(test, train, specs, built, sim, trace)
+        report = write_report(out_dir, runs, baseline=baseline, title=f"dpbalance compare — {test.name}")
+    out.print(format_table([r for r, _ in runs], baseline=baseline))
+    console.print(f"wrote {report} and {out_dir / 'results.json'}")
 
-    @app.command("policies")
-    def policies_cmd() -> None:
-        """List the routing policies and their options."""
-        t = Table(title="policies (spec: name or name:key=value,...)")
-        t.add_column("name", style="bold")
-        t.add_column("rule")
-        t.add_column("options (default)")
-        for name, summary, opts in POLICIES.describe():
-            t.add_row(name, summary, "\n".join(f"{k}={d!r}  {doc}" for k, d, doc in opts))
-        out.print(t)
+
+def policies_cmd() -> None:
+    """List the routing policies: each rule, where it comes from, and its options."""
+    t = Table(title="policies (spec: name or name:key=value,...)")
+    t.add_column("name", style="bold")
+    t.add_column("rule (source)")
+    t.add_column("options (default)")
+    for name, summary, opts in POLICIES.describe():
+        source = POLICIES.entry(name).source
+        t.add_row(
+            name,
+            summary + (f"\n[dim]{source}[/]" if source else ""),
+            "\n".join(f"{k}={d!r}  {doc}" for k, d, doc in opts),
+        )
+    out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(simulate)
+    app.command()(compare)
+    app.command("policies")(policies_cmd)

@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         """
         from ..sweep import GridError, load_grid, run_cells
         from ..sweep.grid import with_step_time
-        from ..sweep.runner import RAY_INSTALL_HINT, _cell_paths, cell_hash
+        from ..sweep.runner import RAY_INSTALL_HINT, cell_hash, cell_paths
 
         if backend not in ("local", "ray"):
             raise typer.BadParameter(f"--backend must be local or ray (got {backend!r})")
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
                     t.add_column("cached")
                     for i, c in enumerate(g.cells):
                         k = cell_hash(c, tdir)
-                        t.add_row(str(i), c.short(), k, "yes" if _cell_paths(odir, k)[0].exists() else "")
+                        t.add_row(str(i), c.short(), k, "yes" if cell_paths(odir, k)[0].exists() else "")
                     out.print(t)
                     return
                 console.print(f"sweep [bold]{g.name}[/]: {len(g.cells)} cells, backend {backend}, out {odir}")

@@ -34,17 +34,12 @@ EMPTY = Admitted(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.in
 
 
 def as_arrays(assignments) -> tuple[np.ndarray, np.ndarray]:
-    """(request ids, workers) as int64 arrays from ``Assignments``, a pair of arrays, or a list of pairs."""
-    if isinstance(assignments, Assignments):
-        return assignments.request_id, assignments.worker
-    if isinstance(assignments, tuple) and len(assignments) == 2 and isinstance(assignments[0], np.ndarray):
-        rids, ws = assignments
-        return np.asarray(rids, dtype=np.int64), np.asarray(ws, dtype=np.int64)
-    try:
-        pairs = np.array(assignments, dtype=np.int64).reshape(len(assignments), 2)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidAssignment("assignments must be (request_id, worker) pairs of integers") from None
-    return pairs[:, 0], pairs[:, 1]
+    """(request ids, workers) of an ``Assignments`` batch, the one type a policy returns."""
+    if not isinstance(assignments, Assignments):
+        raise InvalidAssignment(
+            f"a policy must return an Assignments batch (request ids and workers), got {type(assignments).__name__}"
+        )
+    return assignments.request_id, assignments.worker
 
 
 def _check(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,11 +75,6 @@ def _check(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) ->
     return pos, ordered
 
 
-def check_assignments(state: ClusterState, pool: Pool, rids: np.ndarray, ws: np.ndarray) -> np.ndarray:
-    """Validate a batch without changing anything; returns the pool-relative positions of the requests."""
-    return _check(state, pool, rids, ws)[0]
-
-
 def apply_assignments(
     state: ClusterState,
     pool: Pool,
@@ -97,9 +87,9 @@ def apply_assignments(
     length, the router's ``max_tokens``): an array indexed by request id, or a function of the id array.
     Prompt lengths and prompt keys come from the pool.
     """
-    if assignments is None or len(assignments) == 0:
-        return EMPTY
     rids, ws = as_arrays(assignments)
+    if len(rids) == 0:
+        return EMPTY
     pos, ordered = _check(state, pool, rids, ws)
     at = pool.head + pos
     # fancy indexing copies, so the pool may move underneath; the ids are taken from the pool too (equal to

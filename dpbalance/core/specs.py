@@ -8,16 +8,16 @@ an unknown name or key fails the same way everywhere: with the list of valid cho
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 
+from .config import ConfigError, build
+
 T = TypeVar("T")
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError):
     """A component spec names something unknown or carries a bad value."""
 
 
@@ -62,68 +62,9 @@ def split_specs(text: str) -> list[str]:
     return out
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _convert(value: str, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value.lower() in ("none", "null", ""):
-            return None
-        last: Exception | None = None
-        for a in args:
-            try:
-                return _convert(value, a, where)
-            except SpecError as exc:
-                last = exc
-        raise SpecError(str(last))
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        for c in choices:
-            if str(c) == value:
-                return c
-        raise SpecError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
-    try:
-        if tp is bool:
-            low = value.lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError(value)
-        if tp is int:
-            f = float(value)
-            if not f.is_integer():
-                raise ValueError(value)
-            return int(f)
-        if tp is float:
-            return float(value)
-        if tp is str:
-            return value
-    except ValueError:
-        raise SpecError(f"{where}: {value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
-    raise SpecError(f"{where}: unsupported option type {tp!r}")
-
-
 def build_config(cls: type[T], options: dict[str, str] | None = None, *, what: str = "") -> T:
-    """Instantiate a frozen dataclass config from string options, converting each to its field type."""
-    options = options or {}
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    valid = {f.name: f for f in fields(cls) if f.init}
-    kwargs: dict[str, Any] = {}
-    for key, raw in options.items():
-        if key not in valid:
-            known = ", ".join(sorted(valid)) or "(none)"
-            raise SpecError(f"unknown option {key!r} for {what or cls.__name__}; valid options: {known}")
-        kwargs[key] = _convert(raw, hints[key], f"{what or cls.__name__} option {key!r}")
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise SpecError(f"{what or cls.__name__}: {exc}") from None
+    """Instantiate a config dataclass from a spec's string options (``config.build``, errors as ``SpecError``)."""
+    return build(cls, options, f"{what or cls.__name__}: ", kind="option", error=SpecError)
 
 
 @dataclass(frozen=True)
@@ -150,6 +91,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def entries(self) -> list[Entry[T]]:
+        """Every entry, in the order the registry lists them."""
+        return list(self._entries.values())
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
@@ -163,10 +108,10 @@ class Registry(Generic[T]):
         """Parse a spec and build its typed config (None for components without knobs)."""
         name, options = parse_spec(spec)
         entry = self.entry(name)
-        if entry.config_cls is None:
+        if entry.config_cls is None or not fields(entry.config_cls):
             if options:
                 raise SpecError(f"{self.kind} {name!r} takes no options (got {', '.join(options)})")
-            return entry, None
+            return entry, (None if entry.config_cls is None else entry.config_cls())
         return entry, build_config(entry.config_cls, options, what=f"{self.kind} {name!r}")
 
     def create(self, spec: str, **context: Any) -> T:

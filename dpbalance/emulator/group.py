@@ -20,40 +20,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.config import setting
 from ..core.metrics import step_stats
 from ..engine.step_time import make_step_time
 
 
 @dataclass(frozen=True)
 class EngineSimConfig:
-    ranks: int = field(default=8, metadata={"doc": "DP decode ranks to emulate.", "min": 1})
-    base_port: int = field(
-        default=8001, metadata={"doc": "Rank r listens on base-port + r (0: free ports).", "min": 0, "max": 65535}
+    ranks: int = setting(8, "DP decode ranks to emulate.", min=1)
+    base_port: int = setting(8001, "Rank r listens on base-port + r (0: free ports).", min=0, max=65535)
+    dp_port: int | None = setting(
+        None,
+        "Also serve one DP endpoint on this port, like `vllm serve --data-parallel-size N`: the "
+        "X-data-parallel-rank header pins a request to a rank.",
+        min=0,
+        max=65535,
     )
-    dp_port: int | None = field(
-        default=None,
-        metadata={
-            "doc": "Also serve one DP endpoint on this port, like `vllm serve --data-parallel-size N`: the "
-            "X-data-parallel-rank header pins a request to a rank.",
-            "min": 0,
-            "max": 65535,
-        },
+    slots: int = setting(72, "Running sequences per rank (vLLM's max_num_seqs); more wait in its queue.", min=1)
+    time_scale: float = setting(1.0, "Run k× faster than the step-time model.", min=1e-3)
+    step_time: str = setting(
+        "linear_max", "Step-time model spec, or a file written by `dpbalance calibrate` (as in simulate)."
     )
-    slots: int = field(
-        default=72,
-        metadata={"doc": "Running sequences per rank (vLLM's max_num_seqs); more wait in its queue.", "min": 1},
-    )
-    time_scale: float = field(default=1.0, metadata={"doc": "Run k× faster than the step-time model.", "min": 1e-3})
-    step_time: str = field(
-        default="linear_max",
-        metadata={"doc": "Step-time model spec, or a file written by `dpbalance calibrate` (as in simulate)."},
-    )
-    model: str = field(default="dpbalance-sim", metadata={"doc": "Served model name (others get 404)."})
-    host: str = field(default="127.0.0.1", metadata={"doc": "Bind address."})
-    fail_rank: int | None = field(
-        default=None, metadata={"doc": "Make this rank unhealthy after --fail-after seconds.", "min": 0}
-    )
-    fail_after: float = field(default=10.0, metadata={"doc": "Seconds before --fail-rank fails.", "min": 0.0})
+    model: str = setting("dpbalance-sim", "Served model name (others get 404).")
+    host: str = setting("127.0.0.1", "Bind address.")
+    fail_rank: int | None = setting(None, "Make this rank unhealthy after --fail-after seconds.", min=0)
+    fail_after: float = setting(10.0, "Seconds before --fail-rank fails.", min=0.0)
 
     def __post_init__(self):
         if self.fail_rank is not None and self.fail_rank >= self.ranks:
@@ -132,7 +123,6 @@ class EngineGroup:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._hist: list[tuple[int, int, int, float, int]] = []  # max, min, sum, tau, tokens per step
-        self.last_admit_step = -1
         self._last_emit: float | None = None  # loop time the previous step handed out its tokens
         self._step_end: float | None = None  # loop time the running step is due to end
 
@@ -158,7 +148,6 @@ class EngineGroup:
             for rk in self.ranks:  # admit from each rank's queue up to its slots
                 while rk.waiting and len(rk.running) < rk.slots:
                     rk.running.append(rk.waiting.pop(0))
-                    self.last_admit_step = self.steps
             if not any(rk.running and not rk.paused for rk in self.ranks):
                 self._wake.clear()
                 if any(rk.running for rk in self.ranks):  # only paused ranks hold work: poll

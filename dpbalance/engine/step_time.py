@@ -12,12 +12,13 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from ..core.config import setting
 from ..core.specs import Entry, Registry, SpecError, build_config, parse_spec
 
 
@@ -51,8 +52,8 @@ class StepTimeModel:
 
 @dataclass(frozen=True)
 class LinearMaxConfig:
-    C: float | None = field(default=None, metadata={"doc": "fixed step cost, s (default (B·0.6e-3+35e-3)/16)"})
-    t_tok: float = field(default=T_TOK_DEFAULT, metadata={"doc": "seconds per KV token of the straggler"})
+    C: float | None = setting(None, "fixed step cost, s (default (B·0.6e-3+35e-3)/16)")
+    t_tok: float = setting(T_TOK_DEFAULT, "seconds per KV token of the straggler")
 
 
 class LinearMax(StepTimeModel):
@@ -72,11 +73,9 @@ class LinearMax(StepTimeModel):
 
 @dataclass(frozen=True)
 class LinearMaxMeanConfig:
-    c: float | None = field(default=None, metadata={"doc": "fixed step cost, s (default as linear_max's C)"})
-    a: float = field(default=T_TOK_DEFAULT, metadata={"doc": "seconds per token of the max-loaded worker"})
-    b: float = field(
-        default=0.5 * T_TOK_DEFAULT, metadata={"doc": "seconds per token of the mean load (shared experts)"}
-    )
+    c: float | None = setting(None, "fixed step cost, s (default as linear_max's C)")
+    a: float = setting(T_TOK_DEFAULT, "seconds per token of the max-loaded worker")
+    b: float = setting(0.5 * T_TOK_DEFAULT, "seconds per token of the mean load (shared experts)")
 
 
 class LinearMaxMean(StepTimeModel):
@@ -97,11 +96,11 @@ class LinearMaxMean(StepTimeModel):
 
 @dataclass(frozen=True)
 class LinearSeqsConfig:
-    c: float | None = field(default=None, metadata={"doc": "fixed step cost, s (default as linear_max's C)"})
-    a: float = field(default=T_TOK_DEFAULT, metadata={"doc": "seconds per token of the max-loaded worker"})
-    b: float = field(default=0.0, metadata={"doc": "seconds per token of the mean load"})
-    s: float = field(default=0.0, metadata={"doc": "seconds per running sequence of the worker with the most"})
-    r: float = field(default=0.0, metadata={"doc": "seconds per running sequence of the mean worker"})
+    c: float | None = setting(None, "fixed step cost, s (default as linear_max's C)")
+    a: float = setting(T_TOK_DEFAULT, "seconds per token of the max-loaded worker")
+    b: float = setting(0.0, "seconds per token of the mean load")
+    s: float = setting(0.0, "seconds per running sequence of the worker with the most")
+    r: float = setting(0.0, "seconds per running sequence of the mean worker")
 
 
 class LinearSeqs(StepTimeModel):

@@ -12,7 +12,16 @@ from .render import Section, fnum, gain, pct
 from .workloads import BASELINES, PAPER_BASELINES, anchor_wl
 
 #: the policies drawn in the anchor workload's comparison report
-SHOWN = ("jsq_count", "jsq_tokens", "round_robin", "adp_balance", "br0", "brh-oracle", "brh-exact_match", "bfio")
+SHOWN = (
+    "jsq_count",
+    "jsq_tokens",
+    "round_robin",
+    "adp_balance",
+    "br0",
+    "brh:predictor=oracle",
+    "brh:predictor=exact_match",
+    "bfio:predictor=oracle",
+)
 
 
 def keep_series(ctx: Ctx, cell) -> bool:
@@ -93,7 +102,7 @@ def _rows(res: dict, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
                 ]
             )
     h80 = A["bfio_h80_authors"]
-    for lab in ("brh-oracle", "brh-survival", "brh-exact_match", "bfio"):
+    for lab in ("brh:predictor=oracle", "brh:predictor=survival", "brh:predictor=exact_match", "bfio:predictor=oracle"):
         r = res.get(lab)
         if r and bb:
             verdict = ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..policies import PolicySpec
 from ..results.schema import Result
 from ..sim.engine import SimConfig
 from ..sweep.grid import Cell
@@ -20,19 +21,17 @@ from ..traces import load_trace
 from ..traces.selection import TraceSelection
 from .render import Section
 
-#: our policies by report label: label -> (policy, predictor); every label names its predictor
-OURS: dict[str, tuple[str, str | None]] = {
-    "br0": ("br0", None),
-    "brh-oracle": ("brh", "oracle"),
-    "brh-survival": ("brh", "survival"),
-    "brh-exact_match": ("brh", "exact_match"),
-    "bfio": ("bfio", "oracle"),
-}
-
-
-def policy_of(label: str) -> tuple[str, str | None]:
-    """(policy spec, predictor) behind a report label: one of ``OURS`` or a baseline's own name."""
-    return OURS.get(label, (label, None))
+#: our policies, by their labels (each label is a policy spec and names its predictor)
+OURS: tuple[str, ...] = tuple(
+    PolicySpec.parse(s).label
+    for s in (
+        "br0",
+        "brh:predictor=oracle",
+        "brh:predictor=survival",
+        "brh:predictor=exact_match",
+        "bfio:predictor=oracle",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,9 @@ class WL:
         )
 
     def cell(self, tag: str, label: str, **sim: Any) -> Cell:
-        """The cell running the policy behind ``label`` on this workload with the given simulator settings."""
-        policy, predictor = policy_of(label)
-        return self.cell_for(tag, policy, predictor, **sim)
+        """The cell running the policy of ``label`` (a policy spec) on this workload with the given simulator
+        settings."""
+        return self.cell_for(tag, label, **sim)
 
     def cell_for(self, tag: str, policy: str, predictor: str | None = None, **sim: Any) -> Cell:
         return Cell(policy=policy, predictor=predictor, tag=tag, trace=self.selection(), sim=SimConfig(**sim))

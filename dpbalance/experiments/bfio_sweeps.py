@@ -7,7 +7,7 @@ from .base import WL, Ctx, Experiment, Results
 from .render import Section, fnum, pct, ratio
 
 TRACES = ("bfio-arxiv", "bfio-burst", "bfio-longbench")
-LABELS = ("fcfs", "jsq_tokens", "br0", "brh-oracle", "bfio")
+LABELS = ("fcfs", "jsq_tokens", "br0", "brh:predictor=oracle", "bfio:predictor=oracle")
 
 
 def axes(ctx: Ctx) -> tuple[list[int], list[int], int, int]:
@@ -48,7 +48,7 @@ def cells(ctx: Ctx) -> list:
         for t in traces
         for G, B in _points(ctx)
         for lab in LABELS
-        if lab != "bfio" or bfio_runs_at(ctx, t, G, B)
+        if lab != "bfio:predictor=oracle" or bfio_runs_at(ctx, t, G, B)
     ]
 
 

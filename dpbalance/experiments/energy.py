@@ -8,8 +8,16 @@ from .base import Ctx, Experiment, Results
 from .render import Section, fnum, pct, ratio
 from .workloads import ANCHOR_TRACE, main_workloads
 
-LABELS = ("fcfs", "jsq_count", "br0", "brh-oracle", "brh-exact_match")
-SHOWN = ("fcfs", "jsq_count", "jsq_tokens", "br0", "brh-oracle", "brh-exact_match", "bfio")
+LABELS = ("fcfs", "jsq_count", "br0", "brh:predictor=oracle", "brh:predictor=exact_match")
+SHOWN = (
+    "fcfs",
+    "jsq_count",
+    "jsq_tokens",
+    "br0",
+    "brh:predictor=oracle",
+    "brh:predictor=exact_match",
+    "bfio:predictor=oracle",
+)
 BUSY_IDLE = "busy_idle"
 
 
@@ -126,7 +134,7 @@ def summary(ctx: Ctx, R: Results) -> list[list[str]]:
     sav = []
     for wl in main_workloads(ctx):
         res = main_table.results(ctx, R, wl)
-        best = next((lab for lab in ("bfio", "brh-oracle", "br0") if lab in res), None)
+        best = next((lab for lab in ("bfio:predictor=oracle", "brh:predictor=oracle", "br0") if lab in res), None)
         if "fcfs" in res and best:
             sav.append(1 - res[best].energy_j_per_token / res["fcfs"].energy_j_per_token)
     if sav:

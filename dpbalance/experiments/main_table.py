@@ -34,7 +34,7 @@ def cells(ctx: Ctx) -> list:
         wl.cell(tag(wl, lab), lab, **SIM)
         for wl in main_workloads(ctx)
         for lab in labels(ctx)
-        if lab != "bfio" or bfio_runs_on(ctx, wl.trace)
+        if lab != "bfio:predictor=oracle" or bfio_runs_on(ctx, wl.trace)
     ]
 
 
@@ -183,9 +183,9 @@ def summary(ctx: Ctx, R: Results) -> list[list[str]]:
     ]
     for lab, name in (
         ("br0", "BR-0"),
-        ("brh-oracle", "BR-H oracle"),
-        ("brh-exact_match", "BR-H ExactMatch"),
-        ("brh-survival", "BR-H Survival"),
+        ("brh:predictor=oracle", "BR-H oracle"),
+        ("brh:predictor=exact_match", "BR-H ExactMatch"),
+        ("brh:predictor=survival", "BR-H Survival"),
     ):
         rows.append(
             [
@@ -201,8 +201,8 @@ def summary(ctx: Ctx, R: Results) -> list[list[str]]:
             per_workload(
                 ctx,
                 R,
-                ("brh-oracle", PAPER_JSQ),
-                lambda r: pct(r["brh-oracle"].tpot_p95_ms / r[PAPER_JSQ].tpot_p95_ms - 1),
+                ("brh:predictor=oracle", PAPER_JSQ),
+                lambda r: pct(r["brh:predictor=oracle"].tpot_p95_ms / r[PAPER_JSQ].tpot_p95_ms - 1),
             ),
         ]
     )

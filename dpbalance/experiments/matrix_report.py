@@ -13,8 +13,9 @@ from ..policies import DEFAULT_POLICY
 from ..policies.balanceroute.config import PRESETS
 from ..sweep.runner import SweepReport
 from . import figures
-from .matrix import B_LIST, BASELINES, G_LIST, H0, LOADS, TRAIN_TRACES
+from .matrix import B_LIST, G_LIST, H0, LOADS, TRAIN_TRACES
 from .render import Section, fnum, pct, write_markdown
+from .workloads import BASELINES
 
 #: (label, Result field, higher is better, tolerance of the criterion: the default may be this much worse)
 CRITERIA = (
@@ -255,7 +256,13 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
         ],
     )
     sec.heading("Look-ahead policies and presets on the cross-section (G at B = 72, B at G = 8)")
-    look = ["br0:preset=paper", "brh:predictor=oracle", "brh:predictor=survival", "brh:predictor=exact_match", "bfio"]
+    look = [
+        "br0:preset=paper",
+        "brh:predictor=oracle",
+        "brh:predictor=survival",
+        "brh:predictor=exact_match",
+        "bfio:predictor=oracle",
+    ]
     trows = []
     for key, by_pol in sorted(cells.items()):
         if DEFAULT_POLICY not in by_pol or not any(p in by_pol for p in look):

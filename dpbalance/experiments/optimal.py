@@ -10,9 +10,8 @@ import numpy as np
 from ..analysis import offline_lower_bound
 from ..sim.engine import SimConfig
 from ..sim.run import run_simulation
-from ..sweep.grid import Cell
 from ..traces import load_trace
-from .base import OURS, Ctx, Experiment, Results, policy_of
+from .base import OURS, Ctx, Experiment, Results
 from .render import Section, fnum, ratio
 from .workloads import QUICK_BASELINES
 
@@ -26,9 +25,7 @@ def compute(ctx: Ctx) -> dict:
     total_load = float(sum(np.sum(int(s) + np.arange(int(o))) for s, o in zip(w.prompt, w.output)))
     online = []
     for lab in (*QUICK_BASELINES, *OURS):
-        policy, predictor = policy_of(lab)
-        spec = Cell(policy=policy, predictor=predictor).policy_spec()
-        r, _ = run_simulation(w, spec, cfg, train=train if len(train) else None)
+        r, _ = run_simulation(w, lab, cfg, train=train if len(train) else None)
         idle = r.avg_imbalance_gap * r.steps  # the window is every step
         online.append((lab, r, idle, (idle + total_load) / G))
     T = max(r.steps for _, r, _, _ in online)

@@ -7,7 +7,14 @@ from .base import Ctx, Experiment, Results
 from .render import Section, fnum
 from .workloads import main_workloads
 
-SHOWN = ("jsq_tokens", "br0", "brh-oracle", "brh-survival", "brh-exact_match", "bfio")
+SHOWN = (
+    "jsq_tokens",
+    "br0",
+    "brh:predictor=oracle",
+    "brh:predictor=survival",
+    "brh:predictor=exact_match",
+    "bfio:predictor=oracle",
+)
 
 
 def render(ctx: Ctx, R: Results) -> Section:
@@ -31,6 +38,10 @@ def render(ctx: Ctx, R: Results) -> Section:
     )
 
 
+def _p50_p99_ms(r) -> str:
+    return f"{fnum(r.dispatch_us_p50 / 1e3)} / {fnum(r.dispatch_us_p99 / 1e3)} ms"
+
+
 def summary(ctx: Ctx, R: Results) -> list[list[str]]:
     return [
         [
@@ -39,10 +50,8 @@ def summary(ctx: Ctx, R: Results) -> list[list[str]]:
             main_table.per_workload(
                 ctx,
                 R,
-                ("brh-oracle",),
-                lambda r: (
-                    f"{fnum(r['brh-oracle'].dispatch_us_p50 / 1e3)} / {fnum(r['brh-oracle'].dispatch_us_p99 / 1e3)} ms"
-                ),
+                ("brh:predictor=oracle",),
+                lambda r: _p50_p99_ms(r["brh:predictor=oracle"]),
             ),
         ]
     ]

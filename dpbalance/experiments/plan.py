@@ -11,18 +11,18 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from ..policies import PolicySpec
 from ..sim.run import run_simulation
 from ..sweep.grid import Cell
 from ..sweep.runner import select_workload
 from .base import Ctx, Experiment
 from .workloads import focus_wl
 
-#: policies whose cost per step grows with the pool and the cluster (they score candidate subsets)
-LOOKAHEAD = ("br0", "brh", "bfio")
-#: seconds per decode step at G = 8, B = 72 before calibration
-DEFAULT_STEP_S = {"baseline": 2e-5, "lookahead": 2e-4}
-#: the exact MILP's cost depends on the free slots per step, which a short calibration run underestimates
-BFIO_MIN_STEP_S = 5e-3
+#: seconds per decode step at G = 8, B = 72 before calibration, by the policy's cost class (a "solver" policy's
+#: step cost depends on the free slots per step and has its own floor below)
+DEFAULT_STEP_S = {"simple": 2e-5, "search": 2e-4, "solver": 2e-4}
+#: an exact integer program's cost depends on the free slots per step, which a short calibration run underestimates
+SOLVER_MIN_STEP_S = 5e-3
 MAX_LEVEL = 2
 #: fixed cost per cell (process hand-off, trace selection, writing the result), s
 CELL_OVERHEAD_S = 0.1
@@ -32,32 +32,27 @@ SizeFn = Callable[[Cell], tuple[int, float]]
 
 
 def family(c: Cell) -> str:
-    """A cell's cost family: the policy name plus its predictor (sensitivity variants share one)."""
-    name, _, opts = c.policy.partition(":")
-    pred = [kv for kv in opts.split(",") if kv.startswith("predictor=")]
-    if not pred and c.predictor:
-        pred = [f"predictor={c.predictor}"]
-    return name + (f":{pred[0]}" if pred else "")
+    """A cell's cost family: the policy with its predictor (sensitivity variants share one)."""
+    return c.policy.variant
 
 
-def _lookahead(fam: str) -> bool:
-    return fam.split(":")[0] in LOOKAHEAD
+def _cost(fam: str) -> str:
+    return PolicySpec.parse(fam).cost
 
 
 def default_costs(families: Iterable[str]) -> dict[str, float]:
-    return {f: DEFAULT_STEP_S["lookahead" if _lookahead(f) else "baseline"] for f in families}
+    return {f: DEFAULT_STEP_S[_cost(f)] for f in families}
 
 
 def cell_seconds(c: Cell, step_s: float, n: int, mean_output: float) -> float:
     """Single-core seconds for one cell of ``n`` requests with this mean output, at ``step_s`` per step at G = 8."""
-    fam = family(c)
-    if fam.startswith("bfio"):
-        step_s = max(step_s, BFIO_MIN_STEP_S)
+    if c.policy.cost == "solver":
+        step_s = max(step_s, SOLVER_MIN_STEP_S)
     G, B = c.sim.workers, c.sim.slots
     steps = n * mean_output / (G * B * 0.9)
     if c.sim.arrival == "replay":
         steps *= 1.5
-    grow = 0.3 + 0.7 * G / 8 if _lookahead(fam) else 0.7 + 0.3 * G / 8
+    grow = 0.7 + 0.3 * G / 8 if c.policy.cost == "simple" else 0.3 + 0.7 * G / 8
     return steps * step_s * grow + CELL_OVERHEAD_S
 
 
@@ -80,10 +75,9 @@ def calibrate(ctx: Ctx, families: Iterable[str]) -> dict[str, float]:
     cal = dataclasses.replace(focus_wl(ctx), max_requests=ctx.q(1200, 400), label="calibration")
     known = ctx.computed.setdefault("calibration", {})
     for fam in sorted(set(families) - set(known)):
-        name, _, pred = fam.partition(":predictor=")
-        cell = cal.cell_for("calibration", name, pred or None, workers=8, slots=72, arrival="saturated")
+        cell = cal.cell_for("calibration", fam, workers=8, slots=72, arrival="saturated")
         test, train = select_workload(cell, ctx.trace_dir)
-        r, _ = run_simulation(test, cell.policy_spec(), cell.sim, train=train)
+        r, _ = run_simulation(test, cell.policy, cell.sim, train=train)
         known[fam] = r.sim_wall_s / max(1, r.steps)
     return {f: known[f] for f in families}
 

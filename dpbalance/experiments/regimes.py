@@ -12,7 +12,7 @@ from .base import WL, Ctx, Experiment, Results
 from .render import Section, fnum, pct, ratio
 
 REGIMES = (("light", 0.3), ("medium", 0.6), ("heavy", 0.9), ("overloaded", 1.3))
-LABELS = ("jsq_count", "jsq_tokens", "round_robin", "vllm", "br0", "brh-oracle", "brh-exact_match")
+LABELS = ("jsq_count", "jsq_tokens", "round_robin", "vllm", "br0", "brh:predictor=oracle", "brh:predictor=exact_match")
 
 
 def regimes(ctx: Ctx) -> tuple[tuple[str, float], ...]:

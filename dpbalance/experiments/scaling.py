@@ -9,7 +9,7 @@ from .base import OURS, WL, Ctx, Experiment, Results, best_by_throughput
 from .render import Section, fnum, gain, pct, ratio
 from .workloads import ANCHOR_TRACE, BASELINES, PAPER_BASELINES, PAPER_JSQ, baselines
 
-SHOWN = ("br0", "brh-oracle", "brh-exact_match")
+SHOWN = ("br0", "brh:predictor=oracle", "brh:predictor=exact_match")
 
 
 def gs(ctx: Ctx) -> list[int]:
@@ -86,7 +86,7 @@ def _table(ctx: Ctx, R: Results, trace: str, xs: dict, ys: dict) -> list[list[st
         row.append(f"{pct(pp[1] / pp[0] - 1)} / {pct(pp[2] / pp[0] - 1)}" if pp else "–")
         jsq, br0 = res.get(PAPER_JSQ), res.get("br0")
         row.append(fnum(ratio(jsq.avg_imbalance_maxmin, br0.avg_imbalance_maxmin)) if jsq and br0 else "–")
-        bh = res.get("brh-oracle") or br0
+        bh = res.get("brh:predictor=oracle") or br0
         row.append(f"{ab_lab} {pct(gain(bh, ab))}" if bh and ab else "–")
         rows.append(row)
     return rows
@@ -116,11 +116,11 @@ def render(ctx: Ctx, R: Results) -> Section:
                 "G",
                 "best baseline tok/s",
                 "br0 gain",
-                "brh-oracle gain",
-                "brh-exact_match gain",
+                "brh:predictor=oracle gain",
+                "brh:predictor=exact_match gain",
                 "paper BR-0 / BR-H oracle gain",
                 "JSQ ÷ br0 imbalance",
-                "best of all baselines incl. engine rules: brh-oracle gain",
+                "best of all baselines incl. engine rules: brh:predictor=oracle gain",
             ],
             _table(ctx, R, trace, xs, ys),
         )
@@ -156,8 +156,8 @@ def summary(ctx: Ctx, R: Results) -> list[list[str]]:
     for G in (4, 8, 16):
         res = results(ctx, R, trace, G)
         bb = best_by_throughput(res, PAPER_BASELINES)[1]
-        if bb and "brh-oracle" in res:
-            g.append(pct(gain(res["brh-oracle"], bb)))
+        if bb and "brh:predictor=oracle" in res:
+            g.append(pct(gain(res["brh:predictor=oracle"], bb)))
     if not g:
         return []
     return [["BR-H oracle gain at G = 4 / 8 / 16", paper.CLAIMS["brh_scaling"], f"{' / '.join(g)} ({trace})"]]

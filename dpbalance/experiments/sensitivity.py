@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..policies import resolve_policy
 from . import figures, paper
 from .base import Ctx, Experiment, Results, best_by_throughput
 from .render import Section, fnum, gain, pct
@@ -39,7 +38,7 @@ def cells(ctx: Ctx) -> list:
 
 def _config(outcome):
     """The typed BR-H configuration a sensitivity cell ran (explicit options and defaults alike)."""
-    return resolve_policy(outcome.cell.policy_spec()).config
+    return outcome.cell.policy.config
 
 
 def _best_baseline(ctx: Ctx, R: Results, label: str):

@@ -11,7 +11,7 @@ from . import figures
 from .base import WL, Ctx, Experiment, Results
 from .render import Section, fnum
 
-LABELS = ("fcfs", "jsq_tokens", "brh-oracle", "bfio")
+LABELS = ("fcfs", "jsq_tokens", "brh:predictor=oracle", "bfio:predictor=oracle")
 
 
 def axes(ctx: Ctx) -> tuple[list[int], list[int], int, int, int]:
@@ -42,7 +42,7 @@ def cells(ctx: Ctx) -> list:
         out += [
             wl.cell(f"theory|synthetic|{lab}", lab, workers=G, slots=B, arrival="saturated")
             for lab in LABELS
-            if lab != "bfio" or bfio_runs_at(ctx, G, B)
+            if lab != "bfio:predictor=oracle" or bfio_runs_at(ctx, G, B)
         ]
     return out
 
@@ -84,7 +84,7 @@ def _verdicts(sl: dict) -> list[tuple[str, str, float, float]]:
     out = []
     for axis in ("B", "G"):
         f = sl.get((axis, "fcfs"), math.nan)
-        for lab in ("bfio", "brh-oracle"):
+        for lab in ("bfio:predictor=oracle", "brh:predictor=oracle"):
             b = sl.get((axis, lab), math.nan)
             if math.isfinite(f) and math.isfinite(b):
                 out.append((axis, lab, f, b))

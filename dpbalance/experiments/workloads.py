@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+from ..policies import POLICIES
 from .base import WL, Ctx
 
-BASELINES = (
-    "random",
-    "round_robin",
-    "p2c",
-    "jsq_count",
-    "jsq_tokens",
-    "vllm",
-    "vllm_kv",
-    "sglang_total_tokens",
-    "adp_balance",
-    "fcfs",
-)
+#: every simple rule and every engine's own rule, as registered: what our policies are measured against
+BASELINES = tuple(e.name for e in POLICIES.entries() if e.family in ("baseline", "engine"))
 QUICK_BASELINES = ("random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "vllm", "fcfs")
 #: the two papers' baselines (BalanceRoute: random, RR, P2C, JSQ; BF-IO code: FCFS, JSQ-tokens, RR): "best baseline"
 #: means the best of these, as in the papers; the engines' built-in rules are reported separately
 PAPER_BASELINES = ("random", "round_robin", "p2c", "jsq_count", "jsq_tokens", "fcfs")
-ENGINE_RULES = ("vllm", "vllm_kv", "sglang_total_tokens", "adp_balance")
+ENGINE_RULES = tuple(e.name for e in POLICIES.entries() if e.family == "engine")
 #: the BalanceRoute paper's JSQ sends each request to the worker with the fewest active requests
 PAPER_JSQ = "jsq_count"
 ANCHOR_TRACE = "mooncake-conversation"

@@ -20,7 +20,7 @@ from typing import Literal
 import aiohttp
 import numpy as np
 
-from ..core.config_io import setting as _f
+from ..core.config import setting as _f
 from ..core.openai_stream import USAGE_OPTIONS, StreamError, chunks, tokens_after
 from ..core.workload import Workload
 from ..results.schema import SCHEMA_VERSION, Result

@@ -1,19 +1,24 @@
-"""Routing policies: one contract (``dispatch(snapshot) -> assignments``), one registry of every policy."""
+"""Routing policies: one contract (``Policy.dispatch(snapshot) -> Assignments``), one registry of every policy,
+and ``PolicySpec``, the typed policy choice every other room carries."""
 
-from .base import FifoPolicy, Policy, PolicyContext
-from .registry import POLICIES, PolicySpec, label_of, make_policy, resolve_policy
+from .base import NONE, FifoPolicy, LowestKeyPolicy, NoOptions, Policy, PolicyContext, assign
+from .registry import POLICIES, PolicyEntry, PolicySpec, label_of, make_policy
 
 #: the policy the router and the README use unless told otherwise
 DEFAULT_POLICY = "br0"
 
 __all__ = [
     "DEFAULT_POLICY",
+    "NONE",
     "POLICIES",
     "FifoPolicy",
+    "LowestKeyPolicy",
+    "NoOptions",
     "Policy",
     "PolicyContext",
+    "PolicyEntry",
     "PolicySpec",
+    "assign",
     "label_of",
     "make_policy",
-    "resolve_policy",
 ]

@@ -1,22 +1,46 @@
-"""The policy contract.
+"""The policy contract: what a routing policy is given, what it returns, and when it is called.
 
-A policy is pure decision logic: ``dispatch(snapshot) -> assignments``: a list of (request id, worker) pairs, an
-``Assignments`` batch (two int arrays that also read as a list of pairs) or a pair of equal-length int arrays. It
-may keep internal state across calls (a round-robin pointer, a seeded RNG, iteration counters) but does no I/O,
-reads no clock and never changes the snapshot. The simulator and the router build policies the same way, from a
-spec string such as ``brh:predictor=survival,H=40`` (see ``registry``), and both apply the assignments through
-the one guard in ``core.apply``.
+A policy is pure decision logic. It is built once per run from its typed config and a ``PolicyContext``
+(``factory(config, ctx)``, the one factory signature of every policy), then asked ``dispatch(snapshot)``
+over and over. It may keep state across calls (a round-robin pointer, a seeded RNG, counters), but it does no
+I/O, reads no clock other than ``snapshot.now`` and never changes the snapshot. The simulator and the router
+run the same policy object; the two calling contexts differ only in what the snapshot holds:
+
+=========================  ==========================================  ===============================================
+                           simulator (``dpbalance simulate``)           router (``dpbalance serve``)
+=========================  ==========================================  ===============================================
+when                       once per engine step, before the step        on every arrival, every finish and every tick
+                                                                        (``--tick-ms``), while requests wait and a
+                                                                        slot is free
+``snap.now``               simulated seconds since the first arrival    ``time.monotonic()`` seconds (wall time)
+``snap.pool_*``            every waiting request (in saturated mode:    the first ``--dispatch-batch`` waiting
+                           the ``--visible`` oldest)                    requests; bursts are placed in back-to-back
+                                                                        calls
+``snap.active.limit``      the true output length                       the request's ``max_tokens``
+``snap.prefix``            the ranks' prefix caches and pending          the router's per-rank index of what it sent
+                           prefill (engine model on), else empty        (prefix routing on), else empty
+an exception or a bad      stops the run with an error naming the      counted (``dpbalance_policy_errors_total``)
+assignment                 policy and the step                          and that batch goes to ``--fallback-policy``
+=========================  ==========================================  ===============================================
+
+``dispatch`` returns an ``Assignments`` batch (request ids and workers, two int arrays): each request must be
+waiting in the pool, none may appear twice, and a worker may be given at most its free slots. ``NONE`` is the
+empty batch. The guard in ``core.apply`` checks the whole batch before anything changes.
+
+Helper bases for the common shapes: ``FifoPolicy`` (walk the pool oldest first, choose a worker per request) and
+``LowestKeyPolicy`` (oldest first onto the free worker with the lowest key, kept in a heap).
 """
 
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..core.snapshot import Assignment, Assignments, Snapshot
+from ..core.snapshot import Assignments, Snapshot
 from ..core.workload import Workload
 
 
@@ -31,20 +55,37 @@ class PolicyContext:
     train: Workload | None = field(default=None, repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The config of a policy that has no options (``name`` is its whole spec)."""
+
+
 #: the empty batch
 NONE = Assignments(np.empty(0, np.int64), np.empty(0, np.int64))
 
 
-@runtime_checkable
-class Policy(Protocol):
-    def dispatch(self, snap: Snapshot) -> list[Assignment] | Assignments: ...
+def assign(request_ids: Iterable[int] | np.ndarray, workers: Iterable[int] | np.ndarray) -> Assignments:
+    """An ``Assignments`` batch from two equal-length sequences (lists or arrays)."""
+    return Assignments(np.asarray(request_ids, dtype=np.int64), np.asarray(workers, dtype=np.int64))
 
 
-class FifoPolicy:
+class Policy(ABC):
+    """A routing policy (see the module docstring for when and how it is called)."""
+
+    @abstractmethod
+    def dispatch(self, snap: Snapshot) -> Assignments:
+        """Choose which waiting requests go to which worker now.
+
+        ``snap`` is read-only and valid only during this call (copy what you keep). Return ``NONE`` to place
+        nothing; requests not placed stay waiting and are offered again at the next call."""
+
+
+class FifoPolicy(Policy):
     """Helper base: walk the pool in FIFO order and place each request with ``choose``.
 
     Subclasses implement ``choose(loads, counts, free, prompt) -> worker`` on scratch copies that this driver
-    updates after every placement, so one dispatch can place many requests consistently.
+    updates after every placement, so one dispatch can place many requests consistently; a negative worker
+    stops the walk.
     """
 
     def dispatch(self, snap: Snapshot) -> Assignments:
@@ -69,14 +110,15 @@ class FifoPolicy:
             free[g] -= 1
         return Assignments(snap.pool_ids[:m], ws[:m])
 
-    def begin(self, snap: Snapshot) -> None:  # per-dispatch hook
-        pass
+    def begin(self, snap: Snapshot) -> None:
+        """Called at the start of every dispatch with requests to place (refresh per-call state here)."""
 
+    @abstractmethod
     def choose(self, loads: np.ndarray, counts: np.ndarray, free: np.ndarray, prompt: int) -> int:
-        raise NotImplementedError
+        """The worker for the next request of ``prompt`` tokens (only workers with ``free > 0`` are valid)."""
 
 
-class LowestKeyPolicy:
+class LowestKeyPolicy(Policy):
     """Helper base for FIFO rules that give each request to the free worker with the lowest key.
 
     ``keys(snap, workers)`` gives the keys of the workers with free slots (an index array), each a tuple ending in
@@ -106,14 +148,16 @@ class LowestKeyPolicy:
         self.placed(ws, prompt)
         return Assignments(snap.pool_ids[:n], ws)
 
-    def begin(self, snap: Snapshot) -> None:  # per-dispatch hook
-        pass
+    def begin(self, snap: Snapshot) -> None:
+        """Called at the start of every dispatch with requests to place."""
 
-    def placed(self, workers: list[int], prompts: list[int]) -> None:  # after the placements of one call
-        pass
+    def placed(self, workers: list[int], prompts: list[int]) -> None:
+        """Called after the placements of one dispatch (update per-policy state here)."""
 
+    @abstractmethod
     def keys(self, snap: Snapshot, workers: np.ndarray):
-        raise NotImplementedError
+        """One key tuple per worker in ``workers`` (ending in the worker index)."""
 
+    @abstractmethod
     def next_key(self, key: tuple, prompt: int) -> tuple:
-        raise NotImplementedError
+        """The key of that worker once it has taken a request of ``prompt`` tokens."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import FifoPolicy, LowestKeyPolicy, PolicyContext
+from .base import FifoPolicy, LowestKeyPolicy, NoOptions, PolicyContext
 
 
 class RandomPolicy(FifoPolicy):
-    def __init__(self, ctx: PolicyContext):
+    def __init__(self, cfg: NoOptions, ctx: PolicyContext):
         self.rng = np.random.default_rng(ctx.seed)
 
     def choose(self, loads, counts, free, prompt):
@@ -24,7 +24,7 @@ class RandomPolicy(FifoPolicy):
 
 
 class RoundRobinPolicy(FifoPolicy):
-    def __init__(self, ctx: PolicyContext):
+    def __init__(self, cfg: NoOptions, ctx: PolicyContext):
         self.G = ctx.workers
         self.next = 0
 
@@ -39,7 +39,7 @@ class RoundRobinPolicy(FifoPolicy):
 
 
 class PowerOfTwoPolicy(FifoPolicy):
-    def __init__(self, ctx: PolicyContext):
+    def __init__(self, cfg: NoOptions, ctx: PolicyContext):
         self.rng = np.random.default_rng(ctx.seed)
 
     def choose(self, loads, counts, free, prompt):
@@ -54,7 +54,7 @@ class PowerOfTwoPolicy(FifoPolicy):
 class JsqCountPolicy(LowestKeyPolicy):
     """Fewest active requests; ties: lowest token load, then lowest index."""
 
-    def __init__(self, ctx: PolicyContext):
+    def __init__(self, cfg: NoOptions, ctx: PolicyContext):
         pass
 
     def keys(self, snap, workers):
@@ -68,7 +68,7 @@ class JsqCountPolicy(LowestKeyPolicy):
 class JsqTokensPolicy(LowestKeyPolicy):
     """Lowest token load; ties: lowest index."""
 
-    def __init__(self, ctx: PolicyContext):
+    def __init__(self, cfg: NoOptions, ctx: PolicyContext):
         pass
 
     def keys(self, snap, workers):
@@ -81,7 +81,7 @@ class JsqTokensPolicy(LowestKeyPolicy):
 class FcfsPolicy(LowestKeyPolicy):
     """The lowest-index worker with a free slot."""
 
-    def __init__(self, ctx: PolicyContext):
+    def __init__(self, cfg: NoOptions, ctx: PolicyContext):
         pass
 
     def keys(self, snap, workers):

@@ -18,26 +18,25 @@ The offline lower bound on a whole trace (all steps jointly) is analysis, not a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from ..core.snapshot import Assignment, Snapshot
+from ..core.config import setting
+from ..core.snapshot import Assignments, Snapshot
 from .balanceroute import BalanceRoute, BRHConfig, brh_scorer
-from .base import PolicyContext
+from .base import NONE, Policy, PolicyContext
 
 
 @dataclass(frozen=True)
 class BfioConfig(BRHConfig):
-    max_binaries: int = field(default=64, metadata={"doc": "solve exactly while candidates × free workers ≤ this"})
-    time_limit_s: float = field(default=0.05, metadata={"doc": "HiGHS time limit per dispatch"})
-    H: int = field(default=16, metadata={"doc": "lookahead horizon of the integer program (decode steps)"})
-    work_conserving: bool = field(
-        default=True, metadata={"doc": "admit min(free slots, candidates) requests (off: the IP may hold work back)"}
-    )
-    candidates_per_slot: int = field(default=8, metadata={"doc": "pool requests considered per free slot"})
+    max_binaries: int = setting(64, "solve exactly while candidates × free workers ≤ this")
+    time_limit_s: float = setting(0.05, "HiGHS time limit per dispatch")
+    H: int = setting(16, "lookahead horizon of the integer program (decode steps)")
+    work_conserving: bool = setting(True, "admit min(free slots, candidates) requests (off: the IP may hold work back)")
+    candidates_per_slot: int = setting(8, "pool requests considered per free slot")
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,7 +130,7 @@ def step_objective(L: np.ndarray, choice: np.ndarray, sizes: np.ndarray, d: np.n
     return float(np.sum(d * (G * L2.max(1) - L2.sum(1))))
 
 
-class BfioPolicy:
+class BfioPolicy(Policy):
     """Exact step MILP on small instances, the BR-H driver otherwise (see module docstring)."""
 
     def __init__(self, cfg: BfioConfig, ctx: PolicyContext):
@@ -142,11 +141,11 @@ class BfioPolicy:
         self.solved = 0
         self.fell_back = 0
 
-    def dispatch(self, snap: Snapshot) -> list[Assignment]:
+    def dispatch(self, snap: Snapshot) -> Assignments:
         free = snap.free
         k = int((free > 0).sum())
         if k == 0 or snap.pool_size == 0:
-            return []
+            return NONE
         n = min(snap.pool_size, int(free.sum()) * self.cfg.candidates_per_slot, self.cfg.max_binaries // k)
         if n >= 1:
             L = self.scorer.project(snap)
@@ -161,11 +160,7 @@ class BfioPolicy:
             )
             if choice is not None:
                 self.solved += 1
-                ids = snap.pool_ids
-                return [Assignment(int(ids[i]), int(g)) for i, g in enumerate(choice) if g >= 0]
+                placed = np.flatnonzero(choice >= 0)
+                return Assignments(snap.pool_ids[placed], choice[placed])
         self.fell_back += 1
         return self.fallback.dispatch(snap)
-
-
-def make_bfio(cfg: BfioConfig, ctx: PolicyContext) -> BfioPolicy:
-    return BfioPolicy(cfg, ctx)

@@ -3,12 +3,13 @@ SGLang's ``total_tokens`` and TensorRT-LLM's attention-DP balance (coordinated w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.snapshot import Assignment, Snapshot
-from .base import FifoPolicy, LowestKeyPolicy, PolicyContext
+from ..core.config import setting
+from ..core.snapshot import Assignments, Snapshot
+from .base import NONE, FifoPolicy, LowestKeyPolicy, Policy, PolicyContext, assign
 
 
 class _StaleStats:
@@ -54,10 +55,8 @@ class _StaleStats:
 
 @dataclass(frozen=True)
 class VllmConfig:
-    stats_interval: int = field(
-        default=1, metadata={"doc": "dispatch calls between engine stat refreshes (1 = every step)"}
-    )
-    client_count: int = field(default=1, metadata={"doc": "front-end API servers sharing the engines (bump size)"})
+    stats_interval: int = setting(1, "dispatch calls between engine stat refreshes (1 = every step)")
+    client_count: int = setting(1, "front-end API servers sharing the engines (bump size)")
 
     def __post_init__(self):
         if self.stats_interval < 1 or self.client_count < 1:
@@ -71,9 +70,7 @@ class VllmPolicy(_StaleStats, FifoPolicy):
 
 @dataclass(frozen=True)
 class VllmKvConfig(VllmConfig):
-    kv_tokens_per_slot: int = field(
-        default=16384, metadata={"doc": "KV capacity per slot; kv_usage = load / (slots·this)"}
-    )
+    kv_tokens_per_slot: int = setting(16384, "KV capacity per slot; kv_usage = load / (slots·this)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,7 +93,7 @@ class VllmKvPolicy(_StaleStats, FifoPolicy):
 
 @dataclass(frozen=True)
 class SglangConfig:
-    stats_interval: int = field(default=1, metadata={"doc": "dispatch calls between rank stat refreshes"})
+    stats_interval: int = setting(1, "dispatch calls between rank stat refreshes")
 
     def __post_init__(self):
         if self.stats_interval < 1:
@@ -124,19 +121,15 @@ class SglangTotalTokensPolicy(_StaleStats, LowestKeyPolicy):
 # --------------------------------------------------------------------------- TensorRT-LLM ADP balance
 @dataclass(frozen=True)
 class AdpBalanceConfig:
-    timeout_iters: int = field(
-        default=50, metadata={"doc": "max iterations new work waits for every rank to have room"}
-    )
-    batching_wait_iters: int = field(
-        default=10, metadata={"doc": "extra iterations to accumulate a batch of >= one request per rank"}
-    )
+    timeout_iters: int = setting(50, "max iterations new work waits for every rank to have room")
+    batching_wait_iters: int = setting(10, "extra iterations to accumulate a batch of >= one request per rank")
 
     def __post_init__(self):
         if self.timeout_iters < 0 or self.batching_wait_iters < 0:
             raise ValueError("timeout_iters and batching_wait_iters must be >= 0")
 
 
-class AdpBalancePolicy:
+class AdpBalancePolicy(Policy):
     """Coordinated waiting: ranks admit new work together so prefills/loads line up.
 
     Work is held while some rank is full (up to ``timeout_iters`` dispatches) and, once all ranks have
@@ -149,25 +142,26 @@ class AdpBalancePolicy:
         self.wait = 0
         self.batch_wait = 0
 
-    def dispatch(self, snap: Snapshot) -> list[Assignment]:
+    def dispatch(self, snap: Snapshot) -> Assignments:
         if snap.pool_size == 0 or snap.total_free == 0:
             self.wait = self.batch_wait = 0 if snap.pool_size == 0 else self.wait
-            return []
+            return NONE
         free = snap.free.copy()
         all_ready = bool(np.all(free > 0))
         if not all_ready and self.wait < self.cfg.timeout_iters:
             self.wait += 1
-            return []
+            return NONE
         if all_ready and snap.pool_size < snap.workers and self.batch_wait < self.cfg.batching_wait_iters:
             self.batch_wait += 1
-            return []
+            return NONE
         self.wait = self.batch_wait = 0
         ids, prompt = snap.pool_ids, snap.pool_prompt
         n = min(snap.total_free, len(ids))
         # take the oldest n requests, then order them by size for the deal
         take = np.argsort(-prompt[:n], kind="stable")
         ranks = [int(g) for g in np.argsort(snap.loads, kind="stable") if free[g] > 0]
-        out: list[Assignment] = []
+        out_r: list[int] = []
+        out_g: list[int] = []
         k = 0
         for i in take:
             while ranks and free[ranks[k % len(ranks)]] <= 0:
@@ -175,7 +169,8 @@ class AdpBalancePolicy:
             if not ranks:
                 break
             g = ranks[k % len(ranks)]
-            out.append(Assignment(int(ids[i]), g))
+            out_r.append(int(ids[i]))
+            out_g.append(g)
             free[g] -= 1
             k += 1
-        return out
+        return assign(out_r, out_g)

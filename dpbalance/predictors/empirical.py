@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.config import setting
 from ..core.workload import NO_KEY, Workload
 from .base import need_train
 
@@ -47,7 +48,7 @@ class SurvivalPredictor:
 
 @dataclass(frozen=True)
 class ExactMatchConfig:
-    min_samples: int = field(default=1, metadata={"doc": "training samples a prompt key needs before it is trusted"})
+    min_samples: int = setting(1, "training samples a prompt key needs before it is trusted")
 
 
 class ExactMatchPredictor:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.config import setting
 from ..core.workload import Workload
 
 
 @dataclass(frozen=True)
 class OracleConfig:
-    noise: float = field(default=0.0, metadata={"doc": "δ: o_est = o·U[1−δ, 1+δ], fixed per request"})
-    seed: int = field(default=0, metadata={"doc": "seed of the noise"})
+    noise: float = setting(0.0, "δ: o_est = o·U[1−δ, 1+δ], fixed per request")
+    seed: int = setting(0, "seed of the noise")
 
     def __post_init__(self):
         if not 0.0 <= self.noise < 1.0:

@@ -20,7 +20,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from .schema import Result, Series  # noqa: E402
 
 DPI = 110
-WIDE = (9.5, 4.2)
 TIMELINE = (11.5, 4.2)  # time plots: the legend sits right of the axes
 WINDOW_COLOR = "tab:blue"
 Runs = list[tuple[Result, Series]]

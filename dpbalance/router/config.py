@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..core.config_io import setting as _f
+from ..core.config import setting as _f
 from ..policies import DEFAULT_POLICY
 
 _RANKS = "Ranks"

@@ -23,7 +23,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from ..policies import PolicyContext, make_policy, resolve_policy
+from ..policies import PolicyContext, PolicySpec
 from ..predictors import PredictorError
 from ..traces.record import RecordWriter
 from .config import RouterConfig
@@ -49,20 +49,21 @@ class Router:
         self.cfg, self.G, self.slots, self.session = cfg, G, slots, session
         self.metrics = RouterMetrics(G)
         ctx = PolicyContext(workers=G, slots=slots, seed=cfg.seed, train=train)
-        self.policy_label = resolve_policy(cfg.policy).label
+        spec = PolicySpec.parse(cfg.policy)
+        self.policy_label = spec.label
         self.recorder = (
             RecordWriter(cfg.record, max_bytes=int(cfg.record_max_mb * 1024**2)) if cfg.record is not None else None
         )
         self.history = History(G, cfg.dashboard_history_s)
         try:
-            policy = make_policy(cfg.policy, ctx)
+            policy = spec.build(ctx)
         except PredictorError as exc:
             raise StartupError(
                 f"policy {cfg.policy!r}: its predictor needs a training trace: give --train-trace "
                 f"NAME|FILE (requests it learns output lengths from), or use predictor=oracle "
                 f"({exc})"
             ) from None
-        fallback = make_policy(cfg.fallback_policy, ctx)
+        fallback = PolicySpec.parse(cfg.fallback_policy).build(ctx)
         self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg)
         self.targets = make_targets(cfg, G)
         self.breaker = Breaker(

@@ -3,10 +3,11 @@ step durations) to joules, vectorised over steps so the simulator can reduce its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.config import setting
 from ..core.specs import Entry, Registry
 from ..engine.step_time import StepTimeModel
 
@@ -28,9 +29,9 @@ class EnergyModel:
 
 @dataclass(frozen=True)
 class BfioPowerConfig:
-    p_idle: float = field(default=100.0, metadata={"doc": "watts per worker at zero utilisation"})
-    p_max: float = field(default=400.0, metadata={"doc": "watts per worker at full utilisation"})
-    gamma: float = field(default=0.7, metadata={"doc": "power curve exponent"})
+    p_idle: float = setting(100.0, "watts per worker at zero utilisation")
+    p_max: float = setting(400.0, "watts per worker at full utilisation")
+    gamma: float = setting(0.7, "power curve exponent")
 
 
 class BfioPower(EnergyModel):
@@ -53,8 +54,8 @@ class BfioPower(EnergyModel):
 
 @dataclass(frozen=True)
 class BusyIdleConfig:
-    p_busy: float = field(default=400.0, metadata={"doc": "watts per worker while computing"})
-    p_idle: float = field(default=100.0, metadata={"doc": "watts per worker waiting at the barrier"})
+    p_busy: float = setting(400.0, "watts per worker while computing")
+    p_idle: float = setting(100.0, "watts per worker waiting at the barrier")
 
 
 class BusyIdle(EnergyModel):

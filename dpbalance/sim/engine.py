@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from ..core.apply import InvalidAssignment, apply_assignments
+from ..core.config import setting
 from ..core.snapshot import Snapshot
 from ..core.state import ClusterState, Pool
 from ..core.workload import Workload
@@ -47,67 +48,36 @@ class SimulationError(RuntimeError):
 class SimConfig:
     """Knobs of one simulated run; every field is recorded in the result JSON."""
 
-    workers: int = field(
-        default=8, metadata={"doc": "G, data-parallel decode workers", "flags": ("--workers", "-G"), "min": 1}
+    workers: int = setting(8, "G, data-parallel decode workers", flags=("--workers", "-G"), min=1)
+    slots: int = setting(
+        72, "B, max concurrent sequences per worker (vLLM max_num_seqs)", flags=("--slots", "-B"), min=1
     )
-    slots: int = field(
-        default=72,
-        metadata={
-            "doc": "B, max concurrent sequences per worker (vLLM max_num_seqs)",
-            "flags": ("--slots", "-B"),
-            "min": 1,
-        },
+    arrival: Literal["replay", "poisson", "saturated"] = setting(
+        "replay", "replay (trace timestamps) | poisson (--qps) | saturated (pool topped up to --visible every step)"
     )
-    arrival: Literal["replay", "poisson", "saturated"] = field(
-        default="replay",
-        metadata={
-            "doc": "replay (trace timestamps) | poisson (--qps) | saturated (pool topped up to --visible every step)"
-        },
+    visible: int | None = setting(None, "saturated: requests visible in the pool (default 4·G)", min=1)
+    rate_scale: float = setting(1.0, "replay: multiply the trace's arrival rate by k", min=1e-9)
+    qps: float | None = setting(
+        None, "poisson: arrival rate; replay: resample the trace to this mean rate (req/s)", min=1e-9
     )
-    visible: int | None = field(
-        default=None, metadata={"doc": "saturated: requests visible in the pool (default 4·G)", "min": 1}
+    window: Literal["steady", "all"] | None = setting(
+        None, "measurement window: steady (up to the last admission) | all (default: steady if saturated, else all)"
     )
-    rate_scale: float = field(
-        default=1.0, metadata={"doc": "replay: multiply the trace's arrival rate by k", "min": 1e-9}
+    seed: int = setting(0, "seeds arrivals and randomised policies")
+    step_time: str = setting(
+        "linear_max",
+        "step-time model spec: linear_max[:C=…,t_tok=…] | linear_max_mean[:c=…,a=…,b=…] | "
+        "linear_seqs[:c=…,a=…,b=…,s=…,r=…] | a step-time file written by `dpbalance calibrate` (FILE.yaml, "
+        "or FILE.yaml:model=NAME)",
     )
-    qps: float | None = field(
-        default=None,
-        metadata={"doc": "poisson: arrival rate; replay: resample the trace to this mean rate (req/s)", "min": 1e-9},
+    energy: str = setting(
+        "bfio_power", "energy model spec: bfio_power[:p_idle=…,p_max=…,gamma=…] | busy_idle[:p_busy=…,p_idle=…]"
     )
-    window: Literal["steady", "all"] | None = field(
-        default=None,
-        metadata={
-            "doc": "measurement window: steady (up to the last admission) | all (default: steady if saturated, "
-            "else all)"
-        },
+    prefill_delay_s: float = setting(
+        0.0, "fixed seconds between arrival and joining the decode pool", flags=("--prefill-delay",), min=0.0
     )
-    seed: int = field(default=0, metadata={"doc": "seeds arrivals and randomised policies"})
-    step_time: str = field(
-        default="linear_max",
-        metadata={
-            "doc": "step-time model spec: linear_max[:C=…,t_tok=…] | linear_max_mean[:c=…,a=…,b=…] | "
-            "linear_seqs[:c=…,a=…,b=…,s=…,r=…] | a step-time file written by `dpbalance calibrate` (FILE.yaml, "
-            "or FILE.yaml:model=NAME)"
-        },
-    )
-    energy: str = field(
-        default="bfio_power",
-        metadata={"doc": "energy model spec: bfio_power[:p_idle=…,p_max=…,gamma=…] | busy_idle[:p_busy=…,p_idle=…]"},
-    )
-    prefill_delay_s: float = field(
-        default=0.0,
-        metadata={
-            "doc": "fixed seconds between arrival and joining the decode pool",
-            "flags": ("--prefill-delay",),
-            "min": 0.0,
-        },
-    )
-    max_idle_dispatches: int = field(
-        default=100_000, metadata={"doc": "consecutive empty iterations before failing", "cli": False}
-    )
-    record_stride: int = field(
-        default=8, metadata={"doc": "keep every k-th per-worker load row for plots", "cli": False}
-    )
+    max_idle_dispatches: int = setting(100_000, "consecutive empty iterations before failing", cli=False)
+    record_stride: int = setting(8, "keep every k-th per-worker load row for plots", cli=False)
 
     def __post_init__(self):
         if self.workers < 1 or self.slots < 1:

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 
 from ..core.workload import Workload
-from ..policies import PolicyContext, resolve_policy
+from ..policies import PolicyContext, PolicySpec
 from ..results.schema import Result, Series, build_result
 from .engine import ProgressFn, RunRecord, SimConfig, simulate
 
 
 def summarize(
     record: RunRecord,
-    policy_spec: str,
+    policy: PolicySpec,
     cfg: SimConfig,
     workload: Workload,
     extra: dict[str, Any] | None = None,
@@ -26,7 +26,7 @@ def summarize(
     last_admit = int(record.admit_step.max())
     w_end = last_admit if window == "steady" else record.n_steps - 1
     config = {
-        "policy_spec": policy_spec,
+        "policy_spec": policy.label,
         "sim": dataclasses.asdict(cfg),
         "step_time_model": record.step_params,
         "energy_model": record.energy_params,
@@ -47,7 +47,7 @@ def summarize(
     # the cluster draws idle power whenever no decode step runs (empty, or waiting on the policy)
     gap_s = max(0.0, float(finish.max()) - float(record.steps["tau"].sum())) if len(finish) else 0.0
     return build_result(
-        policy=policy_spec,
+        policy=policy.label,
         workers=record.workers,
         slots=record.slots,
         steps=record.steps,
@@ -67,31 +67,31 @@ def summarize(
     )
 
 
-def build_policy(policy_spec: str, cfg: SimConfig, train: Workload | None = None):
-    return resolve_policy(policy_spec).build(
+def build_policy(policy: PolicySpec | str, cfg: SimConfig, train: Workload | None = None):
+    """The policy object of a spec for this simulator configuration (``train`` is what predictors fit on)."""
+    return PolicySpec.parse(policy).build(
         PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train)
     )
 
 
 def run_simulation(
     workload: Workload,
-    policy_spec: str,
+    policy: PolicySpec | str,
     cfg: SimConfig,
     *,
     train: Workload | None = None,
     progress: ProgressFn | None = None,
     label: str = "",
     extra_config: dict[str, Any] | None = None,
-    policy=None,
+    built=None,
 ) -> tuple[Result, Series]:
-    """Simulate ``policy_spec`` on ``workload``; ``train`` is what predictors may fit on.
+    """Simulate ``policy`` on ``workload``; ``train`` is what predictors may fit on.
 
-    ``policy`` may pass an already-built policy for that spec (callers that validate specs up front)."""
-    if policy is None:
-        policy = build_policy(policy_spec, cfg, train)
-    record = simulate(workload, policy, cfg, progress=progress)
+    ``built`` may pass the policy object already built from that spec (callers that build every policy up front,
+    so that a bad spec fails before any run)."""
+    spec = PolicySpec.parse(policy)
+    record = simulate(workload, built if built is not None else build_policy(spec, cfg, train), cfg, progress=progress)
     n_admitted = int((record.admit_step >= 0).sum())
     if n_admitted != len(workload):  # pragma: no cover - the engine runs until every request finishes
         raise RuntimeError(f"{len(workload) - n_admitted} requests were never admitted")
-    res, series = summarize(record, resolve_policy(policy_spec).label, cfg, workload, extra_config, label)
-    return res, series
+    return summarize(record, spec, cfg, workload, extra_config, label)

@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..core.config_io import ConfigFileError, build_from_mapping, read_config_file
+from ..core.config import ConfigFileError, build_from_mapping, read_config_file
 from ..core.specs import SpecError, parse_spec
 from ..engine.step_time import make_step_time
+from ..policies import PolicySpec
 from ..sim.engine import SimConfig
 from ..traces.selection import TraceSelection
 
@@ -52,45 +53,41 @@ class Cell:
     """One simulation: a policy on a trace selection under a simulator configuration.
 
     Its settings are exactly the fields of ``TraceSelection`` and ``SimConfig`` (defined once, there) plus the
-    policy spec, an optional predictor folded into it, and a free ``tag`` that is not part of the cache key.
+    policy (a ``PolicySpec``; a spec string is parsed when the cell is made, and ``predictor`` — a grid's predictor
+    axis — is folded into it for the policies that take one) and a free ``tag`` that is not part of the cache key.
     Grid files and result tables use the flat field names."""
 
-    policy: str = "jsq_tokens"
-    predictor: str | None = None
+    policy: PolicySpec = field(default_factory=lambda: PolicySpec.parse("jsq_tokens"))
     tag: str = ""
     trace: TraceSelection = field(default_factory=TraceSelection)
     sim: SimConfig = field(default_factory=SimConfig)
+    predictor: InitVar[str | None] = None
+
+    def __post_init__(self, predictor: str | None) -> None:
+        try:
+            spec = PolicySpec.parse(self.policy)
+            if predictor is not None and spec.takes_predictor:
+                given = parse_spec(self.policy)[1].get("predictor") if isinstance(self.policy, str) else None
+                if given is not None and given != predictor:
+                    raise GridError(f"cell {spec.label}: predictor given both in the policy spec and as predictor=")
+                spec = spec.with_predictor(predictor)
+        except SpecError as exc:
+            raise GridError(f"cell {self.policy}: {exc}") from None
+        object.__setattr__(self, "policy", spec)
 
     # ------------------------------------------------------------------ derived
-    def policy_spec(self) -> str:
-        """Canonical policy label with the predictor folded in (validates name and options)."""
-        from ..policies import POLICIES, resolve_policy
-
-        name, opts = parse_spec(self.policy)
-        entry = POLICIES.entry(name)
-        if self.predictor is not None and _takes_predictor(entry):
-            if "predictor" in opts and opts["predictor"] != self.predictor:
-                raise GridError(f"cell {self.short()}: predictor given both in the policy spec and as predictor=")
-            opts = {**opts, "predictor": self.predictor}
-        return resolve_policy(name + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else "")).label
-
-    def normalized(self) -> Cell:
-        """Canonical form: predictor folded into the policy spec (or dropped if the policy takes none)."""
-        return dataclasses.replace(self, policy=self.policy_spec(), predictor=None)
-
     def identity(self) -> dict[str, Any]:
         """The fully resolved configuration that the cache key hashes (no tag, no trace directory)."""
-        return {"policy": self.policy_spec(), "trace": self.trace.identity(), "sim": dataclasses.asdict(self.sim)}
+        return {"policy": self.policy.label, "trace": self.trace.identity(), "sim": dataclasses.asdict(self.sim)}
 
     def short(self) -> str:
         s = self.sim
         load = s.arrival + (f"×{s.rate_scale:g}" if s.arrival == "replay" and s.rate_scale != 1 else "")
-        pred = f"[{self.predictor}]" if self.predictor else ""
-        return f"{self.policy}{pred} {self.trace.trace} G={s.workers} B={s.slots} {load} seed={s.seed}"
+        return f"{self.policy.label} {self.trace.trace} G={s.workers} B={s.slots} {load} seed={s.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         """Flat: own fields, then the trace selection's and the simulator's."""
-        d: dict[str, Any] = {k: getattr(self, k) for k in _OWN_FIELDS}
+        d: dict[str, Any] = {"policy": self.policy.label, "tag": self.tag}
         d.update({k: getattr(self.trace, k) for k in _TRACE_FIELDS})
         d.update(dataclasses.asdict(self.sim))
         return d
@@ -101,17 +98,13 @@ class Cell:
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise GridError(f"unknown cell field(s) {', '.join(unknown)}; valid fields: {', '.join(valid)}")
-        own = {k: d[k] for k in _OWN_FIELDS if k in d}
+        own = {k: (None if d[k] is None else str(d[k])) for k in _OWN_FIELDS if k in d}
         try:
             tr = build_from_mapping(TraceSelection, {k: d[k] for k in _TRACE_FIELDS if k in d})
             sim = build_from_mapping(SimConfig, {k: d[k] for k in _SIM_FIELDS if k in d})
         except ConfigFileError as exc:
             raise GridError(f"cell {d}: {exc}") from None
-        return cls(**{k: (None if v is None else str(v)) for k, v in own.items()}, trace=tr, sim=sim)
-
-
-def _takes_predictor(entry) -> bool:
-    return entry.config_cls is not None and any(f.name == "predictor" for f in fields(entry.config_cls))
+        return cls(**own, trace=tr, sim=sim)
 
 
 # ---------------------------------------------------------------------- grid files
@@ -158,7 +151,6 @@ def _unique(cells: list[Cell]) -> list[Cell]:
     step_ok: set[tuple[str, int]] = set()
     for c in cells:
         try:
-            c = c.normalized()
             if (c.sim.step_time, c.sim.slots) not in step_ok:
                 make_step_time(c.sim.step_time, c.sim.slots)
                 step_ok.add((c.sim.step_time, c.sim.slots))

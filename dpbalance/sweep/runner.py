@@ -124,7 +124,7 @@ def execute_cell(
             "train_rows": 0 if train is None else len(train),
         }
     }
-    res, series = run_simulation(test, cell.policy_spec(), cfg, train=train, label=cell.tag, extra_config=extra)
+    res, series = run_simulation(test, cell.policy, cfg, train=train, label=cell.tag, extra_config=extra)
     out: dict[str, Any] = {"hash": key, "result": res.to_dict(), "series": None}
     if want_series:
         out["series"] = {k: getattr(series, k) for k in series.__dataclass_fields__}
@@ -157,7 +157,7 @@ class SweepReport:
         return [o.result for o in self.outcomes]
 
 
-def _cell_paths(out_dir: Path, key: str) -> tuple[Path, Path]:
+def cell_paths(out_dir: Path, key: str) -> tuple[Path, Path]:
     d = out_dir / "cells"
     return d / f"{key}.json", d / f"{key}.series.npz"
 
@@ -202,7 +202,7 @@ def run_cells(
         if k in first_of:  # identical cell listed twice: compute once
             continue
         first_of[k] = i
-        jpath, spath = _cell_paths(out_dir, k)
+        jpath, spath = cell_paths(out_dir, k)
         res = _load_cached(jpath) if jpath.exists() else None
         if res is not None and (not want(c) or spath.exists()):
             outcomes[i] = CellOutcome(c, k, res, True, spath if spath.exists() else None)
@@ -215,7 +215,7 @@ def run_cells(
 
     def finish(i: int, payload: dict[str, Any]) -> None:
         c, k = cells[i], keys[i]
-        jpath, spath = _cell_paths(out_dir, k)
+        jpath, spath = cell_paths(out_dir, k)
         res = Result.from_dict(payload["result"])
         sp = None
         if payload.get("series") is not None:
@@ -319,7 +319,7 @@ def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> No
 def _cost_hint(c: Cell) -> float:
     """Rough relative cost of a cell, for scheduling long cells first."""
     n = c.trace.resample or (c.trace.max_requests or 10_000) * c.trace.repeat
-    w = 1.0 if c.policy.split(":")[0] in ("br0", "brh", "bfio") else 0.1
+    w = 0.1 if c.policy.cost == "simple" else 1.0
     return n * w * (1 + c.sim.workers / 16)
 
 

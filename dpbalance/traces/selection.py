@@ -13,11 +13,12 @@ sweeps and the router.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.config import setting
 from ..core.workload import Workload
 from .catalog import load_trace
 from .loaders import TraceError
@@ -25,51 +26,35 @@ from .loaders import TraceError
 
 @dataclass(frozen=True)
 class TraceSelection:
-    trace: str = field(
-        default="sample",
-        metadata={
-            "doc": "trace name (see `dpbalance trace list`), file path, or synthetic:... spec",
-            "flags": ("--trace", "-t"),
-        },
+    trace: str = setting(
+        "sample", "trace name (see `dpbalance trace list`), file path, or synthetic:... spec", flags=("--trace", "-t")
     )
-    trace_dir: Path | None = field(
-        default=None,
-        metadata={
-            "doc": "directory with the trace files (default: $DPBALANCE_TRACE_DIR, else the per-user trace directory)",
-            "identity": False,
-        },
+    trace_dir: Path | None = setting(
+        None,
+        "directory with the trace files (default: $DPBALANCE_TRACE_DIR, else the per-user trace directory)",
+        identity=False,
     )
-    min_output: int | None = field(default=None, metadata={"doc": "keep requests with output >= N tokens", "min": 1})
-    max_output: int | None = field(default=None, metadata={"doc": "keep requests with output <= N tokens", "min": 1})
-    start_s: float | None = field(default=None, metadata={"doc": "keep requests arriving at or after this second"})
-    end_s: float | None = field(default=None, metadata={"doc": "keep requests arriving before this second"})
-    max_requests: int | None = field(
-        default=None,
-        metadata={
-            "doc": "replay the first N requests (after the filters); later rows train predictors",
-            "flags": ("--max-requests", "-n"),
-            "min": 1,
-        },
+    min_output: int | None = setting(None, "keep requests with output >= N tokens", min=1)
+    max_output: int | None = setting(None, "keep requests with output <= N tokens", min=1)
+    start_s: float | None = setting(None, "keep requests arriving at or after this second")
+    end_s: float | None = setting(None, "keep requests arriving before this second")
+    max_requests: int | None = setting(
+        None,
+        "replay the first N requests (after the filters); later rows train predictors",
+        flags=("--max-requests", "-n"),
+        min=1,
     )
-    train_split: float = field(
-        default=0.0,
-        metadata={
-            "doc": "fraction of the filtered trace, from its start, that trains predictors instead of being replayed "
-            "(0: the rows after --max-requests train)",
-            "min": 0.0,
-            "max": 0.9,
-        },
+    train_split: float = setting(
+        0.0,
+        "fraction of the filtered trace, from its start, that trains predictors instead of being replayed "
+        "(0: the rows after --max-requests train)",
+        min=0.0,
+        max=0.9,
     )
-    resample: int | None = field(
-        default=None,
-        metadata={
-            "doc": "replay N requests drawn with replacement from the selection (seeded by --seed; no arrival times)",
-            "min": 1,
-        },
+    resample: int | None = setting(
+        None, "replay N requests drawn with replacement from the selection (seeded by --seed; no arrival times)", min=1
     )
-    repeat: int = field(
-        default=1, metadata={"doc": "play the selection k times back to back, arrival pattern included", "min": 1}
-    )
+    repeat: int = setting(1, "play the selection k times back to back, arrival pattern included", min=1)
 
     def __post_init__(self):
         if not 0.0 <= self.train_split < 1.0:

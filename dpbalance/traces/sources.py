@@ -273,5 +273,4 @@ SOURCES: dict[str, Source] = {
     )
 }
 
-FETCHABLE = tuple(name for name, s in SOURCES.items() if s.kind != "bundled")
 PINNED = tuple(name for name, s in SOURCES.items() if s.kind == "pinned")

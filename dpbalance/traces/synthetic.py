@@ -12,29 +12,30 @@ arrivals are a Poisson process; otherwise the workload has no timestamps (satura
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from ..core.config import setting
 from ..core.specs import SpecError, build_config, parse_spec
 from ..core.workload import Workload
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    n: int = field(default=10_000, metadata={"doc": "number of requests"})
-    prompt: Literal["uniform", "lognormal", "trace"] = field(default="lognormal", metadata={"doc": "prompt length law"})
-    prompt_min: int = field(default=16, metadata={"doc": "uniform: smallest prompt"})
-    prompt_max: int = field(default=8192, metadata={"doc": "uniform: largest prompt"})
-    prompt_mean: float = field(default=2000.0, metadata={"doc": "lognormal: mean prompt length"})
-    prompt_sigma: float = field(default=1.0, metadata={"doc": "lognormal: sd of log length"})
-    output: Literal["geometric", "trace"] = field(default="geometric", metadata={"doc": "output length law"})
-    output_mean: float = field(default=300.0, metadata={"doc": "geometric: mean output length (>= 1)"})
-    joint: Literal["none", "bfio"] = field(default="none", metadata={"doc": "bfio: BF-IO's bivariate normal (s, o)"})
-    source: str = field(default="sample", metadata={"doc": "trace to resample from for prompt/output=trace"})
-    qps: float | None = field(default=None, metadata={"doc": "Poisson arrival rate; none = no timestamps"})
-    seed: int = field(default=0, metadata={"doc": "RNG seed"})
+    n: int = setting(10_000, "number of requests")
+    prompt: Literal["uniform", "lognormal", "trace"] = setting("lognormal", "prompt length law")
+    prompt_min: int = setting(16, "uniform: smallest prompt")
+    prompt_max: int = setting(8192, "uniform: largest prompt")
+    prompt_mean: float = setting(2000.0, "lognormal: mean prompt length")
+    prompt_sigma: float = setting(1.0, "lognormal: sd of log length")
+    output: Literal["geometric", "trace"] = setting("geometric", "output length law")
+    output_mean: float = setting(300.0, "geometric: mean output length (>= 1)")
+    joint: Literal["none", "bfio"] = setting("none", "bfio: BF-IO's bivariate normal (s, o)")
+    source: str = setting("sample", "trace to resample from for prompt/output=trace")
+    qps: float | None = setting(None, "Poisson arrival rate; none = no timestamps")
+    seed: int = setting(0, "RNG seed")
 
     def __post_init__(self):
         if self.n < 1:

@@ -67,11 +67,11 @@ def test_assignments_read_like_a_list_of_pairs():
         Assignments([1, 2], [0])
 
 
-@pytest.mark.parametrize("batch", [[(1,)], [(1, 0, 2)], [("x", 0)], [1, 2]])
-def test_malformed_pairs_are_an_invalid_assignment(batch):
+@pytest.mark.parametrize("batch", [[(1, 0)], [(1,)], (np.array([1]), np.array([0])), None, [1, 2]])
+def test_anything_but_an_assignments_batch_is_an_invalid_assignment(batch):
     st_, pool = ClusterState(2, 2), Pool()
     pool.push(1, 10, 0.0)
-    with pytest.raises(InvalidAssignment, match="pairs"):
+    with pytest.raises(InvalidAssignment, match="must return an Assignments batch"):
         apply_assignments(st_, pool, batch)
     assert len(pool) == 1 and st_.counts.tolist() == [0, 0]
 

@@ -33,7 +33,7 @@ def test_cell_estimate_by_hand():
     )
     bfio = wl.cell("t", "bfio", workers=8, slots=72, arrival="saturated")
     assert plan.cell_seconds(bfio, 1e-6, 1000, 100.0) == pytest.approx(
-        1000 * 100 / (8 * 72 * 0.9) * plan.BFIO_MIN_STEP_S + 0.1
+        1000 * 100 / (8 * 72 * 0.9) * plan.SOLVER_MIN_STEP_S + 0.1
     )  # the MILP is never estimated cheaper than this
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dpbalance.core import ClusterState, Pool, Snapshot, Workload, imbalance_gap
 from dpbalance.policies import PolicyContext, make_policy
 from dpbalance.policies.balanceroute import Br0Scorer, BrhScorer, packing
+from dpbalance.policies.balanceroute.scorers import BrhRound
 from dpbalance.predictors import PredictorError, make_predictor
 from dpbalance.sim import SimConfig, simulate
 from tests.helpers import random_snapshot, snapshot_of
@@ -31,8 +32,7 @@ def test_br0_score_is_the_one_step_reduction_of_the_gap(loads, data):
     delta = data.draw(st.integers(0, 2 * 10**6))
     after = loads.copy()
     after[g] += delta
-    sc = Br0Scorer(beta=len(loads))
-    sc.prepare(snapshot_of([[int(x)] for x in loads], slots=1))
+    sc = Br0Scorer(beta=len(loads)).prepare(snapshot_of([[int(x)] for x in loads], slots=1))
     assert sc.score(g, delta) == imbalance_gap(loads) - imbalance_gap(after)
     assert sc.scores(float(delta))[g] == imbalance_gap(loads) - imbalance_gap(after)
 
@@ -58,11 +58,8 @@ def test_brh_with_h0_decides_like_br0(preset, seed):
 )
 def test_log_h_evaluator_equals_brute_force(margins, gamma, beta, deltas):
     H = len(margins) - 1
-    sc = brh(H, gamma=gamma, beta=beta)
+    sc = BrhRound(brh(H, gamma=gamma, beta=beta), np.zeros((H + 1, 1)))
     sc.Mh = np.array(margins, dtype=float)  # one worker at zero load: its margins are M_h
-    sc.Lh = np.zeros((H + 1, 1))
-    sc.load = sc.Lh[0]
-    sc._cache = {}
     d = gamma ** np.arange(H + 1)
     bd = sc.bd
     m = np.array(margins, dtype=float)
@@ -72,7 +69,7 @@ def test_log_h_evaluator_equals_brute_force(margins, gamma, beta, deltas):
         assert sc.scores(delta)[0] == pytest.approx(brute, rel=1e-9, abs=1e-6)
     # Δ* is where F peaks (concave): no grid point beats it
     grid = np.linspace(0, 2 * max(margins) + 1, 400)
-    t = sc.targets_of(0)
+    t = sc.target(0)
     if math.isfinite(t):
         assert sc.score(0, t) >= sc.score(0, grid).max() - 1e-6 * max(1.0, abs(sc.score(0, t)))
 
@@ -83,13 +80,12 @@ def test_target_never_collapses_while_the_coming_step_has_room(G, H, gamma, data
     """Whatever the projection says about later steps, a worker with room at the coming step keeps a positive
     target, so requests that fit its margin stay admissible (the BR-H collapse at large G)."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    sc = brh(H, gamma=gamma, beta=float(G), G=G)
     Lh = rng.integers(0, 10**5, size=(H + 1, G)).astype(float)
     Lh[rng.random((H + 1, G)) < 0.3] = 0.0  # projected loads that collapse to zero at some steps
-    sc.Lh, sc.Mh, sc.load, sc._cache = Lh, Lh.max(axis=1), Lh[0], {}
+    sc = BrhRound(brh(H, gamma=gamma, beta=float(G), G=G), Lh)
     for g in range(G):
         if sc.Mh[0] - Lh[0, g] > 0:
-            assert sc.targets_of(g) > 0
+            assert sc.target(g) > 0
 
 
 def test_projection_uses_survival_probabilities_and_refill():

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpbalance.core import Workload
-from dpbalance.policies import PolicyContext, make_policy
+from dpbalance.policies import NONE, PolicyContext, assign, make_policy
 from dpbalance.sim import SimConfig, SimulationError, run_simulation, simulate
 
 BASELINES = [
@@ -106,17 +106,18 @@ class _Bad:
 
     def dispatch(self, snap):
         if snap.pool_size == 0:
-            return []
+            return NONE
         rid = int(snap.pool_ids[0])
         if self.kind == "full":
-            return [(int(r), 0) for r in snap.pool_ids[: int(snap.caps[0]) + 1]]
+            ids = snap.pool_ids[: int(snap.caps[0]) + 1]
+            return assign(ids, [0] * len(ids))
         if self.kind == "dup":
-            return [(rid, 0), (rid, 1)]
+            return assign([rid, rid], [0, 1])
         if self.kind == "ghost":
-            return [(10**9, 0)]
+            return assign([10**9], [0])
         if self.kind == "worker":
-            return [(rid, 99)]
-        return []  # "starve"
+            return assign([rid], [99])
+        return NONE  # "starve"
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ def test_yaml_grid_cartesian_product_with_dict_axis(tmp_path):
     assert len(grid.cells) == 2 * 3 * 2 + 1
     replay = [c for c in grid.cells if c.sim.arrival == "replay"]
     assert len(replay) == 6 and all(c.sim.rate_scale == 3.0 and c.sim.visible is None for c in replay)
-    assert grid.cells[-1].policy == "fcfs" and grid.cells[-1].sim.workers == 3 and grid.cells[-1].sim.slots == 8
+    assert grid.cells[-1].policy.label == "fcfs" and grid.cells[-1].sim.workers == 3 and grid.cells[-1].sim.slots == 8
     assert all(c.trace.max_requests == 100 and c.trace.trace == "sample" for c in grid.cells)
 
 
@@ -58,16 +58,15 @@ def test_unknown_field_policy_and_option_fail_before_running(tmp_path):
 def test_predictor_axis_collapses_on_policies_without_predictor():
     cells = expand({"trace": "sample"}, {"policy": ["jsq_count", "vllm"], "predictor": ["oracle", "survival"]})
     # neither baseline takes a predictor: the predictor axis must not duplicate cells
-    assert [c.policy for c in cells] == ["jsq_count", "vllm"]
-    assert all(c.predictor is None for c in cells)
+    assert [c.policy.label for c in cells] == ["jsq_count", "vllm"]
 
 
 def test_policy_spec_is_canonical():
     a = Cell(policy="vllm:stats_interval=1")  # the default value
     b = Cell(policy="vllm")
-    assert a.policy_spec() == b.policy_spec() == "vllm"
+    assert a.policy == b.policy and a.policy.label == "vllm"
     assert cell_hash(a, None) == cell_hash(b, None)
-    assert Cell(policy="vllm:stats_interval=3").policy_spec() == "vllm:stats_interval=3"
+    assert Cell(policy="vllm:stats_interval=3").policy.label == "vllm:stats_interval=3"
 
 
 def test_hash_covers_config_version_and_trace_but_not_tag(monkeypatch, tmp_path):
@@ -137,4 +136,4 @@ def test_the_example_grid_expands():
 
     g = load_grid(Path(__file__).parents[2] / "examples" / "grid.yaml")
     assert g.name == "example" and len(g.cells) == 4 * 2 * 2 * 2 + 1
-    assert {c.policy for c in g.cells} >= {"br0", "brh:predictor=survival", "br0:preset=bfio-code"}
+    assert {c.policy.label for c in g.cells} >= {"br0", "brh:predictor=survival", "br0:preset=bfio-code"}

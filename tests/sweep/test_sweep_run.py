@@ -67,7 +67,7 @@ def test_cell_json_is_a_section4_result_with_the_cell(tmp_path):
         d = json.loads((tmp_path / "cells" / f"{o.hash}.json").read_text())
         assert set(TABLE_FIELDS) <= set(d)
         assert d["config"]["sweep"]["hash"] == o.hash
-        assert d["config"]["sweep"]["cell"]["policy"] == o.cell.policy
+        assert d["config"]["sweep"]["cell"]["policy"] == o.cell.policy.label
         assert d["config"]["sweep"]["replayed"] == 300
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 2 and rows[0]["cell_hash"] == rep.outcomes[0].hash

@@ -6,7 +6,7 @@ from ...predictors import make_predictor
 from ..base import PolicyContext
 from .config import PRESETS, BR0Config, BRHConfig
 from .driver import BalanceRoute
-from .scorers import Br0Scorer, BrhScorer, Scorer
+from .scorers import Br0Scorer, BrhScorer, Round, Scorer
 
 
 def beta_of(cfg: BR0Config, ctx: PolicyContext) -> float:
@@ -43,6 +43,7 @@ __all__ = [
     "BalanceRoute",
     "Br0Scorer",
     "BrhScorer",
+    "Round",
     "Scorer",
     "brh_scorer",
     "make_br0",

@@ -5,8 +5,10 @@ Every knob left unset (``None``) takes the value of the chosen ``preset``; ``res
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
+
+from ...core.config import setting
 
 #: the value an unset knob takes under each preset
 PRESETS: dict[str, dict] = {
@@ -45,58 +47,41 @@ _PRESET_KNOBS = ("placement", "s_greedy", "r_max", "worker_key", "subset_rule", 
 
 @dataclass(frozen=True)
 class BR0Config:
-    preset: Literal["default", "bfio-code", "paper"] = field(
-        default="default", metadata={"doc": "published configuration the unset knobs below come from"}
+    preset: Literal["default", "bfio-code", "paper"] = setting(
+        "default", "published configuration the unset knobs below come from"
     )
-    placement: Literal["load", "free"] | None = field(
-        default=None,
-        metadata={
-            "doc": "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
-            "worker with most free slots takes its best request ('free')"
-        },
+    placement: Literal["load", "free"] | None = setting(
+        None,
+        "first stage: each request goes to the worker with the highest F, ties lowest load ('load'); or the "
+        "worker with most free slots takes its best request ('free')",
     )
-    hold_s: float = field(
-        default=0.0,
-        metadata={
-            "doc": "while every waiting request fits, hold them up to this long to gather one per worker (0: off)"
-        },
+    hold_s: float = setting(
+        0.0, "while every waiting request fits, hold them up to this long to gather one per worker (0: off)"
     )
-    quota: Literal["free", "even", "off"] = field(
-        default="free",
-        metadata={
-            "doc": "load placement: a worker takes at most its share of a dispatch's requests, in proportion to its "
-            "free slots ('free') or equally ('even')"
-        },
+    quota: Literal["free", "even", "off"] = setting(
+        "free",
+        "load placement: a worker takes at most its share of a dispatch's requests, in proportion to its "
+        "free slots ('free') or equally ('even')",
     )
-    s_greedy: int | Literal["fit"] | None = field(
-        default=None,
-        metadata={
-            "doc": "the first stage runs while more than this many slots are free ('fit': while every waiting request "
-            "fits)"
-        },
+    s_greedy: int | Literal["fit"] | None = setting(
+        None, "the first stage runs while more than this many slots are free ('fit': while every waiting request fits)"
     )
-    r_max: int | None = field(
-        default=None,
-        metadata={"doc": "second-stage candidates: the first r_max waiting requests (0: the whole pool, up to window)"},
+    r_max: int | None = setting(
+        None, "second-stage candidates: the first r_max waiting requests (0: the whole pool, up to window)"
     )
-    window: int = field(default=1024, metadata={"doc": "most waiting requests a stage looks at"})
-    worker_key: Literal["load", "free_margin"] | None = field(
-        default=None, metadata={"doc": "second-stage worker order: lowest load, or most free slots then largest margin"}
+    window: int = setting(1024, "most waiting requests a stage looks at")
+    worker_key: Literal["load", "free_margin"] | None = setting(
+        None, "second-stage worker order: lowest load, or most free slots then largest margin"
     )
-    subset_rule: Literal["max_count", "max_f"] | None = field(
-        default=None,
-        metadata={"doc": "second-stage subset: most requests within the target then the largest sum, or the highest F"},
+    subset_rule: Literal["max_count", "max_f"] | None = setting(
+        None, "second-stage subset: most requests within the target then the largest sum, or the highest F"
     )
-    beta: float | None = field(
-        default=None, metadata={"doc": "overflow penalty β (default G, the exact one-step slope)"}
-    )
-    dp_buckets: int = field(default=4096, metadata={"doc": "subset-sum resolution in buckets of Δ* (0 = exact tokens)"})
-    max_wait_s: float | Literal["off"] | None = field(
-        default=None,
-        metadata={
-            "doc": "bounded overtaking: a request passed over by one that arrived this many seconds after it goes to "
-            "the lightest worker as soon as it fits there (at the latest after as long again); 'off': none"
-        },
+    beta: float | None = setting(None, "overflow penalty β (default G, the exact one-step slope)")
+    dp_buckets: int = setting(4096, "subset-sum resolution in buckets of Δ* (0 = exact tokens)")
+    max_wait_s: float | Literal["off"] | None = setting(
+        None,
+        "bounded overtaking: a request passed over by one that arrived this many seconds after it goes to "
+        "the lightest worker as soon as it fits there (at the latest after as long again); 'off': none",
     )
 
     def __post_init__(self):
@@ -119,17 +104,16 @@ class BR0Config:
 
 @dataclass(frozen=True)
 class BRHConfig(BR0Config):
-    predictor: Literal["oracle", "survival", "exact_match"] = field(
-        default="oracle", metadata={"doc": "output-length predictor: P(still decoding h steps ahead)", "label": True}
+    predictor: Literal["oracle", "survival", "exact_match"] = setting(
+        "oracle", "output-length predictor: P(still decoding h steps ahead)", label=True
     )
-    noise: float = field(default=0.0, metadata={"doc": "oracle only: multiplicative error δ"})
-    H: int = field(default=8, metadata={"doc": "look-ahead horizon in decode steps"})
-    alpha: float = field(default=1.0, metadata={"doc": "reward weight α"})
-    gamma: float = field(default=0.8, metadata={"doc": "discount d_h = γ^h"})
-    growth: bool = field(default=False, metadata={"doc": "projected loads grow +1 per step (w_i + h)"})
-    refill: bool = field(
-        default=True,
-        metadata={"doc": "while requests wait, count the expected load of the requests that will refill freed slots"},
+    noise: float = setting(0.0, "oracle only: multiplicative error δ")
+    H: int = setting(8, "look-ahead horizon in decode steps")
+    alpha: float = setting(1.0, "reward weight α")
+    gamma: float = setting(0.8, "discount d_h = γ^h")
+    growth: bool = setting(False, "projected loads grow +1 per step (w_i + h)")
+    refill: bool = setting(
+        True, "while requests wait, count the expected load of the requests that will refill freed slots"
     )
 
     def __post_init__(self):

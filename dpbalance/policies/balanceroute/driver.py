@@ -26,16 +26,41 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...core.snapshot import Assignment, Snapshot
+from ...core.snapshot import Assignments, Snapshot
+from ..base import NONE, Policy
 from . import packing
 from .config import BR0Config
-from .scorers import Br0Scorer, Scorer
+from .scorers import Round, Scorer
 
 
-class BalanceRoute:
+@dataclass
+class Batch:
+    """The scratch of one dispatch: the candidates (the first ``window`` waiting requests), what is taken, the free
+    slots left, the scorer's round and the assignments made so far. Passed to every stage explicitly."""
+
+    ids: np.ndarray  # request ids of the candidates, oldest first
+    sizes: np.ndarray  # their prompt tokens (float64)
+    arrival: np.ndarray
+    free: np.ndarray  # free slots per worker, updated as requests are placed
+    sc: Round
+    taken: np.ndarray = field(init=False)
+    left: int = field(init=False)  # candidates not taken and not held back
+    out_r: list[int] = field(default_factory=list)
+    out_g: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.taken = np.zeros(len(self.ids), dtype=bool)
+        self.left = len(self.ids)
+
+    def room(self) -> bool:
+        return bool(self.left) and bool(self.free.sum())
+
+
+class BalanceRoute(Policy):
     def __init__(self, cfg: BR0Config, workers: int, scorer: Scorer):
         self.cfg = cfg.resolved()
         self.G = workers
@@ -44,132 +69,130 @@ class BalanceRoute:
         self._reserved: tuple[int, int] | None = None  # (overdue request id, the worker marked for it)
 
     # ------------------------------------------------------------------ helpers
-    def _best_worker(self, s: float, room: np.ndarray) -> int:
+    def _best_worker(self, b: Batch, s: float, room: np.ndarray) -> int:
         """The worker with room and the highest F for s; ties go to the lowest load."""
-        f = np.where(room > 0, self.scorer.scores(s), -np.inf)
+        f = np.where(room > 0, b.sc.scores(s), -np.inf)
         best = f.max()
         cand = np.flatnonzero(f >= best - 1e-9 * max(1.0, abs(best)))
         if len(cand) == 1:
             return int(cand[0])
-        return int(cand[np.argmin(self.scorer.load[cand])])
+        return int(cand[np.argmin(b.sc.load[cand])])
 
-    def _take(self, i: int, g: int) -> None:
-        self._taken[i] = True
-        self._out.append(Assignment(int(self._ids[i]), g))
-        self._free[g] -= 1
-        self._left -= 1
-        self.scorer.add(g, self._sizes[i])
-        a = float(self._arrival[i])
+    def _take(self, b: Batch, i: int, g: int) -> None:
+        b.taken[i] = True
+        b.out_r.append(int(b.ids[i]))
+        b.out_g.append(g)
+        b.free[g] -= 1
+        b.left -= 1
+        b.sc.add(g, b.sizes[i])
+        a = float(b.arrival[i])
         if a > self._newest:
             self._newest = a
 
     # ------------------------------------------------------------------ dispatch
-    def dispatch(self, snap: Snapshot) -> list[Assignment]:
+    def dispatch(self, snap: Snapshot) -> Assignments:
         n_pool = snap.pool_size
         if n_pool == 0:
             self._reserved = None
         if snap.total_free == 0 or n_pool == 0:
-            return []
-        cfg = self.cfg
-        n = min(n_pool, cfg.window)
-        self._ids = snap.pool_ids[:n]
-        self._sizes = snap.pool_prompt[:n].astype(np.float64)
-        self._arrival = snap.pool_arrival[:n]
-        self._taken = np.zeros(n, dtype=bool)
-        self._free = snap.free.astype(np.int64)
-        self._out = []
-        self._left = n
-        self.scorer.prepare(snap)
-        self._overdue(snap)
-        if self._left and self._free.sum():
-            self._place(snap)
-        if self._left and self._free.sum():
-            self._pack()
-        return self._out
+            return NONE
+        n = min(n_pool, self.cfg.window)
+        b = Batch(
+            ids=snap.pool_ids[:n],
+            sizes=snap.pool_prompt[:n].astype(np.float64),
+            arrival=snap.pool_arrival[:n],
+            free=snap.free.astype(np.int64),
+            sc=self.scorer.prepare(snap),
+        )
+        self._overdue(snap, b)
+        if b.room():
+            self._place(snap, b)
+        if b.room():
+            self._pack(b)
+        return Assignments(np.array(b.out_r, dtype=np.int64), np.array(b.out_g, dtype=np.int64))
 
-    def _overdue(self, snap: Snapshot) -> None:
+    def _overdue(self, snap: Snapshot, b: Batch) -> None:
         """Step 0: admit the overdue request where it fits, or keep it waiting for its reserved worker."""
         W = self.cfg.max_wait_s
         if isinstance(W, str):
             return None
         res = self._reserved
-        if res is not None and (len(self._ids) == 0 or int(self._ids[0]) != res[0]):
+        if res is not None and (len(b.ids) == 0 or int(b.ids[0]) != res[0]):
             res = self._reserved = None  # it left the pool (admitted, or gone in the router)
         if res is None:
-            if self._newest - float(self._arrival[0]) <= W:
+            if self._newest - float(b.arrival[0]) <= W:
                 return
-            g = int(np.argmin(np.where(snap.caps > 0, self.scorer.load, np.inf)))
-            res = self._reserved = (int(self._ids[0]), g)
+            g = int(np.argmin(np.where(snap.caps > 0, b.sc.load, np.inf)))
+            res = self._reserved = (int(b.ids[0]), g)
         g = res[1]
-        fits = self._sizes[0] <= self.scorer.targets_of(g)
-        late = snap.now - float(self._arrival[0]) > 2 * W  # waited twice the bound: the first free slot
-        if self._free[g] > 0 and (fits or late):
-            self._take(0, g)
+        fits = b.sizes[0] <= b.sc.target(g)
+        late = snap.now - float(b.arrival[0]) > 2 * W  # waited twice the bound: the first free slot
+        if b.free[g] > 0 and (fits or late):
+            self._take(b, 0, g)
             self._reserved = None
-        elif late and self._free.sum():  # its worker has no slot yet: the first free slot anywhere
-            self._take(0, self._best_worker(self._sizes[0], self._free))
+        elif late and b.free.sum():  # its worker has no slot yet: the first free slot anywhere
+            self._take(b, 0, self._best_worker(b, b.sizes[0], b.free))
             self._reserved = None
         else:
-            self._taken[0] = True  # it waits for its worker; the others are placed as usual
-            self._left -= 1
+            b.taken[0] = True  # it waits for its worker; the others are placed as usual
+            b.left -= 1
 
-    def _place(self, snap: Snapshot) -> None:
-        cfg, sc, free, sizes, taken = self.cfg, self.scorer, self._free, self._sizes, self._taken
+    def _plentiful(self, b: Batch) -> bool:
+        """The first stage runs while slots are plentiful (see ``s_greedy``)."""
+        tf = int(b.free.sum())
+        return tf > 0 and (b.left <= tf if self.cfg.s_greedy == "fit" else tf > self.cfg.s_greedy)
+
+    def _place(self, snap: Snapshot, b: Batch) -> None:
+        cfg, free = self.cfg, b.free
         total_free = int(free.sum())
         if cfg.s_greedy == "fit":
-            if self._left > total_free:
+            if b.left > total_free:
                 return
         elif total_free <= cfg.s_greedy:
             return
-        if cfg.hold_s and self._left < self.G and snap.now - float(self._arrival[~taken][0]) < cfg.hold_s:
-            self._left = 0  # coordinated waiting: gather a batch of at least one request per worker, briefly
+        if cfg.hold_s and b.left < self.G and snap.now - float(b.arrival[~b.taken][0]) < cfg.hold_s:
+            b.left = 0  # coordinated waiting: gather a batch of at least one request per worker, briefly
             return
-
-        def plentiful() -> bool:
-            tf = int(free.sum())
-            return tf > 0 and (self._left <= tf if cfg.s_greedy == "fit" else tf > cfg.s_greedy)
-
-        if cfg.placement == "load":
-            order = np.argsort(-sizes, kind="stable")  # largest first
-            # a worker takes at most its share of this dispatch's requests (in proportion to its free slots, or
-            # evenly), so a batch spreads over the workers instead of filling the lightest ones' slots
-            if cfg.quota == "even":
-                quota = np.where(free > 0, -(-self._left // max(1, int((free > 0).sum()))), 0)
-            elif cfg.quota == "free":
-                quota = np.ceil(free * (self._left / total_free)).astype(np.int64)
-            else:
-                quota = free.copy()
-            if isinstance(sc, Br0Scorer):
-                self._lpt(order, np.minimum(free, quota))
-                return
-            for i in order.tolist():
-                if taken[i]:
-                    continue
-                if not (self._left and plentiful()):
-                    break
-                room = np.minimum(free, quota)
-                g = self._best_worker(sizes[i], room if (room > 0).any() else free)
-                quota[g] -= 1
-                self._take(i, g)
-        else:
-            while self._left and plentiful():
+        if cfg.placement == "free":
+            while b.left and self._plentiful(b):
                 ws = np.flatnonzero(free == free.max())
-                g = int(ws[0]) if len(ws) == 1 else int(ws[np.argmin(sc.load[ws])])
-                self._take(int(np.argmax(np.where(taken, -np.inf, sc.score(g, sizes)))), g)
+                g = int(ws[0]) if len(ws) == 1 else int(ws[np.argmin(b.sc.load[ws])])
+                self._take(b, int(np.argmax(np.where(b.taken, -np.inf, b.sc.score(g, b.sizes)))), g)
+            return
+        order = np.argsort(-b.sizes, kind="stable")  # largest first
+        # a worker takes at most its share of this dispatch's requests (in proportion to its free slots, or
+        # evenly), so a batch spreads over the workers instead of filling the lightest ones' slots
+        if cfg.quota == "even":
+            quota = np.where(free > 0, -(-b.left // max(1, int((free > 0).sum()))), 0)
+        elif cfg.quota == "free":
+            quota = np.ceil(free * (b.left / total_free)).astype(np.int64)
+        else:
+            quota = free.copy()
+        if b.sc.lightest_is_best:
+            self._lpt(b, order, np.minimum(free, quota))
+            return
+        for i in order.tolist():
+            if b.taken[i]:
+                continue
+            if not (b.left and self._plentiful(b)):
+                break
+            room = np.minimum(free, quota)
+            g = self._best_worker(b, b.sizes[i], room if (room > 0).any() else free)
+            quota[g] -= 1
+            self._take(b, i, g)
 
-    def _lpt(self, order: np.ndarray, room: np.ndarray) -> None:
-        """Load placement with the BR-0 score, in O(log G) per request: for one request the best F is always at the
-        lightest worker with room (if any worker's margin holds it, the lightest does; if none does, the lightest
-        overflows least), so the placement is largest-first onto the lightest worker — a heap of loads."""
-        free, sizes, taken = self._free, self._sizes, self._taken
+    def _lpt(self, b: Batch, order: np.ndarray, room: np.ndarray) -> None:
+        """Load placement when the best worker for one request is always the lightest with room (BR-0's score: if
+        any worker's margin holds the request, the lightest does; if none does, the lightest overflows least): the
+        placement is largest-first onto the lightest worker, a heap of loads, O(log G) per request."""
+        free, sizes, taken = b.free, b.sizes, b.taken
         if not (room > 0).any():
             room = free.copy()
         room = room.tolist()
-        sc = self.scorer
-        heap = [(float(sc.load[g]), g) for g in range(len(room)) if room[g] > 0]
+        heap = [(float(b.sc.load[g]), g) for g in range(len(room)) if room[g] > 0]
         heapq.heapify(heap)
         picked_i, picked_g = [], []
-        left = self._left
+        left = b.left
         sz = sizes.tolist()
         for i in order.tolist():
             if not heap or not left:
@@ -189,67 +212,82 @@ class BalanceRoute:
         ws = np.array(picked_g)
         taken[idx] = True
         free -= np.bincount(ws, minlength=len(free))
-        self._left = left
-        sc.add_many(ws, sizes[idx])
-        self._out.extend(map(Assignment, self._ids[idx].tolist(), picked_g))
-        self._newest = max(self._newest, float(self._arrival[idx].max()))
+        b.left = left
+        b.sc.add_many(ws, sizes[idx])
+        b.out_r.extend(b.ids[idx].tolist())
+        b.out_g.extend(picked_g)
+        self._newest = max(self._newest, float(b.arrival[idx].max()))
 
-    def _key(self, g: int):
-        L = self.scorer.load
+    def _key(self, b: Batch, g: int):
+        L = b.sc.load
         if self.cfg.worker_key == "load":
             return (L[g], g)
-        return (-int(self._free[g]), L[g], g)  # most free slots, then largest margin (= lowest load)
+        return (-int(b.free[g]), L[g], g)  # most free slots, then largest margin (= lowest load)
 
-    def _pack(self) -> None:
-        cfg, sc, free, sizes = self.cfg, self.scorer, self._free, self._sizes
-        r_max = cfg.r_max or len(sizes)
-        # a worker with one free slot under the BR-0 score takes the largest candidate within its target, else the
-        # smallest (least overflow): a bisection in the sorted candidates instead of a scan of the pool
-        fast = isinstance(sc, Br0Scorer) and cfg.subset_rule == "max_count" and r_max >= len(sizes) and sc.beta >= 1
-        if fast:
-            avail = np.flatnonzero(~self._taken)
-            avail = avail[np.argsort(sizes[avail], kind="stable")]
-            vals, idx = sizes[avail].tolist(), avail.tolist()
-        heap = [self._key(g) + (g,) for g in np.flatnonzero(free > 0).tolist()]
+    def _pack(self, b: Batch) -> None:
+        """Step 2: workers with free slots in key order, each taking the subset of the candidates its target asks
+        for; a worker with slots left goes back in the queue."""
+        r_max = self.cfg.r_max or len(b.sizes)
+        # when a worker's best single request is the largest within its margin (BR-0, β ≥ 1), the candidates are
+        # kept sorted and a worker bisects them instead of scanning the pool
+        fast = b.sc.margin_target and self.cfg.subset_rule == "max_count" and r_max >= len(b.sizes)
+        srt = _SortedCandidates(b) if fast else None
+        heap = [self._key(b, g) + (g,) for g in np.flatnonzero(b.free > 0).tolist()]
         heapq.heapify(heap)
-        while heap and self._left:
+        while heap and b.left:
             g = heapq.heappop(heap)[-1]
-            if fast and free[g] == 1:
-                k = bisect.bisect_right(vals, float(sc.targets_of(g))) - 1
-                if k < 0:
-                    k = 0
-                else:
-                    k = bisect.bisect_left(vals, vals[k])  # the oldest of equal sizes, as the scan would pick
-                self._take(idx[k], g)
-                del vals[k], idx[k]
+            if srt is not None and b.free[g] == 1:
+                self._take(b, srt.pop_within(float(b.sc.target(g))), g)
                 continue
-            if fast and len(vals) * min(int(free[g]), len(vals)) > packing.EXACT_WORK:
+            if srt is not None and len(srt.vals) * min(int(b.free[g]), len(srt.vals)) > packing.EXACT_WORK:
                 # many candidates, several slots: the greedy max-count on the sorted candidates as they stand
-                picked = packing.greedy_sorted(vals, idx, float(sc.targets_of(g)), int(free[g])) or [idx[0]]
-                for i in picked:
-                    k = bisect.bisect_left(vals, float(sizes[i]))
-                    k += idx[k:].index(i) if idx[k] != i else 0
-                    del vals[k], idx[k]
-                    self._take(i, g)
-                if free[g] > 0 and self._left:
-                    heapq.heappush(heap, self._key(g) + (g,))
-                continue
-            pos = np.flatnonzero(~self._taken)[:r_max]
-            s = sizes[pos]
-            K = min(int(free[g]), len(pos))
-            target = float(sc.targets_of(g))
-            if cfg.subset_rule == "max_count":
-                chosen = packing.max_count(s, target, K, cfg.dp_buckets)
+                picked = packing.greedy_sorted(srt.vals, srt.idx, float(b.sc.target(g)), int(b.free[g]))
+                for i in picked or [srt.idx[0]]:
+                    srt.remove(i)
+                    self._take(b, i, g)
             else:
-                chosen = packing.max_f(s, K, target, lambda d, g=g: sc.score(g, d), cfg.dp_buckets)
-            if not chosen:  # anti-starvation: the single best request by F
-                chosen = [int(np.argmax(sc.score(g, s)))]
-            for j in chosen:
-                i = int(pos[j])
-                self._take(i, g)
-                if fast:
-                    k = bisect.bisect_left(vals, float(sizes[i]))
-                    k += idx[k:].index(i) if idx[k] != i else 0
-                    del vals[k], idx[k]
-            if free[g] > 0 and self._left:
-                heapq.heappush(heap, self._key(g) + (g,))
+                for i in self._subset(b, g, r_max):
+                    self._take(b, i, g)
+                    if srt is not None:
+                        srt.remove(i)
+            if b.free[g] > 0 and b.left:
+                heapq.heappush(heap, self._key(b, g) + (g,))
+
+    def _subset(self, b: Batch, g: int, r_max: int) -> list[int]:
+        """The candidates worker g takes by the subset rule (indices into the batch), never none."""
+        pos = np.flatnonzero(~b.taken)[:r_max]
+        s = b.sizes[pos]
+        K = min(int(b.free[g]), len(pos))
+        target = float(b.sc.target(g))
+        if self.cfg.subset_rule == "max_count":
+            chosen = packing.max_count(s, target, K, self.cfg.dp_buckets)
+        else:
+            chosen = packing.max_f(s, K, target, lambda d: b.sc.score(g, d), self.cfg.dp_buckets)
+        if not chosen:  # anti-starvation: the single best request by F
+            chosen = [int(np.argmax(b.sc.score(g, s)))]
+        return [int(pos[j]) for j in chosen]
+
+
+class _SortedCandidates:
+    """The untaken candidates sorted by size (ties in candidate order), as two parallel lists."""
+
+    def __init__(self, b: Batch):
+        avail = np.flatnonzero(~b.taken)
+        avail = avail[np.argsort(b.sizes[avail], kind="stable")]
+        self.sizes = b.sizes
+        self.vals, self.idx = b.sizes[avail].tolist(), avail.tolist()
+
+    def pop_within(self, target: float) -> int:
+        """Remove and return the largest candidate within ``target`` (the oldest of equal sizes), else the
+        smallest (the least overflow)."""
+        vals = self.vals
+        k = bisect.bisect_right(vals, target) - 1
+        k = 0 if k < 0 else bisect.bisect_left(vals, vals[k])
+        i = self.idx[k]
+        del vals[k], self.idx[k]
+        return i
+
+    def remove(self, i: int) -> None:
+        k = bisect.bisect_left(self.vals, float(self.sizes[i]))
+        k += self.idx[k:].index(i) if self.idx[k] != i else 0
+        del self.vals[k], self.idx[k]

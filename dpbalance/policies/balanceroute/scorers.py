@@ -1,7 +1,8 @@
 """How good it is to add Δ prompt tokens to worker g: the F-scores of BR-0 and BR-H.
 
-A scorer is prepared once per dispatch from the snapshot and then answers questions about every worker; after
-each admission the driver tells it (``add``), so later answers see the new loads and envelope.
+A scorer is configured once (β, horizon, predictor); ``prepare(snapshot)`` gives the ``Round`` of one dispatch,
+which answers questions about every worker and is told each admission (``add``), so later answers see the new
+loads and envelope.
 
 - BR-0: F_g(Δ) = Δ − β·(Δ − m_g)₊, m_g = M − L_g. With β = G this is exactly how much the admission reduces the
   imbalance gap G·M − Σ L at the coming step. Its best Δ (the target) is m_g.
@@ -26,13 +27,16 @@ import numpy as np
 from ...core.snapshot import Snapshot
 
 
-class Scorer(Protocol):
-    """What the BalanceRoute driver asks. ``prepare`` first, then any mix of the queries and ``add``."""
+class Round(Protocol):
+    """One dispatch's view of the scores, made by ``Scorer.prepare`` from the snapshot: the driver asks any mix of
+    the queries below and tells it every admission (``add`` / ``add_many``), so later answers see the new loads."""
 
-    load: np.ndarray  # [G] loads at the coming step, including this dispatch's admissions
-
-    def prepare(self, snap: Snapshot) -> None:
-        """Read the snapshot (loads, active requests, pool) at the start of a dispatch."""
+    #: [G] loads at the coming step, including this dispatch's admissions
+    load: np.ndarray
+    #: for one request the best worker is always the lightest with room (the driver may place with a heap of loads)
+    lightest_is_best: bool
+    #: a worker's best single request is the largest within its margin (the driver may bisect sorted candidates)
+    margin_target: bool
 
     def scores(self, delta: float) -> np.ndarray:
         """F_g(Δ) for every worker g, [G]."""
@@ -40,14 +44,21 @@ class Scorer(Protocol):
     def score(self, g: int, delta: np.ndarray) -> np.ndarray:
         """F_g(Δ) for one worker over many Δ."""
 
-    def targets(self) -> np.ndarray:
-        """Δ*_g = argmax_Δ F_g(Δ) for every worker, [G] (inf when F never stops growing)."""
-
-    def targets_of(self, g: int) -> float:
-        """Δ*_g for one worker."""
+    def target(self, g: int) -> float:
+        """Δ*_g = argmax_Δ F_g(Δ) (inf when F never stops growing)."""
 
     def add(self, g: int, delta: float) -> None:
         """Worker g was given Δ more tokens."""
+
+    def add_many(self, workers: np.ndarray, deltas: np.ndarray) -> None:
+        """``add`` for a batch of admissions (in this order)."""
+
+
+class Scorer(Protocol):
+    """A BalanceRoute score, configured once (β, horizon, predictor) and prepared once per dispatch."""
+
+    def prepare(self, snap: Snapshot) -> Round:
+        """The round of one dispatch, from the snapshot's loads (and active requests, for the horizon)."""
 
 
 class Br0Scorer:
@@ -56,9 +67,18 @@ class Br0Scorer:
     def __init__(self, beta: float):
         self.beta = float(beta)
 
-    def prepare(self, snap: Snapshot) -> None:
-        self.load = snap.loads.astype(np.float64)
-        self.M = float(self.load.max())
+    def prepare(self, snap: Snapshot) -> Br0Round:
+        return Br0Round(snap.loads.astype(np.float64), self.beta)
+
+
+class Br0Round:
+    lightest_is_best = True
+
+    def __init__(self, load: np.ndarray, beta: float):
+        self.load = load
+        self.M = float(load.max())
+        self.beta = beta
+        self.margin_target = beta >= 1.0
 
     def scores(self, delta: float) -> np.ndarray:
         return delta - self.beta * np.maximum(delta - (self.M - self.load), 0.0)
@@ -67,10 +87,7 @@ class Br0Scorer:
         delta = np.asarray(delta, dtype=np.float64)
         return delta - self.beta * np.maximum(delta - (self.M - self.load[g]), 0.0)
 
-    def targets(self) -> np.ndarray:
-        return self.M - self.load if self.beta >= 1.0 else np.full(len(self.load), math.inf)
-
-    def targets_of(self, g: int) -> float:
+    def target(self, g: int) -> float:
         return self.M - self.load[g] if self.beta >= 1.0 else math.inf
 
     def add(self, g: int, delta: float) -> None:
@@ -80,7 +97,6 @@ class Br0Scorer:
             self.M = v
 
     def add_many(self, workers: np.ndarray, deltas: np.ndarray) -> None:
-        """``add`` for a batch of admissions."""
         self.load += np.bincount(workers, weights=deltas, minlength=len(self.load))
         self.M = max(self.M, float(self.load.max()))
 
@@ -128,10 +144,21 @@ class BrhScorer:
             L[h + 1] = np.bincount(av.worker, weights=contrib[:, h], minlength=G)
         return L
 
-    def prepare(self, snap: Snapshot) -> None:
-        self.Lh = self.project(snap)
-        self.Mh = self.Lh.max(axis=1)
-        self.load = self.Lh[0]
+    def prepare(self, snap: Snapshot) -> BrhRound:
+        return BrhRound(self, self.project(snap))
+
+
+class BrhRound:
+    """One dispatch of the horizon score: projected loads and the envelope at every step of the horizon."""
+
+    lightest_is_best = False
+    margin_target = False
+
+    def __init__(self, sc: BrhScorer, Lh: np.ndarray):
+        self.alpha, self.D, self.bd = sc.alpha, sc.D, sc.bd
+        self.Lh = Lh
+        self.Mh = Lh.max(axis=1)
+        self.load = Lh[0]
         self._cache: dict[int, tuple] = {}
 
     def _sorted(self, g: int):
@@ -155,14 +182,11 @@ class BrhScorer:
         m = np.maximum(self.Mh[:, None] - self.Lh, 0.0)  # [H+1, G]
         return self.alpha * self.D * delta - (self.bd[:, None] * np.maximum(delta - m, 0.0)).sum(axis=0)
 
-    def targets_of(self, g: int) -> float:
+    def target(self, g: int) -> float:
         ms, Pb, _ = self._sorted(g)
         # F grows on (ms[j-1], ms[j]] while α·D − Σ_{first j margins} β_h·d_h > 0
         stop = np.flatnonzero(self.alpha * self.D - Pb[1:] <= 0)
         return float(ms[stop[0]]) if len(stop) else math.inf
-
-    def targets(self) -> np.ndarray:
-        return np.array([self.targets_of(g) for g in range(self.G)])
 
     def add(self, g: int, delta: float) -> None:
         col = self.Lh[:, g]
@@ -173,3 +197,7 @@ class BrhScorer:
             self._cache.pop(g, None)
         else:
             self._cache.clear()
+
+    def add_many(self, workers: np.ndarray, deltas: np.ndarray) -> None:
+        for g, d in zip(workers.tolist(), deltas.tolist()):
+            self.add(g, d)
