@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.authors_reference import run_reference
 from dpbalance.experiments import matrix as mx
-from dpbalance.sim.engine import SimConfig
+from dpbalance.sim.config import SimConfig
 
 
 def main(argv=None) -> int:

@@ -87,7 +87,7 @@ import numpy as np
 from dpbalance.cli.common import TraceSelection
 from dpbalance.core.workload import Workload
 from dpbalance.engine.step_time import LinearMax, make_step_time
-from dpbalance.sim.engine import SimConfig, arrival_times
+from dpbalance.sim.config import SimConfig, arrival_times
 
 DRIVER = Path(__file__).with_name("authors_driver.py")
 REPO_URL = "https://github.com/Echoscd/Load-Balancing-Release"

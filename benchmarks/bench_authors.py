@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from authors_reference import run_reference  # noqa: E402
 
 from dpbalance.cli.common import TraceSelection  # noqa: E402
-from dpbalance.sim.engine import SimConfig  # noqa: E402
+from dpbalance.sim.config import SimConfig  # noqa: E402
 
 
 def cells(which: str, n: int) -> list[tuple[str, int, int, int | None, list[str], list[str]]]:

@@ -38,8 +38,7 @@ N_SWEEP = [(256, n) for n in (250_000, 500_000, 1_000_000)]  # growth with N at 
 
 def run_case(policy: str, G: int, n: int) -> dict:
     """One run in this process: returns its figures (called in a fresh subprocess by ``main``)."""
-    from dpbalance.sim import SimConfig
-    from dpbalance.sim.engine import simulate
+    from dpbalance.sim import SimConfig, simulate
     from dpbalance.sim.run import build_policy, summarize
     from dpbalance.traces import load_trace
 

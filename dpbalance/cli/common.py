@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..core.config import ConfigFileError
 from ..core.specs import SpecError
-from ..sim.engine import SimulationError
+from ..sim.config import SimulationError
 from ..traces import TraceError
 from ..traces.selection import TraceSelection
 from .options import option_for

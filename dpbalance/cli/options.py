@@ -82,16 +82,49 @@ def _default(f: dataclasses.Field) -> Any:
     return ...
 
 
-def config_options(cls: type, *, panel: str | None = None, unset: bool = True) -> list[inspect.Parameter]:
-    """One ``inspect.Parameter`` (with its typer option) per command-line field of a config dataclass. With
-    ``unset`` an option not given arrives as ``None`` (the config's own default then applies when it is built);
-    otherwise it arrives as the field's default."""
+def nested_fields(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that hold a config of their own shown flat (``setting(..., flatten=True)``): name ->
+    its dataclass. Their fields are options, config-file keys and grid-cell fields like the outer ones."""
     hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.metadata.get("flatten")}
+
+
+def flat_names(cls: type) -> list[str]:
+    """Every settable name of ``cls``, nested configs' fields in place of the nested field."""
+    nested = nested_fields(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if f.init:
+            out += flat_names(nested[f.name]) if f.name in nested else [f.name]
+    return out
+
+
+def nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat mapping of ``cls``'s settings (``flat_names``) as the nested mapping ``core.config.build`` takes; a
+    nested config given as a mapping of its own is merged under the flat keys."""
+    out = {k: v for k, v in flat.items() if k not in nested_fields(cls)}
+    for name, sub in nested_fields(cls).items():
+        given = flat.get(name) if isinstance(flat.get(name), dict) else {}
+        inner = {**given, **{k: out.pop(k) for k in flat_names(sub) if k in out}}
+        if inner:
+            out[name] = nest(sub, inner)
+    return out
+
+
+def config_options(cls: type, *, panel: str | None = None) -> list[inspect.Parameter]:
+    """One ``inspect.Parameter`` (with its typer option) per command-line field of a config dataclass (and of the
+    configs nested in it, see ``nested_fields``)."""
+    hints = typing.get_type_hints(cls)
+    nested = nested_fields(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in nested:
+            sub = nested[f.name]
+            out += config_options(sub, panel=getattr(sub, "PANEL", panel))
+            continue
         if not f.init or f.metadata.get("cli", True) is False:
             continue
-        if "doc" not in f.metadata:
+        if "doc" not in f.metadata:  # pragma: no cover - caught by the tests of every config
             raise TypeError(f"{cls.__name__}.{f.name} has no metadata doc: every command-line setting needs help text")
         item, many, flag = _item_type(hints[f.name])
         default = _default(f)
@@ -109,22 +142,15 @@ def config_options(cls: type, *, panel: str | None = None, unset: bool = True) -
             ann = list[Any] | None if many else Any
             if many:
                 default = list(default) or None
-            elif unset and default is not ... and default is not None:
-                kw["show_default"] = _shown(default)
-                default = None  # the config's own default applies when the option is not given
         param = inspect.Parameter(f.name, _KW, default=default, annotation=Annotated[ann, typer.Option(*names, **kw)])
         out.append(param)
     return out
 
 
-def _shown(default: Any) -> str:
-    return str(getattr(default, "label", default))
-
-
 def option_for(cls: type, name: str):
     """The annotated type of one config field's option, for a command that needs just that setting; the value
-    the command receives is already converted (``None`` when not given: the field's default applies)."""
-    for p in config_options(cls, unset=False):
+    the command receives is already converted."""
+    for p in config_options(cls):
         if p.name == name:
             return p.annotation
     raise KeyError(f"{cls.__name__} has no command-line field {name!r}")
@@ -155,11 +181,16 @@ def _built(cls: type, values: dict[str, Any], file_values: dict[str, Any], path:
         elif v is not None and v != []:
             merged[name] = v
     for name in set(file_values) - set(values):  # settings with no option (cli=False) may still come from a file
-        if name in {f.name for f in dataclasses.fields(cls) if f.init}:
+        if name in flat_names(cls):
             merged[name] = file_values[name]
             from_file = True
     try:
-        return build(cls, merged, f"{path}: " if from_file else "", error=ConfigFileError if from_file else ConfigError)
+        return build(
+            cls,
+            nest(cls, merged),
+            f"{path}: " if from_file else "",
+            error=ConfigFileError if from_file else ConfigError,
+        )
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -213,7 +244,11 @@ def with_configs(config_file: str | None = None, **configs: type) -> Callable[[C
                 file_values = read_config_file(path) if path is not None else {}
             except ConfigFileError as exc:
                 raise typer.BadParameter(str(exc)) from None
-            every = {f.name for cls in configs.values() for f in dataclasses.fields(cls) if f.init}
+            for cls in configs.values():  # a nested config may be given as a mapping of its own: flatten it
+                for name in nested_fields(cls):
+                    if isinstance(file_values.get(name), dict):
+                        file_values = {**{k: v for k, v in file_values.items() if k != name}, **file_values[name]}
+            every = {n for cls in configs.values() for n in flat_names(cls)}
             unknown = sorted(set(file_values) - every)
             if unknown:
                 known = sorted(n for names in fields_of.values() for n in names)

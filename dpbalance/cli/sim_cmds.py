@@ -13,7 +13,7 @@ from ..core.specs import split_specs
 from ..engine.step_time import make_step_time
 from ..policies import DEFAULT_POLICY, POLICIES, PolicySpec
 from ..results.schema import TABLE_FIELDS, Result, write_json
-from ..sim.engine import SimConfig, arrival_times
+from ..sim.config import SimConfig, arrival_times
 from ..sim.run import build_policy, run_simulation
 from ..traces.selection import TraceSelection
 from .common import console, fmt_number, out, progress_bar, user_errors

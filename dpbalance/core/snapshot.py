@@ -9,7 +9,7 @@ and by the router on every dispatcher tick.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -80,12 +80,41 @@ class ActiveView:
         return len(self.worker)
 
 
+class PrefixView(Protocol):
+    """What a policy may know about the ranks' prefill work and prefix caches (``Snapshot.prefix``). The simulator
+    fills it from its engine model; the router from its per-rank index of the prompts it sent."""
+
+    #: tokens per cache block
+    block_size: int
+
+    @property
+    def pending_prefill(self) -> np.ndarray:
+        """[G] prompt tokens each rank still has to prefill (queued and part-way requests, after cache hits)."""
+
+    @property
+    def kv_free(self) -> np.ndarray:
+        """[G] KV tokens each rank could still give (cached blocks nobody uses count as free; inf: unlimited)."""
+
+    def cached(self, request_ids: np.ndarray) -> np.ndarray:
+        """[n, G] prompt tokens each rank would serve from its cache for each of these waiting requests."""
+
+
 class Snapshot:
-    """Immutable view handed to ``Policy.dispatch``. Cheap to build: it wraps the live arrays."""
+    """Immutable view handed to ``Policy.dispatch``. Cheap to build: it wraps the live arrays.
 
-    __slots__ = ("_state", "_pool", "step", "now", "loads", "counts", "free", "caps", "_pool_view", "_active")
+    ``prefix`` is a ``PrefixView`` when the ranks' prefill and prefix caches are known (the simulator's engine
+    model, the router's prefix index), else None."""
 
-    def __init__(self, state: ClusterState, pool: Pool, now: float = 0.0, free: np.ndarray | None = None):
+    __slots__ = ("_state", "_pool", "step", "now", "loads", "counts", "free", "caps", "prefix", "_pool_view", "_active")
+
+    def __init__(
+        self,
+        state: ClusterState,
+        pool: Pool,
+        now: float = 0.0,
+        free: np.ndarray | None = None,
+        prefix: PrefixView | None = None,
+    ):
         self._state = state
         self._pool = pool
         self.step = state.clock
@@ -94,6 +123,7 @@ class Snapshot:
         self.counts = state.counts_ro
         self.free = state.free_ro if free is None else free
         self.caps = state.caps_ro
+        self.prefix = prefix
         self._pool_view = None
         self._active = None
 

@@ -3,6 +3,10 @@
 A ``Workload`` is what every trace loader and synthetic generator produces and what the simulator,
 predictors and load generator consume. Request ``i`` is row ``i``; ids are dense and follow arrival
 order, which lets the pool keep ids sorted and find them by binary search.
+
+Prefix structure, where the trace has it: ``blocks`` holds each prompt's chained block hashes (``Blocks``: the
+hash of block j covers every token up to the end of block j, so equal hashes mean equal prefixes), with the
+block size in tokens; ``session`` groups the turns of one conversation.
 """
 
 from __future__ import annotations
@@ -16,6 +20,61 @@ NO_KEY = -1  # prompt_key value for "no prompt identity known"
 
 
 @dataclass(frozen=True)
+class Blocks:
+    """Chained prompt block hashes of every request, ragged: request i's are ``hashes[offsets[i]:offsets[i+1]]``.
+
+    A prompt of s tokens has ``s // size`` full blocks; a trace may also give a hash for the partial last block
+    (the Mooncake traces do), which no cache ever holds."""
+
+    hashes: np.ndarray  # int64 [total]
+    offsets: np.ndarray  # int64 [N + 1], offsets[0] == 0
+    size: int  # tokens per block
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("block size must be >= 1 token")
+        if len(self.offsets) == 0 or self.offsets[0] != 0 or self.offsets[-1] != len(self.hashes):
+            raise ValueError("block offsets must start at 0 and end at the number of hashes")
+        if np.any(np.diff(self.offsets) < 0):
+            raise ValueError("block offsets must be non-decreasing")
+
+    @classmethod
+    def from_lists(cls, lists, size: int) -> Blocks:
+        counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        flat = np.fromiter((h for x in lists for h in x), dtype=np.int64, count=int(offsets[-1]))
+        return cls(flat, offsets, int(size))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def of(self, i: int) -> np.ndarray:
+        return self.hashes[self.offsets[i] : self.offsets[i + 1]]
+
+    def take(self, idx) -> Blocks:
+        """The blocks of rows ``idx`` (any order, repeats allowed), as a new ragged table."""
+        idx = np.asarray(idx, dtype=np.int64)
+        counts = self.counts[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        # the position of every hash to copy: each row's start, repeated over its length, plus 0, 1, 2, ...
+        starts = np.repeat(self.offsets[:-1][idx] - offsets[:-1], counts)
+        pos = starts + np.arange(int(offsets[-1]), dtype=np.int64)
+        return Blocks(self.hashes[pos], offsets, self.size)
+
+    def salted(self, salt: np.ndarray) -> Blocks:
+        """Every row's hashes mixed with that row's ``salt`` (rows with different salts share no block)."""
+        s = np.repeat(np.asarray(salt, dtype=np.int64), self.counts)
+        mixed = (self.hashes ^ (s * np.int64(0x9E3779B97F4A7C15 - (1 << 64)))) & np.int64((1 << 63) - 1)
+        return Blocks(mixed, self.offsets.copy(), self.size)
+
+
+@dataclass(frozen=True)
 class Workload:
     """Columnar requests. ``arrival`` in seconds from the first request (0 when the trace has none)."""
 
@@ -26,12 +85,18 @@ class Workload:
     name: str = "workload"
     has_timestamps: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+    blocks: Blocks | None = None  # chained prompt block hashes, when the trace has them
+    session: np.ndarray | None = None  # int64 [N], conversation id or NO_KEY, when the trace has them
 
     def __post_init__(self) -> None:
         n = len(self.arrival)
         for col in ("prompt", "output", "key"):
             if len(getattr(self, col)) != n:
                 raise ValueError(f"workload column {col!r} has {len(getattr(self, col))} rows, expected {n}")
+        if self.blocks is not None and len(self.blocks) != n:
+            raise ValueError(f"workload has block hashes for {len(self.blocks)} requests, expected {n}")
+        if self.session is not None and len(self.session) != n:
+            raise ValueError(f"workload column 'session' has {len(self.session)} rows, expected {n}")
         if n and np.any(np.diff(self.arrival) < 0):
             raise ValueError("workload arrivals must be sorted (use Workload.from_rows to sort)")
         if n and (self.output.min() < 1):
@@ -51,6 +116,8 @@ class Workload:
         name: str = "workload",
         has_timestamps: bool = True,
         meta: dict[str, Any] | None = None,
+        blocks: Blocks | None = None,
+        session=None,
     ) -> Workload:
         """Build from arbitrary columns: sorted by arrival (stable), times shifted to start at 0."""
         arrival = np.asarray(arrival, dtype=np.float64)
@@ -61,7 +128,13 @@ class Workload:
         arrival = arrival[order]
         if len(arrival):
             arrival = arrival - arrival[0]
-        return cls(arrival, prompt[order], output[order], key[order], name, has_timestamps, dict(meta or {}))
+        sorted_ = bool(np.all(order == np.arange(len(order))))
+        if blocks is not None and not sorted_:
+            blocks = blocks.take(order)
+        sess = None if session is None else np.asarray(session, dtype=np.int64)[order]
+        return cls(
+            arrival, prompt[order], output[order], key[order], name, has_timestamps, dict(meta or {}), blocks, sess
+        )
 
     def __len__(self) -> int:
         return len(self.arrival)
@@ -72,7 +145,15 @@ class Workload:
             arrival = arrival - arrival[0]
         meta = {**self.meta, **meta_updates}
         return Workload(
-            arrival, self.prompt[idx], self.output[idx], self.key[idx], self.name, self.has_timestamps, meta
+            arrival,
+            self.prompt[idx],
+            self.output[idx],
+            self.key[idx],
+            self.name,
+            self.has_timestamps,
+            meta,
+            None if self.blocks is None else self.blocks.take(np.arange(len(self))[idx]),
+            None if self.session is None else self.session[idx],
         )
 
     # ------------------------------------------------------------------ filters
@@ -147,4 +228,28 @@ class Workload:
             "output_max": int(self.output.max()) if n else 0,
             "output_gt_1000": int((self.output > 1000).sum()),
             "distinct_keys": int(len(np.unique(self.key[self.key != NO_KEY]))),
+            **self.prefix_stats(),
         }
+
+    def prefix_stats(self) -> dict[str, Any]:
+        """What the prefix structure allows: the block size, the sessions, and ``prefix_reuse``, the share of prompt
+        tokens one cache with unlimited room would serve (each prompt's longest prefix of full blocks seen in an
+        earlier prompt, the last prompt token always recomputed)."""
+        if self.blocks is None:
+            return {}
+        b, size = self.blocks, self.blocks.size
+        seen: set[int] = set()
+        hit = 0
+        for i, s in enumerate(self.prompt.tolist()):
+            hs = b.hashes[b.offsets[i] : b.offsets[i + 1]].tolist()
+            full = min(len(hs), max(0, s - 1) // size)
+            k = 0
+            while k < full and hs[k] in seen:
+                k += 1
+            hit += k * size
+            seen.update(hs[: s // size])
+        total = int(self.prompt.sum())
+        out: dict[str, Any] = {"block_size": size, "prefix_reuse": hit / total if total else 0.0}
+        if self.session is not None:
+            out["sessions"] = int(len(np.unique(self.session[self.session != NO_KEY])))
+        return out

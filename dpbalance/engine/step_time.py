@@ -28,13 +28,26 @@ def _default_c(slots: int) -> float:
 
 
 T_TOK_DEFAULT = 1.5 * 2 * 576 * 61e-6 / 2**20  # seconds per KV token (MLA, 61 layers)
+#: seconds per prefill token (projections and experts): a DeepSeek-V3-like rank prefills about 10,000 tokens/s
+PREFILL_TOK_DEFAULT = 1.0e-4
+#: seconds per prefill token per token of context it attends to (MLA attention, 61 layers, ~400 TFLOP/s)
+PREFILL_ATTN_DEFAULT = 2.5e-8
 
 
 class StepTimeModel:
+    """How long a step takes. Decode-only callers use ``__call__`` (the straggler's and the mean load, and for
+    ``uses_seqs`` models the running sequences); the engine model uses ``rank_times``: each rank's busy time with
+    its prefill work added, the step lasting as long as the slowest rank's (the barrier)."""
+
     name = "step_time"
     source: str | None = None  # the step-time file the constants came from, if any
     #: True when the step time also depends on the number of running sequences (callers then pass them)
     uses_seqs: bool = False
+    #: the per-rank form: busy_g = c + a·L_g + b·mean L + s·n_g + r·mean n + prefill_tok·T_g + prefill_attn·A_g
+    c = a = b = s = r = 0.0
+    #: seconds per prefill token and per prefill token·context token (None: not known, e.g. an old calibration)
+    prefill_tok: float | None = None
+    prefill_attn: float | None = None
 
     def __call__(self, max_load: float, mean_load: float, max_seqs: float = 0.0, mean_seqs: float = 0.0) -> float:
         raise NotImplementedError
@@ -46,12 +59,49 @@ class StepTimeModel:
         """Time worker(s) with these loads would be busy in a step (the rest of τ is barrier idle)."""
         return self.vector(loads, loads)
 
+    def rank_times(
+        self, loads: np.ndarray, seqs: np.ndarray, prefill_tokens: np.ndarray, prefill_attn: np.ndarray
+    ) -> np.ndarray:
+        """[G] busy time of every rank in one step: its decode work (``loads`` KV tokens over ``seqs`` running
+        sequences) plus its prefill work (``prefill_tokens`` tokens computed, ``prefill_attn`` token·context pairs
+        attended); the step lasts their maximum."""
+        shared = self.c + self.b * float(loads.mean()) + self.r * float(seqs.mean())
+        t = shared + self.a * loads + self.s * seqs
+        if self.prefill_tok:
+            t = t + self.prefill_tok * prefill_tokens
+        if self.prefill_attn:
+            t = t + self.prefill_attn * prefill_attn
+        return t
+
     def params(self) -> dict:
         raise NotImplementedError
 
+    def _prefill_params(self) -> dict:
+        out = {}
+        if self.prefill_tok is not None:
+            out["prefill_tok_s"] = self.prefill_tok
+        if self.prefill_attn is not None:
+            out["prefill_attn_s"] = self.prefill_attn
+        return out
+
 
 @dataclass(frozen=True)
-class LinearMaxConfig:
+class PrefillCosts:
+    """The prefill terms every step-time model has (used when the engine models prefill)."""
+
+    prefill_tok: float | None = setting(PREFILL_TOK_DEFAULT, "seconds per prompt token a rank prefills")
+    prefill_attn: float | None = setting(
+        PREFILL_ATTN_DEFAULT, "seconds per prompt token prefilled per token of context it attends to"
+    )
+
+
+def _set_prefill(model: StepTimeModel, cfg: PrefillCosts) -> None:
+    model.prefill_tok = None if cfg.prefill_tok is None else float(cfg.prefill_tok)
+    model.prefill_attn = None if cfg.prefill_attn is None else float(cfg.prefill_attn)
+
+
+@dataclass(frozen=True)
+class LinearMaxConfig(PrefillCosts):
     C: float | None = setting(None, "fixed step cost, s (default (B·0.6e-3+35e-3)/16)")
     t_tok: float = setting(T_TOK_DEFAULT, "seconds per KV token of the straggler")
 
@@ -60,6 +110,8 @@ class LinearMax(StepTimeModel):
     def __init__(self, cfg: LinearMaxConfig, *, slots: int):
         self.C = _default_c(slots) if cfg.C is None else float(cfg.C)
         self.t_tok = float(cfg.t_tok)
+        self.c, self.a = self.C, self.t_tok
+        _set_prefill(self, cfg)
 
     def __call__(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0):
         return self.C + self.t_tok * max_load
@@ -68,11 +120,11 @@ class LinearMax(StepTimeModel):
         return self.C + self.t_tok * np.asarray(max_load, dtype=np.float64)
 
     def params(self):
-        return {"model": "linear_max", "C_s": self.C, "t_tok_s": self.t_tok, **_source(self)}
+        return {"model": "linear_max", "C_s": self.C, "t_tok_s": self.t_tok, **self._prefill_params(), **_source(self)}
 
 
 @dataclass(frozen=True)
-class LinearMaxMeanConfig:
+class LinearMaxMeanConfig(PrefillCosts):
     c: float | None = setting(None, "fixed step cost, s (default as linear_max's C)")
     a: float = setting(T_TOK_DEFAULT, "seconds per token of the max-loaded worker")
     b: float = setting(0.5 * T_TOK_DEFAULT, "seconds per token of the mean load (shared experts)")
@@ -83,6 +135,7 @@ class LinearMaxMean(StepTimeModel):
         self.c = _default_c(slots) if cfg.c is None else float(cfg.c)
         self.a = float(cfg.a)
         self.b = float(cfg.b)
+        _set_prefill(self, cfg)
 
     def __call__(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0):
         return self.c + self.a * max_load + self.b * mean_load
@@ -91,11 +144,18 @@ class LinearMaxMean(StepTimeModel):
         return self.c + self.a * np.asarray(max_load, np.float64) + self.b * np.asarray(mean_load, np.float64)
 
     def params(self):
-        return {"model": "linear_max_mean", "c_s": self.c, "a_s": self.a, "b_s": self.b, **_source(self)}
+        return {
+            "model": "linear_max_mean",
+            "c_s": self.c,
+            "a_s": self.a,
+            "b_s": self.b,
+            **self._prefill_params(),
+            **_source(self),
+        }
 
 
 @dataclass(frozen=True)
-class LinearSeqsConfig:
+class LinearSeqsConfig(PrefillCosts):
     c: float | None = setting(None, "fixed step cost, s (default as linear_max's C)")
     a: float = setting(T_TOK_DEFAULT, "seconds per token of the max-loaded worker")
     b: float = setting(0.0, "seconds per token of the mean load")
@@ -112,6 +172,7 @@ class LinearSeqs(StepTimeModel):
     def __init__(self, cfg: LinearSeqsConfig, *, slots: int):
         self.c = _default_c(slots) if cfg.c is None else float(cfg.c)
         self.a, self.b, self.s, self.r = float(cfg.a), float(cfg.b), float(cfg.s), float(cfg.r)
+        _set_prefill(self, cfg)
 
     def __call__(self, max_load, mean_load, max_seqs=0.0, mean_seqs=0.0):
         return self.c + self.a * max_load + self.b * mean_load + self.s * max_seqs + self.r * mean_seqs
@@ -127,6 +188,7 @@ class LinearSeqs(StepTimeModel):
             "b_s": self.b,
             "s_s": self.s,
             "r_s": self.r,
+            **self._prefill_params(),
             **_source(self),
         }
 
@@ -233,17 +295,20 @@ def load_step_time_file(path: str | Path, slots: int, model: str | None = None) 
     params = (data["models"][name] or {}).get("params") if isinstance(data["models"][name], dict) else None
     if not isinstance(params, dict):
         raise SpecError(f"{where}: models.{name}.params must map constant names to seconds")
-    valid = [f.name for f in dataclasses.fields(entry.config_cls)]
+    prefill = [f.name for f in dataclasses.fields(PrefillCosts)]
+    valid = [f.name for f in dataclasses.fields(entry.config_cls) if f.name not in prefill]
     missing = sorted(set(valid) - set(params))
-    if missing or set(params) - set(valid):
+    if missing or set(params) - set(valid) - set(prefill):
         raise SpecError(
-            f"{where}: models.{name}.params must have exactly {', '.join(valid)} "
-            f"(got {', '.join(map(str, params)) or 'none'})"
+            f"{where}: models.{name}.params must have exactly {', '.join(valid)}, and optionally "
+            f"{' and '.join(prefill)} (got {', '.join(map(str, params)) or 'none'})"
         )
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise SpecError(f"{where}: models.{name}.params.{k} must be a finite number >= 0 (seconds), got {v!r}")
-    cfg = build_config(entry.config_cls, {k: repr(float(v)) for k, v in params.items()}, what=f"{where}, {name}")
+    # a calibration without prefill phases leaves the prefill terms unknown (the engine model then refuses it)
+    given = {k: repr(float(v)) for k, v in params.items()} | {k: "none" for k in prefill if k not in params}
+    cfg = build_config(entry.config_cls, given, what=f"{where}, {name}")
     m = entry.factory(cfg, slots=slots)
     m.source = str(path)
     return m

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..policies import PolicySpec
 from ..results.schema import Result
-from ..sim.engine import SimConfig
+from ..sim.config import SimConfig
 from ..sweep.grid import Cell
 from ..sweep.runner import CellOutcome
 from ..traces import load_trace

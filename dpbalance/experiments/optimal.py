@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from ..analysis import offline_lower_bound
-from ..sim.engine import SimConfig
+from ..sim.config import SimConfig
 from ..sim.run import run_simulation
 from ..traces import load_trace
 from .base import OURS, Ctx, Experiment, Results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..sim.engine import SimConfig
+from ..sim.config import SimConfig
 from ..sim.run import run_simulation
 from ..sweep.runner import select_workload
 from . import figures

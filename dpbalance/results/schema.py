@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.metrics import step_stats
 
-SCHEMA_VERSION = "dpbalance.result/2"
+SCHEMA_VERSION = "dpbalance.result/3"
 
 
 def _m(doc: str) -> dict:
@@ -59,6 +59,26 @@ class Result:
     dispatch_us_p99: float = field(metadata=_m("policy decision time per call, 99th percentile, µs"))
     steps: int = field(metadata=_m("decode steps"))
     sim_wall_s: float = field(metadata=_m("wall time of the run, s"))
+    # the engine model's figures (prefill and prefix caches); nan in decode-only runs
+    prefix_hit_rate: float = field(
+        default=math.nan, metadata=_m("prompt tokens the ranks' prefix caches served / prompt tokens (whole run)")
+    )
+    prefill_tokens: float = field(
+        default=math.nan,
+        metadata=_m("prompt tokens the ranks computed, recomputations after preemption included (whole run)"),
+    )
+    prefill_balance_ratio: float = field(
+        default=math.nan,
+        metadata=_m(
+            "mean over window steps of mean / max tokens per rank in a step, prefill included (TensorRT-LLM's)"
+        ),
+    )
+    prefill_stall_share: float = field(
+        default=math.nan,
+        metadata=_m("share of barrier idle in the window that ranks spent waiting for another rank's prefill"),
+    )
+    preemptions: float = field(default=math.nan, metadata=_m("requests preempted for KV room (whole run)"))
+    rank_hit_rates: list[float] | None = None  # per rank: prefix hit rate (the engine model)
     window: str = "all"
     label: str = ""
     config: dict[str, Any] = field(default_factory=dict)

@@ -1,13 +1,16 @@
-"""Trace-driven simulator of barrier-synchronized DP decoding."""
+"""Trace-driven simulator of barrier-synchronized data-parallel serving (decode-only, or the engine model)."""
 
 from ..engine.step_time import STEP_TIME, make_step_time
+from .config import SimConfig, SimulationError, arrival_times
 from .energy import ENERGY, make_energy
-from .engine import RunRecord, SimConfig, SimulationError, arrival_times, simulate
+from .loop import Loop, simulate
+from .record import RunRecord
 from .run import run_simulation, summarize
 
 __all__ = [
     "ENERGY",
     "STEP_TIME",
+    "Loop",
     "RunRecord",
     "SimConfig",
     "SimulationError",

@@ -11,7 +11,9 @@ import numpy as np
 from ..core.workload import Workload
 from ..policies import PolicyContext, PolicySpec
 from ..results.schema import Result, Series, build_result
-from .engine import ProgressFn, RunRecord, SimConfig, simulate
+from .config import SimConfig
+from .loop import ProgressFn, simulate
+from .record import RunRecord
 
 
 def summarize(
@@ -46,7 +48,7 @@ def summarize(
     finish = record.finish_time()
     # the cluster draws idle power whenever no decode step runs (empty, or waiting on the policy)
     gap_s = max(0.0, float(finish.max()) - float(record.steps["tau"].sum())) if len(finish) else 0.0
-    return build_result(
+    res, series = build_result(
         policy=policy.label,
         workers=record.workers,
         slots=record.slots,
@@ -65,6 +67,30 @@ def summarize(
         config=config,
         label=label,
     )
+    if record.engine is not None:
+        engine_metrics(res, record.engine, w_end)
+    return res, series
+
+
+def engine_metrics(res: Result, e: dict, w_end: int) -> None:
+    """The engine model's figures (prefix hit rates, prefill work, the prefill share of barrier idle) into ``res``."""
+    prompt, hit = e["prompt_tokens"], e["hit_tokens"]
+    res.prefix_hit_rate = float(hit.sum() / prompt.sum()) if prompt.sum() else 0.0
+    res.rank_hit_rates = [float(h / p) if p else 0.0 for h, p in zip(hit.tolist(), prompt.tolist())]
+    res.prefill_tokens = float(e["prefilled"].sum())
+    res.preemptions = float(e["preemptions"].sum())
+    sl = slice(0, w_end + 1)
+    tmax, tsum = e["tok_max"][sl].astype(np.float64), e["tok_sum"][sl].astype(np.float64)
+    G = res.workers
+    ratio = np.divide(tsum / G, tmax, out=np.ones_like(tmax), where=tmax > 0)
+    res.prefill_balance_ratio = float(ratio.mean()) if len(ratio) else float("nan")
+    idle = float(e["idle_s"][sl].sum())
+    res.prefill_stall_share = float(e["stall_s"][sl].sum()) / idle if idle > 0 else 0.0
+    res.config["engine"] = {
+        "block_size": e["block_size"],
+        "evicted_blocks": None if e["evicted_blocks"] is None else int(e["evicted_blocks"].sum()),
+        "prefill_tokens_per_rank": e["prefilled"].tolist(),
+    }
 
 
 def build_policy(policy: PolicySpec | str, cfg: SimConfig, train: Workload | None = None):

@@ -35,7 +35,7 @@ from ..core.config import ConfigFileError, build_from_mapping, read_config_file
 from ..core.specs import SpecError, parse_spec
 from ..engine.step_time import make_step_time
 from ..policies import PolicySpec
-from ..sim.engine import SimConfig
+from ..sim.config import SimConfig
 from ..traces.selection import TraceSelection
 
 

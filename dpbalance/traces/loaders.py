@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.workload import NO_KEY, Workload
+from ..core.workload import NO_KEY, Blocks, Workload
 
 _MASK63 = (1 << 63) - 1
 
@@ -123,7 +123,20 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             yield lineno, {name: cells[i] for name, i in idx.items()}
 
 
-def _finish(path: Path, name: str, arrival, prompt, output, key=None, *, has_ts: bool, fmt: str, **meta) -> Workload:
+def _finish(
+    path: Path,
+    name: str,
+    arrival,
+    prompt,
+    output,
+    key=None,
+    *,
+    has_ts: bool,
+    fmt: str,
+    blocks=None,
+    session=None,
+    **meta,
+) -> Workload:
     if not len(prompt):
         raise TraceError(path, None, "no requests in file")
     return Workload.from_arrays(
@@ -134,6 +147,8 @@ def _finish(path: Path, name: str, arrival, prompt, output, key=None, *, has_ts:
         name=name,
         has_timestamps=has_ts,
         meta={"source": str(path), "format": fmt, **meta},
+        blocks=blocks,
+        session=session,
     )
 
 
@@ -162,8 +177,14 @@ def prompt_key_of(hash_ids) -> int:
     return hash(tuple(int(h) for h in hash_ids)) & _MASK63
 
 
+#: tokens per block of the Mooncake traces' hash_ids (the FAST'25 release)
+MOONCAKE_BLOCK = 512
+
+
 def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
-    arrival, prompt, output, key = [], [], [], []
+    """Mooncake FAST'25 JSON lines: ``timestamp`` (ms), ``input_length``, ``output_length`` and ``hash_ids``, the
+    chained hashes of the prompt's 512-token blocks (kept as the workload's block structure)."""
+    arrival, prompt, output, key, hashes = [], [], [], [], []
     with _open_text(path) as fh:
         for line, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -183,11 +204,14 @@ def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
             hids = rec.get("hash_ids")
             if hids is None:
                 key.append(NO_KEY)
-            elif isinstance(hids, list) and all(isinstance(h, int) for h in hids):
+                hashes.append(())
+            elif isinstance(hids, list) and all(isinstance(h, int) and not isinstance(h, bool) for h in hids):
                 key.append(prompt_key_of(hids))
+                hashes.append(hids)
             else:
                 raise TraceError(path, line, "field 'hash_ids': expected a list of integers")
-    return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="mooncake")
+    blocks = Blocks.from_lists(hashes, MOONCAKE_BLOCK) if any(hashes) else None
+    return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="mooncake", blocks=blocks)
 
 
 def load_bfio(path: Path, name: str = "bfio") -> Workload:

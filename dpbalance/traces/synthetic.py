@@ -7,6 +7,15 @@ Prompt lengths: ``uniform`` [prompt_min, prompt_max], ``lognormal`` (mean ``prom
 ``output_mean``; the BF-IO theory's model) or ``trace``. ``joint=bfio`` draws (s, o) from the BF-IO
 authors' truncated bivariate normal (means 3200/1200, sds 2600/700, ρ = −0.1). With ``qps`` set,
 arrivals are a Poisson process; otherwise the workload has no timestamps (saturated/poisson modes).
+
+Multi-turn sessions (``sessions=S``): S conversations of ``turns`` turns each (``n`` is then S × turns). Every
+conversation starts with a system prompt of ``system_prompt`` tokens shared by all (or by one of
+``system_prompts`` groups); each turn's prompt is the conversation so far (the system prompt, every earlier
+message and answer) plus a new message whose length follows the prompt law, and its answer the output law.
+Block hashes (``block`` tokens each) describe that structure: two prompts share a block exactly when they share
+every token up to its end. Conversations start as a Poisson process at ``qps / turns`` (so requests arrive at
+about ``qps``), and a turn arrives a ``think_s``-mean exponential gap after the previous one; without ``qps`` the
+turns come in order, one turn of every conversation after another (no timestamps).
 """
 
 from __future__ import annotations
@@ -36,6 +45,12 @@ class SyntheticConfig:
     source: str = setting("sample", "trace to resample from for prompt/output=trace")
     qps: float | None = setting(None, "Poisson arrival rate; none = no timestamps")
     seed: int = setting(0, "RNG seed")
+    sessions: int = setting(0, "multi-turn conversations (0: independent requests; n is then sessions × turns)")
+    turns: int = setting(4, "sessions: turns per conversation")
+    system_prompt: int = setting(1024, "sessions: tokens of the system prompt every conversation starts with")
+    system_prompts: int = setting(1, "sessions: distinct system prompts (conversations share one of them)")
+    think_s: float = setting(30.0, "sessions: mean seconds from one turn's arrival to the next turn's")
+    block: int = setting(512, "sessions: tokens per prompt block hash (Mooncake's 512 by default)")
 
     def __post_init__(self):
         if self.n < 1:
@@ -46,17 +61,39 @@ class SyntheticConfig:
             raise ValueError("need 0 <= prompt_min <= prompt_max")
         if self.qps is not None and self.qps <= 0:
             raise ValueError("qps must be > 0")
+        if self.sessions < 0 or self.turns < 1 or self.system_prompts < 1 or self.block < 1:
+            raise ValueError("need sessions >= 0, turns >= 1, system_prompts >= 1, block >= 1")
+        if self.system_prompt < 0 or self.think_s < 0:
+            raise ValueError("system_prompt and think_s must be >= 0")
 
 
 def generate(cfg: SyntheticConfig, load_source: Callable[[str], Workload] | None = None) -> Workload:
     """The workload of a synthetic config; ``load_source`` loads the trace that ``prompt/output=trace`` resample."""
     rng = np.random.default_rng(cfg.seed)
-    n = cfg.n
     src = None
     if "trace" in (cfg.prompt, cfg.output):
         if load_source is None:
             raise SpecError("resampling a trace (prompt=trace or output=trace) needs the trace loader")
         src = load_source(cfg.source)
+    if cfg.sessions:
+        from .sessions import sessions
+
+        return sessions(cfg, rng, lambda k: lengths(cfg, rng, k, src))
+    prompt, output = lengths(cfg, rng, cfg.n, src)
+    n = cfg.n
+    if cfg.qps is not None:
+        gaps = rng.exponential(1.0 / cfg.qps, size=n)
+        arrival = np.cumsum(gaps) - gaps[0]
+        has_ts = True
+    else:
+        arrival = np.zeros(n)
+        has_ts = False
+    meta = {"format": "synthetic", "synthetic": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
+    return Workload.from_arrays(arrival, prompt, output, name="synthetic", has_timestamps=has_ts, meta=meta)
+
+
+def lengths(cfg: SyntheticConfig, rng: np.random.Generator, n: int, src: Workload | None):
+    """(prompt, output) lengths of n requests under the configured laws."""
     if cfg.joint == "bfio":
         cov = np.array([[2600.0**2, -0.1 * 2600 * 700], [-0.1 * 2600 * 700, 700.0**2]])
         out_s = np.empty(0)
@@ -80,15 +117,7 @@ def generate(cfg: SyntheticConfig, load_source: Callable[[str], Workload] | None
             output = rng.geometric(1.0 / cfg.output_mean, size=n).astype(np.int64)
         else:
             output = rng.choice(src.output, size=n, replace=True)
-    if cfg.qps is not None:
-        gaps = rng.exponential(1.0 / cfg.qps, size=n)
-        arrival = np.cumsum(gaps) - gaps[0]
-        has_ts = True
-    else:
-        arrival = np.zeros(n)
-        has_ts = False
-    meta = {"format": "synthetic", "synthetic": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
-    return Workload.from_arrays(arrival, prompt, output, name="synthetic", has_timestamps=has_ts, meta=meta)
+    return prompt, output
 
 
 def synthetic_from_spec(spec: str, load_source: Callable[[str], Workload] | None = None) -> Workload:

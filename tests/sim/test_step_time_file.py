@@ -8,7 +8,7 @@ import yaml
 from dpbalance.core.specs import SpecError
 from dpbalance.emulator import EngineGroup
 from dpbalance.engine.step_time import LinearMax, LinearMaxMean, make_step_time, step_time_identity
-from dpbalance.sim.engine import SimConfig
+from dpbalance.sim.config import SimConfig
 from dpbalance.sweep.grid import Cell
 from dpbalance.sweep.runner import cell_hash
 from dpbalance.traces.selection import TraceSelection

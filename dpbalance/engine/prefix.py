@@ -1,0 +1,170 @@
+"""Per-rank prefix caches over one space of chained block hashes, with vLLM's semantics.
+
+A block is ``block_size`` prompt tokens identified by a hash that covers every token before it too (a chained
+hash: the trace's Mooncake ``hash_ids``, or what the router computes from a prompt), so a prompt's cached part is
+always its longest prefix of blocks resident on the rank. Each rank holds blocks that running requests reference
+(a reference count per block) and blocks nobody references, kept in least-recently-freed order; those are
+evicted first, oldest first, when the rank needs room. A request frees its blocks last-first (as vLLM does), so a
+prompt's tail is evicted before its head.
+
+One structure serves every rank: ``holders[h]`` is the bit mask of ranks that hold block ``h``, so a request's
+cached prefix on all G ranks is found in one walk over its blocks (``match_all``). The simulator's engine keeps
+its caches here; the router keeps its estimate of the ranks' caches (what it sent where) in the same class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class PrefixCache:
+    """The prefix caches of G ranks (see the module docstring). Capacities are the caller's business: this class
+    counts blocks (``resident``) and hands out evictable ones on request (``evict``)."""
+
+    def __init__(self, ranks: int, block_size: int, bounded: bool = True):
+        if block_size < 1:
+            raise ValueError("block_size must be >= 1")
+        #: with unlimited room nothing is ever evicted: references and the eviction order are not kept
+        self.bounded = bounded
+        self.G = ranks
+        self.block_size = block_size
+        self.holders: dict[int, int] = {}
+        self.refs: list[dict[int, int]] = [{} for _ in range(ranks)]
+        #: unreferenced resident blocks per rank, oldest first (a dict keeps insertion order)
+        self.free: list[dict[int, None]] = [{} for _ in range(ranks)]
+        self.resident = [0] * ranks  # blocks held per rank (referenced or not)
+        self.evicted = np.zeros(ranks, dtype=np.int64)  # blocks evicted so far per rank
+
+    # ------------------------------------------------------------------ lookups
+    def match(self, g: int, hashes: Sequence[int], limit: int | None = None) -> int:
+        """How many leading blocks of ``hashes`` (at most ``limit``) rank ``g`` holds."""
+        bit = 1 << g
+        h = self.holders
+        k = 0
+        for x in hashes if limit is None else hashes[:limit]:
+            if not h.get(x, 0) & bit:
+                break
+            k += 1
+        return k
+
+    def match_all(self, hashes: Sequence[int], limit: int | None = None) -> np.ndarray:
+        """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank."""
+        out = np.zeros(self.G, dtype=np.int64)
+        h = self.holders
+        mask = (1 << self.G) - 1
+        k = 0
+        for x in hashes if limit is None else hashes[:limit]:
+            m = mask & h.get(x, 0)
+            if m != mask:
+                _set_depth(out, mask & ~m, k)
+                mask = m
+                if not mask:
+                    return out
+            k += 1
+        _set_depth(out, mask, k)
+        return out
+
+    def holds(self, g: int, block: int) -> bool:
+        return bool(self.holders.get(block, 0) >> g & 1)
+
+    def evictable(self, g: int) -> int:
+        """Blocks rank ``g`` could evict now (resident, referenced by no running request)."""
+        return len(self.free[g])
+
+    # ------------------------------------------------------------------ references
+    def acquire(self, g: int, hashes: Sequence[int]) -> int:
+        """A request on rank ``g`` now references these blocks (held ones are shared, new ones inserted).
+        Returns how many were new (the rank holds that many more blocks)."""
+        if not self.bounded:
+            return self._hold(g, hashes)
+        refs, free, holders = self.refs[g], self.free[g], self.holders
+        bit = 1 << g
+        new = 0
+        for x in hashes:
+            n = refs.get(x)
+            if n is None:
+                refs[x] = 1
+                if x in free:
+                    del free[x]
+                else:
+                    holders[x] = holders.get(x, 0) | bit
+                    new += 1
+            else:
+                refs[x] = n + 1
+        self.resident[g] += new
+        return new
+
+    def release(self, g: int, hashes: Sequence[int]) -> None:
+        """A request on rank ``g`` stops referencing these blocks; blocks nobody references stay cached and become
+        evictable, the last block first (it is evicted before the ones in front of it)."""
+        if not self.bounded:
+            return
+        refs, free = self.refs[g], self.free[g]
+        for x in reversed(hashes):
+            n = refs[x] - 1
+            if n:
+                refs[x] = n
+            else:
+                del refs[x]
+                free[x] = None
+
+    def _hold(self, g: int, hashes: Sequence[int]) -> int:
+        holders = self.holders
+        bit = 1 << g
+        new = 0
+        for x in hashes:
+            m = holders.get(x, 0)
+            if not m & bit:
+                holders[x] = m | bit
+                new += 1
+        self.resident[g] += new
+        return new
+
+    def evict(self, g: int, blocks: int) -> int:
+        """Evict up to ``blocks`` unreferenced blocks of rank ``g``, oldest first; returns how many went."""
+        free, holders = self.free[g], self.holders
+        keep = ~(1 << g)
+        n = 0
+        while n < blocks and free:
+            x = next(iter(free))
+            del free[x]
+            m = holders[x] & keep
+            if m:
+                holders[x] = m
+            else:
+                del holders[x]
+            n += 1
+        self.resident[g] -= n
+        self.evicted[g] += n
+        return n
+
+    def insert_free(self, g: int, hashes: Sequence[int]) -> int:
+        """Rank ``g`` holds these blocks without a running request referencing them (the router's estimate: a
+        prompt it sent is cached once computed). Held blocks move to the newest end of the eviction order.
+        Returns how many were new."""
+        if not self.bounded:
+            return self._hold(g, hashes)
+        refs, free, holders = self.refs[g], self.free[g], self.holders
+        bit = 1 << g
+        new = 0
+        for x in hashes:
+            if x in refs:
+                continue
+            if x in free:
+                del free[x]
+            else:
+                holders[x] = holders.get(x, 0) | bit
+                new += 1
+            free[x] = None
+        self.resident[g] += new
+        return new
+
+
+def _set_depth(out: np.ndarray, bits: int, depth: int) -> None:
+    """``out[g] = depth`` for every set bit g of ``bits``."""
+    while bits:
+        low = bits & -bits
+        out[low.bit_length() - 1] = depth
+        bits ^= low
