@@ -94,8 +94,8 @@ class EngineConfig:
 
     @property
     def active(self) -> bool:
-        """True when the engine models more than decode (prefill or the prefix cache is on)."""
-        return self.prefill or self.prefix_cache
+        """True when the engine models more than decode (prefill, the prefix cache or a finite KV capacity)."""
+        return self.prefill or self.prefix_cache or self.kv_capacity != UNLIMITED
 
     @property
     def capacity(self) -> int | None:

@@ -104,9 +104,20 @@ class Engine:
 
     def admit(self, rids, ranks) -> None:
         """The router placed these requests (of the source) on these ranks."""
-        prompts = self._source[0]
-        for i, g in zip(rids.tolist(), ranks.tolist()):
-            self.admit_one(i, g, int(prompts[i]), self.hashes_of(i) if self.cache is not None else None)
+        prompts, blocks = self._source
+        rl, gl = rids.tolist(), ranks.tolist()
+        if self.cache is None or blocks is None:
+            for i, g, p in zip(rl, gl, prompts[rids].tolist()):
+                self.admit_one(i, g, p)
+            return
+        # every request's hashes in one conversion (a numpy slice per request costs more than the lookup)
+        lo, hi = blocks.offsets[rids], blocks.offsets[rids + 1]
+        n = hi - lo
+        flat = blocks.hashes[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))].tolist()
+        a = 0
+        for i, g, p, k in zip(rl, gl, prompts[rids].tolist(), n.tolist()):
+            self.admit_one(i, g, p, flat[a : a + k])
+            a += k
 
     def admit_one(self, rid: int, g: int, prompt: int, hashes: list[int] | None = None) -> None:
         """Request ``rid`` joins rank g's waiting queue (prefill on), or decodes from this step (prefill off)."""
@@ -124,7 +135,8 @@ class Engine:
 
     def finish(self, rids) -> None:
         """These requests are done (or aborted): their KV is freed, their blocks stay cached until evicted."""
-        reqs, steps, cache = self.reqs, self.steps, self.cache
+        reqs, kvt = self.reqs, self.kvt
+        release = self.cache is not None and self.cache.bounded and not kvt
         gs, toks = [], []
         for i in rids.tolist() if hasattr(rids, "tolist") else rids:
             r = reqs.pop(i, None)
@@ -133,22 +145,23 @@ class Engine:
             g = r.g
             if r.state == DECODE:
                 gs.append(g)
-                toks.append(r.prompt + r.gen0 + steps - r.dec_start)
+                toks.append(r.prompt + r.gen0 - r.dec_start)  # + steps, added below
             else:
                 (self.waiting[g] if r.state == WAITING else self.prefilling[g]).remove(r)
                 self.pending[g] -= r.left
-            if self.kvt:
+            if kvt:
                 self._free(r)
                 self.order[g].remove(r)
-            elif r.acquired:
-                cache.release(g, r.hashes[: r.acquired])
+            elif release and r.acquired:
+                self.cache.release(g, r.hashes[: r.acquired])
         if gs:
             if len(gs) == 1:
                 self.dec_count[gs[0]] -= 1
-                self.dec_load[gs[0]] -= toks[0]
+                self.dec_load[gs[0]] -= toks[0] + self.steps
             else:
-                self.dec_count -= np.bincount(gs, minlength=self.G)
-                self.dec_load -= np.bincount(gs, weights=toks, minlength=self.G).astype(np.int64)
+                counts = np.bincount(gs, minlength=self.G)
+                self.dec_count -= counts
+                self.dec_load -= np.bincount(gs, weights=toks, minlength=self.G).astype(np.int64) + counts * self.steps
 
     def generated(self, rid: int) -> int:
         """Output tokens a request on a rank has sampled so far."""

@@ -35,11 +35,21 @@ class PrefixCache:
         #: unreferenced resident blocks per rank, oldest first (a dict keeps insertion order)
         self.free: list[dict[int, None]] = [{} for _ in range(ranks)]
         self.resident = [0] * ranks  # blocks held per rank (referenced or not)
+        #: unbounded: the blocks each rank holds (membership tests at C speed; ``holders`` serves ``match_all``)
+        self.held: list[set[int]] = [set() for _ in range(ranks)]
         self.evicted = np.zeros(ranks, dtype=np.int64)  # blocks evicted so far per rank
 
     # ------------------------------------------------------------------ lookups
     def match(self, g: int, hashes: Sequence[int], limit: int | None = None) -> int:
         """How many leading blocks of ``hashes`` (at most ``limit``) rank ``g`` holds."""
+        if not self.bounded:
+            held = self.held[g]
+            k = 0
+            for x in hashes if limit is None else hashes[:limit]:
+                if x not in held:
+                    break
+                k += 1
+            return k
         bit = 1 << g
         h = self.holders
         k = 0
@@ -67,6 +77,8 @@ class PrefixCache:
         return out
 
     def holds(self, g: int, block: int) -> bool:
+        if not self.bounded:
+            return block in self.held[g]
         return bool(self.holders.get(block, 0) >> g & 1)
 
     def evictable(self, g: int) -> int:
@@ -111,13 +123,13 @@ class PrefixCache:
                 free[x] = None
 
     def _hold(self, g: int, hashes: Sequence[int]) -> int:
-        holders = self.holders
+        held, holders = self.held[g], self.holders
         bit = 1 << g
         new = 0
         for x in hashes:
-            m = holders.get(x, 0)
-            if not m & bit:
-                holders[x] = m | bit
+            if x not in held:
+                held.add(x)
+                holders[x] = holders.get(x, 0) | bit
                 new += 1
         self.resident[g] += new
         return new

@@ -18,12 +18,13 @@ from .record import RunRecord
 
 def summarize(
     record: RunRecord,
-    policy: PolicySpec,
+    policy: PolicySpec | str,
     cfg: SimConfig,
     workload: Workload,
     extra: dict[str, Any] | None = None,
     label: str = "",
 ) -> tuple[Result, Series]:
+    policy = PolicySpec.parse(policy)
     window = cfg.effective_window
     last_admit = int(record.admit_step.max())
     w_end = last_admit if window == "steady" else record.n_steps - 1

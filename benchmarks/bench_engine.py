@@ -1,0 +1,90 @@
+"""What the engine model costs in simulator time: the same saturated run decode-only and with ``--prefill
+--prefix-cache``, side by side, and their ratio.
+
+    python benchmarks/bench_engine.py                   # 1M requests, G = 256, B = 128, 1 run per case
+    python benchmarks/bench_engine.py --n 200000 --workers 64 --repeat 3
+
+Workload: ``synthetic:n=N,sessions=N/4,turns=4,prompt_mean=500,output_mean=300,seed=1`` (four-turn conversations
+that share a 1,024-token system prompt, so the caches have prefixes to find), ``--arrival saturated`` with the
+pool at 4·G. Every run is a fresh subprocess pinned to one CPU; ``cpu_s`` is the process CPU time of the step loop
+alone (trace generation excluded), which is what to compare on a shared machine. The ratio is engine / decode-only
+for the same policy, from runs made one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+WORKLOAD = "synthetic:n={n},sessions={s},turns=4,prompt_mean=500,output_mean=300,seed=1"
+SLOTS = 128
+
+
+def run_case(policy: str, G: int, n: int, engine: bool) -> dict:
+    from dpbalance.engine.config import EngineConfig
+    from dpbalance.sim import SimConfig, simulate
+    from dpbalance.sim.run import build_policy, summarize
+    from dpbalance.traces import load_trace
+
+    w = load_trace(WORKLOAD.format(n=n, s=max(1, n // 4)))
+    eng = EngineConfig(prefill=True, prefix_cache=True) if engine else EngineConfig()
+    cfg = SimConfig(workers=G, slots=SLOTS, arrival="saturated", visible=4 * G, engine=eng)
+    pol = build_policy(policy, cfg)
+    c0 = time.process_time()
+    rec = simulate(w, pol, cfg)
+    cpu = time.process_time() - c0
+    res, _ = summarize(rec, policy, cfg, w)
+    return {"cpu_s": cpu, "steps": res.steps, "hit_rate": res.prefix_hit_rate}
+
+
+def _child(policy: str, G: int, n: int, engine: bool, cpu: int | None) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--case", policy, str(G), str(n), str(int(engine))]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"case {policy} G={G} n={n} engine={engine} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="requests (default 1,000,000)")
+    ap.add_argument("--workers", type=int, default=256, help="G (default 256)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per case (medians are printed)")
+    ap.add_argument("--policies", default=None, help="comma-separated specs (default: jsq_tokens, the default)")
+    ap.add_argument("--cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else -1, help="pin runs (-1: no)")
+    ap.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cpu = None if args.cpu < 0 else args.cpu
+    if args.case:
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {cpu})
+        p, G, n, e = args.case
+        print(json.dumps(run_case(p, int(G), int(n), e == "1")))
+        return
+    from dpbalance.policies import DEFAULT_POLICY
+
+    policies = args.policies.split(",") if args.policies else list(dict.fromkeys(["jsq_tokens", DEFAULT_POLICY]))
+    print(f"# bench_engine: G = {args.workers}, B = {SLOTS}, {args.n:,} requests, {args.repeat} run(s) per case")
+    print(f"# load average at start {os.getloadavg()[0]:.1f}; CPU seconds of the step loop, pinned to CPU {cpu}")
+    print()
+    print("| policy | decode-only cpu_s | engine cpu_s | ratio | engine steps | hit rate |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for p in policies:
+        dec, eng = [], []
+        for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits both
+            dec.append(_child(p, args.workers, args.n, False, cpu))
+            eng.append(_child(p, args.workers, args.n, True, cpu))
+        d = statistics.median(r["cpu_s"] for r in dec)
+        e = statistics.median(r["cpu_s"] for r in eng)
+        print(f"| `{p}` | {d:.2f} | {e:.2f} | {e / d:.2f}× | {eng[0]['steps']:,} | {eng[0]['hit_rate']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
