@@ -15,7 +15,8 @@ What one step does, on every rank (vLLM v1's scheduler, simplified to what costs
    cache when its last chunk is computed (vLLM adds each block as soon as it is computed: the two differ only for
    requests prefilling the same new prefix on one rank at the same time), and the cache is looked up when a
    request reaches its rank (vLLM looks up when it first schedules it; a request that found nothing looks again
-   then).
+   then). With a finite capacity the lookup waits for the first scheduling, as in vLLM, so that waiting requests
+   never pin cached blocks; a request that cannot be scheduled lets its lookup go.
 4. **Time.** Each rank is busy for its decode work plus its prefill work (the step-time model's
    ``rank_times``); the step lasts as long as the slowest rank, and ranks with nothing to do run a dummy step.
    A request whose last prompt chunk was computed samples a token in the same step (its first, or its next
@@ -130,8 +131,12 @@ class Engine:
         r.state = WAITING
         self.waiting[g].append(r)
         self.queued.add(g)
-        self._lookup(r)  # at arrival on the rank (vLLM looks up when it first schedules a request: the same
-        # blocks unless the rank's own queue held it long); a request that found nothing looks again then
+        if self.kvt:  # with finite KV a waiting request must not pin cached blocks: it looks up when scheduled
+            r.left = r.target
+            self.pending[g] += r.left
+        else:
+            self._lookup(r)  # at arrival on the rank (vLLM looks up when it first schedules a request: the same
+            # blocks unless the rank's own queue held it long); a request that found nothing looks again then
 
     def finish(self, rids) -> None:
         """These requests are done (or aborted): their KV is freed, their blocks stay cached until evicted."""
@@ -451,7 +456,9 @@ class Engine:
                 if r.computed == 0:
                     self._lookup(r)
                 c = self._chunk(r, budget, thr, None)
-                if c <= 0:
+                if c <= 0:  # no room: it waits, holding nothing (vLLM frees a lookup it cannot schedule)
+                    if r.acquired:
+                        self._free(r)
                     break
                 wait.popleft()
                 r.state = PREFILL

@@ -122,6 +122,7 @@ class Loop:
         self.first_step = np.full(self.N, -1, dtype=np.int64)
         self.finish_step = np.full(self.N, -1, dtype=np.int64)
         self.esteps = EngineSteps()
+        self.stuck = 0
         return eng
 
     # ------------------------------------------------------------------ the loop
@@ -237,6 +238,15 @@ class Loop:
         self.t += out.tau
         self.rec.add(st.loads, out.tau, self.t, int(out.generated.sum()))  # tokens sampled, not requests placed
         self.esteps.add(out)
+        if out.generated.any() or out.prefill_tokens.any():
+            self.stuck = 0
+        else:  # placed requests that can never run (a bug, or settings with no way forward) must not spin forever
+            self.stuck += 1
+            if self.stuck > self.cfg.max_idle_dispatches:
+                raise SimulationError(
+                    f"the engine made no progress for {self.stuck - 1} consecutive steps at step {k} with "
+                    f"{self.active} requests placed ({len(out.stalled)} waiting or prefilling)"
+                )
         st.clock += 1
         st.loads += out.generated
         if out.stalled:  # placed requests that sampled nothing keep their age

@@ -37,7 +37,7 @@ def workloads(draw):
 
 
 def run(w: Workload, policy: str, **kw):
-    cfg = SimConfig(**{"workers": 3, "slots": 4, **kw})
+    cfg = SimConfig(**{"workers": 3, "slots": 4, "max_idle_dispatches": 500, **kw})
     loop = Loop(w, build_policy(policy, cfg), cfg, None, None)
     return loop, loop.run()
 
