@@ -85,6 +85,7 @@ from pathlib import Path
 import numpy as np
 
 from dpbalance.cli.common import TraceSelection
+from dpbalance.core.constants import DEFAULT_SLOTS
 from dpbalance.core.workload import Workload
 from dpbalance.engine.step_time import LinearMax, make_step_time
 from dpbalance.sim.config import SimConfig, arrival_times
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-s", type=float, default=None)
     ap.add_argument("--end-s", type=float, default=None)
     ap.add_argument("--workers", "-G", type=int, default=8)
-    ap.add_argument("--slots", "-B", type=int, default=72)
+    ap.add_argument("--slots", "-B", type=int, default=DEFAULT_SLOTS)
     ap.add_argument("--arrival", default="saturated", choices=("saturated", "replay", "poisson"))
     ap.add_argument("--visible", type=int, default=None, help="saturated: pool size (default 4·G)")
     ap.add_argument("--qps", type=float, default=None)

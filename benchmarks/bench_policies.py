@@ -14,6 +14,7 @@ import argparse
 import itertools
 import time
 
+from dpbalance.core.constants import DEFAULT_SLOTS
 from dpbalance.sim import SimConfig, run_simulation
 from dpbalance.traces import load_trace
 
@@ -87,10 +88,10 @@ def main() -> None:
     ap.add_argument("--slots", type=int)
     args = ap.parse_args()
     if args.search:
-        search(args.trace or "mooncake-conversation", args.workers or 8, args.slots or 72)
+        search(args.trace or "mooncake-conversation", args.workers or 8, args.slots or DEFAULT_SLOTS)
         return
     settings = (
-        [(args.trace, args.workers or 8, args.slots or 72)]
+        [(args.trace, args.workers or 8, args.slots or DEFAULT_SLOTS)]
         if args.trace
         else [
             ("mooncake-conversation", 8, 72),

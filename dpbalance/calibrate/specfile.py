@@ -79,10 +79,8 @@ def _r(x: float | None, digits: int = 6) -> float | None:
     return None if x is None else float(f"{x:.{digits}g}")
 
 
-def document(
-    rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Observations, mask: np.ndarray, used
-) -> dict:
-    ts = cfg.time_scale
+def _model_entries(cal: Calibration) -> dict:
+    """Every fitted model: its parameters, standard errors, fit summary and (when held out) the held-out error."""
     models = {}
     for name, f in cal.fits.items():
         entry = {
@@ -106,6 +104,11 @@ def document(
                 ],
             }
         models[name] = entry
+    return models
+
+
+def _observation_entries(rec: DriveRecord, ts: float, obs: Observations, mask: np.ndarray, used) -> list[dict]:
+    """One entry per measured phase (``ts``: the run's time scale)."""
     observations = []
     for i, (r, u) in enumerate(zip(rec.results, used)):
         observations.append(
@@ -125,42 +128,59 @@ def document(
                 **({"warnings": r.warnings} if r.warnings else {}),
             }
         )
+    return observations
+
+
+def _measured_entry(rec: DriveRecord, cfg: CalibrateConfig) -> dict:
+    """What was measured, when, against which engine."""
+    return {
+        "when": dt.datetime.fromtimestamp(rec.started, dt.UTC).isoformat(timespec="seconds"),
+        "against": rec.targets,
+        "ranks": rec.ranks,
+        "model": rec.model,
+        "engine_version": rec.engine_version,
+        "rank_header": cfg.rank_header if cfg.dp_endpoint else None,
+        "max_model_len": rec.max_model_len,
+        "time_scale": cfg.time_scale,
+        "duration_s": _r(rec.duration_s, 4),
+        "step_time_from": cfg.source,
+        "metrics": rec.metrics,
+        "tokenize": rec.tokenize,
+    }
+
+
+def _grid_entry(rec: DriveRecord, cfg: CalibrateConfig) -> dict:
+    """The measurement grid as planned and what became of each phase."""
+    return {
+        "prompt_lens": list(cfg.prompt_lens),
+        "concurrency": list(cfg.concurrency),
+        "unequal": cfg.unequal,
+        "warmup_tokens": cfg.warmup_tokens,
+        "measure_steps": cfg.measure_steps,
+        "max_tokens": rec.max_tokens,
+        "holdout_every": cfg.holdout_every,
+        "seed": cfg.seed,
+        "phases_planned": len(rec.results) + len(rec.failed) + len(rec.skipped),
+        "phases_measured": len(rec.results),
+        "failed": [{"phase": ph.label, "why": msg} for ph, msg in rec.failed],
+        "skipped_for_time": [ph.label for ph in rec.skipped],
+    }
+
+
+def document(
+    rec: DriveRecord, cfg: CalibrateConfig, cal: Calibration, obs: Observations, mask: np.ndarray, used
+) -> dict:
+    """The step-time file's content: the chosen model, every fitted one, what was measured and every observation."""
     return {
         "format": STEP_TIME_FILE_FORMAT,
         "model": cal.chosen,
         "why": cal.reason,
-        "models": models,
+        "models": _model_entries(cal),
         **({"not_fitted": cal.skipped} if cal.skipped else {}),
         "units": UNITS,
-        "measured": {
-            "when": dt.datetime.fromtimestamp(rec.started, dt.UTC).isoformat(timespec="seconds"),
-            "against": rec.targets,
-            "ranks": rec.ranks,
-            "model": rec.model,
-            "engine_version": rec.engine_version,
-            "rank_header": cfg.rank_header if cfg.dp_endpoint else None,
-            "max_model_len": rec.max_model_len,
-            "time_scale": ts,
-            "duration_s": _r(rec.duration_s, 4),
-            "step_time_from": cfg.source,
-            "metrics": rec.metrics,
-            "tokenize": rec.tokenize,
-        },
-        "grid": {
-            "prompt_lens": list(cfg.prompt_lens),
-            "concurrency": list(cfg.concurrency),
-            "unequal": cfg.unequal,
-            "warmup_tokens": cfg.warmup_tokens,
-            "measure_steps": cfg.measure_steps,
-            "max_tokens": rec.max_tokens,
-            "holdout_every": cfg.holdout_every,
-            "seed": cfg.seed,
-            "phases_planned": len(rec.results) + len(rec.failed) + len(rec.skipped),
-            "phases_measured": len(rec.results),
-            "failed": [{"phase": ph.label, "why": msg} for ph, msg in rec.failed],
-            "skipped_for_time": [ph.label for ph in rec.skipped],
-        },
-        "observations": observations,
+        "measured": _measured_entry(rec, cfg),
+        "grid": _grid_entry(rec, cfg),
+        "observations": _observation_entries(rec, cfg.time_scale, obs, mask, used),
         **({"warnings": rec.warnings} if rec.warnings else {}),
     }
 

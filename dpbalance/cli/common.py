@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import sys
 from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..core.config import ConfigFileError
 from ..core.specs import SpecError
 from ..sim.config import SimulationError
+from ..sweep.runner import RAY_INSTALL_HINT, PoolSettings
 from ..traces import TraceError
 from ..traces.selection import TraceSelection
 from .options import option_for
@@ -25,6 +28,9 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 # single settings some commands take on their own (defined once, in their config dataclass)
 TraceOpt = option_for(TraceSelection, "trace")
 TraceDirOpt = option_for(TraceSelection, "trace_dir")
+BackendOpt = option_for(PoolSettings, "backend")
+ProcessesOpt = option_for(PoolSettings, "processes")
+RayAddressOpt = option_for(PoolSettings, "ray_address")
 
 
 def fmt_number(v) -> str:
@@ -63,3 +69,18 @@ def progress_bar(unit: str = "requests", *extra) -> Progress:
         console=console,
         transient=False,
     )
+
+
+def require_ray(backend: str) -> None:
+    """For ``--backend ray``: say how to install Ray (exit code 2) before any work starts when it is missing."""
+    if backend != "ray":
+        return
+    try:
+        missing = importlib.util.find_spec("ray") is None
+        if not missing:
+            import ray  # noqa: F401
+    except ImportError:
+        missing = True
+    if missing:
+        console.print(f"[bold red]error:[/] {escape(RAY_INSTALL_HINT)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)

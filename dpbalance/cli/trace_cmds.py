@@ -86,112 +86,115 @@ def _download_bar() -> Progress:
     )
 
 
-def register(app: typer.Typer) -> None:
-    trace_app = typer.Typer(help="List, inspect and fetch traces.", no_args_is_help=True)
-    app.add_typer(trace_app, name="trace")
+def trace_info(
+    name: Annotated[str, typer.Argument(help="Trace name, file path, or synthetic:... spec.")],
+    trace_dir: TraceDirOpt = None,
+) -> None:
+    """Where a trace comes from (publisher, URL, licence, citation), then its rows, span and token statistics."""
+    if name in SOURCES:
+        out.print(_source_table(name))
+    with user_errors():
+        w = load_trace(name, trace_dir)
+    st = w.stats()
+    t = Table(title=f"{w.name}  ({w.meta.get('source', w.meta.get('format', ''))})")
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    for k, v in st.items():
+        t.add_row(k, fmt_number(float(v)) if isinstance(v, float) else f"{v:,}")
+    t.add_row("arrival times", "yes" if w.has_timestamps else "no (use --arrival saturated or poisson)")
+    if w.meta.get("dropped"):
+        t.add_row("left out", str(w.meta["dropped"]))
+    out.print(t)
 
-    @trace_app.command("info")
-    def trace_info(
-        name: Annotated[str, typer.Argument(help="Trace name, file path, or synthetic:... spec.")],
-        trace_dir: TraceDirOpt = None,
-    ) -> None:
-        """Where a trace comes from (publisher, URL, licence, citation), then its rows, span and token statistics."""
-        if name in SOURCES:
-            out.print(_source_table(name))
-        with user_errors():
-            w = load_trace(name, trace_dir)
-        st = w.stats()
-        t = Table(title=f"{w.name}  ({w.meta.get('source', w.meta.get('format', ''))})")
-        t.add_column("statistic")
-        t.add_column("value", justify="right")
-        for k, v in st.items():
-            t.add_row(k, fmt_number(float(v)) if isinstance(v, float) else f"{v:,}")
-        t.add_row("arrival times", "yes" if w.has_timestamps else "no (use --arrival saturated or poisson)")
-        if w.meta.get("dropped"):
-            t.add_row("left out", str(w.meta["dropped"]))
-        out.print(t)
 
-    @trace_app.command("list")
-    def trace_list(trace_dir: TraceDirOpt = None) -> None:
-        """Known trace names, where each comes from, its licence, and whether its file is in the trace directory."""
-        t = Table(title=f"traces (trace directory: {trace_directory(trace_dir)})")
-        t.add_column("name", style="bold")
-        t.add_column("description")
-        t.add_column("source")
-        t.add_column("licence")
-        t.add_column("file")
-        for name, desc, path in available_traces(trace_dir):
-            src = SOURCES.get(name)
-            missing = "[red]missing[/]" + (f": dpbalance trace fetch {name}" if src and src.kind != "bundled" else "")
-            where = (src.repository or src.publisher) if src else "–"
-            t.add_row(name, desc, where, src.licence.split(" (")[0] if src else "–", path or missing)
-        out.print(t)
+def trace_list(trace_dir: TraceDirOpt = None) -> None:
+    """Known trace names, where each comes from, its licence, and whether its file is in the trace directory."""
+    t = Table(title=f"traces (trace directory: {trace_directory(trace_dir)})")
+    t.add_column("name", style="bold")
+    t.add_column("description")
+    t.add_column("source")
+    t.add_column("licence")
+    t.add_column("file")
+    for name, desc, path in available_traces(trace_dir):
+        src = SOURCES.get(name)
+        missing = "[red]missing[/]" + (f": dpbalance trace fetch {name}" if src and src.kind != "bundled" else "")
+        where = (src.repository or src.publisher) if src else "–"
+        t.add_row(name, desc, where, src.licence.split(" (")[0] if src else "–", path or missing)
+    out.print(t)
 
-    @trace_app.command("fetch", help=FETCH_HELP)
-    def trace_fetch(
-        names: NamesArg = None,
-        all_: AllOpt = False,
-        trace_dir: FetchDirOpt = None,
-        force: ForceOpt = False,
-        mirror: MirrorOpt = None,
-    ) -> None:
-        from ..traces.fetch import FetchError, fetch_trace
 
-        if all_ and names:
-            raise typer.BadParameter("give trace names or --all, not both")
-        todo = list(PINNED) if all_ else list(dict.fromkeys(names or []))
-        if not todo:
-            raise typer.BadParameter("name at least one trace (see `dpbalance trace list`), or use --all")
-        fetchable = [n for n, s in SOURCES.items() if s.kind != "bundled"]
-        bad = [n for n in todo if n not in fetchable]
-        if bad:
-            why = "is shipped inside the package" if bad == ["sample"] else "cannot be fetched"
-            console.print(
-                f"[bold red]error:[/] {', '.join(bad)} {why}. Traces that can be fetched: {', '.join(fetchable)}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(2)
-        tdir = trace_directory(trace_dir)
-        failed = []
-        with _download_bar() as bar:
-            for name in todo:
-                task = bar.add_task(name, total=SOURCES[name].size)
-                try:
-                    res = fetch_trace(
-                        name,
-                        tdir,
-                        force=force,
-                        mirror=mirror,
-                        progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
-                    )
-                except FetchError as exc:
-                    bar.remove_task(task)
-                    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-                    failed.append(name)
-                    continue
-                src = SOURCES[name]
-                if res.status == "present":
-                    bar.remove_task(task)
-                    console.print(
-                        f"{name}: already present as {res.path} (--force downloads it again)",
-                        highlight=False,
-                        soft_wrap=True,
-                    )
-                    continue
-                check = (
-                    "size and sha256 verified"
-                    if res.verified
-                    else f"no published checksum; sha256 of the download {res.sha256}"
+def trace_fetch(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    trace_dir: FetchDirOpt = None,
+    force: ForceOpt = False,
+    mirror: MirrorOpt = None,
+) -> None:
+    from ..traces.fetch import FetchError, fetch_trace
+
+    if all_ and names:
+        raise typer.BadParameter("give trace names or --all, not both")
+    todo = list(PINNED) if all_ else list(dict.fromkeys(names or []))
+    if not todo:
+        raise typer.BadParameter("name at least one trace (see `dpbalance trace list`), or use --all")
+    fetchable = [n for n, s in SOURCES.items() if s.kind != "bundled"]
+    bad = [n for n in todo if n not in fetchable]
+    if bad:
+        why = "is shipped inside the package" if bad == ["sample"] else "cannot be fetched"
+        console.print(
+            f"[bold red]error:[/] {', '.join(bad)} {why}. Traces that can be fetched: {', '.join(fetchable)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    tdir = trace_directory(trace_dir)
+    failed = []
+    with _download_bar() as bar:
+        for name in todo:
+            task = bar.add_task(name, total=SOURCES[name].size)
+            try:
+                res = fetch_trace(
+                    name,
+                    tdir,
+                    force=force,
+                    mirror=mirror,
+                    progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
                 )
+            except FetchError as exc:
+                bar.remove_task(task)
+                console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                failed.append(name)
+                continue
+            src = SOURCES[name]
+            if res.status == "present":
+                bar.remove_task(task)
                 console.print(
-                    f"{name}: wrote {res.path} ({res.size:,} bytes from {res.url}; {check}). "
-                    f"Licence: {src.licence}; citation: `dpbalance trace info {name}`.",
+                    f"{name}: already present as {res.path} (--force downloads it again)",
                     highlight=False,
                     soft_wrap=True,
                 )
-        if failed:
-            console.print(
-                f"[bold red]{len(failed)} of {len(todo)} trace(s) not fetched:[/] {', '.join(failed)}", highlight=False
+                continue
+            check = (
+                "size and sha256 verified"
+                if res.verified
+                else f"no published checksum; sha256 of the download {res.sha256}"
             )
-            raise typer.Exit(1)
+            console.print(
+                f"{name}: wrote {res.path} ({res.size:,} bytes from {res.url}; {check}). "
+                f"Licence: {src.licence}; citation: `dpbalance trace info {name}`.",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if failed:
+        console.print(
+            f"[bold red]{len(failed)} of {len(todo)} trace(s) not fetched:[/] {', '.join(failed)}", highlight=False
+        )
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    trace_app = typer.Typer(help="List, inspect and fetch traces.", no_args_is_help=True)
+    app.add_typer(trace_app, name="trace")
+    trace_app.command("info")(trace_info)
+    trace_app.command("list")(trace_list)
+    trace_app.command("fetch", help=FETCH_HELP)(trace_fetch)

@@ -33,75 +33,80 @@ def _status(ok: bool, miss: str) -> str:
     return "met" if ok else f"missed by {miss}"
 
 
-def _rows(res: dict, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
+def _jsq_row(jt) -> list[str]:
     A = paper.ANCHORS
-    br0, jt = res.get("br0"), res.get("jsq_tokens")
-    rows = []
+    return [
+        "JSQ (tokens) max–min / tok/s",
+        f"{A['jsq_tokens'][0]:,} / {A['jsq_tokens'][1]:,} (authors' code)",
+        f"{fnum(jt.avg_imbalance_maxmin)} / {fnum(jt.throughput_tok_s)}",
+        "",
+    ]
+
+
+def _br0_rows(br0, jt, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
+    """br0 against the anchors: imbalance, gains over JSQ (tokens) and our best baseline, absolute throughput."""
+    A = paper.ANCHORS
+    rows = [
+        [
+            "br0 max–min",
+            f"≤ {A['br0_maxmin_max']:,} (authors' BF-IO-H0: {A['bfio_h0_authors'][0]:,})",
+            fnum(br0.avg_imbalance_maxmin),
+            _status(
+                br0.avg_imbalance_maxmin <= A["br0_maxmin_max"],
+                fnum(br0.avg_imbalance_maxmin - A["br0_maxmin_max"]),
+            ),
+        ]
+    ]
+    if jt:
+        gj = gain(br0, jt)
+        rows.append(
+            [
+                "br0 throughput gain over JSQ (tokens), the anchor's comparator",
+                f"≥ {pct(A['br0_gain_min'])} (authors' H0: {A['jsq_tokens'][1]:,} → "
+                f"{A['bfio_h0_authors'][1]:,} = {pct(A['bfio_h0_authors'][1] / A['jsq_tokens'][1] - 1)})",
+                pct(gj),
+                _status(gj >= A["br0_gain_min"], f"{(A['br0_gain_min'] - gj) * 100:.1f} points"),
+            ]
+        )
+    g = gain(br0, bb)
+    rows.append(
+        [
+            f"br0 throughput gain over our best paper baseline ({bb_lab})",
+            f"≥ {pct(A['br0_gain_min'])}",
+            pct(g),
+            _status(g >= A["br0_gain_min"], f"{(A['br0_gain_min'] - g) * 100:.1f} points"),
+        ]
+    )
+    h0 = A["bfio_h0_authors"][1]
+    rows.append(
+        [
+            "br0 throughput, absolute",
+            f"authors' BF-IO-H0: {h0:,} tok/s",
+            fnum(br0.throughput_tok_s),
+            "met" if br0.throughput_tok_s >= h0 else pct(br0.throughput_tok_s / h0 - 1),
+        ]
+    )
+    if ab is not None and ab_lab != bb_lab:
+        rows.append(
+            [f"br0 gain over the best engine rule too ({ab_lab})", "(not a paper baseline)", pct(gain(br0, ab)), ""]
+        )
     if jt:
         rows.append(
             [
-                "JSQ (tokens) max–min / tok/s",
-                f"{A['jsq_tokens'][0]:,} / {A['jsq_tokens'][1]:,} (authors' code)",
-                f"{fnum(jt.avg_imbalance_maxmin)} / {fnum(jt.throughput_tok_s)}",
+                "br0 TTFT P99 / longest wait, next to JSQ (tokens)",
+                "(no published target)",
+                f"{fnum(br0.ttft_p99_s)} / {fnum(br0.wait_max_s)} s vs {fnum(jt.ttft_p99_s)} / {fnum(jt.wait_max_s)} s",
                 "",
             ]
         )
-    if br0 and bb:
-        rows.append(
-            [
-                "br0 max–min",
-                f"≤ {A['br0_maxmin_max']:,} (authors' BF-IO-H0: {A['bfio_h0_authors'][0]:,})",
-                fnum(br0.avg_imbalance_maxmin),
-                _status(
-                    br0.avg_imbalance_maxmin <= A["br0_maxmin_max"],
-                    fnum(br0.avg_imbalance_maxmin - A["br0_maxmin_max"]),
-                ),
-            ]
-        )
-        if jt:
-            gj = gain(br0, jt)
-            rows.append(
-                [
-                    "br0 throughput gain over JSQ (tokens), the anchor's comparator",
-                    f"≥ {pct(A['br0_gain_min'])} (authors' H0: {A['jsq_tokens'][1]:,} → "
-                    f"{A['bfio_h0_authors'][1]:,} = {pct(A['bfio_h0_authors'][1] / A['jsq_tokens'][1] - 1)})",
-                    pct(gj),
-                    _status(gj >= A["br0_gain_min"], f"{(A['br0_gain_min'] - gj) * 100:.1f} points"),
-                ]
-            )
-        g = gain(br0, bb)
-        rows.append(
-            [
-                f"br0 throughput gain over our best paper baseline ({bb_lab})",
-                f"≥ {pct(A['br0_gain_min'])}",
-                pct(g),
-                _status(g >= A["br0_gain_min"], f"{(A['br0_gain_min'] - g) * 100:.1f} points"),
-            ]
-        )
-        h0 = A["bfio_h0_authors"][1]
-        rows.append(
-            [
-                "br0 throughput, absolute",
-                f"authors' BF-IO-H0: {h0:,} tok/s",
-                fnum(br0.throughput_tok_s),
-                "met" if br0.throughput_tok_s >= h0 else pct(br0.throughput_tok_s / h0 - 1),
-            ]
-        )
-        if ab is not None and ab_lab != bb_lab:
-            rows.append(
-                [f"br0 gain over the best engine rule too ({ab_lab})", "(not a paper baseline)", pct(gain(br0, ab)), ""]
-            )
-        if jt:
-            rows.append(
-                [
-                    "br0 TTFT P99 / longest wait, next to JSQ (tokens)",
-                    "(no published target)",
-                    f"{fnum(br0.ttft_p99_s)} / {fnum(br0.wait_max_s)} s vs {fnum(jt.ttft_p99_s)} / "
-                    f"{fnum(jt.wait_max_s)} s",
-                    "",
-                ]
-            )
+    return rows
+
+
+def _lookahead_rows(res: dict, br0, bb) -> list[list[str]]:
+    """The look-ahead policies against the authors' BF-IO at H = 80."""
+    A = paper.ANCHORS
     h80 = A["bfio_h80_authors"]
+    rows = []
     for lab in ("brh:predictor=oracle", "brh:predictor=survival", "brh:predictor=exact_match", "bfio:predictor=oracle"):
         r = res.get(lab)
         if r and bb:
@@ -117,6 +122,14 @@ def _rows(res: dict, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def _rows(res: dict, bb_lab, bb, ab_lab, ab) -> list[list[str]]:
+    br0, jt = res.get("br0"), res.get("jsq_tokens")
+    rows = [_jsq_row(jt)] if jt else []
+    if br0 and bb:
+        rows += _br0_rows(br0, jt, bb_lab, bb, ab_lab, ab)
+    return rows + _lookahead_rows(res, br0, bb)
 
 
 def render(ctx: Ctx, R: Results) -> Section:

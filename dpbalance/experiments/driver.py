@@ -39,13 +39,15 @@ def _run(
     out_dir: Path,
     *,
     backend,
-    workers,
+    processes,
     trace_dir,
     ray_address,
     want_series,
     progress_factory: Callable[[], Any] | None,
 ) -> SweepReport:
-    kw = dict(backend=backend, workers=workers, trace_dir=trace_dir, ray_address=ray_address, save_series=want_series)
+    kw = dict(
+        backend=backend, processes=processes, trace_dir=trace_dir, ray_address=ray_address, save_series=want_series
+    )
     if progress_factory is None:
         return run_cells(cells, out_dir, **kw)
     with progress_factory() as bar:
@@ -79,7 +81,7 @@ def run_reproduce(
     *,
     quick: bool = False,
     trace_dir: str | None = None,
-    workers: int | None = None,
+    processes: int | None = None,
     backend: str = "local",
     ray_address: str | None = None,
     only: list[str] | None = None,
@@ -100,7 +102,7 @@ def run_reproduce(
     ctx = Ctx(quick=quick, out_dir=out_dir, trace_dir=trace_dir, traces=found_traces(trace_dir))
     selected = registry.select(only)
     ctx.selected = tuple(selected)
-    processes = workers or os.cpu_count() or 1
+    n_proc = processes or os.cpu_count() or 1
     budget_s = 60.0 * (budget_min if budget_min is not None else (QUICK_BUDGET_MIN if quick else BUDGET_MIN))
     if console is not None:
         console.print(
@@ -109,11 +111,11 @@ def run_reproduce(
         )
     if costs is None:
         costs = default_costs if quick else (lambda fams: calibrate(ctx, fams))
-    plan = make_plan(ctx, registry.with_needs(selected), budget_s=budget_s, processes=processes, costs=costs)
+    plan = make_plan(ctx, registry.with_needs(selected), budget_s=budget_s, processes=n_proc, costs=costs)
     if ctx.level:
         ctx.note(
             "general",
-            f"To fit the time budget ({budget_s / 60:.0f} min on {processes} processes) the optional "
+            f"To fit the time budget ({budget_s / 60:.0f} min on {n_proc} processes) the optional "
             f"grid points were reduced (level {ctx.level}): see each section's grid.",
         )
     if console is not None:
@@ -129,7 +131,7 @@ def run_reproduce(
         plan.all_cells,
         out_dir,
         backend=backend,
-        workers=workers,
+        processes=processes,
         trace_dir=trace_dir,
         ray_address=ray_address,
         want_series=lambda c: any(k(ctx, c) for k in keep),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import figures, main_table, paper
 from .base import Ctx, Experiment, Results
+from .paper import PAPER_B
 from .render import Section, fnum, pct, ratio
 from .workloads import ANCHOR_TRACE, main_workloads
 
@@ -23,7 +24,7 @@ BUSY_IDLE = "busy_idle"
 
 def cells(ctx: Ctx) -> list:
     return [
-        wl.cell(f"energy|{wl.label}|{lab}", lab, workers=8, slots=72, arrival="saturated", energy=BUSY_IDLE)
+        wl.cell(f"energy|{wl.label}|{lab}", lab, workers=8, slots=PAPER_B, arrival="saturated", energy=BUSY_IDLE)
         for wl in main_workloads(ctx)
         if not ctx.quick or wl.trace == ANCHOR_TRACE
         for lab in LABELS

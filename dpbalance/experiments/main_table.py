@@ -7,10 +7,11 @@ from collections.abc import Callable
 from ..results.schema import Result
 from . import figures, paper
 from .base import OURS, WL, Ctx, Experiment, Results, best_by_throughput
+from .paper import PAPER_B
 from .render import Section, fnum, gain, pct, ratio
 from .workloads import ENGINE_RULES, PAPER_BASELINES, PAPER_JSQ, baselines, main_workloads
 
-SIM = {"workers": 8, "slots": 72, "arrival": "saturated"}
+SIM = {"workers": 8, "slots": PAPER_B, "arrival": "saturated"}
 #: where the exact-MILP ``bfio`` policy runs: it solves a HiGHS program at every dispatch (up to its 50 ms time
 #: limit), 100–1000× the cost of the other policies, so the full grid would not fit the time budget
 BFIO_TRACES = ("azure-conv-2024", "mooncake-conversation", "vidur-arxiv", "bfio-arxiv")

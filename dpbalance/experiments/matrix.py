@@ -173,7 +173,7 @@ def run_matrix(
     *,
     spec: Spec = Spec(),
     trace_dir: str | None = None,
-    workers: int | None = None,
+    processes: int | None = None,
     authors: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     found: set[str] | None = None,
@@ -187,14 +187,14 @@ def run_matrix(
     rep = run_cells(
         capacity_cells(src, spec),
         out_dir,
-        workers=workers,
+        processes=processes,
         trace_dir=trace_dir,
         write_tables=False,
         progress=cb("capacity"),
     )
     caps = {(o.cell.trace.trace, o.cell.sim.workers, o.cell.sim.slots): o.result.throughput_tok_s for o in rep.outcomes}
     t0 = time.perf_counter()
-    rep = run_cells(all_cells(src, spec, caps), out_dir, workers=workers, trace_dir=trace_dir, progress=cb("cells"))
+    rep = run_cells(all_cells(src, spec, caps), out_dir, processes=processes, trace_dir=trace_dir, progress=cb("cells"))
     rep.wall_s = time.perf_counter() - t0
     return rep, caps, load_authors(authors)
 

@@ -180,11 +180,31 @@ def heat(path: Path, rows: list[dict], crit: str, title: str, traces: list[str])
     )
 
 
-def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, command: str, wall_s: float) -> Path:
-    cells = cell_means(rep, authors)
-    rows = compare(cells)
-    traces = sorted({k[0] for k in cells}, key=lambda t: (t not in TRAIN_TRACES, t))
-    sec = Section()
+#: the look-ahead policies and presets of the cross-section table
+LOOK_AHEAD = (
+    "br0:preset=paper",
+    "brh:predictor=oracle",
+    "brh:predictor=survival",
+    "brh:predictor=exact_match",
+    "bfio:predictor=oracle",
+)
+
+CLOSING = (
+    "How the cells are built",
+    [
+        "Loads: the trace's arrival pattern at 0.6 / 0.9 / 1.3 of the measured capacity "
+        "(join-shortest-queue by tokens, saturated, same trace, G and B), and saturated "
+        "(4·G waiting, topped up every step); Poisson arrivals for traces without times.",
+        "Requests per cell: max(4·G·B, the trace's first 10,000) after the first 20 % of the "
+        "trace, which trains the predictors; saturated and Poisson cells draw them with "
+        "replacement (2 seeds), replayed cells repeat the arrival pattern.",
+        "Step time: linear_max (τ = C + t_tok · max load), energy: bfio_power.",
+        f"Training traces: {', '.join(TRAIN_TRACES)}; the others are held out.",
+    ],
+)
+
+
+def _intro(sec: Section, authors: dict) -> None:
     sec.text(
         f"Default policy `{DEFAULT_POLICY}` against every baseline ({', '.join(BASELINES)}) and the BF-IO "
         f"authors' H0 strategy (our implementation, `{H0}`"
@@ -194,6 +214,10 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
         "TPOT p95 within 2 %. Whole-run figures are the criteria because a steady window that ends at the last "
         "admission hides requests a policy deferred to the end; window figures are reported beside them."
     )
+
+
+def _summaries(sec: Section, rows: list[dict], traces: list[str]) -> None:
+    """Per criterion, the cells passed and the worst cell: once for the training traces, once for the others."""
     for part, names in (
         ("training traces (defaults chosen here)", [t for t in traces if t in TRAIN_TRACES]),
         ("held-out traces", [t for t in traces if t not in TRAIN_TRACES]),
@@ -222,22 +246,9 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
         sec.table(
             ["criterion", "cells passed", "worst ratio", "worst cell (trace·G·B·load)", "best other there"], table
         )
-    sec.heading("Head to head, every cell")
-    sec.text(
-        f"`{DEFAULT_POLICY}` against each policy on its own, over every cell both ran: the geometric mean of "
-        "the default's margin (positive: the default is better) · cells won / tied (within the tolerance "
-        "above) / lost."
-    )
-    sec.table(["against"] + [lab for lab, *_ in CRITERIA], head_to_head(cells))
-    for crit in ("throughput (whole run)", "TPOT p95"):
-        p = heat(
-            out_dir / f"heat_{crit.split()[0].lower()}.png",
-            rows,
-            crit,
-            f"{DEFAULT_POLICY}: {crit}, % better than the strongest other policy",
-            traces,
-        )
-        sec.figure(p, f"heat map {crit}")
+
+
+def _losses(sec: Section, rows: list[dict]) -> None:
     losses = [r for r in rows if not r["ok"]]
     sec.heading(f"Every cell where the default loses ({len(losses)} of {len(rows)} cell-criteria)")
     sec.table(
@@ -255,14 +266,12 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
             for r in losses
         ],
     )
+
+
+def _cross_section(sec: Section, cells: dict) -> None:
+    """The look-ahead policies against the default on the cells they ran."""
     sec.heading("Look-ahead policies and presets on the cross-section (G at B = 72, B at G = 8)")
-    look = [
-        "br0:preset=paper",
-        "brh:predictor=oracle",
-        "brh:predictor=survival",
-        "brh:predictor=exact_match",
-        "bfio:predictor=oracle",
-    ]
+    look = list(LOOK_AHEAD)
     trows = []
     for key, by_pol in sorted(cells.items()):
         if DEFAULT_POLICY not in by_pol or not any(p in by_pol for p in look):
@@ -281,6 +290,33 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
         )
     sec.text("Whole-run throughput change / whole-run max–min ratio against the default.")
     sec.table(["cell"] + look, trows)
+
+
+def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, command: str, wall_s: float) -> Path:
+    cells = cell_means(rep, authors)
+    rows = compare(cells)
+    traces = sorted({k[0] for k in cells}, key=lambda t: (t not in TRAIN_TRACES, t))
+    sec = Section()
+    _intro(sec, authors)
+    _summaries(sec, rows, traces)
+    sec.heading("Head to head, every cell")
+    sec.text(
+        f"`{DEFAULT_POLICY}` against each policy on its own, over every cell both ran: the geometric mean of "
+        "the default's margin (positive: the default is better) · cells won / tied (within the tolerance "
+        "above) / lost."
+    )
+    sec.table(["against"] + [lab for lab, *_ in CRITERIA], head_to_head(cells))
+    for crit in ("throughput (whole run)", "TPOT p95"):
+        p = heat(
+            out_dir / f"heat_{crit.split()[0].lower()}.png",
+            rows,
+            crit,
+            f"{DEFAULT_POLICY}: {crit}, % better than the strongest other policy",
+            traces,
+        )
+        sec.figure(p, f"heat map {crit}")
+    _losses(sec, rows)
+    _cross_section(sec, cells)
     preamble = [
         f"Generated {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M UTC} by `{command}` in "
         f"{wall_s / 60:.0f} min ({rep.computed} cells computed, {rep.cached} from the cache). "
@@ -291,17 +327,5 @@ def render(out_dir: Path, rep: SweepReport, caps: dict, authors: dict, *, comman
         title="dpbalance regime matrix",
         preamble=preamble,
         sections=[("The default against the strongest other policy", sec, [])],
-        closing=(
-            "How the cells are built",
-            [
-                "Loads: the trace's arrival pattern at 0.6 / 0.9 / 1.3 of the measured capacity "
-                "(join-shortest-queue by tokens, saturated, same trace, G and B), and saturated "
-                "(4·G waiting, topped up every step); Poisson arrivals for traces without times.",
-                "Requests per cell: max(4·G·B, the trace's first 10,000) after the first 20 % of the "
-                "trace, which trains the predictors; saturated and Poisson cells draw them with "
-                "replacement (2 seeds), replayed cells repeat the arrival pattern.",
-                "Step time: linear_max (τ = C + t_tok · max load), energy: bfio_power.",
-                f"Training traces: {', '.join(TRAIN_TRACES)}; the others are held out.",
-            ],
-        ),
+        closing=CLOSING,
     )

@@ -7,6 +7,11 @@ summary table prints them.
 
 from __future__ import annotations
 
+#: B (running sequences per worker) of the BalanceRoute paper's main setting, G = 8, B = 72, which the main table,
+#: the sensitivity grid, the energy, regime and scaling experiments use. It equals ``core.constants.DEFAULT_SLOTS``
+#: (the project's default was taken from it) but is the paper's, so it stays 72 if that default ever moves.
+PAPER_B = 72
+
 #: BalanceRoute main table, G = 8, heavy load: (avg max–min imbalance, TPOT P95 ms, throughput tok/s)
 BR_MAIN = {
     "Azure-2024 conv (>1000)": {

@@ -16,6 +16,7 @@ from ..sim.run import run_simulation
 from ..sweep.grid import Cell
 from ..sweep.runner import select_workload
 from .base import Ctx, Experiment
+from .paper import PAPER_B
 from .workloads import focus_wl
 
 #: seconds per decode step at G = 8, B = 72 before calibration, by the policy's cost class (a "solver" policy's
@@ -75,7 +76,7 @@ def calibrate(ctx: Ctx, families: Iterable[str]) -> dict[str, float]:
     cal = dataclasses.replace(focus_wl(ctx), max_requests=ctx.q(1200, 400), label="calibration")
     known = ctx.computed.setdefault("calibration", {})
     for fam in sorted(set(families) - set(known)):
-        cell = cal.cell_for("calibration", fam, workers=8, slots=72, arrival="saturated")
+        cell = cal.cell_for("calibration", fam, workers=8, slots=PAPER_B, arrival="saturated")
         test, train = select_workload(cell, ctx.trace_dir)
         r, _ = run_simulation(test, cell.policy, cell.sim, train=train)
         known[fam] = r.sim_wall_s / max(1, r.steps)

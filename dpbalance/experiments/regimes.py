@@ -9,6 +9,7 @@ from ..sim.run import run_simulation
 from ..sweep.runner import select_workload
 from . import figures
 from .base import WL, Ctx, Experiment, Results
+from .paper import PAPER_B
 from .render import Section, fnum, pct, ratio
 
 REGIMES = (("light", 0.3), ("medium", 0.6), ("heavy", 0.9), ("overloaded", 1.3))
@@ -38,7 +39,7 @@ def capacity(ctx: Ctx, wl: WL) -> tuple[float, float]:
     key = f"capacity|{wl.label}"
     if key not in ctx.computed:
         test, _ = select_workload(wl.cell("capacity", "jsq_tokens"), ctx.trace_dir)
-        r, _ = run_simulation(test, "jsq_tokens", SimConfig(workers=8, slots=72, arrival="saturated"))
+        r, _ = run_simulation(test, "jsq_tokens", SimConfig(workers=8, slots=PAPER_B, arrival="saturated"))
         span = float(test.arrival[-1] - test.arrival[0])
         ctx.computed[key] = (r.throughput_tok_s, float(test.output.sum()) / span if span > 0 else math.nan)
     return ctx.computed[key]
@@ -53,7 +54,9 @@ def cells(ctx: Ctx) -> list:
         for name, rho in regimes(ctx):
             k = round(rho * cap / demand, 3)
             out += [
-                wl.cell(f"regime|{wl.label}|{lab}|{name}", lab, workers=8, slots=72, arrival="replay", rate_scale=k)
+                wl.cell(
+                    f"regime|{wl.label}|{lab}|{name}", lab, workers=8, slots=PAPER_B, arrival="replay", rate_scale=k
+                )
                 for lab in LABELS
             ]
     return out

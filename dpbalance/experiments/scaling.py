@@ -6,6 +6,7 @@ import math
 
 from . import figures, paper
 from .base import OURS, WL, Ctx, Experiment, Results, best_by_throughput
+from .paper import PAPER_B
 from .render import Section, fnum, gain, pct, ratio
 from .workloads import ANCHOR_TRACE, BASELINES, PAPER_BASELINES, PAPER_JSQ, baselines
 
@@ -55,7 +56,7 @@ def _labels(ctx: Ctx) -> tuple[str, ...]:
 
 def cells(ctx: Ctx) -> list:
     return [
-        wl.cell(f"scaling|{wl.trace}|{lab}", lab, workers=G, slots=72, arrival="saturated")
+        wl.cell(f"scaling|{wl.trace}|{lab}", lab, workers=G, slots=PAPER_B, arrival="saturated")
         for G, wl in workloads(ctx)
         for lab in (*baselines(ctx), *_labels(ctx))
     ]

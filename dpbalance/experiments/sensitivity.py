@@ -6,10 +6,11 @@ import numpy as np
 
 from . import figures, paper
 from .base import Ctx, Experiment, Results, best_by_throughput
+from .paper import PAPER_B
 from .render import Section, fnum, gain, pct
 from .workloads import PAPER_BASELINES, baselines, focus_wl
 
-SIM = {"workers": 8, "slots": 72, "arrival": "saturated"}
+SIM = {"workers": 8, "slots": PAPER_B, "arrival": "saturated"}
 
 
 def grid(ctx: Ctx) -> tuple[list[float], list[float], list[int]]:

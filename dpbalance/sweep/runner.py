@@ -4,7 +4,7 @@ Every finished cell is written at once as ``cells/<hash>.json`` (the run's resul
 sweep that is killed half-way resumes: cells whose file exists are loaded, not recomputed. The hash
 covers the fully resolved cell (canonical policy spec, every SimConfig field, trace selection), the
 package version, the trace file's content hash and a step-time file's content hash; anything else (tags,
-output paths, backend, worker count) does not change a cell's result and is not in the key.
+output paths, backend, process count) does not change a cell's result and is not in the key.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import __version__
+from ..core.config import setting
 from ..core.workload import Workload
 from ..engine.step_time import step_time_identity
 from ..results.schema import TABLE_FIELDS, Result, Series, write_json
@@ -33,6 +34,27 @@ RAY_INSTALL_HINT = (
     "the ray backend needs Ray: pip install -e '.[ray]'  (or: pip install 'ray>=2.9'); "
     "then re-run with --backend ray, or use --backend local"
 )
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Where the cells of a sweep (or of ``reproduce`` and ``matrix``) run. ``processes`` is the number of OS
+    processes, not the simulated ranks (``workers``, G, is a simulator setting)."""
+
+    backend: Literal["local", "ray"] = setting(
+        "local",
+        "local (process pool on this machine) | ray (Ray tasks; needs Ray: the package's ray extra)",
+        flags=("--backend", "-b"),
+    )
+    processes: int | None = setting(
+        None,
+        "parallel processes (local) or CPUs for a local Ray (default: all cores); 1 = run in this process",
+        flags=("--processes", "-j"),
+        min=1,
+    )
+    ray_address: str | None = setting(
+        None, "Ray cluster address for ray.init(address=...), e.g. ray://head:10001 or auto (default: a local Ray)"
+    )
 
 
 # ---------------------------------------------------------------------- workload selection
@@ -178,7 +200,7 @@ def run_cells(
     out_dir: str | Path,
     *,
     backend: str = "local",
-    workers: int | None = None,
+    processes: int | None = None,
     trace_dir: str | None = None,
     ray_address: str | None = None,
     save_series: bool | Callable[[Cell], bool] = False,
@@ -187,7 +209,8 @@ def run_cells(
 ) -> SweepReport:
     """Run every cell not already cached in ``out_dir/cells``; return all outcomes in cell order.
 
-    ``save_series`` (all cells, or a predicate per cell) also keeps per-step series for plots."""
+    ``processes`` OS processes run the cells (default: all cores; 1 runs them in this process; with a local Ray,
+    its CPUs). ``save_series`` (all cells, or a predicate per cell) also keeps per-step series for plots."""
     want = save_series if callable(save_series) else (lambda c, _v=bool(save_series): _v)
     if backend not in ("local", "ray"):
         raise GridError(f"unknown backend {backend!r}; use local or ray")
@@ -229,12 +252,12 @@ def run_cells(
 
     if todo:
         if backend == "ray":
-            _run_ray(cells, keys, todo, trace_dir, ray_address, want, finish, workers)
-        elif (workers or 0) == 1 or len(todo) == 1:
+            _run_ray(cells, keys, todo, trace_dir, ray_address, want, finish, processes)
+        elif (processes or 0) == 1 or len(todo) == 1:
             for i in todo:
                 finish(i, execute_cell(cells[i].to_dict(), trace_dir, keys[i], want(cells[i])))
         else:
-            _run_local(cells, keys, todo, trace_dir, want, finish, workers)
+            _run_local(cells, keys, todo, trace_dir, want, finish, processes)
     ordered = []
     for i, k in enumerate(keys):
         o = outcomes[first_of[k]]
@@ -246,11 +269,11 @@ def run_cells(
     return report
 
 
-def _run_local(cells, keys, todo, trace_dir, want, finish, workers) -> None:
+def _run_local(cells, keys, todo, trace_dir, want, finish, processes) -> None:
     # one BLAS thread per process: the pool already uses every core
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    n = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    n = max(1, min(processes or os.cpu_count() or 1, len(todo)))
     # largest cells first so the pool does not end on one long straggler
     order = sorted(todo, key=lambda i: -_cost_hint(cells[i]))
     ex = ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"))
@@ -267,7 +290,7 @@ def _run_local(cells, keys, todo, trace_dir, want, finish, workers) -> None:
     ex.shutdown(wait=True)
 
 
-def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> None:
+def _run_ray(cells, keys, todo, trace_dir, address, want, finish, processes) -> None:
     try:
         import ray
     except ImportError:
@@ -277,8 +300,8 @@ def _run_ray(cells, keys, todo, trace_dir, address, want, finish, workers) -> No
         kw: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False}
         if address:
             kw["address"] = address
-        elif workers:
-            kw["num_cpus"] = workers
+        elif processes:
+            kw["num_cpus"] = processes
         ray.init(**kw)
         started = True
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import time
 
@@ -145,6 +146,30 @@ def within(x, truth, tol):
     return abs(x / truth - 1) <= tol
 
 
+#: a fitted constant may miss its true value by this many of its own standard errors (the fit's, from the spread
+#: of its residuals: on a busy machine the step times scatter more and the band widens with them; 4 rather than 2
+#: because the error estimate itself rests on a few degrees of freedom) ...
+SE_BAND = 4.0
+#: ... never by less than this fraction of it (engine-sim's timer granularity biases a quiet machine's fit by about
+#: 1 %) ...
+FLOOR = 0.05
+#: ... and never by more: a poorly determined constant (large standard error, e.g. the per-sequence terms of
+#: linear_seqs, which trade off against each other) is still held to this, so the check cannot become vacuous
+CEILING = 0.15
+
+
+def assert_recovered(model: dict, truth: dict[str, float], *, zero_as: dict[str, float] | None = None) -> None:
+    """Each constant in ``truth`` of a fitted model's entry in the step-time file is within
+    ``clip(SE_BAND · its standard error, FLOOR · truth, CEILING · truth)`` of the truth. A constant that is truly 0
+    is measured against ``zero_as[name]`` (the scale it is compared with) in place of its own value."""
+    fitted, se = model["params"], model["std_err"]
+    for k, true in truth.items():
+        scale = true or (zero_as or {})[k]
+        band = SE_BAND * se[k] if np.isfinite(se[k]) else math.inf
+        tol = min(max(band, FLOOR * scale), CEILING * scale)
+        assert abs(fitted[k] - true) <= tol, (f"{k}: fitted {fitted[k]:.4g}, truth {true:.4g}, ±{tol:.3g}", fitted, se)
+
+
 def assert_engine_counters_agree(doc):
     """The engine's step counters (read from /metrics) and the streams' token gaps tell the same step time (the
     median over phases, so one phase with a stall on this shared machine does not decide it)."""
@@ -160,9 +185,10 @@ def test_calibrate_recovers_linear_max_and_the_file_drives_simulate(tmp_path):
     fitted = doc["models"]["linear_max"]["params"]
     print(
         f"linear_max truth {truth} fitted {fitted} fit {doc['models']['linear_max']['fit']} "
+        f"std_err {doc['models']['linear_max']['std_err']} "
         f"held-out {doc['models']['linear_max'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s"
     )
-    assert within(fitted["C"], truth["C"], 0.05) and within(fitted["t_tok"], truth["t_tok"], 0.05), fitted
+    assert_recovered(doc["models"]["linear_max"], truth)
     assert doc["model"] == "linear_max", doc["why"]
     assert doc["models"]["linear_max"]["fit"]["rms_rel"] < 0.03
     assert doc["models"]["linear_max"]["heldout"]["n"] >= 1
@@ -201,11 +227,11 @@ def test_calibrate_recovers_linear_max_mean_through_one_dp_endpoint(tmp_path):
     fitted = doc["models"]["linear_max_mean"]["params"]
     print(
         f"linear_max_mean truth {truth} fitted {fitted} fit {doc['models']['linear_max_mean']['fit']} "
+        f"std_err {doc['models']['linear_max_mean']['std_err']} "
         f"held-out {doc['models']['linear_max_mean'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s"
     )
     assert doc["model"] == "linear_max_mean", doc["why"]
-    assert within(fitted["c"], truth["c"], 0.05) and within(fitted["a"], truth["a"], 0.05), fitted
-    assert within(fitted["b"], truth["b"], 0.05), fitted  # b shows only in the 3 unequal phases
+    assert_recovered(doc["models"]["linear_max_mean"], truth)  # b shows only in the 3 unequal phases
     assert doc["measured"]["rank_header"] == "X-data-parallel-rank"
     assert_engine_counters_agree(doc)  # each rank's counters found in the one /metrics page by their label
     loads = [o["loads"] for o in doc["observations"] if "|" in o["phase"]]
@@ -240,12 +266,11 @@ def test_calibrate_finds_a_per_sequence_cost(tmp_path):
     fitted = doc["models"]["linear_seqs"]["params"]
     print(
         f"linear_seqs truth {truth} fitted {fitted} fit {doc['models']['linear_seqs']['fit']} "
+        f"std_err {doc['models']['linear_seqs']['std_err']} "
         f"held-out {doc['models']['linear_seqs'].get('heldout', {}).get('mean_abs_rel')} wall {wall:.1f} s"
     )
     assert doc["model"] == "linear_seqs", doc["why"]
-    for k in ("c", "a", "s"):
-        assert within(fitted[k], truth[k], 0.05), (k, fitted)
-    assert fitted["b"] < 0.05 * truth["a"] and fitted["r"] < 0.05 * truth["s"], fitted
+    assert_recovered(doc["models"]["linear_seqs"], truth, zero_as={"b": truth["a"], "r": truth["s"]})
     assert doc["models"]["linear_seqs"]["fit"]["rms_rel"] < 0.03 < doc["models"]["linear_max"]["fit"]["rms_rel"]
     assert all(len(o["sequences"]) == 2 for o in doc["observations"]) and "µs/seq" in output
 

@@ -123,7 +123,7 @@ def test_sweep_takes_a_step_time_file_from_the_grid_or_the_command_line(tmp_path
         f"axes: {{step_time: [linear_max, '{p}']}}\n"
     )
     runner = CliRunner()
-    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--workers", "1"])
+    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--processes", "1"])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "o" / "results.json").read_text())
     assert sorted(x["config"]["step_time_model"].get("source", "") for x in rows) == ["", str(p)]
@@ -135,7 +135,7 @@ def test_sweep_takes_a_step_time_file_from_the_grid_or_the_command_line(tmp_path
             str(g),
             "--out",
             str(tmp_path / "o2"),
-            "--workers",
+            "--processes",
             "1",
             "--step-time",
             f"{p}:model=linear_max_mean",

@@ -41,8 +41,8 @@ def test_ray_matches_local(tmp_path):
     cells += expand(
         {"trace": "sample", "resample": 400, "seed": 3, "policy": "random", "workers": 3, "arrival": "saturated"}
     )
-    local = run_cells(cells, tmp_path / "local", backend="local", workers=2)
-    remote = run_cells(cells, tmp_path / "ray", backend="ray", workers=2)
+    local = run_cells(cells, tmp_path / "local", backend="local", processes=2)
+    remote = run_cells(cells, tmp_path / "ray", backend="ray", processes=2)
     assert remote.computed == len(cells)
     assert not ray.is_initialized()  # the backend shuts down the Ray it started
     for a, b in zip(local.outcomes, remote.outcomes):
@@ -50,5 +50,5 @@ def test_ray_matches_local(tmp_path):
         for f in DETERMINISTIC:
             assert getattr(a.result, f) == getattr(b.result, f), (a.cell.short(), f)
     # the Ray run's cache is the same format: re-running locally on it computes nothing
-    again = run_cells(cells, tmp_path / "ray", backend="local", workers=1)
+    again = run_cells(cells, tmp_path / "ray", backend="local", processes=1)
     assert again.computed == 0

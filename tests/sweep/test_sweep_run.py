@@ -42,8 +42,8 @@ def small_cells():
 
 def test_pool_equals_inline_and_cache_resumes(tmp_path):
     cells = small_cells()
-    a = run_cells(cells, tmp_path / "pool", workers=2)
-    b = run_cells(cells, tmp_path / "inline", workers=1)
+    a = run_cells(cells, tmp_path / "pool", processes=2)
+    b = run_cells(cells, tmp_path / "inline", processes=1)
     assert a.computed == b.computed == len(cells) == 12
     for x, y in zip(a.outcomes, b.outcomes):
         assert x.cell == y.cell
@@ -51,18 +51,18 @@ def test_pool_equals_inline_and_cache_resumes(tmp_path):
             assert getattr(x.result, f) == getattr(y.result, f), f
         assert x.result.completed == 300
     # a second run computes nothing and returns the same numbers
-    c = run_cells(cells, tmp_path / "pool", workers=2)
+    c = run_cells(cells, tmp_path / "pool", processes=2)
     assert c.computed == 0 and c.cached == 12 and all(o.cached for o in c.outcomes)
     assert [o.result.avg_imbalance_gap for o in c.outcomes] == [o.result.avg_imbalance_gap for o in a.outcomes]
     # a grown grid computes only the new cells
     more = cells + expand({"trace": "sample", "max_requests": 300, "slots": 8, "policy": "p2c"})
-    d = run_cells(more, tmp_path / "pool", workers=1)
+    d = run_cells(more, tmp_path / "pool", processes=1)
     assert d.computed == 1 and d.cached == 12
 
 
 def test_cell_json_is_a_section4_result_with_the_cell(tmp_path):
     cells = small_cells()[:2]
-    rep = run_cells(cells, tmp_path, workers=1)
+    rep = run_cells(cells, tmp_path, processes=1)
     for o in rep.outcomes:
         d = json.loads((tmp_path / "cells" / f"{o.hash}.json").read_text())
         assert set(TABLE_FIELDS) <= set(d)
@@ -83,10 +83,10 @@ def test_cell_json_is_a_section4_result_with_the_cell(tmp_path):
 
 def test_corrupt_cache_file_is_recomputed(tmp_path):
     cells = small_cells()[:1]
-    rep = run_cells(cells, tmp_path, workers=1)
+    rep = run_cells(cells, tmp_path, processes=1)
     p = tmp_path / "cells" / f"{rep.outcomes[0].hash}.json"
     p.write_text("{ truncated")
-    rep2 = run_cells(cells, tmp_path, workers=1)
+    rep2 = run_cells(cells, tmp_path, processes=1)
     assert rep2.computed == 1
     assert json.loads(p.read_text())["steps"] == rep.outcomes[0].result.steps
 
@@ -98,7 +98,7 @@ def test_cli_sweep_and_dry_run(tmp_path):
         "axes: {policy: [jsq_count, round_robin]}\n"
     )
     runner = CliRunner()
-    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--workers", "1"])
+    r = runner.invoke(app, ["sweep", "--grid", str(g), "--out", str(tmp_path / "o"), "--processes", "1"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "results.csv").exists()
     assert len(list((tmp_path / "o" / "cells").glob("*.json"))) == 2
@@ -139,7 +139,7 @@ def test_killed_sweep_resumes_only_missing_cells(tmp_path):
     out = tmp_path / "o"
     env = {**os.environ, "COLUMNS": "120"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dpbalance", "sweep", "--grid", str(g), "--out", str(out), "--workers", "1"],
+        [sys.executable, "-m", "dpbalance", "sweep", "--grid", str(g), "--out", str(out), "-j", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
@@ -159,7 +159,7 @@ def test_killed_sweep_resumes_only_missing_cells(tmp_path):
     from dpbalance.sweep import load_grid
 
     grid = load_grid(g)
-    rep = run_cells(grid.cells, out, workers=1)
+    rep = run_cells(grid.cells, out, processes=1)
     assert rep.cached == len(done_before)
     assert rep.computed == 18 - len(done_before)
     for name, mtime in done_before.items():
