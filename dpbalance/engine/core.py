@@ -42,10 +42,11 @@ from ..core.workload import Blocks
 from .config import EngineConfig
 from .prefix import PrefixCache
 from .req import DECODE, DEFAULT_BLOCK, PREFILL, WAITING, EngineError, Req, StepOut
+from .schedule import PrefillScheduler
 from .step_time import StepTimeModel
 
 
-class Engine:
+class Engine(PrefillScheduler):
     """The ranks of one DP group under the engine model (see the module docstring). Requests are known by an
     integer id; ``admit`` takes their prompt lengths and block hashes from ``source`` (the simulator's workload)
     or ``admit_one`` takes them directly (the emulator)."""
@@ -367,142 +368,6 @@ class Engine:
                 return True, True
             return True, False
         return True, True
-
-    def _schedule_unbounded(self, g: int, budget: int, new_ok: bool, first: list[Req]) -> tuple[int, float, int]:
-        """``_schedule_rank`` when KV is unlimited (nothing is ever preempted): the same decisions, one pass, no
-        per-chunk bookkeeping beyond the request's own."""
-        thr = self.cfg.long_prefill_threshold
-        toks, attn, n = 0, 0.0, 0
-        running = self.prefilling[g]
-        keep: list[Req] = []
-        for j, r in enumerate(running):
-            if budget <= 0:
-                keep += running[j:]
-                break
-            c = r.target - r.computed
-            if c > budget:
-                c = budget
-            if 0 < thr < c:
-                c = thr
-            before = r.computed
-            r.computed = before + c
-            r.left -= c
-            budget -= c
-            toks += c
-            attn += c * (before + (c + 1) / 2.0)
-            n += 1
-            if r.computed >= r.target:
-                self._prefilled(r, first)
-            else:
-                keep.append(r)
-        wait = self.waiting[g]
-        if new_ok:
-            while wait and budget > 0:
-                r = wait.popleft()
-                if r.computed == 0:
-                    self._lookup(r)
-                r.state = PREFILL
-                c = r.target - r.computed
-                if c > budget:
-                    c = budget
-                if 0 < thr < c:
-                    c = thr
-                before = r.computed
-                r.computed = before + c
-                r.left -= c
-                budget -= c
-                toks += c
-                attn += c * (before + (c + 1) / 2.0)
-                n += 1
-                if r.computed >= r.target:
-                    self._prefilled(r, first)
-                else:
-                    keep.append(r)
-            if wait and self.cfg.prefill_interval > 1:
-                self._capacity_bound = True
-        self.prefilling[g] = keep
-        self.pending[g] -= toks
-        return toks, attn, n
-
-    def _prefilled(self, r: Req, first: list[Req]) -> None:
-        """The request's last prompt chunk ran: its full blocks join the cache, and it samples a token."""
-        if r.hashes and r.computed // self.bs > r.acquired:
-            self._cache_new_blocks(r)
-        first.append(r)
-
-    def _schedule_rank(
-        self, g: int, budget: int, new_ok: bool, first: list[Req], preempted: list[int]
-    ) -> tuple[int, float, int]:
-        """One rank's prefill scheduling: running prompts first, then waiting requests (see the module
-        docstring). Returns this rank's prefill tokens, attention pairs and scheduled prompts, and adds the requests
-        whose last chunk ran to ``first``."""
-        thr = self.cfg.long_prefill_threshold
-        toks, attn, n = 0, 0.0, 0
-        running = self.prefilling[g]
-        for r in list(running):
-            if budget <= 0:
-                break
-            if r.state != PREFILL:  # preempted meanwhile to make room for an earlier one
-                continue
-            c = self._chunk(r, budget, thr, preempted)
-            if c <= 0:
-                break
-            budget -= c
-            toks, attn, n = toks + c, attn + self._advance(r, c, first), n + 1
-        wait = self.waiting[g]
-        if new_ok and not preempted:
-            while wait and budget > 0:
-                r = wait[0]
-                if r.computed == 0:
-                    self._lookup(r)
-                c = self._chunk(r, budget, thr, None)
-                if c <= 0:  # no room: it waits, holding nothing (vLLM frees a lookup it cannot schedule)
-                    if r.acquired:
-                        self._free(r)
-                    break
-                wait.popleft()
-                r.state = PREFILL
-                running.append(r)
-                if self.order is not None:
-                    self.order[g].append(r)
-                budget -= c
-                toks, attn, n = toks + c, attn + self._advance(r, c, first), n + 1
-            if wait and self.cfg.prefill_interval > 1:
-                self._capacity_bound = True
-        return toks, attn, n
-
-    def _chunk(self, r: Req, budget: int, thr: int, preempted: list[int] | None) -> int:
-        """Tokens the request prefills this step. A running request (``preempted`` given) makes KV room by
-        preempting later-scheduled ones, as vLLM does; a waiting one that does not fit waits (0)."""
-        c = min(r.target - r.computed, budget)
-        if 0 < thr < c:
-            c = thr
-        if c <= 0:
-            return 0
-        if self.cap is not None:
-            while not self._room(r.g, c):
-                order = self.order[r.g]
-                if preempted is None or not order or order[-1] is r:
-                    return 0
-                victim, was_decoding = self._preempt(r.g)
-                if was_decoding:
-                    preempted.append(victim.rid)
-        return c
-
-    def _advance(self, r: Req, c: int, first: list[Req]) -> float:
-        """The request computes c more tokens; returns their attention pairs. A finished prompt samples a token."""
-        g = r.g
-        before = r.computed
-        r.computed = before + c
-        if self.kvt:
-            r.kv += c
-            self.kv_private[g] += c
-        r.left -= c
-        self.pending[g] -= c
-        if r.computed >= r.target:
-            self.prefilling[g].remove(r)
-            self._prefilled(r, first)
-        return c * (before + (c + 1) / 2.0)
 
     def _restart_instant(self, g: int) -> None:
         """Prefill off: preempted requests resume as soon as their KV fits (recomputing costs no time)."""
