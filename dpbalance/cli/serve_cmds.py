@@ -119,6 +119,7 @@ def register(app: typer.Typer) -> None:
                 time_scale=sim.time_scale,
                 step_time=sim.step_time,
                 model=sim.model,
+                engine=sim.engine,
             )
             console.print("engine-sim ranks: " + " ".join(urls))
             if group.server.dp_url:

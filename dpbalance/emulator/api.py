@@ -21,6 +21,7 @@ import uuid
 
 from aiohttp import web
 
+from ..engine.hashing import block_hashes
 from .group import EngineGroup, Rank, SimRequest
 
 DP_RANK_HEADER = "X-data-parallel-rank"
@@ -37,18 +38,24 @@ def _bad(message: str, param: str | None = None) -> web.Response:
     return _err(400, message, "BadRequestError", param)
 
 
-def count_tokens(prompt) -> int:
+def prompt_token_list(prompt) -> list:
+    """The prompt as the emulator tokenizes it: token ids as given, else whitespace-separated words (chat: the
+    messages' contents in order)."""
     if prompt is None:
-        return 0
+        return []
     if isinstance(prompt, str):
-        return len(prompt.split())
+        return prompt.split()
     if isinstance(prompt, list):
         if prompt and isinstance(prompt[0], int):
-            return len(prompt)
+            return prompt
         if prompt and isinstance(prompt[0], dict):  # chat messages
-            return sum(len(str(m.get("content") or "").split()) for m in prompt)
-        return sum(count_tokens(p) for p in prompt)
-    return len(str(prompt).split())
+            return [w for m in prompt for w in str(m.get("content") or "").split()]
+        return [t for p in prompt for t in prompt_token_list(p)]
+    return str(prompt).split()
+
+
+def count_tokens(prompt) -> int:
+    return len(prompt_token_list(prompt))
 
 
 def _is_int(v) -> bool:
@@ -304,6 +311,8 @@ class EngineServer:
                     ("vllm:generation_tokens_total", "counter", rk.generation_tokens),
                     ("vllm:prompt_tokens_total", "counter", rk.prompt_tokens),
                     ("vllm:request_success_total", "counter", rk.requests_ok),
+                    ("vllm:prefix_cache_queries_total", "counter", g.cache_stats(rk)[0]),
+                    ("vllm:prefix_cache_hits_total", "counter", g.cache_stats(rk)[1]),
                 ):
                     lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
                 for name, total, count in (
@@ -332,10 +341,11 @@ class EngineServer:
             if isinstance(checked, web.Response):
                 return checked
             max_tokens, stream, so = checked
-            prompt = body.get("messages") if chat else body.get("prompt")
+            toks = prompt_token_list(body.get("messages") if chat else body.get("prompt"))
             req = SimRequest(
                 rid=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}",
-                prompt_tokens=count_tokens(prompt),
+                prompt_tokens=len(toks),
+                hashes=block_hashes(toks, g.block_size) if g.wants_hashes else None,
                 max_tokens=max_tokens,
                 chat=chat,
                 model=body.get("model") or g.model,
@@ -353,7 +363,7 @@ class EngineServer:
                     return _err(500, "engine stream broken", "InternalServerError")
                 return web.json_response(_full_response(req, body), dumps=_DUMPS)
             finally:
-                rk.remove(req)
+                g.forget(rk, req)
 
         async def chat(r):
             return await completions(r, chat=True)
