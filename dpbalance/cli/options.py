@@ -32,7 +32,17 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core.config import ConfigError, ConfigFileError, build, convert, read_config_file, type_name
+from ..core.config import (
+    ConfigError,
+    ConfigFileError,
+    build,
+    convert,
+    flat_names,
+    nest,
+    nested_fields,
+    read_config_file,
+    type_name,
+)
 
 _KW = inspect.Parameter.KEYWORD_ONLY
 _FROM_USER = ("COMMANDLINE", "ENVIRONMENT")
@@ -80,35 +90,6 @@ def _default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return ...
-
-
-def nested_fields(cls: type) -> dict[str, type]:
-    """The fields of ``cls`` that hold a config of their own shown flat (``setting(..., flatten=True)``): name ->
-    its dataclass. Their fields are options, config-file keys and grid-cell fields like the outer ones."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.metadata.get("flatten")}
-
-
-def flat_names(cls: type) -> list[str]:
-    """Every settable name of ``cls``, nested configs' fields in place of the nested field."""
-    nested = nested_fields(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.init:
-            out += flat_names(nested[f.name]) if f.name in nested else [f.name]
-    return out
-
-
-def nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
-    """A flat mapping of ``cls``'s settings (``flat_names``) as the nested mapping ``core.config.build`` takes; a
-    nested config given as a mapping of its own is merged under the flat keys."""
-    out = {k: v for k, v in flat.items() if k not in nested_fields(cls)}
-    for name, sub in nested_fields(cls).items():
-        given = flat.get(name) if isinstance(flat.get(name), dict) else {}
-        inner = {**given, **{k: out.pop(k) for k in flat_names(sub) if k in out}}
-        if inner:
-            out[name] = nest(sub, inner)
-    return out
 
 
 def config_options(cls: type, *, panel: str | None = None) -> list[inspect.Parameter]:

@@ -226,3 +226,46 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def build_from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """A config dataclass from a file's or a grid cell's mapping (``build`` with file errors)."""
     return build(cls, data, where, error=ConfigFileError)
+
+
+# ---------------------------------------------------------------------- nested configs shown flat
+def nested_fields(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that hold a config of their own shown flat (``setting(..., flatten=True)``): name ->
+    its dataclass. Their fields are options, config-file keys and grid-cell fields like the outer ones."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.metadata.get("flatten")}
+
+
+def flat_names(cls: type) -> list[str]:
+    """Every settable name of ``cls``, nested configs' fields in place of the nested field."""
+    nested = nested_fields(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.init:
+            out += flat_names(nested[f.name]) if f.name in nested else [f.name]
+    return out
+
+
+def nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat mapping of ``cls``'s settings (``flat_names``) as the nested mapping ``core.config.build`` takes; a
+    nested config given as a mapping of its own is merged under the flat keys."""
+    out = {k: v for k, v in flat.items() if k not in nested_fields(cls)}
+    for name, sub in nested_fields(cls).items():
+        given = flat.get(name) if isinstance(flat.get(name), dict) else {}
+        inner = {**given, **{k: out.pop(k) for k in flat_names(sub) if k in out}}
+        if inner:
+            out[name] = nest(sub, inner)
+    return out
+
+
+def flat_values(obj: Any) -> dict[str, Any]:
+    """A config instance's settings by ``flat_names`` (nested configs' fields in place of the nested field)."""
+    nested = nested_fields(type(obj))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in nested:
+            out.update(flat_values(v))
+        else:
+            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+    return out

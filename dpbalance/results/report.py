@@ -46,6 +46,31 @@ TERMINAL = (
     ("J/tok", "energy_j_per_token", "{:.4f}"),
 )
 
+#: the engine model's columns (prefill and prefix caches), in both tables when any run has them
+ENGINE_COLUMNS = (
+    ("prefix hit", "prefix_hit_rate", "{:.1%}", False),
+    ("prefill tokens", "prefill_tokens", "{:,.0f}", True),
+    ("prefill balance", "prefill_balance_ratio", "{:.3f}", False),
+    ("prefill stall", "prefill_stall_share", "{:.1%}", True),
+    ("preemptions", "preemptions", "{:,.0f}", True),
+)
+
+
+def _engine_runs(results: list[Result]) -> bool:
+    return any(math.isfinite(r.prefix_hit_rate) for r in results)
+
+
+def columns(results: list[Result]) -> tuple:
+    """The report.md columns for these runs (the engine model's when any run used it)."""
+    return COLUMNS + ENGINE_COLUMNS if _engine_runs(results) else COLUMNS
+
+
+def terminal_columns(results: list[Result]) -> tuple:
+    """The terminal table's columns for these runs."""
+    extra = tuple(c[:3] for c in ENGINE_COLUMNS if c[1] != "prefill_tokens") if _engine_runs(results) else ()
+    return TERMINAL + extra
+
+
 RATIOS = (
     ("throughput (window) ×", "throughput_tok_s"),
     ("throughput (whole run) ×", "throughput_all_tok_s"),
@@ -111,7 +136,8 @@ def format_table(results: list[Result], baseline: str | None = None) -> Table:
     title = f"ratios against {base}; {window_note(results)}" if base else None
     t = Table(title=title)
     t.add_column("policy", style="bold", no_wrap=True)
-    for head, _, _ in TERMINAL:
+    cols = terminal_columns(results)
+    for head, _, _ in cols:
         t.add_column(head, justify="right")
     t.add_column("tok/s ×", justify="right")
     t.add_column("max–min ×", justify="right")
@@ -119,7 +145,7 @@ def format_table(results: list[Result], baseline: str | None = None) -> Table:
     for r in results:
         t.add_row(
             r.name,
-            *[_fmt(fmt, getattr(r, f)) for _, f, fmt in TERMINAL],
+            *[_fmt(fmt, getattr(r, f)) for _, f, fmt in cols],
             _fmt("{:.3f}", rat[r.name]["throughput_tok_s"]),
             _fmt("{:.3f}", rat[r.name]["avg_imbalance_maxmin"]),
             finished(r),
@@ -143,8 +169,9 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_table(results: list[Result]) -> str:
-    heads = ["policy"] + [h for h, _, _, _ in COLUMNS] + ["finished"]
-    rows = [[f"`{r.name}`"] + [_fmt(fmt, getattr(r, f)) for _, f, fmt, _ in COLUMNS] + [finished(r)] for r in results]
+    cols = columns(results)
+    heads = ["policy"] + [h for h, _, _, _ in cols] + ["finished"]
+    rows = [[f"`{r.name}`"] + [_fmt(fmt, getattr(r, f)) for _, f, fmt, _ in cols] + [finished(r)] for r in results]
     return md_table(heads, rows)
 
 

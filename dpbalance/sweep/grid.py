@@ -31,7 +31,7 @@ from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..core.config import ConfigFileError, build_from_mapping, read_config_file
+from ..core.config import ConfigFileError, build_from_mapping, flat_names, flat_values, nest, read_config_file
 from ..core.specs import SpecError, parse_spec
 from ..engine.step_time import make_step_time
 from ..policies import PolicySpec
@@ -44,7 +44,7 @@ class GridError(ValueError):
 
 
 _TRACE_FIELDS = tuple(f.name for f in fields(TraceSelection) if f.metadata.get("identity", True))
-_SIM_FIELDS = tuple(f.name for f in fields(SimConfig))
+_SIM_FIELDS = tuple(flat_names(SimConfig))  # the engine model's settings flat, as on the command line
 _OWN_FIELDS = ("policy", "predictor", "tag")
 
 
@@ -89,7 +89,7 @@ class Cell:
         """Flat: own fields, then the trace selection's and the simulator's."""
         d: dict[str, Any] = {"policy": self.policy.label, "tag": self.tag}
         d.update({k: getattr(self.trace, k) for k in _TRACE_FIELDS})
-        d.update(dataclasses.asdict(self.sim))
+        d.update(flat_values(self.sim))
         return d
 
     @classmethod
@@ -101,7 +101,7 @@ class Cell:
         own = {k: (None if d[k] is None else str(d[k])) for k in _OWN_FIELDS if k in d}
         try:
             tr = build_from_mapping(TraceSelection, {k: d[k] for k in _TRACE_FIELDS if k in d})
-            sim = build_from_mapping(SimConfig, {k: d[k] for k in _SIM_FIELDS if k in d})
+            sim = build_from_mapping(SimConfig, nest(SimConfig, {k: d[k] for k in _SIM_FIELDS if k in d}))
         except ConfigFileError as exc:
             raise GridError(f"cell {d}: {exc}") from None
         return cls(**own, trace=tr, sim=sim)
