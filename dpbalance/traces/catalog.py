@@ -61,6 +61,15 @@ KNOWN: dict[str, TraceSpec] = {
             "mooncake",
             "Mooncake FAST'25 synthetic (Poisson arrivals)",
         ),
+        *(
+            TraceSpec(name, (f"{name}.jsonl.gz", upstream), "bailian", f"Qwen-Bailian usage traces, {what}")
+            for name, upstream, what in (
+                ("qwen-bailian-a", "qwen_traceA_blksz_16.jsonl", "trace A: sessions, 16-token block hashes"),
+                ("qwen-bailian-b", "qwen_traceB_blksz_16.jsonl", "trace B (business customers)"),
+                ("qwen-bailian-coder", "qwen_coder_blksz_16.jsonl", "coder model"),
+                ("qwen-bailian-thinking", "qwen_thinking_blksz_16.jsonl", "thinking model"),
+            )
+        ),
         TraceSpec(
             "bfio-arxiv",
             ("bfio-arxiv.json.gz", "arxiv_data_8000.json"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.specs import Entry, Registry
 from ..core.workload import Workload
-from .loaders import load_azure, load_bfio, load_burstgpt, load_generic, load_mooncake, load_vidur
+from .loaders import load_azure, load_bailian, load_bfio, load_burstgpt, load_generic, load_mooncake, load_vidur
 from .record import load_record
 
 LoaderFn = Callable[[Path], Workload]
@@ -23,6 +23,13 @@ LOADERS: Registry[LoaderFn] = Registry(
             load_mooncake,
             None,
             "Mooncake FAST'25 JSONL: timestamp (ms), input_length, output_length, hash_ids",
+        ),
+        Entry(
+            "bailian",
+            load_bailian,
+            None,
+            "Qwen-Bailian usage traces JSONL: timestamp (s), input_length, output_length, hash_ids (16-token "
+            "blocks), chat_id, parent_chat_id",
         ),
         Entry(
             "bfio",

@@ -185,6 +185,27 @@ def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
     """Mooncake FAST'25 JSON lines: ``timestamp`` (ms), ``input_length``, ``output_length`` and ``hash_ids``, the
     chained hashes of the prompt's 512-token blocks (kept as the workload's block structure)."""
     arrival, prompt, output, key, hashes = [], [], [], [], []
+    for line, rec in _json_records(path, ("timestamp", "input_length", "output_length")):
+        arrival.append(_float_field(path, line, "timestamp", str(rec["timestamp"])) / 1000.0)
+        prompt.append(_int_field(path, line, "input_length", str(rec["input_length"]), minimum=0))
+        output.append(_int_field(path, line, "output_length", str(rec["output_length"]), minimum=1))
+        hids = rec.get("hash_ids")
+        if hids is None:
+            key.append(NO_KEY)
+            hashes.append(())
+        else:
+            key.append(prompt_key_of(_hash_list(path, line, hids)))
+            hashes.append(hids)
+    blocks = Blocks.from_lists(hashes, MOONCAKE_BLOCK) if any(hashes) else None
+    return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="mooncake", blocks=blocks)
+
+
+#: tokens per block of the Qwen-Bailian traces' hash_ids
+BAILIAN_BLOCK = 16
+
+
+def _json_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a JSON-lines file whose objects must have ``required`` fields."""
     with _open_text(path) as fh:
         for line, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -195,23 +216,37 @@ def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
                 raise TraceError(path, line, f"invalid JSON ({exc.msg}); expected one object per line") from None
             if not isinstance(rec, dict):
                 raise TraceError(path, line, "expected a JSON object per line")
-            for col in ("timestamp", "input_length", "output_length"):
+            for col in required:
                 if col not in rec:
                     raise TraceError(path, line, f"missing field {col!r}")
-            arrival.append(_float_field(path, line, "timestamp", str(rec["timestamp"])) / 1000.0)
-            prompt.append(_int_field(path, line, "input_length", str(rec["input_length"]), minimum=0))
-            output.append(_int_field(path, line, "output_length", str(rec["output_length"]), minimum=1))
-            hids = rec.get("hash_ids")
-            if hids is None:
-                key.append(NO_KEY)
-                hashes.append(())
-            elif isinstance(hids, list) and all(isinstance(h, int) and not isinstance(h, bool) for h in hids):
-                key.append(prompt_key_of(hids))
-                hashes.append(hids)
-            else:
-                raise TraceError(path, line, "field 'hash_ids': expected a list of integers")
-    blocks = Blocks.from_lists(hashes, MOONCAKE_BLOCK) if any(hashes) else None
-    return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="mooncake", blocks=blocks)
+            yield line, rec
+
+
+def _hash_list(path: Path, line: int, hids) -> list[int]:
+    if isinstance(hids, list) and all(isinstance(h, int) and not isinstance(h, bool) for h in hids):
+        return hids
+    raise TraceError(path, line, "field 'hash_ids': expected a list of integers")
+
+
+def load_bailian(path: Path, name: str = "bailian") -> Workload:
+    """Qwen-Bailian usage traces (Alibaba, JSON lines): ``timestamp`` (s), ``input_length``, ``output_length``,
+    ``hash_ids`` (salted chained hashes of 16-token blocks), ``chat_id`` and ``parent_chat_id`` (-1 for a
+    conversation's first request). A request's session is the first request of its conversation."""
+    arrival, prompt, output, key, hashes, session = [], [], [], [], [], []
+    root: dict[int, int] = {}
+    for line, rec in _json_records(path, ("timestamp", "input_length", "output_length", "chat_id")):
+        arrival.append(_float_field(path, line, "timestamp", str(rec["timestamp"])))
+        prompt.append(_int_field(path, line, "input_length", str(rec["input_length"]), minimum=0))
+        output.append(_int_field(path, line, "output_length", str(rec["output_length"]), minimum=1))
+        chat = _int_field(path, line, "chat_id", str(rec["chat_id"]), minimum=-(2**62))
+        parent = _int_field(path, line, "parent_chat_id", str(rec.get("parent_chat_id", -1)), minimum=-(2**62))
+        root[chat] = root.get(parent, parent) if parent >= 0 else chat  # an unseen parent starts the session
+        session.append(root[chat])
+        hids = _hash_list(path, line, rec.get("hash_ids") or [])
+        key.append(prompt_key_of(hids) if hids else NO_KEY)
+        hashes.append(hids)
+    blocks = Blocks.from_lists(hashes, BAILIAN_BLOCK) if any(hashes) else None
+    return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="bailian", blocks=blocks, session=session)
 
 
 def load_bfio(path: Path, name: str = "bfio") -> Workload:
@@ -311,6 +346,8 @@ def sniff_format(path: Path) -> str:
     if first.startswith("{"):
         if '"prompt_tokens"' in first and '"t"' in first:
             return "record"
+        if '"chat_id"' in first and '"input_length"' in first:
+            return "bailian"
         return "mooncake" if '"input_length"' in first and '"timestamp"' in first else "bfio"
     if "TIMESTAMP" in first:
         return "azure"
@@ -324,6 +361,6 @@ def sniff_format(path: Path) -> str:
         path,
         1,
         f"unknown trace format; header was {first[:80]!r}. Supported formats: azure, "
-        "mooncake, bfio, vidur, burstgpt, generic (CSV with prompt_tokens, output_tokens), record "
+        "mooncake, bailian, bfio, vidur, burstgpt, generic (CSV with prompt_tokens, output_tokens), record "
         "(dpbalance serve --record)",
     )

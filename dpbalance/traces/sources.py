@@ -30,6 +30,7 @@ BFIO_REPO = "Echoscd/Load-Balancing-Release"
 BFIO_COMMIT = "54539d60919911d0d2fe7eb45b854dab0d4ba0bc"
 VIDUR_REPO = "microsoft/vidur"
 VIDUR_COMMIT = "6d98aa8f71696520acc603d87439e77cc78160a7"
+BAILIAN_REPO = "alibaba-edu/qwen-bailian-usagetraces-anon"
 BURSTGPT_REPO = "HPMLL/BurstGPT"
 BURSTGPT_COMMIT = "5d93d820d9b6bee4e26914df003e5713538164ae"
 
@@ -50,6 +51,10 @@ CITE_BFIO = (
     'Z. Chen, T. Bu, C. Song, X. Lu, Y. Ye, Z. Zhou, "A Universal Load Balancing Principle and Its Application '
     'to Large Language Model Serving", arXiv:2601.17855, 2026; and the dataset it draws lengths from.'
 )
+CITE_BAILIAN = (
+    'Alibaba Cloud Model Studio (Bailian), "Qwen-Bailian anonymous usage traces", '
+    "github.com/alibaba-edu/qwen-bailian-usagetraces-anon, 2025."
+)
 CITE_VIDUR = 'A. Agrawal et al., "Vidur: A Large-Scale Simulation Framework for LLM Inference", MLSys 2024.'
 CITE_BURSTGPT = (
     'Y. Wang et al., "BurstGPT: A Real-World Workload Dataset to Optimize LLM Serving Systems", KDD \'25, '
@@ -58,6 +63,24 @@ CITE_BURSTGPT = (
 
 AZURE_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 MOONCAKE_HEADER = ('"timestamp"', '"input_length"', '"output_length"')
+BAILIAN_HEADER = ('"chat_id"', '"timestamp"', '"input_length"', '"output_length"')
+
+
+def _bailian(name: str, upstream: str, what: str) -> Source:
+    return Source(
+        name,
+        f"{name}.jsonl.gz",
+        "user",
+        publisher=f"Alibaba Cloud Model Studio (Qwen-Bailian usage traces: {what})",
+        licence="Apache-2.0",
+        citation=CITE_BAILIAN,
+        url=f"{RAW_GITHUB}/{BAILIAN_REPO}/main/{upstream}",
+        repository=BAILIAN_REPO,
+        path=upstream,
+        expect=BAILIAN_HEADER,
+        note="two hours of one Qwen serving instance: sessions (chat and parent ids, turns) and 16-token block "
+        "hashes; fetched from the repository's main branch, no published checksum",
+    )
 
 
 @dataclass(frozen=True)
@@ -260,6 +283,10 @@ SOURCES: dict[str, Source] = {
             expect=("Timestamp", "Request tokens", "Response tokens"),
             note="52 MB in Git LFS (GitHub may refuse LFS downloads over its bandwidth quota)",
         ),
+        _bailian("qwen-bailian-a", "qwen_traceA_blksz_16.jsonl", "trace A"),
+        _bailian("qwen-bailian-b", "qwen_traceB_blksz_16.jsonl", "trace B, business customers"),
+        _bailian("qwen-bailian-coder", "qwen_coder_blksz_16.jsonl", "coder model"),
+        _bailian("qwen-bailian-thinking", "qwen_thinking_blksz_16.jsonl", "thinking model"),
         Source(
             "sample",
             "sample.csv.gz",

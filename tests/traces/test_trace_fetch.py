@@ -354,3 +354,15 @@ def test_real_files_pass_the_real_checksums(need_trace, server, tmp_path):
         assert b.meta["source"] != a.meta["source"]
         assert np.array_equal(a.prompt, b.prompt) and np.array_equal(a.output, b.output)
         assert np.array_equal(a.arrival, b.arrival)
+
+
+def test_qwen_bailian_trace_keeps_sessions_and_16_token_blocks(server, tmp_path):
+    res = fetch_trace("qwen-bailian-a", tmp_path, mirror=server["url"])
+    assert res.status == "fetched" and res.path == tmp_path / "qwen-bailian-a.jsonl.gz"
+    w = load_trace("qwen-bailian-a", tmp_path)
+    assert w.meta["format"] == "bailian"
+    np.testing.assert_allclose(w.arrival, [0.0, 0.386, 1.136, 1.886], atol=1e-9)  # seconds, not ms
+    assert w.session.tolist() == [159, 160, 159, 159]  # turns 2 and 3 belong to chat 159's conversation
+    assert w.blocks.size == 16 and w.blocks.of(3).tolist() == [1089, 1090, 2001, 2002, 2003]
+    # one unlimited cache: 0, then 1 block (20 tokens: the last is recomputed), 2 blocks, 4 blocks
+    assert w.prefix_stats()["prefix_reuse"] == pytest.approx((16 + 32 + 64) / (40 + 20 + 70 + 90))
