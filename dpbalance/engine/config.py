@@ -2,10 +2,10 @@
 KV capacity) and how it schedules a step. One config, used by ``simulate`` (and every command that simulates) and
 by ``engine-sim``.
 
-With ``prefill`` and ``prefix_cache`` both off the engine is the decode-only model of the papers (a request
-decodes from the step it is admitted in and a step costs only its decode work): the right model for the decode
-ranks of a prefill–decode disaggregated deployment, and bit-for-bit what dpbalance computed before the engine
-model existed.
+With ``prefill`` and ``prefix_cache`` off and an unlimited ``kv_capacity`` the engine is the decode-only model of
+the papers (a request decodes from the step it is admitted in and a step costs only its decode work): the right
+model for the decode ranks of a prefill–decode disaggregated deployment, and bit-for-bit what dpbalance computed
+before the engine model existed.
 """
 
 from __future__ import annotations
