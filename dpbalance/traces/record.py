@@ -3,13 +3,16 @@
 One request per line, written when the request ends::
 
     {"v": 1, "t": 1764068301.123, "prompt_tokens": 812, "output_tokens": 240, "prompt_hash": "9f2c…",
-     "rank": 3, "policy": "br0", "outcome": "completed"}
+     "rank": 3, "policy": "br0", "outcome": "completed", "block_size": 16, "blocks": [4711, 90210, …]}
 
 - ``t``: arrival time at the router, Unix seconds (the loader replays times relative to the first request);
 - ``prompt_tokens`` / ``output_tokens``: tokens of the prompt and tokens actually generated;
 - ``prompt_hash``: a hash of the prompt (never its text) — equal prompts get equal hashes, which is what the
   ``exact_match`` predictor needs; ``rank``: the decode rank that served it (absent if none did);
-- ``policy``: the policy label in force; ``outcome``: completed, or failed / rejected with a reason.
+- ``policy``: the policy label in force; ``outcome``: completed, or failed / rejected with a reason;
+- ``blocks`` (when the router knows the prompt's tokens): the chained hashes of the prompt's full
+  ``block_size``-token blocks as the engine cuts them (``dpbalance.engine.hashing``), never the tokens; a
+  replay with ``--prefix-cache`` finds the prefixes the live ranks could share.
 
 Only requests that generated at least one token replay (the others never reached decode); the loader counts the
 rest. Each line is written whole with one write and flushed, so a router that is killed leaves at most a
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.workload import NO_KEY, Workload
+from ..core.workload import NO_KEY, Blocks, Workload
 from .loaders import TraceError, _open_text
 
 FORMAT_VERSION = 1
@@ -60,6 +63,8 @@ class RecordWriter:
         rank: int | None,
         policy: str,
         outcome: str,
+        blocks: list[int] | None = None,
+        block_size: int = 16,
     ) -> None:
         rec = {
             "v": FORMAT_VERSION,
@@ -72,6 +77,9 @@ class RecordWriter:
         }
         if rank is not None:
             rec["rank"] = int(rank)
+        if blocks is not None:
+            rec["block_size"] = int(block_size)
+            rec["blocks"] = [int(h) for h in blocks]
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         if self.max_bytes and self._fh.tell() + len(line) > self.max_bytes and self._fh.tell() > 0:
             self._rotate()
@@ -93,7 +101,8 @@ class RecordWriter:
 
 def load_record(path: Path, name: str = "record") -> Workload:
     """A recording as a workload: requests that generated tokens, arrival times from the first one."""
-    arrival, prompt, output, key = [], [], [], []
+    arrival, prompt, output, key, hashes = [], [], [], [], []
+    sizes: set[int] = set()
     skipped = 0
     with _open_text(path) as fh:
         lines = fh.readlines()
@@ -128,6 +137,7 @@ def load_record(path: Path, name: str = "record") -> Workload:
         output.append(o)
         h = rec.get("prompt_hash")
         key.append(int(h[:15], 16) if isinstance(h, str) and len(h) >= 15 else NO_KEY)
+        hashes.append(_blocks_of(path, lineno, rec, sizes))
     if not prompt:
         raise TraceError(path, None, "no request in the recording generated tokens")
     return Workload.from_arrays(
@@ -138,4 +148,21 @@ def load_record(path: Path, name: str = "record") -> Workload:
         name=name,
         has_timestamps=True,
         meta={"source": str(path), "format": "record", "dropped": {"no_output_tokens": skipped}},
+        blocks=Blocks.from_lists(hashes, sizes.pop()) if sizes else None,
     )
+
+
+def _blocks_of(path: Path, lineno: int, rec: dict, sizes: set[int]) -> list[int]:
+    """A recorded request's block hashes (empty when it has none); every line must use one block size."""
+    blocks = rec.get("blocks")
+    if blocks is None:
+        return []
+    size = rec.get("block_size", 16)
+    if not isinstance(blocks, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
+        raise TraceError(path, lineno, "field 'blocks': expected a list of integer block hashes")
+    if not isinstance(size, int) or size < 1:
+        raise TraceError(path, lineno, f"field 'block_size': expected a positive integer, got {size!r}")
+    sizes.add(size)
+    if len(sizes) > 1:
+        raise TraceError(path, lineno, f"block_size {size} differs from earlier lines' ({min(sizes - {size})})")
+    return blocks

@@ -108,3 +108,30 @@ def test_rotation_keeps_every_line_and_the_newest_file_is_current(tmp_path):
         warnings.simplefilter("error")  # whole lines only
         for f in files:
             load_record(f)
+
+
+def test_block_hashes_round_trip_and_a_replay_finds_the_shared_prefix(tmp_path):
+    from dpbalance.engine.hashing import block_hashes
+
+    words = [f"w{i}" for i in range(40)]
+    first, second = block_hashes(words), block_hashes(words[:32] + ["other"] * 8)
+    rows = [
+        {**ROWS[0], "blocks": first, "prompt_tokens": 40},
+        {**ROWS[2], "blocks": second, "prompt_tokens": 40},
+    ]
+    p = tmp_path / "traffic.jsonl"
+    write(p, rows)
+    w = load_record(p)
+    assert w.blocks.size == 16 and w.blocks.of(0).tolist() == first and w.blocks.of(1).tolist() == second
+    # one cache: the second prompt shares its first two blocks with the first
+    assert w.prefix_stats()["prefix_reuse"] == pytest.approx(32 / 80)
+
+
+def test_recorded_blocks_that_are_not_hashes_or_mix_sizes_are_errors(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    write(p, [{**ROWS[0], "blocks": [1, 2]}, {**ROWS[2], "blocks": [3], "block_size": 32}])
+    with pytest.raises(TraceError, match="block_size 32 differs"):
+        load_record(p)
+    p.write_text(json.dumps({"t": 1, "prompt_tokens": 3, "output_tokens": 1, "blocks": ["a"]}) + "\n")
+    with pytest.raises(TraceError, match=r"bad.jsonl:1: .*integer block hashes"):
+        load_record(p)
