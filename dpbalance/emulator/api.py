@@ -229,182 +229,189 @@ class EngineServer:
     # ------------------------------------------------------------------ the apps
     def app(self, idx: int | None) -> web.Application:
         """Rank ``idx``'s app, or the DP endpoint's (``None``)."""
-        g = self.group
         app = web.Application(client_max_size=64 * 1024**2)
-
-        def rank_of(request) -> Rank | web.Response:
-            if idx is not None:
-                return g.ranks[idx]
-            raw = request.headers.get(DP_RANK_HEADER)
-            try:
-                r = int(raw) if raw is not None else None
-            except ValueError:
-                r = None  # vLLM ignores a header that is not an integer
-            if r is None:
-                return g.pick_rank()
-            if not 0 <= r < len(g.ranks):
-                return _bad(f"data_parallel_rank {r} is out of range [0, {len(g.ranks)}).")
-            return g.ranks[r]
-
-        async def health(_):
-            ok = all(rk.healthy for rk in g.ranks) if idx is None else g.ranks[idx].healthy
-            return web.Response(status=200 if ok else 503)
-
-        async def models(_):
-            return web.json_response(
-                {
-                    "object": "list",
-                    "data": [
-                        {
-                            "id": g.model,
-                            "object": "model",
-                            "created": 0,
-                            "owned_by": "vllm",
-                            "root": g.model,
-                            "parent": None,
-                            "max_model_len": 1_000_000_000,
-                        }
-                    ],
-                }
-            )
-
-        async def version(_):
-            return web.json_response({"version": "engine-sim"})
-
-        async def server_info(request):
-            par = {"data_parallel_size": len(g.ranks)}
-            if idx is not None:
-                par["data_parallel_rank"] = idx
-            return web.json_response(
-                {"vllm_config": {"scheduler_config": {"max_num_seqs": g.slots}, "parallel_config": par}}
-            )
-
-        async def tokenize(request):
-            try:
-                body = await request.json()
-            except ValueError:
-                return _bad("invalid JSON")
-            if not isinstance(body, dict):
-                return _bad("request body must be a JSON object")
-            n = count_tokens(body.get("prompt", body.get("messages", "")))
-            return web.json_response(
-                {"count": n, "max_model_len": 1_000_000_000, "tokens": list(range(n)), "token_strs": None}
-            )
-
-        async def detokenize(request):
-            try:
-                body = await request.json()
-                toks = body["tokens"]
-                assert isinstance(toks, list)
-            except (ValueError, KeyError, TypeError, AssertionError):
-                return _bad("'tokens' must be a list of token ids", "tokens")
-            return web.json_response({"prompt": " ".join("w" for _ in toks)})
-
-        async def metrics(_):
-            lines = []
-            for rk in g.ranks if idx is None else [g.ranks[idx]]:
-                lbl = f'{{engine="{rk.idx}",model_name="{g.model}"}}'
-                for name, kind, value in (
-                    ("vllm:num_requests_running", "gauge", len(rk.running)),
-                    ("vllm:num_requests_waiting", "gauge", len(rk.waiting)),
-                    ("vllm:kv_cache_usage_perc", "gauge", min(1.0, rk.load() / g.kv_capacity)),
-                    ("vllm:generation_tokens_total", "counter", rk.generation_tokens),
-                    ("vllm:prompt_tokens_total", "counter", rk.prompt_tokens),
-                    ("vllm:request_success_total", "counter", rk.requests_ok),
-                    ("vllm:prefix_cache_queries_total", "counter", g.cache_stats(rk)[0]),
-                    ("vllm:prefix_cache_hits_total", "counter", g.cache_stats(rk)[1]),
-                ):
-                    lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
-                for name, total, count in (
-                    ("vllm:inter_token_latency_seconds", rk.itl_sum, rk.itl_count),
-                    ("vllm:iteration_tokens_total", rk.iteration_tokens, rk.iterations),
-                ):
-                    lines += [
-                        f"# TYPE {name} histogram",
-                        f'{name}_bucket{lbl[:-1]},le="+Inf"}} {count}',
-                        f"{name}_sum{lbl} {total}",
-                        f"{name}_count{lbl} {count}",
-                    ]
-            return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
-        async def completions(request, chat: bool = False):
-            rk = rank_of(request)
-            if isinstance(rk, web.Response):
-                return rk
-            if not rk.healthy:
-                return _err(503, "rank unavailable", "ServiceUnavailableError")
-            try:
-                body = await request.json()
-            except ValueError:
-                return _bad("invalid JSON body")
-            checked = check_params(body, chat, g.model)
-            if isinstance(checked, web.Response):
-                return checked
-            max_tokens, stream, so = checked
-            toks = prompt_token_list(body.get("messages") if chat else body.get("prompt"))
-            req = SimRequest(
-                rid=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}",
-                prompt_tokens=len(toks),
-                hashes=block_hashes(toks, g.block_size) if g.wants_hashes else None,
-                max_tokens=max_tokens,
-                chat=chat,
-                model=body.get("model") or g.model,
-                done=asyncio.get_running_loop().create_future(),
-                kv=body.get("kv_transfer_params"),
-            )
-            if (req.kv or {}).get("do_remote_decode"):  # PD prefill call: one token, hand back KV handles
-                req.max_tokens = 1
-            try:
-                if stream:
-                    return await _stream(request, g, rk, req, so)
-                req.gone = lambda: request.transport is None or request.transport.is_closing()
-                g.submit(rk, req)
-                if await req.done != "ok":
-                    return _err(500, "engine stream broken", "InternalServerError")
-                return web.json_response(_full_response(req, body), dumps=_DUMPS)
-            finally:
-                g.forget(rk, req)
-
-        async def chat(r):
-            return await completions(r, chat=True)
-
-        async def admin(request):
-            try:
-                rk = g.ranks[int(request.query.get("rank", idx if idx is not None else 0))]
-            except (ValueError, IndexError):
-                return _bad("bad rank")
-            action = request.match_info["action"]
-            if action in ("fail", "break"):
-                n = g.break_streams(rk)
-                if action == "fail":
-                    rk.healthy = False
-                return web.json_response({"rank": rk.idx, "healthy": rk.healthy, "broken_streams": n})
-            if action in ("pause", "resume"):
-                rk.paused = action == "pause"
-                return web.json_response({"rank": rk.idx, "paused": rk.paused})
-            rk.healthy, rk.paused = True, False
-            return web.json_response({"rank": rk.idx, "healthy": True})
-
-        async def stats(_):
-            return web.json_response(g.stats())
-
-        async def reset(_):
-            g.reset_stats()
-            return web.json_response({"ok": True})
-
-        app.router.add_get("/health", health)
-        app.router.add_get("/v1/models", models)
-        app.router.add_get("/version", version)
-        app.router.add_get("/server_info", server_info)
-        app.router.add_post("/tokenize", tokenize)
-        app.router.add_post("/detokenize", detokenize)
-        app.router.add_get("/metrics", metrics)
-        app.router.add_post("/v1/completions", completions)
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_post("/admin/{action:fail|revive|break|pause|resume}", admin)
-        app.router.add_get("/admin/stats", stats)
-        app.router.add_post("/admin/reset_stats", reset)
+        h = RankHandlers(self.group, idx)
+        app.router.add_get("/health", h.health)
+        app.router.add_get("/v1/models", h.models)
+        app.router.add_get("/version", h.version)
+        app.router.add_get("/server_info", h.server_info)
+        app.router.add_post("/tokenize", h.tokenize)
+        app.router.add_post("/detokenize", h.detokenize)
+        app.router.add_get("/metrics", h.metrics)
+        app.router.add_post("/v1/completions", h.completions)
+        app.router.add_post("/v1/chat/completions", h.chat)
+        app.router.add_post("/admin/{action:fail|revive|break|pause|resume}", h.admin)
+        app.router.add_get("/admin/stats", h.stats)
+        app.router.add_post("/admin/reset_stats", h.reset)
         return app
+
+
+class RankHandlers:
+    """The HTTP handlers of one rank's port (``idx``), or of the DP endpoint (``idx`` None: the
+    X-data-parallel-rank header picks the rank, else vLLM's own rule)."""
+
+    def __init__(self, group: EngineGroup, idx: int | None):
+        self.g, self.idx = group, idx
+
+    def rank_of(self, request) -> Rank | web.Response:
+        if self.idx is not None:
+            return self.g.ranks[self.idx]
+        raw = request.headers.get(DP_RANK_HEADER)
+        try:
+            r = int(raw) if raw is not None else None
+        except ValueError:
+            r = None  # vLLM ignores a header that is not an integer
+        if r is None:
+            return self.g.pick_rank()
+        if not 0 <= r < len(self.g.ranks):
+            return _bad(f"data_parallel_rank {r} is out of range [0, {len(self.g.ranks)}).")
+        return self.g.ranks[r]
+
+    async def health(self, _):
+        ok = all(rk.healthy for rk in self.g.ranks) if self.idx is None else self.g.ranks[self.idx].healthy
+        return web.Response(status=200 if ok else 503)
+
+    async def models(self, _):
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.g.model,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "vllm",
+                        "root": self.g.model,
+                        "parent": None,
+                        "max_model_len": 1_000_000_000,
+                    }
+                ],
+            }
+        )
+
+    async def version(self, _):
+        return web.json_response({"version": "engine-sim"})
+
+    async def server_info(self, request):
+        par = {"data_parallel_size": len(self.g.ranks)}
+        if self.idx is not None:
+            par["data_parallel_rank"] = self.idx
+        return web.json_response(
+            {"vllm_config": {"scheduler_config": {"max_num_seqs": self.g.slots}, "parallel_config": par}}
+        )
+
+    async def tokenize(self, request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return _bad("invalid JSON")
+        if not isinstance(body, dict):
+            return _bad("request body must be a JSON object")
+        n = count_tokens(body.get("prompt", body.get("messages", "")))
+        return web.json_response(
+            {"count": n, "max_model_len": 1_000_000_000, "tokens": list(range(n)), "token_strs": None}
+        )
+
+    async def detokenize(self, request):
+        try:
+            body = await request.json()
+            toks = body["tokens"]
+            assert isinstance(toks, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return _bad("'tokens' must be a list of token ids", "tokens")
+        return web.json_response({"prompt": " ".join("w" for _ in toks)})
+
+    async def metrics(self, _):
+        lines = []
+        for rk in self.g.ranks if self.idx is None else [self.g.ranks[self.idx]]:
+            lbl = f'{{engine="{rk.idx}",model_name="{self.g.model}"}}'
+            for name, kind, value in (
+                ("vllm:num_requests_running", "gauge", len(rk.running)),
+                ("vllm:num_requests_waiting", "gauge", len(rk.waiting)),
+                ("vllm:kv_cache_usage_perc", "gauge", min(1.0, rk.load() / self.g.kv_capacity)),
+                ("vllm:generation_tokens_total", "counter", rk.generation_tokens),
+                ("vllm:prompt_tokens_total", "counter", rk.prompt_tokens),
+                ("vllm:request_success_total", "counter", rk.requests_ok),
+                ("vllm:prefix_cache_queries_total", "counter", self.g.cache_stats(rk)[0]),
+                ("vllm:prefix_cache_hits_total", "counter", self.g.cache_stats(rk)[1]),
+            ):
+                lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
+            for name, total, count in (
+                ("vllm:inter_token_latency_seconds", rk.itl_sum, rk.itl_count),
+                ("vllm:iteration_tokens_total", rk.iteration_tokens, rk.iterations),
+            ):
+                lines += [
+                    f"# TYPE {name} histogram",
+                    f'{name}_bucket{lbl[:-1]},le="+Inf"}} {count}',
+                    f"{name}_sum{lbl} {total}",
+                    f"{name}_count{lbl} {count}",
+                ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def completions(self, request, chat: bool = False):
+        rk = self.rank_of(request)
+        if isinstance(rk, web.Response):
+            return rk
+        if not rk.healthy:
+            return _err(503, "rank unavailable", "ServiceUnavailableError")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _bad("invalid JSON body")
+        checked = check_params(body, chat, self.g.model)
+        if isinstance(checked, web.Response):
+            return checked
+        max_tokens, stream, so = checked
+        toks = prompt_token_list(body.get("messages") if chat else body.get("prompt"))
+        req = SimRequest(
+            rid=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}",
+            prompt_tokens=len(toks),
+            hashes=block_hashes(toks, self.g.block_size) if self.g.wants_hashes else None,
+            max_tokens=max_tokens,
+            chat=chat,
+            model=body.get("model") or self.g.model,
+            done=asyncio.get_running_loop().create_future(),
+            kv=body.get("kv_transfer_params"),
+        )
+        if (req.kv or {}).get("do_remote_decode"):  # PD prefill call: one token, hand back KV handles
+            req.max_tokens = 1
+        try:
+            if stream:
+                return await _stream(request, self.g, rk, req, so)
+            req.gone = lambda: request.transport is None or request.transport.is_closing()
+            self.g.submit(rk, req)
+            if await req.done != "ok":
+                return _err(500, "engine stream broken", "InternalServerError")
+            return web.json_response(_full_response(req, body), dumps=_DUMPS)
+        finally:
+            self.g.forget(rk, req)
+
+    async def chat(self, r):
+        return await self.completions(r, chat=True)
+
+    async def admin(self, request):
+        try:
+            rk = self.g.ranks[int(request.query.get("rank", self.idx if self.idx is not None else 0))]
+        except (ValueError, IndexError):
+            return _bad("bad rank")
+        action = request.match_info["action"]
+        if action in ("fail", "break"):
+            n = self.g.break_streams(rk)
+            if action == "fail":
+                rk.healthy = False
+            return web.json_response({"rank": rk.idx, "healthy": rk.healthy, "broken_streams": n})
+        if action in ("pause", "resume"):
+            rk.paused = action == "pause"
+            return web.json_response({"rank": rk.idx, "paused": rk.paused})
+        rk.healthy, rk.paused = True, False
+        return web.json_response({"rank": rk.idx, "healthy": True})
+
+    async def stats(self, _):
+        return web.json_response(self.g.stats())
+
+    async def reset(self, _):
+        self.g.reset_stats()
+        return web.json_response({"ok": True})
 
 
 async def _stream(request: web.Request, g: EngineGroup, rk: Rank, req: SimRequest, so: dict) -> web.StreamResponse:

@@ -219,10 +219,7 @@ def build_result(
     multi = done & (output > 1)
     tpot_ms = ((finish - first_token)[multi] / (output[multi] - 1)) * 1e3
     mean = lambda x: float(np.mean(x)) if len(x) else math.nan  # noqa: E731
-    disp_us = dispatch_ns / 1e3
     full = step_stats(steps["max"], steps["min"], steps["sum"].astype(np.float64), workers)
-    ttft_q, tpot_q, e2e_q = _pct(ttft, 50, 95, 99), _pct(tpot_ms, 50, 95, 99), _pct(e2e, 50, 95, 99)
-    disp_q = _pct(disp_us, 50, 99)
     res = Result(
         policy=policy,
         workers=workers,
@@ -241,26 +238,41 @@ def build_result(
         idle_fraction=mean(st["idle"]),
         energy_j=energy,
         energy_j_per_token=energy / all_tokens if all_tokens > 0 else math.nan,
-        ttft_p50_s=ttft_q[0],
-        ttft_p95_s=ttft_q[1],
-        ttft_p99_s=ttft_q[2],
-        wait_max_s=float(wait.max()) if len(wait) else math.nan,
-        tpot_p50_ms=tpot_q[0],
-        tpot_p95_ms=tpot_q[1],
-        tpot_p99_ms=tpot_q[2],
-        e2e_p50_s=e2e_q[0],
-        e2e_p95_s=e2e_q[1],
-        e2e_p99_s=e2e_q[2],
-        dispatch_us_p50=disp_q[0],
-        dispatch_us_p99=disp_q[1],
+        **_latency_fields(ttft, tpot_ms, e2e, wait, dispatch_ns / 1e3),
         steps=int(n_steps),
         sim_wall_s=float(wall_s),
         window=window,
         label=label,
         config=config,
     )
+    lat = {"ttft": ttft, "tpot_ms": tpot_ms, "e2e": e2e, "wait": wait}
+    return res, _series(steps, full, lat, workers, w_end, t0)
+
+
+def _latency_fields(ttft, tpot_ms, e2e, wait, disp_us) -> dict[str, float]:
+    """The Result's latency percentiles from the per-request latencies (s; TPOT in ms; dispatch in µs)."""
+    ttft_q, tpot_q, e2e_q = _pct(ttft, 50, 95, 99), _pct(tpot_ms, 50, 95, 99), _pct(e2e, 50, 95, 99)
+    disp_q = _pct(disp_us, 50, 99)
+    return {
+        "ttft_p50_s": ttft_q[0],
+        "ttft_p95_s": ttft_q[1],
+        "ttft_p99_s": ttft_q[2],
+        "wait_max_s": float(wait.max()) if len(wait) else math.nan,
+        "tpot_p50_ms": tpot_q[0],
+        "tpot_p95_ms": tpot_q[1],
+        "tpot_p99_ms": tpot_q[2],
+        "e2e_p50_s": e2e_q[0],
+        "e2e_p95_s": e2e_q[1],
+        "e2e_p99_s": e2e_q[2],
+        "dispatch_us_p50": disp_q[0],
+        "dispatch_us_p99": disp_q[1],
+    }
+
+
+def _series(steps, full, lat: dict[str, np.ndarray], workers: int, w_end: int, t0: float) -> Series:
+    """The per-step and per-request series the plots draw."""
     sidx = steps.get("sample_idx", np.empty(0, np.int64))
-    series = Series(
+    return Series(
         t=steps["t_end"] - t0,
         maxmin=full["maxmin"],
         gap=full["gap"],
@@ -268,10 +280,6 @@ def build_result(
         tokens=steps["active"],
         sample_t=steps["t_end"][sidx] - t0 if len(sidx) else np.empty(0),
         sample_rows=steps.get("sample_rows", np.empty((0, workers), np.int64)),
-        ttft=ttft,
-        tpot_ms=tpot_ms,
-        e2e=e2e,
-        wait=wait,
+        **lat,
         window_end_t=float(steps["t_end"][w_end] - t0) if w_end >= 0 else 0.0,
     )
-    return res, series
