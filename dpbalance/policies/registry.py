@@ -25,6 +25,16 @@ from .balanceroute import BR0Config, BRHConfig, make_br0, make_brh
 from .base import NoOptions, Policy, PolicyContext
 from .baselines import FcfsPolicy, JsqCountPolicy, JsqTokensPolicy, PowerOfTwoPolicy, RandomPolicy, RoundRobinPolicy
 from .bfio import BfioConfig, BfioPolicy
+from .engine_rules import (
+    AdpBalanceConfig,
+    AdpBalancePolicy,
+    SglangConfig,
+    SglangTotalTokensPolicy,
+    VllmConfig,
+    VllmKvConfig,
+    VllmKvPolicy,
+    VllmPolicy,
+)
 from .prefix import (
     BrpConfig,
     BrpPolicy,
@@ -40,16 +50,6 @@ from .prefix import (
     SessionHashPolicy,
     SglangCacheAwareConfig,
     VllmRouterCacheAwareConfig,
-)
-from .engine_rules import (
-    AdpBalanceConfig,
-    AdpBalancePolicy,
-    SglangConfig,
-    SglangTotalTokensPolicy,
-    VllmConfig,
-    VllmKvConfig,
-    VllmKvPolicy,
-    VllmPolicy,
 )
 
 #: how a policy's decision time grows: "simple" rules are a heap or a scan per request, "search" policies score

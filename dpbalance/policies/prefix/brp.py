@@ -17,14 +17,16 @@ which some rank must spend however the batch is spread: a cache hit that does no
 a hit on a rank that would overflow wins only while the overflow, paid G times, costs less than the prefill it
 saves (λ = ``work_weight``). ``w`` (``prefill_weight``) scales prefill against decode: 1 counts a prefill token as
 what it costs in the step it runs in (≈1,000 KV tokens with the default constants, which are those of
-``linear_max``'s prefill terms); it was chosen on the training traces (see docs/results/prefix_matrix.md).
+``linear_max``'s prefill terms); it is the step-time model's own ratio, not tuned (see
+docs/results/prefix_matrix.md).
 
-One dispatch places the oldest waiting requests that have a free slot (FIFO admission, except the bounded affinity wait below), largest work first, each on the worker with the lowest cost
-among those with a free slot whose KV headroom holds its miss (all free ones if none does); ties: the lowest W.
-A request whose cheapest rank (over all ranks) has no free slot, when that rank's cost beats every free one, is
-held for it (``affinity_wait_s``, bounded: after that long it goes to the best free rank) rather than recomputing
-its prefix elsewhere. ``ttft_slo`` (seconds, off by default): a request whose estimated first token (its wait so far + the rank's queued
-prefill seconds + its own) would miss the target on some ranks goes to a rank that meets it, or, if none does,
+One dispatch places the oldest waiting requests that have a free slot (FIFO admission, except the bounded affinity
+wait below), largest work first, each on the worker with the lowest cost among those with a free slot whose KV
+headroom holds its miss (all free ones if none does); ties: the lowest W. A request whose cheapest rank (over all
+ranks) has no free slot, when that rank's cost beats every free one, is held for it (``affinity_wait_s``, bounded:
+after that long it goes to the best free rank) rather than recomputing its prefix elsewhere. ``ttft_slo``
+(seconds, off by default): a request whose estimated first token (its wait so far + the rank's queued prefill
+seconds + its own) would miss the target on some ranks goes to a rank that meets it, or, if none does,
 to the rank with the earliest estimate.
 
 **Reduction to BR-0.** Without a prefix view, or when the ranks do not model prefill (``PrefixView.prefill``
