@@ -4,8 +4,8 @@ round_robin on traces with prefix structure, prefill on, per-rank KV capacity un
     DPBALANCE_TRACE_DIR=/work/shared/traces taskset -c 1 .venv/bin/python benchmarks/prefix_matrix.py \\
         > docs/results/prefix_matrix.md
 
-Subsets (chosen before timing; the matrix then took 35 s, so the full traces are affordable and not yet run): the first ``N`` requests of each Mooncake trace, with
-their arrival times scaled by ``RATE`` (at their own rate the modelled ranks are more than twice overloaded, so every
+Subsets (chosen before timing; the matrix then took 35 s, so the full traces are affordable and not yet run):
+the first ``N`` requests of each Mooncake trace, with their arrival times scaled by ``RATE`` (at their own rate the modelled ranks are more than twice overloaded, so every
 policy's TTFT would be the queue's), and a synthetic session trace. BRP's defaults are the step-time model's
 ratios, not tuned on these cells (a few variants on mooncake-synthetic's first 1,000 requests differed by < 4 %).
 """
