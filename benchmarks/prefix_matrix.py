@@ -5,9 +5,10 @@ round_robin on traces with prefix structure, prefill on, per-rank KV capacity un
         > docs/results/prefix_matrix.md
 
 Subsets (chosen before timing; the matrix then took 35 s, so the full traces are affordable and not yet run):
-the first ``N`` requests of each Mooncake trace, with their arrival times scaled by ``RATE`` (at their own rate the modelled ranks are more than twice overloaded, so every
-policy's TTFT would be the queue's), and a synthetic session trace. BRP's defaults are the step-time model's
-ratios, not tuned on these cells (a few variants on mooncake-synthetic's first 1,000 requests differed by < 4 %).
+the first ``N`` requests of each Mooncake trace, with their arrival times scaled by ``RATE`` (at their own rate
+the modelled ranks are more than twice overloaded, so every policy's TTFT would be the queue's), and a synthetic
+session trace. BRP's defaults are the step-time model's ratios, not tuned on these cells (a few variants on
+mooncake-synthetic's first 1,000 requests differed by < 4 %).
 """
 
 from __future__ import annotations
