@@ -1,0 +1,156 @@
+"""BRP: BalanceRoute with prefill at the barrier (issue 18). BR-0 balances the decode load every rank carries into
+the coming step; when ranks also prefill, a placement's cost at the barrier is its decode load *plus the prefill it
+leaves to compute there* — the prompt minus what that rank already caches — on top of the prefill already queued
+there. BRP scores exactly that work and places each request where it raises the barrier least.
+
+Work, in KV-token units of the step-time model (seconds / ``t_tok``):
+
+    W_g      = L_g + w · c_pend · P_g / t_tok                         (decode load + queued prefill of rank g)
+    Δ_{i,g}  = s_i + w · τ(miss_{i,g}, hit_{i,g}) / t_tok              (request i's load + the prefill left on g)
+    τ(m, h)  = prefill_tok · m + prefill_attn · m · (h + m / 2)         (its tokens, each attending to its context)
+    cost_{i,g} = β · (W_g + Δ_{i,g} − M)₊ + λ · Δ_{i,g},  M = max_g W_g
+
+``miss = s − cached`` (``PrefixView.cached``), ``P_g`` the rank's pending prefill tokens and ``c_pend`` their mean
+cost per token (``prefill_tok`` + ``prefill_attn`` · half the batch's mean prompt). The first term is BR-0's
+overflow: raising the envelope stalls all G ranks (β = G by default, as BR-0). The second is the work itself,
+which some rank must spend however the batch is spread: a cache hit that does not raise the envelope always wins,
+a hit on a rank that would overflow wins only while the overflow, paid G times, costs less than the prefill it
+saves (λ = ``work_weight``). ``w`` (``prefill_weight``) scales prefill against decode: 1 counts a prefill token as
+what it costs in the step it runs in (≈1,000 KV tokens with the default constants, which are those of
+``linear_max``'s prefill terms); it is the step-time model's own ratio, not tuned (see
+docs/results/prefix_matrix.md).
+
+One dispatch places the oldest waiting requests that have a free slot (FIFO admission, except the bounded affinity
+wait below), largest work first, each on the worker with the lowest cost among those with a free slot whose KV
+headroom holds its miss (all free ones if none does); ties: the lowest W. A request whose cheapest rank (over all
+ranks) has no free slot, when that rank's cost beats every free one, is held for it (``affinity_wait_s``, bounded:
+after that long it goes to the best free rank) rather than recomputing its prefix elsewhere. ``ttft_slo``
+(seconds, off by default): a request whose estimated first token (its wait so far + the rank's queued prefill
+seconds + its own) would miss the target on some ranks goes to a rank that meets it, or, if none does,
+to the rank with the earliest estimate.
+
+**Reduction to BR-0.** Without a prefix view, or when the ranks do not model prefill (``PrefixView.prefill``
+False: prompts cost nothing, so there is nothing to weigh), or with ``prefill_weight`` 0, BRP *is* BR-0: it hands
+the snapshot to a BR-0 built from the same BalanceRoute settings, so its decisions are BR-0's exactly (tested on
+random snapshots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ...core.config import setting
+from ...core.snapshot import Assignments, Snapshot
+from ..balanceroute import BR0Config, make_br0
+from ..base import NONE, Policy, PolicyContext
+
+#: the step-time model's defaults (``engine.step_time``: linear_max's t_tok and the prefill terms); policies may not
+#: import the engine, so they are repeated here and checked against it by a test
+T_TOK = 1.5 * 2 * 576 * 61e-6 / 2**20
+PREFILL_TOK = 1.0e-4
+PREFILL_ATTN = 2.5e-8
+
+
+@dataclass(frozen=True)
+class BrpConfig(BR0Config):
+    prefill_weight: float = setting(
+        1.0, "w: weight of prefill work against decode load (1: a prefill token costs what it does in its step)"
+    )
+    work_weight: float = setting(1.0, "λ: weight of the work a placement adds, against β on the envelope it raises")
+    prefill_tok: float = setting(PREFILL_TOK, "seconds per prompt token prefilled (the step-time model's)")
+    prefill_attn: float = setting(PREFILL_ATTN, "seconds per prompt token per context token (the step-time model's)")
+    t_tok: float = setting(T_TOK, "seconds per KV token of decode load per step (the step-time model's)")
+    ttft_slo: float | None = setting(None, "target seconds to first token (none: off)")
+    affinity_wait_s: float = setting(
+        30.0,
+        "a request whose cheapest rank has no free slot waits for it up to this long (bounded), instead of "
+        "recomputing its prefix elsewhere (0: never waits)",
+        min=0.0,
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prefill_weight < 0 or self.work_weight < 0 or self.t_tok <= 0:
+            raise ValueError("need prefill_weight >= 0, work_weight >= 0 and t_tok > 0")
+        if self.ttft_slo is not None and self.ttft_slo <= 0:
+            raise ValueError("ttft_slo must be > 0 (or none)")
+
+    def br0(self) -> BR0Config:
+        """The BR-0 settings this config carries (what BRP reduces to)."""
+        return BR0Config(**{f.name: getattr(self, f.name) for f in fields(BR0Config)})
+
+
+class BrpPolicy(Policy):
+    def __init__(self, cfg: BrpConfig, ctx: PolicyContext):
+        self.cfg = cfg
+        self.G = ctx.workers
+        self.beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
+        self.window = cfg.window
+        self.br0 = make_br0(cfg.br0(), ctx)
+
+    def dispatch(self, snap: Snapshot) -> Assignments:
+        v = snap.prefix
+        if v is None or not getattr(v, "prefill", True) or self.cfg.prefill_weight == 0:
+            return self.br0.dispatch(snap)
+        n = min(snap.pool_size, snap.total_free, self.window) if snap.pool_size else 0
+        if n <= 0:
+            return NONE
+        return self._place(snap, v, n)
+
+    def _costs(self, snap: Snapshot, v, n: int):
+        cfg = self.cfg
+        s = snap.pool_prompt[:n].astype(np.float64)
+        hit = np.minimum(np.asarray(v.cached(snap.pool_ids[:n]), dtype=np.float64), s[:, None])
+        miss = s[:, None] - hit
+        tau = cfg.prefill_tok * miss + cfg.prefill_attn * miss * (hit + 0.5 * miss)  # [n, G] seconds
+        k = cfg.prefill_weight / cfg.t_tok
+        delta = s[:, None] + k * tau
+        c_pend = cfg.prefill_tok + cfg.prefill_attn * 0.5 * float(s.mean())
+        pend_s = np.asarray(v.pending_prefill, dtype=np.float64) * c_pend  # queued prefill seconds per rank
+        W = snap.loads.astype(np.float64) + k * pend_s
+        return s, miss, tau, delta, pend_s, W
+
+    def _place(self, snap: Snapshot, v, n: int) -> Assignments:
+        cfg = self.cfg
+        s, miss, tau, delta, pend_s, W = self._costs(snap, v, n)
+        free = snap.free.astype(np.int64)
+        kvf = np.asarray(v.kv_free, dtype=np.float64).copy()
+        wait = snap.now - snap.pool_arrival[:n]
+        slo = cfg.ttft_slo
+        out = np.empty(n, dtype=np.int64)
+        beta, lam = self.beta, cfg.work_weight
+        hold = cfg.affinity_wait_s
+        placed = np.ones(n, dtype=bool)
+        for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
+            ok = free > 0
+            if hold > 0 and wait[i] < hold and not ok.all():
+                # bounded affinity wait: the cheapest rank over all ranks is full, and its cost beats every free one
+                d = delta[i]
+                cost_all = beta * np.maximum(W + d - W.max(), 0.0) + lam * d
+                if not ok[int(np.argmin(cost_all))] and cost_all.min() < cost_all[ok].min() - 1e-9:
+                    placed[i] = False
+                    continue
+            room = ok & (kvf >= miss[i])
+            if not room.any():
+                room = ok & (kvf >= kvf[ok].max())
+            d = delta[i]
+            cost = beta * np.maximum(W + d - W.max(), 0.0) + lam * d
+            if slo is not None:
+                est = wait[i] + pend_s + tau[i]
+                meet = room & (est <= slo)
+                if meet.any():
+                    room = meet
+                else:
+                    cost = est
+            cand = np.flatnonzero(room)
+            c = cost[cand]
+            best = cand[c <= c.min() + 1e-9 * max(1.0, abs(float(c.min())))]
+            g = int(best[np.argmin(W[best])]) if len(best) > 1 else int(best[0])
+            out[i] = g
+            W[g] += d[g]
+            pend_s[g] += tau[i, g]
+            kvf[g] -= miss[i, g]
+            free[g] -= 1
+        return Assignments(snap.pool_ids[:n][placed], out[placed])

@@ -1,0 +1,220 @@
+"""The prefix-aware policies (issue 18): a hand-worked decision per policy on a snapshot with a hand-made prefix
+view, valid assignments on random snapshots with and without a view, and brp's reduction to br0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from dpbalance.core.snapshot import Snapshot
+from dpbalance.policies import PolicyContext, make_policy
+from dpbalance.policies.prefix import brp as brp_mod
+from tests.helpers import random_snapshot, snapshot_of
+
+PREFIX_POLICIES = [
+    "brp",
+    "prefix_affinity",
+    "sglang_cache_aware",
+    "vllm_router_cache_aware",
+    "dynamo_kv",
+    "llmd_prefix",
+    "preble",
+    "session_hash",
+    "vllm_dp",
+]
+
+
+@dataclass
+class View:
+    """A hand-made PrefixView: ``hits[request id] = [G] cached tokens``."""
+
+    hits: dict
+    G: int
+    pending: np.ndarray = None
+    kv: np.ndarray = None
+    block_size: int = 100
+    prefill: bool = True
+    first: dict = field(default_factory=dict)
+
+    @property
+    def pending_prefill(self):
+        return np.zeros(self.G) if self.pending is None else self.pending
+
+    @property
+    def kv_free(self):
+        return np.full(self.G, np.inf) if self.kv is None else self.kv
+
+    def cached(self, ids):
+        return np.array([self.hits.get(int(i), [0] * self.G) for i in ids], dtype=np.int64).reshape(len(ids), self.G)
+
+    def first_block(self, ids):
+        return np.array([self.first.get(int(i), -1) for i in ids], dtype=np.int64)
+
+
+def with_view(snap: Snapshot, view) -> Snapshot:
+    return Snapshot(snap._state, snap._pool, snap.now, prefix=view)
+
+
+def decide(spec, snap, G=3, B=4):
+    return list(make_policy(spec, PolicyContext(workers=G, slots=B)).dispatch(snap))
+
+
+# ---------------------------------------------------------------- golden cases, worked by hand
+# three workers: loads 3000, 1000, 2000 tokens (one request each); one waiting request (id 1) of 1000 tokens,
+# of which worker 0 caches 900 and worker 2 caches 400
+def golden(pending=None, kv=None):
+    snap = snapshot_of([[3000], [1000], [2000]], pool=[(1, 1000)], slots=4)
+    return with_view(snap, View({1: [900, 0, 400]}, 3, pending, kv))
+
+
+def test_prefix_affinity_takes_the_longest_cached_prefix():
+    assert decide("prefix_affinity", golden()) == [(1, 0)]
+
+
+def test_prefix_affinity_without_a_view_is_the_lowest_load():
+    assert decide("prefix_affinity", snapshot_of([[3000], [1000], [2000]], pool=[(1, 1000)], slots=4)) == [(1, 1)]
+
+
+def test_cache_aware_thresholds():
+    # counts 1, 1, 1: balanced; match rate 0.9 > 0.3 → the best match (worker 0)
+    assert decide("sglang_cache_aware", golden()) == [(1, 0)]
+    # match rate 0.9 ≤ 0.95 → the smallest tree: no tree yet, so the lowest index
+    assert decide("sglang_cache_aware:cache_threshold=0.95", golden()) == [(1, 0)]
+    # imbalanced counts (5, 0, 1: max − min 5 > 2 and 5 > 1.1·0) → shortest queue, worker 1
+    snap = snapshot_of([[10] * 5, [], [10]], pool=[(1, 1000)], slots=8)
+    snap = with_view(snap, View({1: [900, 0, 400]}, 3))
+    got = decide("vllm_router_cache_aware:balance_abs_threshold=2", snap, B=8)
+    assert got == [(1, 1)]
+
+
+def test_cache_aware_smallest_tree_spreads_unmatched_requests():
+    # no matches: the tree grows by each placement's unmatched tokens, so three requests go to three workers
+    snap = snapshot_of([[], [], []], pool=[(1, 500), (2, 500), (3, 500)], slots=4)
+    got = decide("sglang_cache_aware", with_view(snap, View({}, 3)))
+    assert sorted(g for _, g in got) == [0, 1, 2]
+
+
+def test_dynamo_cost_by_hand():
+    # blocks of 100: prefill (pending + 1000 − cached)/100 = 1, 10, 6; decode (load + 1000)/100 = 40, 20, 30
+    # logits 41, 30, 36 → worker 1
+    assert decide("dynamo_kv", golden()) == [(1, 1)]
+    # prefill_load_scale 5: 45, 70, 60 → worker 0
+    assert decide("dynamo_kv:prefill_load_scale=5", golden()) == [(1, 0)]
+
+
+def test_llmd_scores_by_hand():
+    # prefix 0.9, 0, 0.4 (×3); queue: pending 0 everywhere → 1 each (×2); kv: unlimited → 1 each (×2)
+    assert decide("llmd_prefix", golden()) == [(1, 0)]
+    # pending 5000, 0, 0 → queue scores 0, 1, 1: 2.7 + 0 + 2, 0 + 2 + 2, 1.2 + 2 + 2 → worker 2
+    assert decide("llmd_prefix", golden(pending=np.array([5000.0, 0, 0]))) == [(1, 2)]
+
+
+def test_preble_exploit_and_explore():
+    # cached 0.9 > 0.5 → exploit: worker 0
+    assert decide("preble", golden()) == [(1, 0)]
+    # threshold 0.95 → explore: pending + miss + 0.1·load = 100 + 300, 1000 + 100, 600 + 200 → worker 0 (400)
+    assert decide("preble:threshold=0.95", golden()) == [(1, 0)]
+    # without the cache, miss is 1000 everywhere: the lowest load, worker 1
+    snap = with_view(snapshot_of([[3000], [1000], [2000]], pool=[(1, 1000)], slots=4), View({}, 3))
+    assert decide("preble", snap) == [(1, 1)]
+
+
+def test_session_hash_is_sticky_and_skips_full_workers():
+    snap = snapshot_of([[], [], []], pool=[(1, 100), (2, 100)], slots=4)
+    view = View({}, 3, first={1: 42, 2: 42})
+    got = decide("session_hash", with_view(snap, view))
+    assert got[0][1] == got[1][1]  # one session, one worker
+    g = got[0][1]
+    full = [[1] * 4 if w == g else [] for w in range(3)]
+    snap2 = with_view(snapshot_of(full, pool=[(1, 100)], slots=4), view)
+    assert decide("session_hash", snap2)[0][1] != g
+
+
+def test_vllm_dp_is_four_waiting_plus_running():
+    # running 2, 1, 1; the first request goes to worker 1 (score 1), bumping its waiting to 1 (score 5); the second
+    # to worker 2
+    snap = snapshot_of([[10, 10], [10], [10]], pool=[(1, 10), (2, 10)], slots=4)
+    assert decide("vllm_dp", snap) == [(1, 1), (2, 2)]
+
+
+def test_brp_takes_the_hit_when_it_pays_and_spreads_when_the_barrier_costs_more():
+    # W = load (no pending): 3000, 1000, 2000, M = 3000. k = 1/t_tok ≈ 9.95e6 per second of prefill.
+    # worker 0: miss 100 → τ = 1e-2 + 2.5e-8·100·950 = 0.0124 s → Δ ≈ 1000 + 123,300; overflow Δ (it is at M)
+    # worker 1: miss 1000 → τ = 0.1 + 2.5e-8·1000·500 = 0.1125 s → Δ ≈ 1000 + 1.12e6; overflow Δ − 2000
+    # cost_0 ≈ 4·124,300 = 497k; cost_1 ≈ 3·1.12e6 − 6000 ≈ 3.36e6 → the hit on worker 0 pays
+    assert decide("brp", golden()) == [(1, 0)]
+    # with 2 s of prefill queued on worker 0 (pending 10,000 tokens ≈ 2.25e-4 s each), its envelope is far above the
+    # rest: worker 0 costs 4·Δ_0 ≈ 497k (it is M), worker 2 (miss 600, Δ ≈ 1000 + 7.5e5) stays under M → cost Δ_2
+    # ≈ 751k; worker 1 ≈ 1.12e6: the hit still pays. With 20 s queued on worker 0 and prefill weighted 10×, worker 0
+    # still costs λ·Δ_0 + β·Δ_0 and worker 2 only λ·Δ_2 once λ = 0 → spread to worker 2
+    assert decide("brp:work_weight=0", golden(pending=np.array([1e5, 0, 0]))) in ([(1, 1)], [(1, 2)])
+
+
+def test_brp_avoids_a_rank_without_kv_room_for_its_miss():
+    assert decide("brp", golden(kv=np.array([50.0, 1e9, 1e9]))) != [(1, 0)]
+
+
+def test_brp_step_time_defaults_match_the_engine():
+    from dpbalance.engine import step_time
+
+    assert brp_mod.T_TOK == step_time.T_TOK_DEFAULT
+    assert brp_mod.PREFILL_TOK == step_time.PREFILL_TOK_DEFAULT
+    assert brp_mod.PREFILL_ATTN == step_time.PREFILL_ATTN_DEFAULT
+
+
+# ---------------------------------------------------------------- properties
+def random_view(rng, snap, G):
+    ids = snap.pool_ids.tolist()
+    s = dict(zip(ids, snap.pool_prompt.tolist()))
+    hits = {i: (rng.integers(0, s[i] + 1, G) // 100 * 100).tolist() for i in ids}
+    kv = rng.choice([np.inf, 1e4, 1e6]) * np.ones(G)
+    return View(hits, G, rng.integers(0, 20000, G).astype(float), kv, first={i: int(rng.integers(0, 5)) for i in ids})
+
+
+@pytest.mark.parametrize("spec", PREFIX_POLICIES)
+@pytest.mark.parametrize("seed", range(12))
+def test_assignments_are_valid(spec, seed):
+    rng = np.random.default_rng(seed)
+    G, B = int(rng.integers(1, 9)), int(rng.integers(1, 8))
+    snap = random_snapshot(rng, G, B, int(rng.integers(0, 40)), full=False)
+    for s in (snap, with_view(snap, random_view(rng, snap, G))):
+        a = make_policy(spec, PolicyContext(workers=G, slots=B, seed=seed)).dispatch(s)
+        rids, ws = a.request_id.tolist(), a.worker.tolist()
+        assert len(set(rids)) == len(rids) and set(rids) <= set(snap.pool_ids.tolist())
+        assert all(0 <= g < G for g in ws)
+        assert (np.bincount(ws, minlength=G) <= snap.free).all()
+        if spec != "brp":  # FIFO rules place every request that has a slot (brp may hold one for its rank)
+            assert len(rids) == min(snap.pool_size, snap.total_free)
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("br", ["", "preset=paper", "max_wait_s=off"])
+def test_brp_without_prefill_decides_exactly_like_br0(seed, br):
+    rng = np.random.default_rng(seed)
+    G, B = int(rng.integers(1, 9)), int(rng.integers(1, 8))
+    snap = random_snapshot(rng, G, B, int(rng.integers(1, 60)), full=False)
+    ctx = PolicyContext(workers=G, slots=B)
+    want = list(make_policy("br0" + (":" + br if br else ""), ctx).dispatch(snap))
+    assert list(make_policy("brp" + (":" + br if br else ""), ctx).dispatch(snap)) == want  # no view
+    view = random_view(rng, snap, G)
+    view.prefill = False  # a view of ranks whose prompts cost nothing
+    assert list(make_policy("brp" + (":" + br if br else ""), ctx).dispatch(with_view(snap, view))) == want
+    zero = "brp:prefill_weight=0" + ("," + br if br else "")
+    assert list(make_policy(zero, ctx).dispatch(with_view(snap, random_view(rng, snap, G)))) == want
+
+
+def test_brp_without_prefill_runs_like_br0_through_the_simulator():
+    from dpbalance.core import Workload
+    from dpbalance.engine.config import EngineConfig
+    from dpbalance.sim import SimConfig, run_simulation
+
+    rng = np.random.default_rng(3)
+    n = 300
+    w = Workload.from_arrays(np.sort(rng.uniform(0, 30, n)), rng.integers(100, 3000, n), rng.integers(1, 200, n))
+    for eng in (EngineConfig(), EngineConfig(prefix_cache=True)):
+        cfg = SimConfig(workers=4, slots=8, engine=eng)
+        a = run_simulation(w, "br0", cfg)[0]
+        b = run_simulation(w, "brp", cfg)[0]
+        assert a.throughput_all_tok_s == b.throughput_all_tok_s and a.ttft_p99_s == b.ttft_p99_s
