@@ -13,10 +13,10 @@ What one step does, on every rank (vLLM v1's scheduler, simplified to what costs
    recently scheduled request is preempted: it frees everything and waits at the head of the queue to be
    recomputed (its blocks stay cached until evicted, so it may find them again). A prompt's full blocks join the
    cache when its last chunk is computed (vLLM adds each block as soon as it is computed: the two differ only for
-   requests prefilling the same new prefix on one rank at the same time), and the cache is looked up when a
-   request reaches its rank (vLLM looks up when it first schedules it; a request that found nothing looks again
-   then). With a finite capacity the lookup waits for the first scheduling, as in vLLM, so that waiting requests
-   never pin cached blocks; a request that cannot be scheduled lets its lookup go.
+   requests prefilling the same new prefix on one rank at the same time). The cache is looked up, as in vLLM,
+   when a request is first scheduled, so it finds what was cached while it waited (with unlimited KV an arrival
+   estimate sets the rank's pending prefill until then); waiting requests never pin cached blocks, and a request
+   that cannot be scheduled lets its lookup go.
 4. **Time.** Each rank is busy for its decode work plus its prefill work (the step-time model's
    ``rank_times``); the step lasts as long as the slowest rank, and ranks with nothing to do run a dummy step.
    A request whose last prompt chunk was computed samples a token in the same step (its first, or its next
@@ -135,9 +135,8 @@ class Engine(PrefillScheduler):
         if self.kvt:  # with finite KV a waiting request must not pin cached blocks: it looks up when scheduled
             r.left = r.target
             self.pending[g] += r.left
-        else:
-            self._lookup(r)  # at arrival on the rank (vLLM looks up when it first schedules a request: the same
-            # blocks unless the rank's own queue held it long); a request that found nothing looks again then
+        else:  # an estimate of its prefill at arrival; the lookup that counts comes when it is first scheduled
+            self._lookup(r, count=False)
 
     def finish(self, rids) -> None:
         """These requests are done (or aborted): their KV is freed, their blocks stay cached until evicted."""
@@ -185,8 +184,9 @@ class Engine(PrefillScheduler):
         """Blocks a lookup of a new prompt of this length may serve."""
         return max(0, prompt - 1) // self.bs
 
-    def _lookup(self, r: Req) -> None:
-        """Serve the request's longest cached prefix on its rank; the hit counts at its first lookup only."""
+    def _lookup(self, r: Req, count: bool = True) -> None:
+        """Serve the request's longest cached prefix on its rank; the hit counts at its first counted lookup only
+        (``count`` False: an estimate at arrival, redone when the request is first scheduled)."""
         k = 0
         if r.hashes:
             k = self.cache.match(r.g, r.hashes, self._max_hit(r))
@@ -198,7 +198,7 @@ class Engine(PrefillScheduler):
             left = r.target - r.computed
             self.pending[r.g] += left - r.left
             r.left = left
-        if not r.looked_up:
+        if count and not r.looked_up:
             r.looked_up = True
             r.hit = k * self.bs
             self.prompt_tokens[r.g] += r.prompt

@@ -50,8 +50,7 @@ class PrefillScheduler:
         if new_ok:
             while wait and budget > 0:
                 r = wait.popleft()
-                if r.computed == 0:
-                    self._lookup(r)
+                self._lookup(r)  # as vLLM, at first scheduling: it finds what was cached while it waited
                 r.state = PREFILL
                 c = r.target - r.computed
                 if c > budget:
