@@ -7,6 +7,7 @@ wrong room.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,11 @@ def test_no_long_functions():
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named helpers): {too_long}"
     stale = {k: lengths.get(k) for k in LONG_FUNCTIONS_ALLOWED if lengths.get(k, 0) <= MAX_FUNCTION_LINES}
     assert not stale, f"listed in LONG_FUNCTIONS_ALLOWED but gone or within {MAX_FUNCTION_LINES} lines: {stale}"
+
+
+def test_the_readme_architecture_table_states_the_allowed_imports():
+    readme = (PKG.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)/` \| .* \| ([^|]*) \|$", readme, re.M)
+    table = {room: set() if deps.strip() == "—" else {d.strip() for d in deps.split(",")} for room, deps in rows}
+    table.pop("cli", None)  # "everything"
+    assert table == {room: deps for room, deps in MAY_IMPORT.items() if room != "cli"}

@@ -45,6 +45,9 @@ from .record import EngineSteps, RunRecord, StepRecorder
 ProgressFn = Callable[[int, int], None]
 
 
+_perf_ns = time.perf_counter_ns
+
+
 class Loop:
     """One simulated run (see the module docstring); ``run()`` returns its ``RunRecord``."""
 
@@ -75,6 +78,8 @@ class Loop:
         self.pool = Pool(capacity=(self.visible + 16) if self.sat else min(N, 4096) + 16)
         self.rec = StepRecorder(self.G, self.step_model, self.energy_model, cfg.record_stride)
         self.linear = isinstance(self.step_model, LinearMax)
+        if self.linear:
+            self._C, self._t_tok = self.step_model.C, self.step_model.t_tok
         self.idle_tau = self.step_model(0.0, 0.0)
         # per slot: the step at which its request finishes (-1: free), and its admission number, so the requests
         # finishing together are released in the order they were admitted; ``n_ending[e % R]`` counts the requests
@@ -129,18 +134,23 @@ class Loop:
     def run(self) -> RunRecord:
         wall0 = time.perf_counter()
         next_progress = 2048
+        # the phases, bound once: the loop runs once per engine step (millions of times)
+        arrivals, dispatch, finishes = self.arrivals, self.dispatch, self.finishes
         step = self.decode_step if self.engine is None else self.engine_step
-        progress = self.progress
-        while self.done < self.N:
-            if not self.arrivals():
+        progress, N = self.progress, self.N
+        sat, ready, n_ending, R = self.sat, self.ready, self.n_ending, self.R
+        while self.done < N:
+            # the phases' own first checks, made here: most steps have nothing to let in and nothing ending
+            if (sat or self.active == 0 or (self.nxt < N and ready[self.nxt] <= self.t)) and not arrivals():
                 continue
-            self.dispatch()
+            dispatch()
             if self.active == 0:
                 self.idle_iteration()
                 continue
             self.idle = 0
             step()
-            self.finishes()
+            if n_ending[self.k % R]:
+                finishes()
             if progress is not None and self.k >= next_progress:
                 progress(self.done, self.N)
                 next_progress = self.k + 2048
@@ -178,9 +188,9 @@ class Loop:
         snap = Snapshot(st, pool, self.t, prefix=self.view if self.engine is not None else None)
         if self.observer is not None:
             self.observer(snap)
-        t0 = time.perf_counter_ns()
+        t0 = _perf_ns()
         asg = self.policy.dispatch(snap)
-        t1 = time.perf_counter_ns()
+        t1 = _perf_ns()
         if waiting and self.active < self.G * self.cfg.slots:
             self.disp.append(t1 - t0)
         if asg is None or len(asg) == 0:
@@ -218,14 +228,16 @@ class Loop:
     # ------------------------------------------------------------------ 3. the step
     def decode_step(self) -> None:
         """Decode-only: one token for every active request; τ from the loads (the papers' model)."""
-        st, loads, G = self.st, self.st.loads, self.G
+        st = self.st
+        loads = st.loads
         m = int(loads.max())
         if self.linear:
-            tau = self.step_model.C + self.step_model.t_tok * m
+            tau = self._C + self._t_tok * m
         elif self.step_model.uses_seqs:
+            G = self.G
             tau = self.step_model(float(m), float(loads.sum()) / G, float(st.counts.max()), self.active / G)
         else:
-            tau = self.step_model(float(m), float(loads.sum()) / G)
+            tau = self.step_model(float(m), float(loads.sum()) / self.G)
         self.t += tau
         self.rec.add(loads, tau, self.t, self.active)
         st.advance()
