@@ -97,7 +97,10 @@ class Loop:
         self.done = 0
         self.active = 0
         self.idle = 0
+        self.view = None  # the PrefixView policies see (the engine model's, when it runs)
         self.engine = self._engine() if cfg.engine.active else None
+        self.capacity = self.G * cfg.slots
+        self._policy_dispatch = policy.dispatch
 
     def _engine(self) -> Engine:
         cfg, w = self.cfg, self.w
@@ -185,13 +188,13 @@ class Loop:
     def dispatch(self) -> None:
         st, pool = self.st, self.pool
         waiting = pool.tail - pool.head
-        snap = Snapshot(st, pool, self.t, prefix=self.view if self.engine is not None else None)
+        snap = Snapshot(st, pool, self.t, prefix=self.view)
         if self.observer is not None:
             self.observer(snap)
         t0 = _perf_ns()
-        asg = self.policy.dispatch(snap)
+        asg = self._policy_dispatch(snap)
         t1 = _perf_ns()
-        if waiting and self.active < self.G * self.cfg.slots:
+        if waiting and self.active < self.capacity:
             self.disp.append(t1 - t0)
         if asg is None or len(asg) == 0:
             return
