@@ -25,10 +25,18 @@ class PrefillScheduler:
         thr = self.cfg.long_prefill_threshold
         toks, attn, n = 0, 0.0, 0
         running = self.prefilling[g]
+        wait = self.waiting[g]
         keep: list[Req] = []
-        for j, r in enumerate(running):
-            if budget <= 0:
-                keep += running[j:]
+        j = 0  # next running prompt; then the waiting queue, oldest first (if new prefills may start)
+        while budget > 0:
+            if j < len(running):
+                r = running[j]
+                j += 1
+            elif new_ok and wait:
+                r = wait.popleft()
+                self._lookup(r)  # as vLLM, at first scheduling: it finds what was cached while it waited
+                r.state = PREFILL
+            else:
                 break
             c = r.target - r.computed
             if c > budget:
@@ -46,30 +54,9 @@ class PrefillScheduler:
                 self._prefilled(r, first)
             else:
                 keep.append(r)
-        wait = self.waiting[g]
-        if new_ok:
-            while wait and budget > 0:
-                r = wait.popleft()
-                self._lookup(r)  # as vLLM, at first scheduling: it finds what was cached while it waited
-                r.state = PREFILL
-                c = r.target - r.computed
-                if c > budget:
-                    c = budget
-                if 0 < thr < c:
-                    c = thr
-                before = r.computed
-                r.computed = before + c
-                r.left -= c
-                budget -= c
-                toks += c
-                attn += c * (before + (c + 1) / 2.0)
-                n += 1
-                if r.computed >= r.target:
-                    self._prefilled(r, first)
-                else:
-                    keep.append(r)
-            if wait and self.cfg.prefill_interval > 1:
-                self._capacity_bound = True
+        keep += running[j:]  # the budget ran out before them
+        if new_ok and wait and self.cfg.prefill_interval > 1:
+            self._capacity_bound = True
         self.prefilling[g] = keep
         self.pending[g] -= toks
         return toks, attn, n
