@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import zlib
 
 from aiohttp import web
 
@@ -307,10 +308,9 @@ class RankHandlers:
             return _bad("invalid JSON")
         if not isinstance(body, dict):
             return _bad("request body must be a JSON object")
-        n = count_tokens(body.get("prompt", body.get("messages", "")))
-        return web.json_response(
-            {"count": n, "max_model_len": 1_000_000_000, "tokens": list(range(n)), "token_strs": None}
-        )
+        toks = prompt_token_list(body.get("prompt", body.get("messages", "")))
+        ids = [t if isinstance(t, int) else zlib.crc32(t.encode()) & 0xFFFF for t in toks]  # equal words, equal ids
+        return web.json_response({"count": len(ids), "max_model_len": 1_000_000_000, "tokens": ids, "token_strs": None})
 
     async def detokenize(self, request):
         try:

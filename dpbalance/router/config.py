@@ -83,6 +83,16 @@ class RouterConfig:
     chars_per_token: float = _f(
         4.0, "Characters per token for --tokenize estimate (and when /tokenize fails).", _POL, min=0.1
     )
+    prefix_index: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Keep an index of the prompts sent to each rank, as cached there (what cache-aware policies see); "
+        "auto: on for the policies that read it.",
+        _POL,
+    )
+    prefix_block: int = _f(16, "Tokens per block of the prefix index (the engine's KV block size).", _POL, min=1)
+    prefix_capacity: int | None = _f(
+        None, "KV tokens per rank the index assumes (its LRU forgets beyond it); default: no limit.", _POL, min=1
+    )
     # ---------------------------------------------------------------- recording and dashboard
     record: Path | None = _f(
         None,

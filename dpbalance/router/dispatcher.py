@@ -85,6 +85,7 @@ class Dispatcher:
         self.state = ClusterState(G, slots)
         self.pool = Pool()
         self.policy, self.fallback, self.metrics = policy, fallback, metrics
+        self.prefix = None  # a PrefixIndex when policies should see the ranks' estimated caches
         self.tickets: dict[int, Ticket] = {}
         self.in_rotation = np.ones(G, dtype=bool)
         self.last_in_rotation = time.monotonic()
@@ -144,6 +145,8 @@ class Dispatcher:
         """Relayed tokens (the per-token hot path: a dict update; ``flush`` moves them into the arrays)."""
         p = self.pending
         p[t.slot] = p.get(t.slot, 0) + n
+        if t.tokens == 0 and self.prefix is not None:
+            self.prefix.first_token(t.rid)  # its prefill is done
         t.tokens += n
 
     def flush(self) -> None:
@@ -207,7 +210,9 @@ class Dispatcher:
         if len(self.pool) == 0 or self.state.free.sum() == 0:
             return 0
         self.flush()
-        snap = Snapshot(self.state, _PoolPrefix(self.pool, self.cfg.dispatch_batch), time.monotonic())
+        snap = Snapshot(
+            self.state, _PoolPrefix(self.pool, self.cfg.dispatch_batch), time.monotonic(), prefix=self.prefix
+        )
         c0 = time.thread_time_ns()
         t0 = time.perf_counter()
         adm = self._place(snap)
@@ -219,6 +224,8 @@ class Dispatcher:
         for rid, g, slot in zip(adm.request_id.tolist(), adm.worker.tolist(), adm.slot.tolist()):
             t = self.tickets[rid]
             t.waiting, t.slot, t.rank = False, slot, g
+            if self.prefix is not None:
+                self.prefix.sent(rid, g)
             self.metrics.queue_wait.observe(now - t.arrival)
             if not t.assigned.done():
                 t.assigned.set_result((g, slot))

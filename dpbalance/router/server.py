@@ -31,6 +31,7 @@ from .dashboard import History
 from .dispatcher import Dispatcher, QueueTimeout, Ticket
 from .inbound import BadRequest, error_body, json_error, parse, read_json
 from .metrics import RouterMetrics
+from .prefix_index import PrefixIndex
 from .ranks import Breaker, HealthChecker, StartupError, discover, make_targets
 from .relay import ClientGone, RankFailed, Relay
 
@@ -65,6 +66,8 @@ class Router:
             ) from None
         fallback = PolicySpec.parse(cfg.fallback_policy).build(ctx)
         self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg)
+        if cfg.prefix_index == "on" or (cfg.prefix_index == "auto" and spec.family == "prefix"):
+            self.dispatcher.prefix = PrefixIndex(G, block_size=cfg.prefix_block, kv_capacity=cfg.prefix_capacity)
         self.targets = make_targets(cfg, G)
         self.breaker = Breaker(
             G, cfg.cb_failure_threshold, cfg.cb_timeout_s, self.dispatcher.set_rotation, self.metrics
@@ -182,6 +185,8 @@ class Router:
         t.outcome = outcome
         now = time.monotonic()
         self.metrics.finish(outcome, reason, now - t.arrival)
+        if self.dispatcher.prefix is not None:
+            self.dispatcher.prefix.done(t.rid)
         if self.recorder is not None:
             self.recorder.write(
                 t=time.time() - (now - t.arrival),
@@ -265,7 +270,9 @@ class Router:
     async def _serve(self, request: web.Request, t: Ticket, text) -> web.StreamResponse:
         self.tokenizing += 1
         try:
-            t.prompt_tokens = await self.prompt_length(text, t.body if t.chat else None)
+            t.prompt_tokens, ids = await self.prompt_length(text, t.body if t.chat else None)
+            if self.dispatcher.prefix is not None:  # the rank's token ids when it gave them, else the text
+                self.dispatcher.prefix.arrive(t.rid, ids if ids is not None else text, t.prompt_tokens)
             if self.cfg.prefill:
                 kv = await self.prefill(t)
                 if kv is not None:
@@ -306,9 +313,10 @@ class Router:
                 await asyncio.sleep(min(1.0, self.cfg.backoff_s * 2 ** (t.attempts - 1)))
                 d.requeue(t)
 
-    async def prompt_length(self, text, chat_body: dict | None) -> int:
+    async def prompt_length(self, text, chat_body: dict | None) -> tuple[int, list[int] | None]:
+        """The prompt's token count, and its token ids when known (given as ids, or from a rank's /tokenize)."""
         if isinstance(text, list):
-            return max(1, len(text))
+            return max(1, len(text)), text
         if self.cfg.tokenize == "rank":
             payload = {"messages": chat_body["messages"]} if chat_body is not None else {"prompt": text}
             for g in self.dispatcher.in_rotation.nonzero()[0].tolist()[:2]:
@@ -318,10 +326,12 @@ class Router:
                         tgt.url + "/tokenize", json=payload, headers=tgt.headers, timeout=aiohttp.ClientTimeout(total=5)
                     ) as r:
                         if r.status == 200:
-                            return max(1, int((await r.json(content_type=None))["count"]))
+                            got = await r.json(content_type=None)
+                            ids = got.get("tokens")
+                            return max(1, int(got["count"])), ids if isinstance(ids, list) else None
                 except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, TypeError, OSError):
                     continue
-        return max(1, int(len(text) / self.cfg.chars_per_token))
+        return max(1, int(len(text) / self.cfg.chars_per_token)), None
 
     async def prefill(self, t: Ticket) -> dict | None:
         """PD mode (vLLM's disaggregated-prefill proxy protocol): run the prompt on a prefill instance with

@@ -1,0 +1,49 @@
+"""A cache-aware policy behind the router sees the prefix index: a session's turns follow the rank that holds
+its prefix, and the ranks' own prefix-cache counters show the hits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from dpbalance.engine.config import EngineConfig
+from tests.router.stacks import post, routed
+
+SESSIONS = [
+    " ".join(f"s{k}w{i}" for i in range(96)) for k in range(3)
+]  # 96 words: six 16-token blocks each (an odd count: round-robin would split them)
+
+
+def test_prefix_affinity_through_the_router_keeps_each_session_on_one_rank():
+    async def main():
+        sim_kw = {"engine": EngineConfig(prefill=True, prefix_cache=True), "time_scale": 50.0}
+        async with routed(sims=2, sim_kw=sim_kw, policy="prefix_affinity", tokenize="rank") as st:
+            assert st.router.dispatcher.prefix is not None  # auto: on for a prefix-family policy
+            ranks: dict[int, set[int]] = {}
+            async with aiohttp.ClientSession() as s:
+                for turn in range(3):
+                    for k, text in enumerate(SESSIONS):
+                        before = [rk.prompt_tokens for rk in st.group.ranks]
+                        body = {"model": "dpbalance-sim", "prompt": text + f" turn{turn}", "max_tokens": 2}
+                        status, _ = await post(s, st.url + "/v1/completions", body)
+                        assert status == 200
+                        served = [g for g, rk in enumerate(st.group.ranks) if rk.prompt_tokens > before[g]]
+                        ranks.setdefault(k, set()).update(served)
+                await st.settle()
+                hits = [st.group.engine.hit_tokens[g] for g in range(2)]
+            assert st.router.dispatcher.prefix.pending_prefill.tolist() == [0, 0]
+            return ranks, hits
+
+    ranks, hits = asyncio.run(main())
+    assert all(len(r) == 1 for r in ranks.values()), ranks  # every later turn went where its prefix was
+    # each session's second and third turns hit its six blocks (96 words + "turnN": the last token recomputed)
+    assert sum(hits) == 3 * 2 * 96
+
+
+def test_the_index_stays_off_for_policies_that_do_not_read_it():
+    async def main():
+        async with routed(sims=1, policy="br0") as st:
+            return st.router.dispatcher.prefix
+
+    assert asyncio.run(main()) is None
