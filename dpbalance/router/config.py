@@ -96,7 +96,7 @@ class RouterConfig:
     # ---------------------------------------------------------------- recording and dashboard
     record: Path | None = _f(
         None,
-        "Write every request's arrival time, prompt and output token counts, prompt hash "
+        "Write every request's arrival time, prompt and output token counts, prompt hash and block hashes "
         "(never the text), rank, policy and outcome to this JSON-lines file when it ends; "
         "`--trace FILE` replays it (see docs/operators.md).",
         _OBS,

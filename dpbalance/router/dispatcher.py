@@ -61,6 +61,7 @@ class Ticket:
     last_io: float = 0.0  # loop time of the last upstream read (stall watchdog)
     stalled: bool = False
     outcome: str | None = None
+    blocks: list[int] | None = None  # the prompt's block hashes, for the recording (when its token ids are known)
     extra: dict = field(default_factory=dict)
 
 

@@ -23,6 +23,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from ..engine.hashing import block_hashes
 from ..policies import PolicyContext, PolicySpec
 from ..predictors import PredictorError
 from ..traces.record import RecordWriter
@@ -196,6 +197,8 @@ class Router:
                 rank=t.rank if t.rank >= 0 else None,
                 policy=self.policy_label,
                 outcome=outcome if outcome == "completed" else f"{outcome}:{reason}",
+                blocks=t.blocks,
+                block_size=self.cfg.prefix_block,
             )
 
     def reject(
@@ -273,6 +276,8 @@ class Router:
             t.prompt_tokens, ids = await self.prompt_length(text, t.body if t.chat else None)
             if self.dispatcher.prefix is not None:  # the rank's token ids when it gave them, else the text
                 self.dispatcher.prefix.arrive(t.rid, ids if ids is not None else text, t.prompt_tokens)
+            if self.recorder is not None and ids is not None:  # recorded as the engine cuts it, never the tokens
+                t.blocks = block_hashes(ids, self.cfg.prefix_block)
             if self.cfg.prefill:
                 kv = await self.prefill(t)
                 if kv is not None:

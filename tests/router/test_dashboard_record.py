@@ -60,6 +60,9 @@ def test_record_round_trips_through_trace(tmp_path):
     sent = np.minimum(load_trace("sample").output[:120], 24)
     assert len(w) == 120 and sorted(w.output.tolist()) == sorted(sent.tolist())  # tokens each request got
     assert w.has_timestamps and w.arrival[-1] > 0
+    # each prompt's block hashes as the engine cuts it (16-token blocks of the rank's token ids), never the text
+    assert all(r["block_size"] == 16 and len(r["blocks"]) == r["prompt_tokens"] // 16 for r in lines)
+    assert w.blocks is not None and w.blocks.size == 16
 
 
 def _chromium() -> str | None:
