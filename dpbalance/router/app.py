@@ -77,7 +77,7 @@ def _observe_routes(router, app: web.Application) -> None:
     async def metrics(_):
         d = router.dispatcher
         d.flush()
-        router.metrics.refresh(d.state, d.in_rotation, router.breaker.state, len(d.pool))
+        router.metrics.refresh(d.state, d.in_rotation, router.breaker.state, len(d.pool), d.prefix)
         return web.Response(body=router.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def dispatch_stats(_):

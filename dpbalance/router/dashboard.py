@@ -32,6 +32,7 @@ class History:
         outcomes: dict,
         tokens: np.ndarray,
         policy: str,
+        prefix=None,
     ) -> None:
         loads = state.loads.astype(np.int64)
         M = int(loads.max()) if len(loads) else 0
@@ -51,6 +52,9 @@ class History:
                 "outcomes": dict(outcomes),
                 "tokens": int(tokens.sum()),
                 "policy": policy,
+                # the prefix index's estimates (cache-aware policies only): hit rate and prefill left per rank
+                "prefix_hit_rate": prefix.hit_rates() if prefix is not None else None,
+                "pending_prefill": prefix.pending_prefill.tolist() if prefix is not None else None,
             }
         )
 

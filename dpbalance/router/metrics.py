@@ -85,6 +85,18 @@ class RouterMetrics:
         self.pool = Gauge("dpbalance_pool_size", "Requests waiting in the router", registry=reg)
         self.gap = Gauge("dpbalance_imbalance_gap_tokens", "G·max load − Σ load", registry=reg)
         self.maxmin = Gauge("dpbalance_imbalance_maxmin_tokens", "max load − min load", registry=reg)
+        self.prefix_hit = Gauge(
+            "dpbalance_rank_prefix_hit_rate",
+            "Prefix index (cache-aware policies): share of the prompt tokens sent to the rank expected cached there",
+            ["rank"],
+            registry=reg,
+        )
+        self.prefix_pending = Gauge(
+            "dpbalance_rank_pending_prefill_tokens",
+            "Prefix index (cache-aware policies): uncached prompt tokens sent to the rank, first token not back",
+            ["rank"],
+            registry=reg,
+        )
         for o in OUTCOMES:  # every outcome series exists from the start (sums are well defined)
             self.duration.labels(o)
         for g in range(G):
@@ -96,7 +108,7 @@ class RouterMetrics:
         if duration_s is not None:
             self.duration.labels(outcome).observe(duration_s)
 
-    def refresh(self, state, in_rotation: np.ndarray, breaker_codes: list[int], pool_size: int) -> None:
+    def refresh(self, state, in_rotation: np.ndarray, breaker_codes: list[int], pool_size: int, prefix=None) -> None:
         for g in range(self.G):
             lbl = str(g)
             self.load.labels(lbl).set(int(state.loads[g]))
@@ -105,6 +117,10 @@ class RouterMetrics:
             self.healthy.labels(lbl).set(int(in_rotation[g]))
             self.cb_state.labels(lbl).set(breaker_codes[g])
         self.pool.set(pool_size)
+        if prefix is not None:
+            for g, (h, p) in enumerate(zip(prefix.hit_rates(), prefix.pending_prefill.tolist())):
+                self.prefix_hit.labels(str(g)).set(h)
+                self.prefix_pending.labels(str(g)).set(p)
         loads = state.loads
         self.gap.set(int(self.G * loads.max() - loads.sum()))
         self.maxmin.set(int(loads.max() - loads.min()))

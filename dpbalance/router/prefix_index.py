@@ -65,6 +65,8 @@ class PrefixIndex:
         self._req: dict[int, _Entry] = {}
         self._pending = np.zeros(ranks, dtype=np.int64)
         self._running_kv = np.zeros(ranks, dtype=np.int64)
+        self.prompt_tokens = np.zeros(ranks, dtype=np.int64)  # prompt tokens sent per rank
+        self.hit_tokens = np.zeros(ranks, dtype=np.int64)  # of which the index expected the cache to serve
 
     # ------------------------------------------------------------------ requests
     def hashes_of(self, prompt: str | Sequence[int], prompt_tokens: int) -> tuple[list[int], float]:
@@ -96,6 +98,8 @@ class PrefixIndex:
         k = self.cache.match(rank, e.hashes, lim)
         hit = int(k * e.tokens_per_block)
         e.rank, e.uncached, e.prefilling = rank, max(0, e.prompt_tokens - hit), True
+        self.prompt_tokens[rank] += e.prompt_tokens
+        self.hit_tokens[rank] += hit
         self._pending[rank] += e.uncached
         self._running_kv[rank] += e.prompt_tokens
         self.cache.insert_free(rank, e.hashes[:lim] if lim else [])
@@ -123,6 +127,10 @@ class PrefixIndex:
             self._pending[e.rank] -= e.uncached
         self._running_kv[e.rank] -= e.prompt_tokens
         e.rank, e.prefilling = -1, False
+
+    def hit_rates(self) -> list[float]:
+        """Per rank: the share of the prompt tokens sent there that the index expected its cache to serve."""
+        return [float(h / p) if p else 0.0 for h, p in zip(self.hit_tokens.tolist(), self.prompt_tokens.tolist())]
 
     # ------------------------------------------------------------------ the PrefixView
     @property

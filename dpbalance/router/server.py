@@ -149,6 +149,7 @@ class Router:
                 self.metrics.outcomes,
                 self.metrics.tokens,
                 self.policy_label,
+                d.prefix,
             )
             await asyncio.sleep(1.0)
 

@@ -47,3 +47,23 @@ def test_the_index_stays_off_for_policies_that_do_not_read_it():
             return st.router.dispatcher.prefix
 
     assert asyncio.run(main()) is None
+
+
+def test_the_dashboard_state_shows_the_index_hit_rates():
+    async def main():
+        sim_kw = {"engine": EngineConfig(prefix_cache=True), "time_scale": 50.0}
+        async with routed(sims=2, sim_kw=sim_kw, policy="prefix_affinity", tokenize="rank") as st:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(2):
+                    body = {"model": "dpbalance-sim", "prompt": SESSIONS[0], "max_tokens": 2}
+                    assert (await post(s, st.url + "/v1/completions", body))[0] == 200
+                await st.settle()
+            d = st.router.dispatcher
+            st.router.history.sample(
+                d.state, d.in_rotation, st.router.breaker.state, 0, {}, d.metrics.tokens, "p", d.prefix
+            )
+            return st.router.history.state()["now"]
+
+    now = asyncio.run(main())
+    # one rank got both: the second found 5 of its 6 blocks (the last holds the last token): 80 of 192 tokens
+    assert sorted(now["prefix_hit_rate"]) == [0.0, 80 / 192] and now["pending_prefill"] == [0, 0]
