@@ -47,8 +47,13 @@ def expand_nargs(argv: list[str], options=NARGS_OPTIONS) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    from ..emulator import EngineSimConfig
-    from ..loadgen import LoadgenConfig
+    """The three commands (their configs are imported here: the emulator and load generator pull in aiohttp)."""
+    _serve_command(app)
+    _engine_sim_command(app)
+    _loadgen_command(app)
+
+
+def _serve_command(app: typer.Typer) -> None:
     from ..router.config import RouterConfig
     from .options import with_configs
 
@@ -101,6 +106,11 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
+
+def _engine_sim_command(app: typer.Typer) -> None:
+    from ..emulator import EngineSimConfig
+    from .options import with_configs
+
     @app.command("engine-sim")
     @with_configs(config_file="--config", sim=EngineSimConfig)
     def engine_sim(*, sim: EngineSimConfig) -> None:
@@ -137,6 +147,11 @@ def register(app: typer.Typer) -> None:
                 asyncio.run(main())
             except KeyboardInterrupt:
                 pass
+
+
+def _loadgen_command(app: typer.Typer) -> None:
+    from ..loadgen import LoadgenConfig
+    from .options import with_configs
 
     @app.command()
     @with_configs(config_file="--config", cfg=LoadgenConfig)
