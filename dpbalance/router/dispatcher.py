@@ -16,7 +16,7 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from ..core.apply import EMPTY, apply_assignments
 from ..core.snapshot import Snapshot
 from ..core.state import ClusterState, Pool, StateError
 from ..core.workload import NO_KEY
+from .outcomes import Reason
 
 log = logging.getLogger("dpbalance.router")
 _DEFAULT_RATE = 20.0  # tokens/s per sequence assumed for non-stream estimates until streams are measured
@@ -62,7 +63,9 @@ class Ticket:
     stalled: bool = False
     outcome: str | None = None
     blocks: list[int] | None = None  # the prompt's block hashes, for the recording (when its token ids are known)
-    extra: dict = field(default_factory=dict)
+    want_usage: bool = False  # the client asked stream_options.include_usage
+    want_continuous: bool = False  # ... and continuous_usage_stats (usage in every event)
+    resp: object = None  # the client's stream response once opened (aiohttp StreamResponse)
 
 
 class _PoolPrefix:
@@ -239,10 +242,10 @@ class Dispatcher:
         ids, _, arrival, _ = self.pool.view()
         late = arrival < now - self.cfg.max_wait_s
         reason = np.full(len(ids), "", dtype=object)
-        reason[late] = "max_wait"
+        reason[late] = Reason.MAX_WAIT
         if not self.in_rotation.any():
             stuck = np.maximum(arrival, self.last_in_rotation) < now - self.cfg.queue_timeout_s
-            reason[stuck & ~late] = "no_rank_in_rotation"
+            reason[stuck & ~late] = Reason.NO_RANK_IN_ROTATION
             late |= stuck
         for rid, why in list(zip(ids[late].tolist(), reason[late].tolist())):  # copied: drop() edits the pool
             t = self.tickets.get(rid)

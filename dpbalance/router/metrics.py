@@ -10,7 +10,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-OUTCOMES = ("completed", "failed", "rejected")
+from .outcomes import Outcome
+
+OUTCOMES = tuple(o.value for o in Outcome)
 _LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 

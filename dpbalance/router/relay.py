@@ -19,13 +19,20 @@ import asyncio
 import json
 import re
 import time
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from .dispatcher import Ticket
+from .dispatcher import Dispatcher, Ticket
 from .inbound import error_body
+from .outcomes import Outcome, Reason, rank_status
+
+if TYPE_CHECKING:
+    from .config import RouterConfig
+    from .metrics import RouterMetrics
+    from .ranks import Breaker, RankTarget
 
 _TOKENS = b'"completion_tokens":'
 _INT = re.compile(rb"\s*(\d+)")
@@ -98,9 +105,25 @@ def _strip(block: bytes, want_usage: bool) -> bytes:
     return b"\n\n".join(out) if any(out) else b""
 
 
+class RelayHost(Protocol):
+    """What the relay uses of the router, and nothing more (the router is one; a test double may be another)."""
+
+    cfg: RouterConfig
+    session: aiohttp.ClientSession  # upstream connections
+    targets: list[RankTarget]  # per rank: its base URL and headers
+    dispatcher: Dispatcher  # ``add_tokens``: streamed tokens into the live loads
+    metrics: RouterMetrics  # ttft, upstream status counts
+    breaker: Breaker  # success / failure per rank
+
+    def finish(self, t: Ticket, outcome: Outcome, reason: Reason | str) -> None:
+        """The ticket's one outcome."""
+
+
 class Relay:
-    def __init__(self, router):
-        self.r = router  # Router: cfg, session, targets, dispatcher, metrics, breaker
+    """Calls a rank for a placed request and relays its answer to the client, counting streamed tokens."""
+
+    def __init__(self, router: RelayHost):
+        self.r = router
         self.watched: dict[Ticket, aiohttp.ClientResponse] = {}  # running streams, for the stall watchdog
         # per rank, per (completion, chat): the parsed URL and headers, built once
         self._urls = [
@@ -150,7 +173,7 @@ class Relay:
         if up.status >= 500:
             raise RankFailed("http_5xx", f"rank {g} answered {up.status}", up.status, body, ctype)
         self.r.breaker.success(g)
-        self.r.finish(t, "rejected", f"rank_{up.status}")
+        self.r.finish(t, Outcome.REJECTED, rank_status(up.status))
         return web.Response(status=up.status, body=body, headers={"Content-Type": ctype})
 
     # ------------------------------------------------------------------ non-stream
@@ -174,7 +197,7 @@ class Relay:
         self.r.metrics.tokens[g] += n
         t.tokens = n
         self.r.breaker.success(g)
-        self.r.finish(t, "completed", "ok")
+        self.r.finish(t, Outcome.COMPLETED, Reason.OK)
         return web.Response(status=200, body=body, headers={"Content-Type": ctype})
 
     # ------------------------------------------------------------------ stream
@@ -184,18 +207,18 @@ class Relay:
         for, at most ``client_timeout_s``."""
         tr = request.transport
         if tr is None or tr.is_closing():
-            raise ClientGone("client_disconnect")
+            raise ClientGone(Reason.CLIENT_DISCONNECT)
         tr.write(b"%x\r\n%s\r\n" % (len(data), data))
         if tr.get_write_buffer_size() > _HIGH_WATER:
             try:
                 async with asyncio.timeout(self.r.cfg.client_timeout_s):
                     while tr.get_write_buffer_size() > _HIGH_WATER // 4:
                         if tr.is_closing():
-                            raise ClientGone("client_disconnect")
+                            raise ClientGone(Reason.CLIENT_DISCONNECT)
                         await asyncio.sleep(0.005)
             except TimeoutError:
                 tr.close()
-                raise ClientGone("client_timeout") from None
+                raise ClientGone(Reason.CLIENT_TIMEOUT) from None
 
     async def _write(self, request: web.Request, resp: web.StreamResponse, data: bytes) -> None:
         tr = request.transport
@@ -208,16 +231,16 @@ class Relay:
         except TimeoutError:
             if tr is not None:
                 tr.close()
-            raise ClientGone("client_timeout") from None
+            raise ClientGone(Reason.CLIENT_TIMEOUT) from None
         except (ConnectionError, RuntimeError):
-            raise ClientGone("client_disconnect") from None
+            raise ClientGone(Reason.CLIENT_DISCONNECT) from None
 
     async def stream(self, request: web.Request, t: Ticket, g: int) -> web.StreamResponse:
         cfg, d = self.r.cfg, self.r.dispatcher
         # the per-read timeout is the watchdog's (one timestamp per read, not a timer per read)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, cfg.upstream_read_timeout_s))
-        strip = not t.extra.get("want_continuous")
-        want_usage = bool(t.extra.get("want_usage"))
+        strip = not t.want_continuous
+        want_usage = t.want_usage
         resp: web.StreamResponse | None = None
         t.started = time.monotonic()
         try:
@@ -281,11 +304,11 @@ class Relay:
                     raw = request.version >= (1, 1)
                     if raw:
                         resp.enable_chunked_encoding()
-                    t.extra["resp"] = resp
+                    t.resp = resp
                     try:
                         await resp.prepare(request)
                     except (ConnectionError, RuntimeError):
-                        raise ClientGone("client_disconnect") from None
+                        raise ClientGone(Reason.CLIENT_DISCONNECT) from None
                 if n > 0:
                     if t.tokens == 0:
                         t.first_token = time.monotonic()
@@ -298,7 +321,7 @@ class Relay:
                         await self._write(request, resp, block)
                     if done and not errored:  # the client has the whole answer: it is complete, whatever follows
                         self.r.breaker.success(g)
-                        self.r.finish(t, "completed", "ok")
+                        self.r.finish(t, Outcome.COMPLETED, Reason.OK)
             if not content.at_eof():  # read the end of the body so the connection goes back to the pool
                 try:
                     async with asyncio.timeout(1.0):
@@ -313,7 +336,7 @@ class Relay:
                 up.close()  # an unfinished answer: closing the connection makes the rank abort the request
         if errored:  # otherwise the request was counted complete when its last event reached the client
             self.r.breaker.failure(g, "stream_error")
-            self.r.finish(t, "failed", "upstream_error")
+            self.r.finish(t, Outcome.FAILED, Reason.UPSTREAM_ERROR)
         try:
             await resp.write_eof()
         except (ConnectionError, RuntimeError):
@@ -324,8 +347,8 @@ class Relay:
         if resp is None:  # nothing reached the client: another rank may serve it
             raise RankFailed(kind, f"rank {g}: {exc}")
         self.r.breaker.failure(g, kind)
-        reason = "upstream_timeout" if kind == "timeout" else "upstream_broken"
-        self.r.finish(t, "failed", reason)
+        reason = Reason.UPSTREAM_TIMEOUT if kind == "timeout" else Reason.UPSTREAM_BROKEN
+        self.r.finish(t, Outcome.FAILED, reason)
         msg = (
             f"rank {g} sent nothing for {self.r.cfg.upstream_read_timeout_s:g} s"
             if kind == "timeout"

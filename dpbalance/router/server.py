@@ -32,6 +32,7 @@ from .dashboard import History
 from .dispatcher import Dispatcher, QueueTimeout, Ticket
 from .inbound import BadRequest, error_body, json_error, parse, read_json
 from .metrics import RouterMetrics
+from .outcomes import Outcome, Reason
 from .prefix_index import PrefixIndex
 from .ranks import Breaker, HealthChecker, StartupError, discover, make_targets
 from .relay import ClientGone, RankFailed, Relay
@@ -180,7 +181,7 @@ class Router:
         await self.session.close()
 
     # ------------------------------------------------------------------ accounting
-    def finish(self, t: Ticket, outcome: str, reason: str) -> None:
+    def finish(self, t: Ticket, outcome: Outcome, reason: Reason | str) -> None:
         """The ticket's one outcome (later calls for the same ticket are ignored)."""
         if t.outcome is not None:
             return
@@ -193,11 +194,11 @@ class Router:
             self.recorder.write(
                 t=time.time() - (now - t.arrival),
                 prompt_tokens=t.prompt_tokens,
-                output_tokens=max(t.tokens, t.est_tokens if outcome == "completed" else 0),
+                output_tokens=max(t.tokens, t.est_tokens if outcome == Outcome.COMPLETED else 0),
                 prompt_hash=f"{t.key & (2**64 - 1):016x}",
                 rank=t.rank if t.rank >= 0 else None,
                 policy=self.policy_label,
-                outcome=outcome if outcome == "completed" else f"{outcome}:{reason}",
+                outcome=str(outcome) if outcome == Outcome.COMPLETED else f"{outcome}:{reason}",
                 blocks=t.blocks,
                 block_size=self.cfg.prefix_block,
             )
@@ -211,25 +212,25 @@ class Router:
         param: str | None = None,
         headers: dict | None = None,
     ) -> web.Response:
-        self.metrics.finish("rejected", reason, 0.0)
+        self.metrics.finish(Outcome.REJECTED, reason, 0.0)
         return json_error(status, message, etype, param, headers)
 
     # ------------------------------------------------------------------ a generation request
     async def completions(self, request: web.Request, chat: bool) -> web.StreamResponse:
         if self.stopping:
-            return self.reject(503, "shutting_down", "the router is shutting down", "server_error")
+            return self.reject(503, Reason.SHUTTING_DOWN, "the router is shutting down", "server_error")
         try:
             body = await read_json(request, self.cfg.max_body_bytes, self.cfg.body_timeout_s)
             p = parse(body, chat, self.cfg.max_tokens_limit, self.cfg.allow_kv_transfer_params)
         except BadRequest as exc:
             return self.reject(exc.status, exc.reason, str(exc), exc.etype, exc.param)
         except asyncio.CancelledError:  # the client left while sending its body
-            self.metrics.finish("failed", "shutdown" if self.stopping else "client_disconnect", 0.0)
+            self.metrics.finish(Outcome.FAILED, Reason.SHUTDOWN if self.stopping else Reason.CLIENT_DISCONNECT, 0.0)
             raise
         if len(self.dispatcher.pool) + self.tokenizing >= self.cfg.max_pending:
             return self.reject(
                 429,
-                "overloaded",
+                Reason.OVERLOADED,
                 "too many requests are waiting, retry later",
                 "rate_limit_error",
                 headers={"Retry-After": "1"},
@@ -244,32 +245,33 @@ class Router:
             limit=p.limit,
             arrival=time.monotonic(),
             key=p.key,
+            want_usage=p.want_usage,
+            want_continuous=p.want_continuous,
         )
-        t.extra.update(want_usage=p.want_usage, want_continuous=p.want_continuous)
         task = asyncio.current_task()
         self.inflight.add(task)
         try:
             return await self._serve(request, t, p.text)
         except asyncio.CancelledError:
-            self.finish(t, "failed", "shutdown" if self.stopping else "client_disconnect")
-            if self.stopping and t.extra.get("resp") is not None:  # tell a streaming client why it ends
-                await _end_stream(t.extra["resp"], "the router is shutting down")
+            self.finish(t, Outcome.FAILED, Reason.SHUTDOWN if self.stopping else Reason.CLIENT_DISCONNECT)
+            if self.stopping and t.resp is not None:  # tell a streaming client why it ends
+                await _end_stream(t.resp, "the router is shutting down")
             raise
         except ClientGone as exc:
-            self.finish(t, "failed", exc.reason)
-            return t.extra.get("resp") or web.Response(status=499)
+            self.finish(t, Outcome.FAILED, exc.reason)
+            return t.resp or web.Response(status=499)
         except Exception as exc:  # a bug: answer and count it rather than leave the client hanging
             log.exception("request %d failed", t.rid)
-            self.finish(t, "failed", "internal_error")
-            if t.extra.get("resp") is not None:
-                return t.extra["resp"]
+            self.finish(t, Outcome.FAILED, Reason.INTERNAL_ERROR)
+            if t.resp is not None:
+                return t.resp
             return json_error(500, f"internal router error: {type(exc).__name__}", "server_error")
         finally:
             self.inflight.discard(task)
             d.release(t)
             d.drop(t)
             if t.outcome is None:  # pragma: no cover - every path above sets one
-                self.finish(t, "failed", "internal_error")
+                self.finish(t, Outcome.FAILED, Reason.INTERNAL_ERROR)
 
     async def _serve(self, request: web.Request, t: Ticket, text) -> web.StreamResponse:
         self.tokenizing += 1
@@ -284,7 +286,7 @@ class Router:
                 if kv is not None:
                     t.body = dict(t.body, kv_transfer_params=kv)
         except _PrefillFailed as exc:
-            self.finish(t, "failed" if exc.response is None else "rejected", "prefill_failed")
+            self.finish(t, Outcome.FAILED if exc.response is None else Outcome.REJECTED, Reason.PREFILL_FAILED)
             return exc.response or json_error(502, str(exc), "server_error")
         finally:
             self.tokenizing -= 1
@@ -294,8 +296,8 @@ class Router:
             try:
                 g, _slot = await t.assigned
             except QueueTimeout as exc:
-                self.finish(t, "failed", exc.reason)
-                if exc.reason == "no_rank_in_rotation":
+                self.finish(t, Outcome.FAILED, exc.reason)
+                if exc.reason == Reason.NO_RANK_IN_ROTATION:
                     return json_error(
                         503, f"no decode rank in rotation for {self.cfg.queue_timeout_s:g} s", "server_error"
                     )
@@ -309,7 +311,7 @@ class Router:
                 d.release(t)
                 t.attempts += 1
                 if t.attempts > self.cfg.max_retries:
-                    self.finish(t, "failed", "rank_unavailable")
+                    self.finish(t, Outcome.FAILED, Reason.RANK_UNAVAILABLE)
                     if exc.status is not None:  # the last rank's own 5xx answer
                         return web.Response(
                             status=exc.status, body=exc.body, headers={"Content-Type": exc.content_type}
