@@ -85,6 +85,16 @@ def _fallback_count(block: bytes) -> int:
     )
 
 
+def new_tokens(block: bytes, seen: int) -> int:
+    """Tokens a block of whole SSE events adds to the ``seen`` ones: from the last cumulative
+    ``completion_tokens`` when the events carry usage, else one per non-empty delta (the relay's count)."""
+    i = block.rfind(_TOKENS)
+    if i < 0:
+        return _fallback_count(block)
+    m = _INT.match(block, i + len(_TOKENS))
+    return int(m.group(1)) - seen if m else 0
+
+
 def _strip_usage(block: bytes) -> bytes:
     out = _USAGE_COMPACT.sub(b"", block)  # vLLM's compact JSON; any other spacing falls to the general pattern
     return _USAGE.sub(b"", out) if b'"usage":' in out else out
@@ -242,12 +252,7 @@ class Relay:
         strip = not t.want_continuous
         want_usage = t.want_usage
         resp: web.StreamResponse | None = None
-        t.started = time.monotonic()
-        try:
-            async with asyncio.timeout(cfg.upstream_read_timeout_s):  # until the answer's headers
-                up = await self._post(g, t, timeout)
-        except _UPSTREAM_ERRORS as exc:
-            raise RankFailed(_kind(exc), f"rank {g}: {type(exc).__name__}: {exc}") from None
+        up = await self._connect(g, t, timeout)
         done = errored = False
         loop_time = asyncio.get_running_loop().time
         t.last_io = loop_time()
@@ -286,48 +291,25 @@ class Relay:
                     block, buf = data, b""
                 else:
                     block, buf = data[: end + 2], data[end + 2 :]
-                i = block.rfind(_TOKENS)
-                if i >= 0:
-                    m = _INT.match(block, i + len(_TOKENS))
-                    n = int(m.group(1)) - t.tokens if m else 0
-                else:
-                    n = _fallback_count(block)
+                n = new_tokens(block, t.tokens)
                 if strip:
                     block = _strip(block, want_usage)
                 done = _DONE in block
                 if _ERROR_EVENT in block:
                     errored = True
                 if resp is None:
-                    resp = web.StreamResponse(
-                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-                    )
-                    raw = request.version >= (1, 1)
-                    if raw:
-                        resp.enable_chunked_encoding()
-                    t.resp = resp
-                    try:
-                        await resp.prepare(request)
-                    except (ConnectionError, RuntimeError):
-                        raise ClientGone(Reason.CLIENT_DISCONNECT) from None
+                    resp, raw = await self._open(request, t)
                 if n > 0:
                     if t.tokens == 0:
                         t.first_token = time.monotonic()
                         self.r.metrics.ttft.observe(t.first_token - t.arrival)
                     d.add_tokens(t, n)
                 if block:
-                    if raw:
-                        await self._write_raw(request, block)
-                    else:
-                        await self._write(request, resp, block)
+                    await (self._write_raw(request, block) if raw else self._write(request, resp, block))
                     if done and not errored:  # the client has the whole answer: it is complete, whatever follows
                         self.r.breaker.success(g)
                         self.r.finish(t, Outcome.COMPLETED, Reason.OK)
-            if not content.at_eof():  # read the end of the body so the connection goes back to the pool
-                try:
-                    async with asyncio.timeout(1.0):
-                        await content.read()
-                except (TimeoutError, *_UPSTREAM_ERRORS):
-                    done = False
+            done = await self._drain(content)
         finally:
             self.watched.pop(t, None)
             if done:
@@ -342,6 +324,42 @@ class Relay:
         except (ConnectionError, RuntimeError):
             pass
         return resp
+
+    async def _connect(self, g: int, t: Ticket, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """The rank's answer headers, within the read timeout; a rank that does not answer is a RankFailed."""
+        t.started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.r.cfg.upstream_read_timeout_s):
+                return await self._post(g, t, timeout)
+        except _UPSTREAM_ERRORS as exc:
+            raise RankFailed(_kind(exc), f"rank {g}: {type(exc).__name__}: {exc}") from None
+
+    async def _open(self, request: web.Request, t: Ticket) -> tuple[web.StreamResponse, bool]:
+        """Open the client's event stream (at the first event: until then another rank may still serve it);
+        returns it and whether events go straight to the transport (HTTP/1.1 chunked)."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        raw = request.version >= (1, 1)
+        if raw:
+            resp.enable_chunked_encoding()
+        t.resp = resp
+        try:
+            await resp.prepare(request)
+        except (ConnectionError, RuntimeError):
+            raise ClientGone(Reason.CLIENT_DISCONNECT) from None
+        return resp, raw
+
+    @staticmethod
+    async def _drain(content) -> bool:
+        """Read what is left of the rank's body so its connection goes back to the pool; False if it would not
+        end (the connection is then closed)."""
+        if content.at_eof():
+            return True
+        try:
+            async with asyncio.timeout(1.0):
+                await content.read()
+        except (TimeoutError, *_UPSTREAM_ERRORS):
+            return False
+        return True
 
     async def _broken(self, request, resp, t: Ticket, g: int, kind: str, exc) -> web.StreamResponse:
         if resp is None:  # nothing reached the client: another rank may serve it
