@@ -9,8 +9,8 @@ run the same policy object; the two calling contexts differ only in what the sna
 =========================  ==========================================  ===============================================
                            simulator (``dpbalance simulate``)           router (``dpbalance serve``)
 =========================  ==========================================  ===============================================
-when                       once per engine step, before the step        on every arrival, every finish and every tick
-                                                                        (``--tick-ms``), while requests wait and a
+when                       once per engine step in which requests       on every arrival, every finish and every tick
+                           wait, before the step                        (``--tick-ms``), while requests wait and a
                                                                         slot is free
 ``snap.now``               simulated seconds since the first arrival    ``time.monotonic()`` seconds (wall time)
 ``snap.pool_*``            every waiting request (in saturated mode:    the first ``--dispatch-batch`` waiting

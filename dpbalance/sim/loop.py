@@ -141,12 +141,13 @@ class Loop:
         arrivals, dispatch, finishes = self.arrivals, self.dispatch, self.finishes
         step = self.decode_step if self.engine is None else self.engine_step
         progress, N = self.progress, self.N
-        sat, ready, n_ending, R = self.sat, self.ready, self.n_ending, self.R
+        sat, ready, n_ending, R, pool = self.sat, self.ready, self.n_ending, self.R, self.pool
         while self.done < N:
             # the phases' own first checks, made here: most steps have nothing to let in and nothing ending
             if (sat or self.active == 0 or (self.nxt < N and ready[self.nxt] <= self.t)) and not arrivals():
                 continue
-            dispatch()
+            if pool.tail != pool.head:  # as in the router, the policy is asked only when requests wait
+                dispatch()
             if self.active == 0:
                 self.idle_iteration()
                 continue
