@@ -17,7 +17,7 @@ which some rank must spend however the batch is spread: a cache hit that does no
 a hit on a rank that would overflow wins only while the overflow, paid G times, costs less than the prefill it
 saves (λ = ``work_weight``). ``w`` (``prefill_weight``) scales prefill against decode: 1 counts a prefill token as
 what it costs in the step it runs in (≈1,000 KV tokens with the default constants, which are those of
-``linear_max``'s prefill terms); it is the step-time model's own ratio, not tuned (see
+``linear_max``'s prefill terms); the step-time model's own ratio, kept after a training grid (see
 docs/results/prefix_matrix.md).
 
 One dispatch places the oldest waiting requests that have a free slot (FIFO admission, except the bounded affinity
