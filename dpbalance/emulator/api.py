@@ -25,6 +25,7 @@ from .group import EngineGroup, Rank, SimRequest
 
 DP_RANK_HEADER = "X-data-parallel-rank"
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_BLOCK = 16  # the KV block size vllm:cache_config_info reports (capacity = num_gpu_blocks x block_size)
 
 
 def _err(status: int, message: str, etype: str, param: str | None = None) -> web.Response:
@@ -306,6 +307,8 @@ class EngineServer:
                     ("vllm:request_success_total", "counter", rk.requests_ok),
                 ):
                     lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
+                cache = f'{lbl[:-1]},block_size="{_BLOCK}",num_gpu_blocks="{g.kv_capacity // _BLOCK}"}}'
+                lines += ["# TYPE vllm:cache_config_info gauge", f"vllm:cache_config_info{cache} 1"]
                 for name, total, count in (
                     ("vllm:inter_token_latency_seconds", rk.itl_sum, rk.itl_count),
                     ("vllm:iteration_tokens_total", rk.iteration_tokens, rk.iterations),

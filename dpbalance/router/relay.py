@@ -78,6 +78,16 @@ def _fallback_count(block: bytes) -> int:
     )
 
 
+def new_tokens(block: bytes, seen: int) -> int:
+    """Tokens a block of whole SSE events adds to the ``seen`` ones: from the last cumulative
+    ``completion_tokens`` when the events carry usage, else one per non-empty delta (the relay inlines this)."""
+    i = block.rfind(_TOKENS)
+    if i < 0:
+        return _fallback_count(block)
+    m = _INT.match(block, i + len(_TOKENS))
+    return int(m.group(1)) - seen if m else 0
+
+
 def _strip_usage(block: bytes) -> bytes:
     out = _USAGE_COMPACT.sub(b"", block)  # vLLM's compact JSON; any other spacing falls to the general pattern
     return _USAGE.sub(b"", out) if b'"usage":' in out else out

@@ -1,0 +1,154 @@
+"""An Envoy bootstrap that puts ``dpbalance epp`` in front of the ranks (``dpbalance epp --print-envoy-config``).
+
+One listener; its ``ext_proc`` filter asks the picker about every request (headers, then the buffered body,
+then the response headers, and in streamed mode the response body chunks); the router sends the request to an
+``ORIGINAL_DST`` cluster that connects to the ``ip:port`` the picker wrote in ``x-gateway-destination-endpoint``.
+Envoy carries the tokens. Several picker replicas are listed as hosts of the picker cluster (each request's
+gRPC stream goes to one of them; a replica that fails its gRPC health check leaves the rotation).
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from .config import EppConfig
+from .protocol import DEST, LB_NS, SUBSET_NS, UPSTREAM_ADDRESS
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_BIG = 1_000_000  # circuit-breaker thresholds: the picker bounds the load, not Envoy's defaults (1,024)
+
+
+def _address(hostport: str) -> dict:
+    host, _, port = hostport.rpartition(":")
+    return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+
+
+def _ext_proc(cfg: EppConfig) -> dict:
+    return {
+        "grpc_service": {"envoy_grpc": {"cluster_name": "epp"}},
+        "failure_mode_allow": False,
+        # a request may wait in the picker's pool for a slot: as long as --max-wait-s allows
+        "message_timeout": f"{cfg.max_wait_s:g}s",
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "request_body_mode": "BUFFERED",
+            "response_header_mode": "SEND",
+            "response_body_mode": "STREAMED" if cfg.streamed else "NONE",
+            "request_trailer_mode": "SKIP",
+            "response_trailer_mode": "SKIP",
+        },
+        "metadata_options": {"forwarding_namespaces": {"untyped": [LB_NS, SUBSET_NS]}},
+        "response_attributes": [UPSTREAM_ADDRESS],
+    }
+
+
+def _hcm(cfg: EppConfig) -> dict:
+    return {
+        "@type": _HCM,
+        "stat_prefix": "inference",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": "0s",
+        "request_timeout": "0s",
+        "route_config": {
+            "name": "inference",
+            "virtual_hosts": [
+                {
+                    "name": "model-servers",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "ranks", "timeout": "0s"}}],
+                }
+            ],
+        },
+        "http_filters": [
+            {"name": "envoy.filters.http.ext_proc", "typed_config": {"@type": _EXT_PROC, **_ext_proc(cfg)}},
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+        ],
+    }
+
+
+def _clusters(pickers: list[str]) -> list[dict]:
+    thresholds = {
+        "thresholds": [{"max_connections": _BIG, "max_pending_requests": _BIG, "max_requests": _BIG, "max_retries": 16}]
+    }
+    ranks = {
+        "name": "ranks",
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "5s",
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": DEST},
+        "circuit_breakers": thresholds,
+    }
+    epp = {
+        "name": "epp",
+        "type": "STATIC",
+        "connect_timeout": "5s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _HTTP_OPTS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "circuit_breakers": thresholds,
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"},
+            }
+        ],
+        "load_assignment": {
+            "cluster_name": "epp",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(p)}} for p in pickers]}],
+        },
+    }
+    return [ranks, epp]
+
+
+def bootstrap(
+    cfg: EppConfig,
+    pickers: list[str] | None = None,
+    listen: str = "0.0.0.0",
+    admin_port: int | None = 9901,
+) -> dict:
+    """The bootstrap as a dict. ``pickers``: the picker replicas' ``host:port`` (default: this one, on
+    ``cfg.host:cfg.port``)."""
+    pickers = pickers or [f"{cfg.host}:{cfg.port}"]
+    out = {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "inference",
+                    "address": _address(f"{listen}:{cfg.envoy_port}"),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": _hcm(cfg)}
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": _clusters(pickers),
+        },
+        "layered_runtime": {
+            "layers": [{"name": "static", "static_layer": {"overload": {"global_downstream_max_connections": _BIG}}}]
+        },
+    }
+    if admin_port is not None:
+        out["admin"] = {"address": _address(f"127.0.0.1:{admin_port}")}
+    return out
+
+
+def bootstrap_yaml(cfg: EppConfig, pickers: list[str] | None = None, **kw) -> str:
+    head = (
+        "# Envoy bootstrap written by `dpbalance epp --print-envoy-config`: Envoy asks the endpoint picker\n"
+        f"# ({', '.join(pickers or [f'{cfg.host}:{cfg.port}'])}) where each request goes, then connects to that\n"
+        "# ip:port itself. Run: envoy -c envoy.yaml\n"
+    )
+    return head + yaml.safe_dump(bootstrap(cfg, pickers, **kw), sort_keys=False)
