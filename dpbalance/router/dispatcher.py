@@ -267,7 +267,10 @@ class Dispatcher:
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=tick)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+                    # arrives as the wake-up does, and this loop then never ends (seen when stopping under load)
+                    async with asyncio.timeout(tick):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()
