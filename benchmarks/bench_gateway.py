@@ -5,14 +5,15 @@ and the picker's decision latency, on one trace.
 
 Workload (as ``bench_live_vs_sim.py``): the first N requests of mooncake-conversation, prompts × 1/8, outputs
 capped at 128, Poisson arrivals at 1,500 requests/s (heavy load: the pool holds a queue). Engine-sim ranks
-(time scale 0.5), the pickers and the load generator share this process (pinned to ``--core``); Envoy runs
-pinned to ``--envoy-core``. Each configuration runs on fresh ranks:
+(``--time-scale``) and the load generator share this process (pinned to ``--core``, with Envoy); the pickers
+run as ``dpbalance epp`` processes pinned to ``--epp-core``. Each configuration runs on fresh ranks:
 
 - ``streamed``: one picker, response bodies through it (exact token counts);
 - ``decision-only``: one picker, no body (progress estimated from the ranks' step time);
 - ``streamed x2`` / ``decision-only x2``: two pickers behind one Envoy (each request goes to one of them), each
-  holding what the ranks report beyond its own requests (``--rank-metrics-interval-s``);
-- ``streamed x2, blind``: two pickers that do not read the ranks' metrics (each sees only its half);
+  with ``--replicas 2`` (half of every rank's slots) and holding what the ranks report beyond its own requests
+  (``--rank-metrics-interval-s``);
+- ``decision-only x2, blind``: the same without the ranks' metrics (each sees only its own half);
 - ``serve``: ``dpbalance serve``'s own relay, for reference.
 
 Reported: the engine's whole-run average max–min load over steps (``/admin/stats``), its throughput, the ratio
@@ -27,18 +28,22 @@ import asyncio
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
+import aiohttp
 import numpy as np
 
 from dpbalance import loadgen
 from dpbalance.core import Workload
 from dpbalance.emulator import start_group
-from dpbalance.gateway import EppConfig, bootstrap, start_epp
+from dpbalance.gateway import EppConfig, bootstrap
 from dpbalance.gateway.envoy import EnvoyProcess
 from dpbalance.router.server import RouterConfig, start_router
 from dpbalance.traces import load_trace
 
-SCALE, CAP, QPS, TIME_SCALE = 1 / 8, 128, 1500.0, 0.5
+SCALE, CAP, QPS = 1 / 8, 128, 1500.0
 
 
 def _free_port() -> int:
@@ -53,26 +58,59 @@ def _pct(x, p):
     return round(float(np.percentile(np.asarray(x), p)), 1) if len(x) else None
 
 
-async def _gateway(w, a, mode: str, replicas: int, interval: float, envoy_core) -> dict:
-    group, urls, runners = await start_group(a.workers, slots=a.slots, time_scale=TIME_SCALE)
-    kw = dict(decode=tuple(urls), slots=a.slots, policy=a.policy, tokenize="estimate", mode=mode)
-    kw.update(prometheus_port=None, rank_metrics_interval_s=interval)
-    epps = [await start_epp(EppConfig(**kw, port=_free_port())) for _ in range(replicas)]
+def _pin(core) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
+
+
+def _epp_cmd(a, urls, mode: str, interval: float, replicas: int, port: int, mport: int, core) -> list[str]:
+    cmd = _pin(core) + [sys.executable, "-m", "dpbalance", "epp", "--port", str(port), "--prometheus-port", str(mport)]
+    cmd += ["--slots", str(a.slots), "--policy", a.policy, "--tokenize", "estimate", "--mode", mode]
+    cmd += ["--rank-metrics-interval-s", str(interval), "--replicas", str(replicas), "--worker-urls", *urls]
+    return cmd
+
+
+async def _ready(url: str, timeout: float = 30.0) -> None:
+    async with aiohttp.ClientSession() as s:
+        for _ in range(int(timeout / 0.1)):
+            try:
+                async with s.get(url) as r:
+                    if r.status == 200 and (await r.json()).get("ready"):
+                        return
+            except (aiohttp.ClientError, ValueError):
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} not ready")
+
+
+async def _gateway(w, a, mode: str, replicas: int, interval: float) -> dict:
+    group, urls, runners = await start_group(a.workers, slots=a.slots, time_scale=a.time_scale)
+    ports = [(_free_port(), _free_port()) for _ in range(replicas)]
+    procs = [
+        subprocess.Popen(_epp_cmd(a, urls, mode, interval, replicas, p, m, a.epp_core), stdout=subprocess.DEVNULL)
+        for p, m in ports
+    ]
+    kw = dict(decode=tuple(urls), slots=a.slots, mode=mode)
     conf = bootstrap(
-        EppConfig(**kw, port=epps[0].port, envoy_port=_free_port()),
-        pickers=[f"127.0.0.1:{e.port}" for e in epps],
+        EppConfig(**kw, port=ports[0][0], envoy_port=_free_port()),
+        pickers=[f"127.0.0.1:{p}" for p, _ in ports],
         listen="127.0.0.1",
         admin_port=_free_port(),
     )
-    prefix = ["taskset", "-c", str(envoy_core)] if envoy_core is not None and shutil.which("taskset") else []
-    envoy = EnvoyProcess(conf, prefix=prefix)
-    await envoy.start()
+    envoy = EnvoyProcess(conf, prefix=_pin(a.envoy_core))
     try:
+        for _, m in ports:
+            await _ready(f"http://127.0.0.1:{m}/debug/epp")
+        await envoy.start()
         outs = await loadgen.run(w, loadgen.LoadgenConfig(target=envoy.url, mode="qps", qps=QPS))
         bad = sum(o.status != "ok" for o in outs)
         st = group.stats()
-        picks = [x for e in epps for x in e.picker.pick_us]
-        calls = [x for e in epps for x in e.router.dispatcher.dispatch_us]
+        async with aiohttp.ClientSession() as s:
+            stats = []
+            for _, m in ports:
+                async with s.get(f"http://127.0.0.1:{m}/debug/epp?samples=1") as r:
+                    stats.append(await r.json())
+        picks = [x for d in stats for x in d["pick_us"]]
+        calls = [x for d in stats for x in d["policy_us"]]
         return {
             **_row(st, bad),
             "pick_p50_us": _pct(picks, 50),
@@ -82,14 +120,19 @@ async def _gateway(w, a, mode: str, replicas: int, interval: float, envoy_core) 
         }
     finally:
         await envoy.stop()
-        for e in epps:
-            await e.stop(grace=0)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
         await group.server.close()
         await group.stop()
 
 
 async def _serve(w, a) -> dict:
-    group, urls, runners = await start_group(a.workers, slots=a.slots, time_scale=TIME_SCALE)
+    group, urls, runners = await start_group(a.workers, slots=a.slots, time_scale=a.time_scale)
     router, rurl, rrun = await start_router(
         RouterConfig(decode=tuple(urls), policy=a.policy, slots=a.slots, tokenize="estimate")
     )
@@ -116,7 +159,7 @@ CONFIGS = {
     "decision-only": ("decision-only", 1, 0.25),
     "streamed x2": ("streamed", 2, 0.25),
     "decision-only x2": ("decision-only", 2, 0.25),
-    "streamed x2, blind": ("streamed", 2, 0.0),
+    "decision-only x2, blind": ("decision-only", 2, 0.0),
 }
 
 
@@ -127,11 +170,15 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--policy", default="br0")
     ap.add_argument("--only", nargs="*", default=None, help=f"configurations to run (of {', '.join(CONFIGS)}, serve)")
-    ap.add_argument("--core", type=int, default=0, help="core of this process (ranks, pickers, load generator)")
+    ap.add_argument("--time-scale", type=float, default=0.25, help="engine-sim speed (lower: nothing CPU-bound)")
+    ap.add_argument("--core", type=int, default=1, help="core of this process (ranks, load generator, serve)")
     ap.add_argument("--envoy-core", type=int, default=1)
+    ap.add_argument("--epp-core", type=int, default=0, help="core of the pickers")
     ap.add_argument("--no-pin", action="store_true")
     a = ap.parse_args()
-    if not a.no_pin and hasattr(os, "sched_setaffinity"):
+    if a.no_pin:
+        a.epp_core = a.envoy_core = None
+    elif hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.core})
     src = load_trace("mooncake-conversation").filter(max_requests=a.requests)
     w = Workload.from_arrays(
@@ -148,7 +195,7 @@ def main() -> None:
             rows[name] = asyncio.run(_serve(w, a))
         else:
             mode, n, every = CONFIGS[name]
-            rows[name] = asyncio.run(_gateway(w, a, mode, n, every, None if a.no_pin else a.envoy_core))
+            rows[name] = asyncio.run(_gateway(w, a, mode, n, every))
         print(json.dumps({"config": name, **rows[name]}), flush=True)
     base = rows.get("streamed", {}).get("maxmin")
     print(f"\nG = {a.workers}, B = {a.slots}, policy {a.policy}, {a.requests} requests\n")

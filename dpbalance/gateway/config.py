@@ -70,6 +70,13 @@ class EppConfig(RouterConfig):
         _GW,
         min=0.0,
     )
+    replicas: int = _f(
+        1,
+        "Picker replicas in front of the same ranks. Each admits at most its 1/N share of every rank's slots "
+        "(so together they never overfill a rank) and sees what the others placed through the ranks' /metrics.",
+        _GW,
+        min=1,
+    )
     rank_metrics_stale_s: float = _f(
         3.0,
         "A rank whose /metrics has not answered for this many seconds counts only this replica's own requests.",
@@ -77,6 +84,13 @@ class EppConfig(RouterConfig):
         min=0.1,
     )
     envoy_port: int = _f(8080, "The listener port written by --print-envoy-config.", _GW, min=1, max=65535)
+    picker_address: tuple[str, ...] = _f(
+        (),
+        "HOST:PORT at which Envoy reaches the picker, written by --print-envoy-config (repeat for replicas; a "
+        "DNS name such as a headless Service lists every replica). Default: --host:--port (127.0.0.1 for a "
+        "wildcard --host).",
+        _GW,
+    )
     print_envoy_config: bool = _f(
         False, "Print an Envoy bootstrap (YAML) for these ranks and this picker, then exit.", _GW
     )
@@ -97,6 +111,10 @@ class EppConfig(RouterConfig):
             raise ValueError("the picker has no PD mode (prefill URLs)")
         for u in self.decode + ((self.dp_endpoint,) if self.dp_endpoint else ()):
             endpoint_of(u)
+        for a in self.picker_address:
+            host, _, port = a.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"--picker-address {a!r}: give HOST:PORT")
 
     @property
     def streamed(self) -> bool:

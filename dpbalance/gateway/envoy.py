@@ -77,21 +77,24 @@ def _hcm(cfg: EppConfig) -> dict:
     }
 
 
-def _clusters(pickers: list[str]) -> list[dict]:
-    thresholds = {
+def _thresholds() -> dict:
+    return {
         "thresholds": [{"max_connections": _BIG, "max_pending_requests": _BIG, "max_requests": _BIG, "max_retries": 16}]
     }
+
+
+def _clusters(pickers: list[str]) -> list[dict]:
     ranks = {
         "name": "ranks",
         "type": "ORIGINAL_DST",
         "lb_policy": "CLUSTER_PROVIDED",
         "connect_timeout": "5s",
         "original_dst_lb_config": {"use_http_header": True, "http_header_name": DEST},
-        "circuit_breakers": thresholds,
+        "circuit_breakers": _thresholds(),
     }
     epp = {
         "name": "epp",
-        "type": "STATIC",
+        "type": "STRICT_DNS",  # an IP address or a name (a headless Service lists every replica)
         "connect_timeout": "5s",
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
@@ -100,7 +103,7 @@ def _clusters(pickers: list[str]) -> list[dict]:
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
-        "circuit_breakers": thresholds,
+        "circuit_breakers": _thresholds(),
         "health_checks": [
             {
                 "timeout": "1s",
@@ -124,9 +127,9 @@ def bootstrap(
     listen: str = "0.0.0.0",
     admin_port: int | None = 9901,
 ) -> dict:
-    """The bootstrap as a dict. ``pickers``: the picker replicas' ``host:port`` (default: this one, on
-    ``cfg.host:cfg.port``)."""
-    pickers = pickers or [f"{cfg.host}:{cfg.port}"]
+    """The bootstrap as a dict. ``pickers``: the picker replicas' ``host:port`` (default: ``cfg.picker_address``,
+    else this picker on ``--host:--port``)."""
+    pickers = pickers or picker_addresses(cfg)
     out = {
         "static_resources": {
             "listeners": [
@@ -144,20 +147,24 @@ def bootstrap(
             ],
             "clusters": _clusters(pickers),
         },
-        "layered_runtime": {
-            "layers": [{"name": "static", "static_layer": {"overload": {"global_downstream_max_connections": _BIG}}}]
-        },
     }
     if admin_port is not None:
         out["admin"] = {"address": _address(f"127.0.0.1:{admin_port}")}
     return out
 
 
+def picker_addresses(cfg: EppConfig) -> list[str]:
+    if cfg.picker_address:
+        return list(cfg.picker_address)
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "", "::") else cfg.host
+    return [f"{host}:{cfg.port}"]
+
+
 def bootstrap_yaml(cfg: EppConfig, pickers: list[str] | None = None, **kw) -> str:
     head = (
         "# Envoy bootstrap written by `dpbalance epp --print-envoy-config`: Envoy asks the endpoint picker\n"
-        f"# ({', '.join(pickers or [f'{cfg.host}:{cfg.port}'])}) where each request goes, then connects to that\n"
-        "# ip:port itself. Run: envoy -c envoy.yaml\n"
+        f"# ({', '.join(pickers or picker_addresses(cfg))}) where each request goes, then connects to the\n"
+        "# ip:port it names. Run: envoy -c envoy.yaml\n"
     )
     return head + yaml.safe_dump(bootstrap(cfg, pickers, **kw), sort_keys=False)
 

@@ -73,6 +73,14 @@ class RankLoads:
         self.step_s = np.full(G, np.nan)
         self._itl = [(0.0, 0.0)] * G
         self._next_rid = FOREIGN_BASE
+        if cfg.rank_metrics_interval_s > 0:  # the step clock sets the token rate of unseen requests
+            router.dispatcher.measure_rate = False
+        # this replica's share of every rank's slots (all of them when it is the only one)
+        self.share = max(1, router.slots // cfg.replicas)
+        d = router.dispatcher
+        d.slots = self.share  # what a rank back in rotation gets (Dispatcher.set_rotation)
+        for g in range(G):
+            d.state.set_cap(g, self.share)
 
     # ------------------------------------------------------------------ reading
     async def _get(self, url: str) -> str | None:
@@ -146,13 +154,19 @@ class RankLoads:
 
     # ------------------------------------------------------------------ the foreign slots
     def set_foreign(self, g: int, n: int, load: int) -> None:
-        """Hold ``n`` foreign requests of ``load`` tokens in all on rank ``g`` (as many as it has free slots)."""
-        st = self.r.dispatcher.state
+        """Hold ``n`` foreign requests of ``load`` tokens in all on rank ``g``. The rank's cap becomes this
+        replica's share plus the foreign slots (at most all the rank's slots): with one replica the foreign
+        requests take free slots, with several each keeps its share beside what the others hold."""
+        d = self.r.dispatcher
+        st = d.state
         held = self.foreign_slots[g]
         for s in held:
             st.release(s)
         held.clear()
-        n = min(n, int(st.caps[g] - st.counts[g]) if st.caps[g] else 0, int(self.r.slots))
+        base = self.share if d.in_rotation[g] else 0
+        cap = min(st.bmax, base + n)
+        st.set_cap(g, cap)
+        n = max(0, min(n, cap - int(st.counts[g])))
         for i in range(n):
             share = load // n + (1 if i < load % n else 0)
             self._next_rid += 1

@@ -69,6 +69,7 @@ class Epp:
         self._tasks: list[asyncio.Task] = []
         self._mrunner: web.AppRunner | None = None
         self.metrics_url: str | None = None
+        self._synced = False
         router.metrics.registry.register(_Collector(self))
 
     @classmethod
@@ -83,6 +84,7 @@ class Epp:
         """Readiness: NOT_SERVING until one health round has seen the ranks ("synced"), then SERVING while the
         dispatcher runs and a rank is in rotation."""
         await self.router.health.check_once()
+        self._synced = True
         last = None
         while True:
             ok = self.ready()
@@ -99,7 +101,7 @@ class Epp:
 
         async def epp_stats(request):
             """Decision latency (body received → destination sent) over the last ``?last=N`` picks (default all
-            kept), and the policy call latency over as many calls."""
+            kept), the policy call latency over as many calls (``?samples=1``: the samples too), readiness."""
             try:
                 last = max(1, int(request.query.get("last", "100000")))
             except ValueError:
@@ -107,8 +109,11 @@ class Epp:
             w = np.asarray(picker.pick_us)[-last:]
             c = np.asarray(self.router.dispatcher.dispatch_us)[-last:]
             q = lambda x, p: float(np.percentile(x, p)) if len(x) else None  # noqa: E731
+            samples = {"pick_us": w.tolist(), "policy_us": c.tolist()} if request.query.get("samples") else {}
             return web.json_response(
                 {
+                    **samples,
+                    "ready": self.ready() and self._synced,
                     "picks": int(len(picker.pick_us)),
                     "p50_us": q(w, 50),
                     "p99_us": q(w, 99),

@@ -91,6 +91,7 @@ class Dispatcher:
         self.nonstream: dict[int, Ticket] = {}  # slot -> running non-stream ticket
         self.pending: dict[int, int] = {}  # slot -> relayed tokens not yet in the state arrays (see flush)
         self.rate = np.full(G, _DEFAULT_RATE)
+        self.measure_rate = True  # rates from the relayed streams; off when a front door sets ``rate`` itself
         self._rate_mark = (time.monotonic(), metrics.tokens.copy())
         self._next_id = 0
         self._wake = asyncio.Event()
@@ -247,7 +248,7 @@ class Dispatcher:
     def _estimate_nonstream(self, now: float) -> None:
         self.flush()
         t0, tok0 = self._rate_mark
-        if now - t0 >= 0.5:
+        if self.measure_rate and now - t0 >= 0.5:
             streams = self.state.counts.copy()
             for t in self.nonstream.values():
                 streams[t.rank] -= 1

@@ -75,6 +75,7 @@ async def gateway(ranks: int = 2, replicas: int = 1, sim_kw: dict | None = None,
     ecfg.setdefault("tokenize", "estimate")
     ecfg.setdefault("prometheus_port", None)
     ecfg.setdefault("rank_metrics_interval_s", 0.1)
+    ecfg.setdefault("replicas", replicas)
     where = {"dp_endpoint": group.server.dp_url, "dp_size": ranks} if dp else {"decode": tuple(urls)}
     epps: list[Epp] = []
     envoy = None
