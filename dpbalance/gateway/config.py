@@ -19,6 +19,14 @@ from ..router.config import RouterConfig
 
 _GW = "Gateway"
 
+# the names of the Endpoint Picker protocol (headers, metadata namespaces and keys)
+DEST = "x-gateway-destination-endpoint"
+SERVED = "x-gateway-destination-endpoint-served"
+SUBSET = "x-gateway-destination-endpoint-subset"
+LB_NS = "envoy.lb"
+SUBSET_NS = "envoy.lb.subset_hint"
+UPSTREAM_ADDRESS = "upstream.address"  # the Envoy attribute that names the endpoint that served a response
+
 
 def _hidden(name: str):
     """``RouterConfig``'s field ``name`` unchanged (default, help) but off the ``epp`` command line."""

@@ -19,8 +19,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from .config import EppConfig
-from .protocol import DEST, LB_NS, SUBSET_NS, UPSTREAM_ADDRESS
+from .config import DEST, LB_NS, SUBSET_NS, UPSTREAM_ADDRESS, EppConfig
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"

@@ -51,6 +51,7 @@ class Picker(pb_grpc.ExternalProcessorServicer):
         self._rr = 0
         self.pick_us: collections.deque = collections.deque(maxlen=100_000)
         self.streams = 0  # open ext_proc streams
+        self.loads = None  # the RankLoads of this picker (set by the server)
 
     def eligible(self, subset: list[str] | None) -> np.ndarray:
         """Ranks in rotation that the subset hint (if any) allows."""
@@ -96,7 +97,8 @@ class _Exchange:
         self.status = 0
         self.carry = b""
         self.answer = bytearray()  # a non-stream answer (streamed mode)
-        self.saw_done = self.errored = self.shed = False
+        self.saw_done = self.errored = False
+        self.passthrough = False  # not a generation request: routed on its headers, not accounted
 
     async def on(self, req):
         kind = req.WhichOneof("request")
@@ -105,6 +107,8 @@ class _Exchange:
         if kind == "request_headers":
             return self._request_headers(req.request_headers)
         if kind == "request_body":
+            if self.passthrough:
+                return P.CONTINUE_REQUEST_BODY
             if len(self.body) + len(req.request_body.body) > self.r.cfg.max_body_bytes:
                 return self._reject(413, "body_too_large", f"request body over {self.r.cfg.max_body_bytes} bytes")
             self.body += req.request_body.body
@@ -125,17 +129,22 @@ class _Exchange:
     # ------------------------------------------------------------------ request side
     def _reject(self, status: int, reason: str, message: str, etype: str = "invalid_request_error", **kw):
         self.r.metrics.finish("rejected", reason, 0.0)
-        self.shed = True
         return P.immediate(status, message, etype, **kw)
 
     def _request_headers(self, msg):
         h = P.headers_of(msg)
         path = h.get(":path", "").split("?", 1)[0]
         cfg = self.r.cfg
-        if path not in GENERATION or h.get(":method", "POST") != "POST":
+        generation = path in GENERATION and h.get(":method", "POST") == "POST"
+        if not generation:  # /v1/models, /tokenize, ...: a rank in rotation answers (the key as serve wants it)
+            if cfg.api_key is not None and path != "/health" and not authorized(h.get("authorization"), cfg.api_key):
+                return P.immediate(
+                    401, "invalid or missing API key (Authorization: Bearer KEY)", "authentication_error"
+                )
             g = self.p.any_rank(self.subset)
             if g is None:
                 return P.immediate(503, "no model server endpoint is ready", "server_error")
+            self.passthrough = True
             return self.p.route(g, on_body=False)
         if cfg.api_key is not None and not authorized(h.get("authorization"), cfg.api_key):
             return self._reject(
@@ -194,7 +203,7 @@ class _Exchange:
                 return P.immediate(503, "no model server endpoint is ready", "server_error")
             return P.immediate(504, f"no decode slot within {cfg.max_wait_s:g} s", "server_error")
         if not (cfg.streamed and t.stream):
-            d.start_nonstream(t)  # progress estimated (see rankload); streamed answers are counted
+            self.p.loads.track(t)  # progress estimated (see rankload); streamed answers are counted
         out = self.p.route(g, on_body=True)
         if changed:
             raw = json.dumps(p.body, separators=(",", ":")).encode()
@@ -252,6 +261,7 @@ class _Exchange:
             self.r.breaker.failure(g, "http_5xx" if self.status >= 500 else "broken")
             self.r.finish(t, "failed", "rank_unavailable")
         if t.outcome is not None:
+            self.p.loads.untrack(t)
             self.r.dispatcher.release(t)
         return P.CONTINUE_RESPONSE_HEADERS
 
@@ -308,11 +318,13 @@ class _Exchange:
             return
         if t.outcome is None:
             if self.status == 200 and not r.cfg.streamed and not r.stopping:
+                self.p.loads.progress_one(t)
                 t.tokens = max(t.tokens, t.est_tokens)
                 r.metrics.tokens[t.rank] += t.tokens
                 r.breaker.success(t.rank)
                 r.finish(t, "completed", "ok")
             else:
                 r.finish(t, "failed", "shutdown" if r.stopping else "client_disconnect")
+        self.p.loads.untrack(t)
         r.dispatcher.release(t)
         r.dispatcher.drop(t)

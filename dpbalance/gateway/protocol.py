@@ -18,13 +18,9 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
 from ..router.inbound import error_body
+from .config import DEST, LB_NS, SERVED, SUBSET, SUBSET_NS, UPSTREAM_ADDRESS
 
-DEST = "x-gateway-destination-endpoint"
-SERVED = "x-gateway-destination-endpoint-served"
-SUBSET = "x-gateway-destination-endpoint-subset"
-LB_NS = "envoy.lb"
-SUBSET_NS = "envoy.lb.subset_hint"
-UPSTREAM_ADDRESS = "upstream.address"
+__all__ = ["DEST", "LB_NS", "SERVED", "SUBSET", "SUBSET_NS", "UPSTREAM_ADDRESS"]
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 

@@ -9,9 +9,12 @@ labels its engines ``engine="N"``):
   clients that bypass the gateway) is held on that rank as *foreign* slots: placeholders in the same cluster
   state the policy reads, so the policy runs unchanged and sees the whole load. Between two scrapes the own
   requests are exact and the foreign ones stay as last seen.
-- ``vllm:inter_token_latency_seconds`` (sum / count since the last scrape): the step time. Decode advances
-  every running sequence one token per step, so ``1 / step time`` is the token rate a request whose tokens
-  the picker does not see (``--mode decision-only``, or a non-stream answer) is credited with.
+- the step clock: decode advances every running sequence one token per engine step, so a request whose tokens
+  the picker does not see (``--mode decision-only``, or a non-stream answer) is credited with the steps its
+  rank ran since it was placed (capped at its ``max_tokens``). Steps are counted from
+  ``vllm:iteration_tokens_total_count`` at every scrape, and between scrapes advanced at ``1 / step time``
+  (``vllm:inter_token_latency_seconds`` sum / count since the last scrape); a rank that reports no iteration
+  count gets the step time alone.
 
 A rank whose metrics cannot be read for ``rank_metrics_stale_s`` drops its foreign slots: the replica then
 balances on its own requests only (the single-replica picture), and says so in
@@ -73,6 +76,9 @@ class RankLoads:
         self.step_s = np.full(G, np.nan)
         self._itl = [(0.0, 0.0)] * G
         self._next_rid = FOREIGN_BASE
+        self.clock = np.zeros(G)  # engine steps per rank (the step clock), advanced between scrapes
+        self._clock_at = time.monotonic()
+        self.unseen: dict[int, object] = {}  # slot -> ticket whose tokens are estimated
         if cfg.rank_metrics_interval_s > 0:  # the step clock sets the token rate of unseen requests
             router.dispatcher.measure_rate = False
         # this replica's share of every rank's slots (all of them when it is the only one)
@@ -125,6 +131,10 @@ class RankLoads:
             self._foreign_from(g, m)
 
     def _step_clock(self, g: int, m: dict[str, float]) -> None:
+        it = m.get("vllm:iteration_tokens_total_count")
+        if it is not None:
+            self.advance()
+            self.clock[g] = it  # re-anchored to the rank's own count (a ticket's estimate still only grows)
         s, c = m.get("vllm:inter_token_latency_seconds_sum"), m.get("vllm:inter_token_latency_seconds_count")
         if s is None or c is None:
             return
@@ -156,7 +166,9 @@ class RankLoads:
     def set_foreign(self, g: int, n: int, load: int) -> None:
         """Hold ``n`` foreign requests of ``load`` tokens in all on rank ``g``. The rank's cap becomes this
         replica's share plus the foreign slots (at most all the rank's slots): with one replica the foreign
-        requests take free slots, with several each keeps its share beside what the others hold."""
+        requests take free slots, with several each keeps its share beside what the others hold. (A replica
+        never takes slots beyond its share, even idle ones: the slots another replica has not filled look the
+        same as free ones, and taking them would overfill the rank when it fills them.)"""
         d = self.r.dispatcher
         st = d.state
         held = self.foreign_slots[g]
@@ -173,6 +185,47 @@ class RankLoads:
             held.append(st.admit(self._next_rid, g, share))
         self.foreign_load[g] = load if n else 0
         self.r.dispatcher.wake()
+
+    # ------------------------------------------------------------------ requests whose tokens are not seen
+    def advance(self) -> None:
+        """Move the step clock to now at each rank's current step rate."""
+        now = time.monotonic()
+        d = self.r.dispatcher
+        running = d.state.counts > 0
+        self.clock[running] += d.rate[running] * (now - self._clock_at)
+        self._clock_at = now
+
+    def track(self, t) -> None:
+        """Credit ``t`` with its rank's steps from now on (``progress``)."""
+        if self.cfg.rank_metrics_interval_s <= 0:
+            self.r.dispatcher.start_nonstream(t)  # no step clock: the dispatcher's rate estimate
+            return
+        self.advance()
+        t.est_tokens = 0
+        t.started = time.monotonic()
+        t.extra["clock0"] = self.clock[t.rank]
+        self.unseen[t.slot] = t
+
+    def untrack(self, t) -> None:
+        if self.unseen.get(t.slot) is t:
+            self.progress_one(t)
+            del self.unseen[t.slot]
+
+    def progress_one(self, t) -> None:
+        if t.slot < 0 or "clock0" not in t.extra:
+            return
+        est = min(t.limit - 1, int(self.clock[t.rank] - t.extra["clock0"]))
+        if est > t.est_tokens:
+            self.r.dispatcher.state.add_tokens(t.slot, est - t.est_tokens)
+            t.est_tokens = est
+
+    async def run_progress(self, every: float = 0.02) -> None:
+        while True:
+            await asyncio.sleep(every)
+            if self.unseen:
+                self.advance()
+                for t in list(self.unseen.values()):
+                    self.progress_one(t)
 
     async def run(self) -> None:
         every = self.cfg.rank_metrics_interval_s

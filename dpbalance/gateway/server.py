@@ -63,6 +63,7 @@ class Epp:
         self.cfg, self.router = cfg, router
         self.picker = Picker(router, cfg)
         self.loads = RankLoads(router, cfg)
+        self.picker.loads = self.loads
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -141,7 +142,11 @@ class Epp:
             raise OSError(f"cannot listen on {self.cfg.host}:{self.cfg.port}")
         await self.server.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.loads.run()), loop.create_task(self._watch_health())]
+        self._tasks = [
+            loop.create_task(self.loads.run()),
+            loop.create_task(self.loads.run_progress()),
+            loop.create_task(self._watch_health()),
+        ]
         if metrics and self.cfg.prometheus_port is not None:
             self._mrunner = web.AppRunner(self.metrics_app(), access_log=None)
             await self._mrunner.setup()

@@ -80,6 +80,10 @@ def test_bad_input_and_shedding_are_immediate_responses():
             auth = {"Authorization": "Bearer k"}
             async with s.post(st.url + "/v1/completions", json={"prompt": "a"}) as r:
                 assert r.status == 401 and (await r.json())["error"]["type"] == "authentication_error"
+            async with s.get(st.url + "/v1/models") as r:
+                assert r.status == 401
+            async with s.post(st.url + "/tokenize", json={"prompt": "a b c"}, headers=auth) as r:
+                assert r.status == 200 and (await r.json())["count"] == 3  # a POST that is not a generation
             async with s.post(st.url + "/v1/completions", data=b"{oops", headers=auth) as r:
                 assert r.status == 400 and "JSON" in (await r.json())["error"]["message"]
             async with s.post(st.url + "/v1/completions", json={"prompt": "a", "max_tokens": -1}, headers=auth) as r:
