@@ -1,7 +1,7 @@
 """The picker behind a real Envoy on engine-sim: balance in both load-accounting modes and with two replicas,
 and the picker's decision latency, on one trace.
 
-    python benchmarks/bench_gateway.py [--requests 1000] [--workers 8] [--slots 16] [--policy br0]
+    python benchmarks/bench_gateway.py [--requests 1000] [--workers 8] [--slots 16] [--policy br0] [--repeat 3]
 
 Workload (as ``bench_live_vs_sim.py``): the first N requests of mooncake-conversation, prompts × 1/8, outputs
 capped at 128, Poisson arrivals at 1,500 requests/s (heavy load: the pool holds a queue). Engine-sim ranks
@@ -16,9 +16,10 @@ run as ``dpbalance epp`` processes pinned to ``--epp-core``. Each configuration 
 - ``decision-only x2, blind``: the same without the ranks' metrics (each sees only its own half);
 - ``serve``: ``dpbalance serve``'s own relay, for reference.
 
-Reported: the engine's whole-run average max–min load over steps (``/admin/stats``), its throughput, the ratio
-of each max–min to the streamed one, and the picker's decision latency (body received → destination sent,
-P50/P99, including the wait in the pool) and the policy call latency (P50/P99).
+Reported (medians of ``--repeat`` interleaved runs, every run's max–min beside it: live runs vary a lot from one
+to the next): the engine's whole-run average max–min load over steps (``/admin/stats``), its throughput, the
+ratio of each max–min to the streamed one, and the picker's decision latency (body received → destination
+sent, P50/P99, which here is mostly the wait in the pool: the load is heavy) and the policy call latency.
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--policy", default="br0")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (the table shows medians)")
     ap.add_argument("--only", nargs="*", default=None, help=f"configurations to run (of {', '.join(CONFIGS)}, serve)")
     ap.add_argument("--time-scale", type=float, default=0.25, help="engine-sim speed (lower: nothing CPU-bound)")
     ap.add_argument("--core", type=int, default=1, help="core of this process (ranks, load generator, serve)")
@@ -189,25 +191,34 @@ def main() -> None:
         has_timestamps=False,
     )
     names = a.only or [*CONFIGS, "serve"]
-    rows = {}
-    for name in names:
-        if name == "serve":
-            rows[name] = asyncio.run(_serve(w, a))
-        else:
-            mode, n, every = CONFIGS[name]
-            rows[name] = asyncio.run(_gateway(w, a, mode, n, every))
-        print(json.dumps({"config": name, **rows[name]}), flush=True)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for rep in range(a.repeat):
+        for name in names:  # interleaved, so a slow spell of the machine hits every configuration alike
+            if name == "serve":
+                r = asyncio.run(_serve(w, a))
+            else:
+                mode, n, every = CONFIGS[name]
+                r = asyncio.run(_gateway(w, a, mode, n, every))
+            runs[name].append(r)
+            print(json.dumps({"config": name, "run": rep, **r}), flush=True)
+    rows = {n: {k: float(np.median([r[k] for r in rs])) for k in rs[0] if r_is_num(rs[0][k])} for n, rs in runs.items()}
     base = rows.get("streamed", {}).get("maxmin")
-    print(f"\nG = {a.workers}, B = {a.slots}, policy {a.policy}, {a.requests} requests\n")
-    print("| configuration | max–min | × streamed | tok/s | completed | errors | decision P50 / P99 µs", end="")
-    print(" | policy P50 / P99 µs |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\nG = {a.workers}, B = {a.slots}, policy {a.policy}, {a.requests} requests, median of {a.repeat} runs\n")
+    print(
+        "| configuration | max–min (runs) | × streamed | tok/s | errors | decision P50 / P99 ms | policy P50 / P99 µs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
+        each = ", ".join(f"{x['maxmin']:,.0f}" for x in runs[name])
         ratio = f"{r['maxmin'] / base:.2f}" if base else "–"
-        dec = f"{r['pick_p50_us']} / {r['pick_p99_us']}" if "pick_p50_us" in r else "–"
-        pol = f"{r['policy_p50_us']} / {r['policy_p99_us']}" if "policy_p50_us" in r else "–"
-        head = f"| {name} | {r['maxmin']:,} | {ratio} | {r['tok_s']:,} | {r['completed']} | {r['errors']}"
+        dec = f"{r['pick_p50_us'] / 1e3:,.0f} / {r['pick_p99_us'] / 1e3:,.0f}" if "pick_p50_us" in r else "–"
+        pol = f"{r['policy_p50_us']:.0f} / {r['policy_p99_us']:.0f}" if "policy_p50_us" in r else "–"
+        head = f"| {name} | {r['maxmin']:,.0f} ({each}) | {ratio} | {r['tok_s']:,.0f} | {r['errors']:.0f}"
         print(f"{head} | {dec} | {pol} |")
+
+
+def r_is_num(v) -> bool:
+    return isinstance(v, (int, float)) and v is not None
 
 
 if __name__ == "__main__":

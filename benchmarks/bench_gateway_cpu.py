@@ -57,12 +57,10 @@ def _front(kind: str, urls: list[str], slots: int, core, port0: int):
         cmd = _taskset(core) + [PY, "-m", "dpbalance", "serve", "--port", str(port0), "--slots", str(slots)]
         cmd += ["--policy", "br0", "--tokenize", "estimate", "--worker-urls", *urls]
         return [cmd], f"http://127.0.0.1:{port0}", f"http://127.0.0.1:{port0}/health"
-    exe, name = kind.split("=", 1)[1], kind.split("=", 1)[0]
-    cmd = _taskset(core) + [exe, "--host", "127.0.0.1", "--port", str(port0), "--worker-urls", *urls]
-    cmd += ["--policy", "round_robin", "--prometheus-port", str(port0 + 1)]
-    if name == "sglang-router":
-        cmd = _taskset(core) + [exe, "--host", "127.0.0.1", "--port", str(port0), "--worker-urls", *urls]
-        cmd += ["--policy", "round_robin", "--prometheus-port", str(port0 + 1)]
+    name, exe = kind.split("=", 1)
+    cmd = _taskset(core) + [exe] + (["launch"] if name == "sglang-router" else [])
+    cmd += ["--host", "127.0.0.1", "--port", str(port0), "--worker-urls", *urls]
+    cmd += ["--policy", "round_robin", "--prometheus-port", str(port0 + 1)]  # each its own metrics port
     return [cmd], f"http://127.0.0.1:{port0}", f"http://127.0.0.1:{port0}/health"
 
 
