@@ -85,6 +85,13 @@ class EppConfig(RouterConfig):
         _GW,
         min=1,
     )
+    peers: tuple[str, ...] = _f(
+        (),
+        "HOST:PORT (gRPC) of the other picker replicas of this pool (repeat): the replica with the lowest "
+        "address that sees a rank leads, the others report NOT_SERVING for readiness until it goes, so the "
+        "proxy sends every request to one picture of the load.",
+        _GW,
+    )
     rank_metrics_stale_s: float = _f(
         3.0,
         "A rank whose /metrics has not answered for this many seconds counts only this replica's own requests.",
@@ -119,10 +126,11 @@ class EppConfig(RouterConfig):
             raise ValueError("the picker has no PD mode (prefill URLs)")
         for u in self.decode + ((self.dp_endpoint,) if self.dp_endpoint else ()):
             endpoint_of(u)
-        for a in self.picker_address:
-            host, _, port = a.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"--picker-address {a!r}: give HOST:PORT")
+        for flag, addrs in (("--picker-address", self.picker_address), ("--peers", self.peers)):
+            for a in addrs:
+                host, _, port = a.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"{flag} {a!r}: give HOST:PORT")
 
     @property
     def streamed(self) -> bool:

@@ -96,6 +96,8 @@ def _clusters(pickers: list[str]) -> list[dict]:
         "type": "STRICT_DNS",  # an IP address or a name (a headless Service lists every replica)
         "connect_timeout": "5s",
         "lb_policy": "ROUND_ROBIN",
+        # a follower fails its health check on purpose (leader election): never route to every host in panic
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _HTTP_OPTS,

@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from ..router.app import observe_routes
 from ..router.server import Router
 from .config import EppConfig
+from .leader import ELIGIBLE, Election
 from .picker import Picker
 from .rankload import RankLoads
 
@@ -71,23 +72,34 @@ class Epp:
         self._mrunner: web.AppRunner | None = None
         self.metrics_url: str | None = None
         self._synced = False
+        self.election: Election | None = None
         router.metrics.registry.register(_Collector(self))
 
     @classmethod
     async def create(cls, cfg: EppConfig) -> Epp:
         return cls(cfg, await Router.create(cfg))
 
-    def ready(self) -> bool:
+    def eligible(self) -> bool:
+        """Could serve: synced with the ranks, dispatching, a rank in rotation, not stopping."""
         r = self.router
-        return r.dispatcher_running() and bool(r.dispatcher.in_rotation.any()) and not r.stopping
+        return self._synced and r.dispatcher_running() and bool(r.dispatcher.in_rotation.any()) and not r.stopping
+
+    def ready(self) -> bool:
+        return self.eligible() and (self.election is None or self.election.leader)
 
     async def _watch_health(self) -> None:
         """Readiness: NOT_SERVING until one health round has seen the ranks ("synced"), then SERVING while the
         dispatcher runs and a rank is in rotation."""
         await self.router.health.check_once()
         self._synced = True
-        last = None
+        last = last_elig = None
         while True:
+            elig = self.eligible()
+            if elig != last_elig:
+                await self.health.set(ELIGIBLE, _SERVING if elig else _NOT_SERVING)
+                last_elig = elig
+            if self.election is not None:
+                await self.election.check_once(elig)
             ok = self.ready()
             if ok != last:
                 for s in ("", "readiness", EXT_PROC_SERVICE):
@@ -114,7 +126,8 @@ class Epp:
             return web.json_response(
                 {
                     **samples,
-                    "ready": self.ready() and self._synced,
+                    "ready": self.ready(),
+                    "leader": self.election is None or self.election.leader,
                     "picks": int(len(picker.pick_us)),
                     "p50_us": q(w, 50),
                     "p99_us": q(w, 99),
@@ -141,6 +154,10 @@ class Epp:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.cfg.host}:{self.cfg.port}")
         await self.server.start()
+        if self.cfg.peers:
+            host = "127.0.0.1" if self.cfg.host in ("0.0.0.0", "", "::") else self.cfg.host
+            me = self.cfg.picker_address[0] if self.cfg.picker_address else f"{host}:{self.port}"
+            self.election = Election(me, self.cfg.peers)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.loads.run()),
@@ -170,6 +187,8 @@ class Epp:
                 await t
         if self._mrunner is not None:
             await self._mrunner.cleanup()
+        if self.election is not None:
+            await self.election.close()
         await r.close()
 
 

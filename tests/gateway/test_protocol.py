@@ -19,6 +19,7 @@ from dpbalance.gateway import EppConfig, bootstrap_yaml, start_epp
 from dpbalance.gateway.config import endpoint_of
 from dpbalance.gateway.rankload import parse_metrics
 from tests.gateway.stack import envoy_binary
+from tests.router.stacks import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -228,3 +229,40 @@ def test_printed_envoy_config_validates(mode, tmp_path):
         [envoy_binary(), "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "OK" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_leader_election_one_ready_replica_and_failover():
+    async def main():
+        group, urls, _ = await start_group(2, slots=4, time_scale=20.0)
+        ports = sorted([free_port(), free_port()])
+        addrs = [f"127.0.0.1:{p}" for p in ports]
+        kw = dict(decode=tuple(urls), slots=4, tokenize="estimate", prometheus_port=None, peers=tuple(addrs))
+        epps = [await start_epp(EppConfig(port=p, **kw)) for p in ports]
+
+        async def readiness(port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="readiness"))
+                return r.status == health_pb2.HealthCheckResponse.SERVING
+
+        try:
+            for _ in range(50):
+                if [await readiness(p) for p in ports] == [True, False]:
+                    break
+                await asyncio.sleep(0.1)
+            assert [await readiness(p) for p in ports] == [True, False]  # the lowest address leads
+            # a follower still answers what reaches it (no request is refused for being sent to it)
+            hdr, md, _ = _dest((await _exchange(ports[1], {"prompt": "x", "max_tokens": 2, "stream": True}))[1])
+            assert hdr == md
+            await epps[0].stop(grace=0)  # the leader goes: the other takes over
+            for _ in range(50):
+                if await readiness(ports[1]):
+                    break
+                await asyncio.sleep(0.1)
+            assert await readiness(ports[1])
+        finally:
+            for e in epps:
+                await e.stop(grace=0)
+            await group.server.close()
+            await group.stop()
+
+    asyncio.run(main())
