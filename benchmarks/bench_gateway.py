@@ -14,6 +14,8 @@ run as ``dpbalance epp`` processes pinned to ``--epp-core``. Each configuration 
   with ``--replicas 2`` (half of every rank's slots) and holding what the ranks report beyond its own requests
   (``--rank-metrics-interval-s``);
 - ``decision-only x2, blind``: the same without the ranks' metrics (each sees only its own half);
+- ``streamed x2, leader`` / ``decision-only x2, leader``: two pickers with ``--peers`` (leader election: the
+  follower reports NOT_SERVING, Envoy's health checks send everything to the leader);
 - ``serve``: ``dpbalance serve``'s own relay, for reference.
 
 Reported (medians of ``--repeat`` interleaved runs, every run's max–min beside it: live runs vary a lot from one
@@ -63,10 +65,12 @@ def _pin(core) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
 
 
-def _epp_cmd(a, urls, mode: str, interval: float, replicas: int, port: int, mport: int, core) -> list[str]:
+def _epp_cmd(a, urls, mode, interval, replicas, port, mport, core, peers=()) -> list[str]:
     cmd = _pin(core) + [sys.executable, "-m", "dpbalance", "epp", "--port", str(port), "--prometheus-port", str(mport)]
     cmd += ["--slots", str(a.slots), "--policy", a.policy, "--tokenize", "estimate", "--mode", mode]
     cmd += ["--rank-metrics-interval-s", str(interval), "--replicas", str(replicas), "--worker-urls", *urls]
+    for p in peers:
+        cmd += ["--peers", p]
     return cmd
 
 
@@ -83,11 +87,13 @@ async def _ready(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
-async def _gateway(w, a, mode: str, replicas: int, interval: float) -> dict:
+async def _gateway(w, a, mode: str, replicas: int, interval: float, leader: bool = False) -> dict:
     group, urls, runners = await start_group(a.workers, slots=a.slots, time_scale=a.time_scale)
     ports = [(_free_port(), _free_port()) for _ in range(replicas)]
+    peers = [f"127.0.0.1:{p}" for p, _ in ports] if leader else []
+    share = 1 if leader else replicas  # a leader and its standbys each may use every slot
     procs = [
-        subprocess.Popen(_epp_cmd(a, urls, mode, interval, replicas, p, m, a.epp_core), stdout=subprocess.DEVNULL)
+        subprocess.Popen(_epp_cmd(a, urls, mode, interval, share, p, m, a.epp_core, peers), stdout=subprocess.DEVNULL)
         for p, m in ports
     ]
     kw = dict(decode=tuple(urls), slots=a.slots, mode=mode)
@@ -99,8 +105,13 @@ async def _gateway(w, a, mode: str, replicas: int, interval: float) -> dict:
     )
     envoy = EnvoyProcess(conf, prefix=_pin(a.envoy_core))
     try:
-        for _, m in ports:
-            await _ready(f"http://127.0.0.1:{m}/debug/epp")
+        if leader:  # only the leader (the lowest address) is ready
+            lowest = min(ports, key=lambda pm: pm[0])
+            await _ready(f"http://127.0.0.1:{lowest[1]}/debug/epp")
+        else:
+            for _, m in ports:
+                await _ready(f"http://127.0.0.1:{m}/debug/epp")
+        await asyncio.sleep(4.5 if leader else 0)  # Envoy's first health checks of the standbys
         await envoy.start()
         outs = await loadgen.run(w, loadgen.LoadgenConfig(target=envoy.url, mode="qps", qps=QPS))
         bad = sum(o.status != "ok" for o in outs)
@@ -161,6 +172,8 @@ CONFIGS = {
     "streamed x2": ("streamed", 2, 0.25),
     "decision-only x2": ("decision-only", 2, 0.25),
     "decision-only x2, blind": ("decision-only", 2, 0.0),
+    "streamed x2, leader": ("streamed", 2, 0.25, True),
+    "decision-only x2, leader": ("decision-only", 2, 0.25, True),
 }
 
 
@@ -197,8 +210,7 @@ def main() -> None:
             if name == "serve":
                 r = asyncio.run(_serve(w, a))
             else:
-                mode, n, every = CONFIGS[name]
-                r = asyncio.run(_gateway(w, a, mode, n, every))
+                r = asyncio.run(_gateway(w, a, *CONFIGS[name]))
             runs[name].append(r)
             print(json.dumps({"config": name, "run": rep, **r}), flush=True)
     rows = {n: {k: float(np.median([r[k] for r in rs])) for k in rs[0] if r_is_num(rs[0][k])} for n, rs in runs.items()}

@@ -108,7 +108,8 @@ def _clusters(pickers: list[str]) -> list[dict]:
         "health_checks": [
             {
                 "timeout": "1s",
-                "interval": "2s",
+                "interval": "1s",
+                "no_traffic_interval": "1s",  # a standby has seen no traffic: still check it every second
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"},

@@ -66,8 +66,11 @@ class GatewayStack:
 
 
 @contextlib.asynccontextmanager
-async def gateway(ranks: int = 2, replicas: int = 1, sim_kw: dict | None = None, dp: bool = False, **ecfg):
-    """Engine-sim ranks → ``replicas`` pickers → one Envoy. ``dp``: the ranks as one DP endpoint."""
+async def gateway(
+    ranks: int = 2, replicas: int = 1, sim_kw: dict | None = None, dp: bool = False, leader: bool = False, **ecfg
+):
+    """Engine-sim ranks → ``replicas`` pickers → one Envoy. ``dp``: the ranks as one DP endpoint; ``leader``: the
+    pickers elect a leader (``--peers``) instead of sharing the slots (``--replicas``)."""
     kw = {"slots": 8, "time_scale": 20.0, **(sim_kw or {})}
     group, urls, _ = await start_group(ranks, dp_port=0 if dp else None, **kw)
     ecfg.setdefault("slots", kw["slots"])
@@ -75,13 +78,16 @@ async def gateway(ranks: int = 2, replicas: int = 1, sim_kw: dict | None = None,
     ecfg.setdefault("tokenize", "estimate")
     ecfg.setdefault("prometheus_port", None)
     ecfg.setdefault("rank_metrics_interval_s", 0.1)
-    ecfg.setdefault("replicas", replicas)
+    ecfg.setdefault("replicas", 1 if leader else replicas)
     where = {"dp_endpoint": group.server.dp_url, "dp_size": ranks} if dp else {"decode": tuple(urls)}
     epps: list[Epp] = []
     envoy = None
     try:
-        for _ in range(replicas):
-            epps.append(await start_epp(EppConfig(**where, port=free_port(), **ecfg)))
+        ports = [free_port() for _ in range(replicas)]
+        if leader:
+            ecfg["peers"] = tuple(f"127.0.0.1:{p}" for p in ports)
+        for p in ports:
+            epps.append(await start_epp(EppConfig(**where, port=p, **ecfg)))
         cfg = epps[0].cfg
         conf = bootstrap(
             EppConfig(**{**where, **ecfg, "envoy_port": free_port(), "port": epps[0].port}),

@@ -120,3 +120,39 @@ def test_bad_input_and_shedding_are_immediate_responses():
                 assert r.status == 503 and (await r.json())["error"]["type"] == "server_error"
 
     asyncio.run(main())
+
+
+def test_leader_failover_through_envoy():
+    async def main():
+        async with gateway(ranks=2, replicas=2, leader=True) as st, aiohttp.ClientSession() as s:
+            lead = min(st.epps, key=lambda e: e.port)
+            follower = max(st.epps, key=lambda e: e.port)
+            for _ in range(100):  # Envoy's first health checks: the follower out, the leader in
+                if lead.ready() and not follower.ready() and (await _complete(s, st.url, False, False, 2))[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            before = len(lead.picker.pick_us)
+            res = await asyncio.gather(*[_complete(s, st.url, False, True, 6) for _ in range(10)])
+            assert [code for code, _, _ in res] == [200] * 10, [r[2][:100] for r in res]
+            assert len(lead.picker.pick_us) == before + 10 and len(follower.picker.pick_us) == 0  # one picture
+            await lead.stop(grace=0)
+            gone = f"epp::127.0.0.1:{lead.port}::health_flags::/failed_active_hc"
+            up = f"epp::127.0.0.1:{follower.port}::health_flags::healthy"
+            for _ in range(100):  # the follower leads; Envoy's health checks move the traffic to it (≈ 2 s)
+                async with s.get(f"http://127.0.0.1:{st.envoy.admin}/clusters") as r:
+                    text = await r.text()
+                if gone in text and up in text:
+                    break
+                await asyncio.sleep(0.1)
+            ok = 0
+            for _ in range(100):  # and a few answers in a row come back through the new leader
+                ok = ok + 1 if (await _complete(s, st.url, False, False, 2))[0] == 200 else 0
+                if ok == 5:
+                    break
+                await asyncio.sleep(0.05)
+            res = await asyncio.gather(*[_complete(s, st.url, True, True, 6) for _ in range(10)])
+            assert [code for code, _, _ in res] == [200] * 10, [r[2][:100] for r in res]
+            await st.settle()
+            assert follower.router.outcomes["completed"] >= 15 and follower.router.dispatcher.active == 0
+
+    asyncio.run(main())
