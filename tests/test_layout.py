@@ -28,6 +28,9 @@ MAY_IMPORT = {
     "emulator": {"core", "engine"},
     "loadgen": {"core", "results"},
     "router": {"core", "engine", "policies", "predictors", "results", "traces"},
+    # the gateway's picker is a second front door over the router's dispatcher, rank health and metrics; the
+    # router never imports it
+    "gateway": {"core", "policies", "predictors", "router"},
     "sweep": {"core", "engine", "policies", "results", "sim", "traces"},
     "experiments": {"analysis", "core", "policies", "predictors", "results", "sim", "sweep", "traces"},
     "cli": {
@@ -37,6 +40,7 @@ MAY_IMPORT = {
         "emulator",
         "engine",
         "experiments",
+        "gateway",
         "loadgen",
         "policies",
         "predictors",

@@ -9,6 +9,7 @@ import typer
 from . import (
     calibrate_cmds,
     experiment_cmds,
+    gateway_cmds,
     predictor_cmds,
     serve_cmds,
     sim_cmds,
@@ -33,6 +34,7 @@ COMMAND_MODULES = (
     sweep_cmds,
     experiment_cmds,
     serve_cmds,
+    gateway_cmds,
     calibrate_cmds,
     testbed_cmds,
 )
@@ -42,7 +44,7 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
-    if "serve" in sys.argv[1:2]:
+    if sys.argv[1:2] in (["serve"], ["epp"]):
         from .serve_cmds import expand_nargs
 
         sys.argv[1:] = expand_nargs(sys.argv[1:])

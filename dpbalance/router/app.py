@@ -73,7 +73,7 @@ def _auth_middleware(router, observe_open: bool):
     return auth
 
 
-def _observe_routes(router, app: web.Application) -> None:
+def observe_routes(router, app: web.Application) -> None:
     async def metrics(_):
         d = router.dispatcher
         d.flush()
@@ -196,7 +196,7 @@ def build_apps(router) -> tuple[web.Application, web.Application | None]:
     app.router.add_post("/tokenize", proxy("POST", "/tokenize"))
     app.router.add_post("/detokenize", proxy("POST", "/detokenize"))
     if not separate:
-        _observe_routes(router, app)
+        observe_routes(router, app)
 
     async def on_startup(_):
         await router.start()
@@ -213,5 +213,5 @@ def build_apps(router) -> tuple[web.Application, web.Application | None]:
     if not separate:
         return app, None
     mapp = web.Application(middlewares=[_error_middleware()])
-    _observe_routes(router, mapp)
+    observe_routes(router, mapp)
     return app, mapp

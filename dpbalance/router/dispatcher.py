@@ -66,6 +66,7 @@ class Ticket:
     want_usage: bool = False  # the client asked stream_options.include_usage
     want_continuous: bool = False  # ... and continuous_usage_stats (usage in every event)
     resp: object = None  # the client's stream response once opened (aiohttp StreamResponse)
+    clock0: int = -1  # decision-only picker: its rank's step count when it was placed (-1: not yet)
 
 
 class _PoolPrefix:
@@ -96,6 +97,7 @@ class Dispatcher:
         self.nonstream: dict[int, Ticket] = {}  # slot -> running non-stream ticket
         self.pending: dict[int, int] = {}  # slot -> relayed tokens not yet in the state arrays (see flush)
         self.rate = np.full(G, _DEFAULT_RATE)
+        self.measure_rate = True  # rates from the relayed streams; off when a front door sets ``rate`` itself
         self._rate_mark = (time.monotonic(), metrics.tokens.copy())
         self._next_id = 0
         self._wake = asyncio.Event()
@@ -258,7 +260,7 @@ class Dispatcher:
     def _estimate_nonstream(self, now: float) -> None:
         self.flush()
         t0, tok0 = self._rate_mark
-        if now - t0 >= 0.5:
+        if self.measure_rate and now - t0 >= 0.5:
             streams = self.state.counts.copy()
             for t in self.nonstream.values():
                 streams[t.rank] -= 1
@@ -278,7 +280,10 @@ class Dispatcher:
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=tick)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+                    # arrives as the wake-up does, and this loop then never ends (seen when stopping under load)
+                    async with asyncio.timeout(tick):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()
