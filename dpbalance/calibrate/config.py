@@ -73,6 +73,25 @@ class CalibrateConfig:
         32, "decode steps measured per phase (more: less noise, longer run)", min=3, panel=_GRID
     )
     seed: int = setting(0, "seeds the phase order and the prompts", panel=_GRID)
+    prefill_lens: tuple[int, ...] = setting(
+        (),
+        "prompt lengths of the prefill phases (repeat the option for each value; none: decode phases only, and "
+        "the step-time file has no prefill terms). In each, one rank admits prompts one after another while every "
+        "rank decodes streams of the lightest grid level; prefill_tok and prefill_attn are fitted with the decode "
+        "terms",
+        min=2,
+        panel=_GRID,
+    )
+    prefill_hits: tuple[float, ...] = setting(
+        (0.0, 0.75),
+        "prefill phases: fractions of each prompt served by the rank's prefix cache (a shared prefix sent to "
+        "the same rank first; 0: no hit)",
+        min=0.0,
+        max=0.95,
+        panel=_GRID,
+    )
+    prefill_requests: int = setting(6, "prompts admitted in the window of a prefill phase", min=1, panel=_GRID)
+    block_size: int = setting(16, "prefix-cache block size of the engine (vLLM: 16)", min=1, panel=_GRID)
 
     time_budget_s: float = setting(
         600.0,
@@ -133,6 +152,8 @@ class CalibrateConfig:
             raise ValueError("--dp-endpoint needs --dp-size (how many data-parallel ranks it fronts)")
         if self.dp_size is not None and not self.dp_endpoint:
             raise ValueError("--dp-size goes with --dp-endpoint; with --worker-urls the rank count is the URL count")
+        object.__setattr__(self, "prefill_lens", tuple(sorted({int(v) for v in self.prefill_lens})))
+        object.__setattr__(self, "prefill_hits", tuple(sorted({float(v) for v in self.prefill_hits})) or (0.0,))
         for name in ("prompt_lens", "concurrency"):
             vals = getattr(self, name)
             if not vals or any(int(v) < 1 for v in vals):

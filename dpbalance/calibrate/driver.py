@@ -15,6 +15,15 @@ streams are closed. In that window:
 - each rank's load is, at the window's midpoint, the sum over its streams of prompt tokens (``/tokenize`` or the
   stream's usage) plus tokens generated so far.
 
+A *prefill phase* (``--prefill-lens``) keeps decode streams of the lightest grid level on every rank and, once they
+decode, admits ``prefill_requests`` prompts of a known length one after another on one rank (``max_tokens`` 1; the
+prefill rank rotates over the phases). With a hit fraction h > 0 the prompts share a prefix of about h of their
+length, sent to that rank once before the window, so the rank's prefix cache serves it (the ranks' own
+``vllm:prefix_cache_hits_total`` says how much it did, and that is what counts when it is exposed). The window runs
+from the first prompt's admission to the last one's answer; its step time is the window's length over the tokens a
+decode stream received in it, and the prefill work per step is the prompts' computed tokens T = Σ(P − H) and
+attention pairs A = Σ(P − H)(P + H + 1)/2 divided by those steps (token ids as prompts: the counts are exact).
+
 Phases run in a seeded random order (slow drifts do not line up with load), each gets an equal share of the
 remaining time budget, and between phases the driver waits for the ranks to go idle.
 """
@@ -59,6 +68,7 @@ class Phase:
 
     index: int
     per_rank: tuple[tuple[int, int], ...]
+    prefill: tuple[int, int, float] | None = None  # prefill phase: (rank, prompt length, hit fraction)
 
     @property
     def streams(self) -> list[int]:
@@ -67,6 +77,10 @@ class Phase:
 
     @property
     def label(self) -> str:
+        if self.prefill is not None:
+            g, p, h = self.prefill
+            c, d = self.per_rank[0][1], self.per_rank[0][0]
+            return f"prefill {p} tok ({h:.0%} cached) on rank {g}, {c}×{d} decoding/rank"
         levels = sorted(set(self.per_rank))
         if len(levels) == 1:
             return f"{levels[0][1]}×{levels[0][0]} tok/rank"
@@ -88,6 +102,11 @@ class PhaseResult:
     warnings: list[str] = field(default_factory=list)
     window_s_per_token: float = float("nan")  # window length / tokens per stream (median over streams)
     window_rank_s: list[float | None] = field(default_factory=list)  # the same per rank
+    # prefill phases: prompt tokens computed and attention pairs per step on the prefill rank, sequences per rank
+    prefill_tok: float = 0.0
+    prefill_attn: float = 0.0
+    seqs: list[float] | None = None
+    prefill_info: dict | None = None
 
 
 @dataclass
@@ -123,6 +142,21 @@ def plan(cfg: CalibrateConfig, ranks: int) -> list[Phase]:
             rows.append(tuple(row))
     random.Random(cfg.seed).shuffle(rows)
     return [Phase(i, r) for i, r in enumerate(rows)]
+
+
+#: the token budget of one engine step assumed when counting the steps a prompt's chunks take (vLLM's default)
+STEP_BUDGET = 2048
+
+
+def plan_prefill(cfg: CalibrateConfig, ranks: int, start: int) -> list[Phase]:
+    """One phase per (prefill prompt length, hit fraction, decode concurrency of the grid's extremes); the
+    prefill rank rotates."""
+    rows = []
+    conc = sorted({min(cfg.concurrency), max(cfg.concurrency)})
+    for i, (p, h, c) in enumerate(itertools.product(cfg.prefill_lens, cfg.prefill_hits, conc)):
+        rows.append((tuple([(min(cfg.prompt_lens), c)] * ranks), (i % ranks, p, h)))
+    random.Random(cfg.seed + 1).shuffle(rows)
+    return [Phase(start + i, r, pf) for i, (r, pf) in enumerate(rows)]
 
 
 def max_tokens_for(cfg: CalibrateConfig) -> int:
@@ -230,6 +264,138 @@ async def run_phase(dep: Deployment, phase: Phase, budget_s: float, rng: random.
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return _measure(phase, recs, tA, tB, mA, mB, check_disturbed=cfg.source == "stream")
+
+
+def _ids(rng: random.Random, n: int) -> list[int]:
+    """A prompt of n random token ids (16..999: valid for any vocabulary of 1,000 or more, never a special)."""
+    return [rng.randrange(16, 1000) for _ in range(n)]
+
+
+def cached_prefix(cfg: CalibrateConfig, prompt: int, frac: float) -> int:
+    """Tokens of a prompt the prefix cache can serve for a shared prefix of ``frac`` of it: whole blocks, never
+    the last prompt token."""
+    bs = cfg.block_size
+    return min(int(frac * prompt) // bs, (prompt - 1) // bs) * bs
+
+
+async def run_prefill_phase(dep: Deployment, phase: Phase, budget_s: float, rng: random.Random) -> PhaseResult:
+    cfg = dep.cfg
+    g_pf, P, frac = phase.prefill
+    H = cached_prefix(cfg, P, frac)
+    mml = dep.tokenizer.max_model_len
+    # the decode streams must outlast the window (every prompt's prefill steps and the requests between them)
+    mt = min(4000, (mml or 10**9) - max(p for p, _ in phase.per_rank) - 8)
+    t_start = time.perf_counter()
+    prefix = _ids(rng, H)
+    if H:  # the shared prefix enters rank g_pf's cache before the window
+        primer = StreamRecord(g_pf, H + cfg.block_size, 1)
+        await dep.clients[g_pf].stream(dep.session, prefix + _ids(rng, cfg.block_size), primer)
+        if primer.error:
+            raise PhaseFailed(primer.error)
+    specs = [(g, p) for g, (p, c) in enumerate(phase.per_rank) for _ in range(c)]
+    prompts = [_ids(rng, p) for _, p in specs]
+    recs = [StreamRecord(g, p, mt) for g, p in specs]
+    tasks = [asyncio.create_task(dep.clients[r.rank].stream(dep.session, pr, r)) for r, pr in zip(recs, prompts)]
+    sent = 0
+    try:
+        await _wait(
+            recs,
+            lambda: all(r.generated >= cfg.warmup_tokens for r in recs),
+            t_start + 0.5 * budget_s,
+            lambda: f"the decode streams did not reach {cfg.warmup_tokens} tokens within {0.5 * budget_s:.0f} s",
+        )
+        tA, mA = await dep.scrape_at()
+        for _ in range(cfg.prefill_requests):
+            if sent and time.perf_counter() > t_start + budget_s:
+                break
+            one = StreamRecord(g_pf, P, 1)
+            job = asyncio.create_task(dep.clients[g_pf].stream(dep.session, prefix + _ids(rng, P - H), one))
+            while not job.done():
+                if any(r.error for r in recs) or any(r.finished for r in recs):
+                    break
+                await asyncio.sleep(POLL_S)
+            await job
+            if one.error:
+                raise PhaseFailed(one.error)
+            sent += 1
+            err = next((r.error for r in recs if r.error), None)
+            if err or any(r.finished for r in recs):
+                raise PhaseFailed(err or "a decode stream ended inside the window: raise --measure-steps")
+        t_done = time.perf_counter()
+        ref = recs[0]
+        while not ref.times or ref.times[-1] < t_done:  # the step in which the last answer came has ended
+            if ref.error or ref.finished or time.perf_counter() > t_done + 10:
+                raise PhaseFailed(ref.error or "the decode streams stopped after the last prompt")
+            await asyncio.sleep(POLL_S)
+        tB, mB = await dep.scrape_at()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    G = len(phase.per_rank)
+    # the window in whole steps: from the end of the step running when the first prompt was sent to the end of the
+    # one in which the last prompt was answered, timed by one decode stream's tokens (every rank steps together)
+    i0 = next(i for i, t in enumerate(ref.times) if t >= tA)
+    i1 = next(i for i, t in enumerate(ref.times) if t >= t_done)
+    steps = float(ref.counts[i1] - ref.counts[i0])
+    wA, wB = ref.times[i0], ref.times[i1]
+    if steps < 3:
+        raise PhaseFailed(f"only {steps:.0f} decode steps in the prefill window")
+    a, b = (mA[g_pf] if mA else None), (mB[g_pf] if mB else None)
+    d_hits, d_q = _delta(a, b, "prefix_hits"), _delta(a, b, "prefix_queries")
+    warnings = []
+    hit = float(H)
+    if d_hits is not None and d_q:
+        hit = d_hits / sent
+        if abs(hit - H) > cfg.block_size:
+            warnings.append(
+                f"rank {g_pf}'s prefix cache served {hit:.0f} tokens per prompt, {H} were expected: "
+                "the measured hits are used"
+            )
+    new = P - hit
+    T = sent * new
+    A = sent * new * (P + hit + 1) / 2
+    dec = phase.per_rank[g_pf][1]
+    chunks = sent * -(-int(round(new)) // max(STEP_BUDGET - dec, 1))
+    tm = (wA + wB) / 2
+    loads = [0.0] * G
+    for r in recs:
+        loads[r.rank] += r.prompt + r.generated_at(tm)
+    seqs = [float(c) for _, c in phase.per_rank]
+    seqs[g_pf] += chunks / steps
+    tau = (wB - wA) / steps
+    return PhaseResult(
+        phase=phase,
+        loads=loads,
+        stream_s=tau,
+        window_s_per_token=tau,
+        window_rank_s=[None] * G,
+        stream_rank_s=[None] * G,
+        itl_s=[None] * G,
+        steps_s=[
+            (tB - tA) / d if (d := _delta(mA[g] if mA else None, mB[g] if mB else None, "iter_count")) else None
+            for g in range(G)
+        ],
+        batch=[None] * G,
+        gaps=int(steps),
+        window_s=wB - wA,
+        warnings=warnings,
+        prefill_tok=T / steps,
+        prefill_attn=A / steps,
+        seqs=seqs,
+        prefill_info={
+            "rank": g_pf,
+            "prompt": P,
+            "cached_expected": H,
+            "cached_measured": None if d_hits is None or not d_q else _r3(hit),
+            "prompts": sent,
+            "steps": steps,
+        },
+    )
+
+
+def _r3(x: float) -> float:
+    return float(f"{x:.6g}")
 
 
 async def _wait(recs, done: Callable[[], bool], deadline: float, fail_msg: Callable[[], str] | None) -> None:
@@ -355,6 +521,8 @@ async def drive(cfg: CalibrateConfig, progress: ProgressFn | None = None) -> Dri
         await dep.connect(rng)
         mt = max_tokens_for(cfg)
         mml = dep.tokenizer.max_model_len
+        if mml is not None and cfg.prefill_lens and max(cfg.prefill_lens) >= mml:
+            raise EngineError(f"the engine's context is {mml} tokens: lower --prefill-lens below it")
         if mml is not None and max(cfg.prompt_lens) + mt > mml:
             raise EngineError(
                 f"the engine's context is {mml} tokens: prompts of {max(cfg.prompt_lens)} plus "
@@ -362,6 +530,9 @@ async def drive(cfg: CalibrateConfig, progress: ProgressFn | None = None) -> Dri
                 "--measure-steps"
             )
         phases = plan(cfg, cfg.ranks)
+        if cfg.prefill_lens:  # the prefill phases interleave with the decode ones (slow drifts hit both alike)
+            phases = phases + plan_prefill(cfg, cfg.ranks, len(phases))
+            random.Random(cfg.seed + 2).shuffle(phases)
         deadline = t0 + cfg.time_budget_s
         results, failed, skipped, warnings = [], [], [], []
         if not dep.has_metrics and cfg.source in ("itl", "steps"):
@@ -379,7 +550,8 @@ async def drive(cfg: CalibrateConfig, progress: ProgressFn | None = None) -> Dri
                 break
             for attempt in range(1 + cfg.retries):
                 try:
-                    results.append(await run_phase(dep, ph, left / (len(phases) - i), rng))
+                    run = run_prefill_phase if ph.prefill is not None else run_phase
+                    results.append(await run(dep, ph, left / (len(phases) - i), rng))
                     err = None
                 except PhaseFailed as exc:
                     err = exc

@@ -16,6 +16,13 @@ The sequence terms are fitted when the sequence counts are known and vary; ``lin
 model picked so far by the same two rules (an F-test on the added terms, and a material share of some step).
 Standard errors of the constants come from the weighted least-squares covariance (exact when no constant is
 clamped at zero).
+
+**Prefill.** Observations may also carry, per observation, the prefill work of the rank that sets the step
+(``prefill[:, 0]``: prompt tokens computed per step, ``prefill[:, 1]``: token·context pairs attended per step, both
+averaged over the observation's steps; zero for pure decode phases). Every model's design matrix then gains the
+two columns of the engine model's prefill terms, ``prefill_tok · T + prefill_attn · A``, fitted together with the
+decode terms (one least-squares problem per model), and the held-out error is reported separately for the
+held-out mixed (decode + prefill) observations.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ MODEL_PARAMS = {
     "linear_max_mean": ("c", "a", "b"),
     "linear_seqs": ("c", "a", "b", "s", "r"),
 }
+#: names of the prefill terms appended to every model's constants when the observations carry prefill work
+PREFILL_PARAMS = ("prefill_tok", "prefill_attn")
 #: the mean-load term is chosen only if significant at this level (nested F-test) ...
 F_TEST_P = 0.01
 #: ... and if it makes up at least this fraction of the step time at some measured load
@@ -52,15 +61,24 @@ class Observations:
     loads: np.ndarray
     tau: np.ndarray
     seqs: np.ndarray | None = None
+    prefill: np.ndarray | None = None  # [n, 2]: prefill tokens and attention pairs per step (see the docstring)
 
     @classmethod
-    def from_lists(cls, loads, tau, seqs=None) -> Observations:
+    def from_lists(cls, loads, tau, seqs=None, prefill=None) -> Observations:
         try:
             L = np.asarray(loads, dtype=np.float64)
             t = np.asarray(tau, dtype=np.float64)
             S = None if seqs is None else np.asarray(seqs, dtype=np.float64)
+            P = None if prefill is None else np.asarray(prefill, dtype=np.float64).reshape(-1, 2)
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"loads, sequences and step times must be numbers: {exc}") from None
+        if P is not None:
+            if P.shape[0] != t.shape[0]:
+                raise CalibrationError(f"{P.shape[0]} prefill rows but {t.shape[0]} step times")
+            if not np.isfinite(P).all() or (P < 0).any():
+                raise CalibrationError("prefill tokens and attention pairs must be finite and >= 0")
+            if not (P[:, 0] > 0).any():
+                P = None  # no observation prefilled: the decode-only fit
         if L.ndim == 1:
             L = L[:, None]
         if S is not None:
@@ -87,7 +105,7 @@ class Observations:
             raise CalibrationError(f"loads must be >= 0 (row {int(np.argwhere(L < 0)[0, 0])} has a negative load)")
         if (t <= 0).any():
             raise CalibrationError(f"step times must be > 0 s (row {int(np.argmax(t <= 0))} has {t[t <= 0][0]:g})")
-        return cls(L, t, S)
+        return cls(L, t, S, P)
 
     def __len__(self) -> int:
         return int(self.tau.shape[0])
@@ -108,8 +126,22 @@ class Observations:
     def mean_seqs(self) -> np.ndarray:
         return np.zeros(len(self)) if self.seqs is None else self.seqs.mean(axis=1)
 
+    @property
+    def has_prefill(self) -> bool:
+        return self.prefill is not None
+
+    @property
+    def mixed(self) -> np.ndarray:
+        """Mask of the observations with prefill work (mixed decode + prefill phases)."""
+        return np.zeros(len(self), dtype=bool) if self.prefill is None else self.prefill[:, 0] > 0
+
     def subset(self, mask: np.ndarray) -> Observations:
-        return Observations(self.loads[mask], self.tau[mask], None if self.seqs is None else self.seqs[mask])
+        return Observations(
+            self.loads[mask],
+            self.tau[mask],
+            None if self.seqs is None else self.seqs[mask],
+            None if self.prefill is None else self.prefill[mask],
+        )
 
 
 @dataclass(frozen=True)
@@ -126,9 +158,14 @@ class ModelFit:
     rss_rel: float  # sum of squared relative residuals (what was minimised)
     se: dict[str, float] = field(default_factory=dict)  # standard error of each constant (nan without spare points)
 
+    @property
+    def with_prefill(self) -> bool:
+        return PREFILL_PARAMS[0] in self.params
+
     def predict(self, obs: Observations) -> np.ndarray:
-        """Step times the model gives for these observations' loads (and sequences)."""
-        return _design(self.model, obs) @ np.array([self.params[k] for k in MODEL_PARAMS[self.model]])
+        """Step times the model gives for these observations' loads (and sequences, and prefill work)."""
+        names = param_names(self.model, self.with_prefill)
+        return _design(self.model, obs, self.with_prefill) @ np.array([self.params[k] for k in names])
 
     def errors(self, obs: Observations) -> np.ndarray:
         """Relative prediction errors (pred − τ)/τ on any observations."""
@@ -154,6 +191,7 @@ class Calibration:
     reason: str
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not fitted
     heldout: dict[str, dict] = field(default_factory=dict)  # model -> held-out error summary
+    heldout_mixed: dict[str, dict] = field(default_factory=dict)  # model -> the same on held-out prefill phases
     f_test_p: float | None = None
 
     @property
@@ -161,25 +199,37 @@ class Calibration:
         return self.fits[self.chosen]
 
 
-def _design(model: str, obs: Observations) -> np.ndarray:
+def param_names(model: str, prefill: bool) -> tuple[str, ...]:
+    """A model's constants in design-matrix order (with the prefill terms last when they are fitted)."""
+    return MODEL_PARAMS[model] + (PREFILL_PARAMS if prefill else ())
+
+
+def _design(model: str, obs: Observations, prefill: bool = False) -> np.ndarray:
     one = np.ones(len(obs))
     if model == "linear_max":
-        return np.column_stack([one, obs.max_load])
-    if model == "linear_seqs":
-        return np.column_stack([one, obs.max_load, obs.mean_load, obs.max_seqs, obs.mean_seqs])
-    return np.column_stack([one, obs.max_load, obs.mean_load])
+        cols = [one, obs.max_load]
+    elif model == "linear_seqs":
+        cols = [one, obs.max_load, obs.mean_load, obs.max_seqs, obs.mean_seqs]
+    else:
+        cols = [one, obs.max_load, obs.mean_load]
+    if prefill:
+        P = obs.prefill if obs.prefill is not None else np.zeros((len(obs), 2))
+        cols += [P[:, 0], P[:, 1]]
+    return np.column_stack(cols)
 
 
-def fit_model(model: str, obs: Observations) -> ModelFit:
-    """Non-negative least squares on relative residuals for one model."""
+def fit_model(model: str, obs: Observations, prefill: bool | None = None) -> ModelFit:
+    """Non-negative least squares on relative residuals for one model (with the prefill terms when the
+    observations carry prefill work, unless ``prefill`` says otherwise)."""
     if model not in MODEL_PARAMS:
         raise CalibrationError(f"unknown model {model!r}; fittable models: {', '.join(MODEL_PARAMS)}")
-    names = MODEL_PARAMS[model]
+    prefill = obs.has_prefill if prefill is None else prefill
+    names = param_names(model, prefill)
     if len(obs) < len(names) + 1:
         raise CalibrationError(
             f"{model} has {len(names)} constants and needs at least {len(names) + 1} observations (got {len(obs)})"
         )
-    X = _design(model, obs)
+    X = _design(model, obs, prefill)
     A = X / obs.tau[:, None]  # relative residuals: (Xβ − τ)/τ = Aβ − 1
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
@@ -235,14 +285,14 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
             f"max and mean load differ by at most {sep:.1%} of the max load: measure "
             "unequal per-rank loads to fit the mean-load term"
         )
-    elif len(obs) < 4:
-        skipped["linear_max_mean"] = f"needs at least 4 observations (got {len(obs)})"
+    elif len(obs) < 4 + 2 * obs.has_prefill:
+        skipped["linear_max_mean"] = f"needs at least {4 + 2 * obs.has_prefill} observations (got {len(obs)})"
     else:
         fits["linear_max_mean"] = fit_model("linear_max_mean", obs)
     chosen, reason, p = "linear_max", "the mean-load term was not fitted", None
     if "linear_max_mean" in fits:
         chosen, reason, p = _choose(fits["linear_max"], fits["linear_max_mean"], obs)
-    k = len(MODEL_PARAMS["linear_seqs"])
+    k = len(param_names("linear_seqs", obs.has_prefill))
     if obs.seqs is None:
         skipped["linear_seqs"] = "the sequence counts of the ranks are not known"
     elif np.ptp(obs.max_seqs) <= 0 and np.ptp(obs.mean_seqs) <= 0:
@@ -252,26 +302,48 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
     else:
         fits["linear_seqs"] = fit_model("linear_seqs", obs)
         chosen, reason, p = _choose_seqs(fits[chosen], fits["linear_seqs"], obs, chosen, reason, p)
-    out_heldout = {}
+    out_heldout, out_mixed = {}, {}
     if heldout is not None and len(heldout):
+        mixed = heldout.mixed
+        dec, mix = heldout.subset(~mixed), heldout.subset(mixed)
         for name, f in fits.items():
-            err = f.errors(heldout)
-            out_heldout[name] = {
-                "n": len(heldout),
-                "mean_abs_rel": float(np.abs(err).mean()),
-                "max_abs_rel": float(np.abs(err).max()),
-                "points": [
-                    {"loads": [float(x) for x in row], "measured_s": float(t), "predicted_s": float(pr)}
-                    for row, t, pr in zip(heldout.loads, heldout.tau, f.predict(heldout))
-                ],
-            }
-    return Calibration(fits=fits, chosen=chosen, reason=reason, skipped=skipped, heldout=out_heldout, f_test_p=p)
+            if len(dec):
+                out_heldout[name] = _heldout_summary(f, dec)
+            if len(mix):
+                out_mixed[name] = _heldout_summary(f, mix)
+    return Calibration(
+        fits=fits,
+        chosen=chosen,
+        reason=reason,
+        skipped=skipped,
+        heldout=out_heldout,
+        heldout_mixed=out_mixed,
+        f_test_p=p,
+    )
+
+
+def _heldout_summary(f: ModelFit, obs: Observations) -> dict:
+    err = f.errors(obs)
+    pred = f.predict(obs)
+    points = []
+    for i, (row, t, pr) in enumerate(zip(obs.loads, obs.tau, pred)):
+        pt = {"loads": [float(x) for x in row], "measured_s": float(t), "predicted_s": float(pr)}
+        if obs.prefill is not None and obs.prefill[i, 0] > 0:
+            pt["prefill_tok_per_step"] = float(obs.prefill[i, 0])
+            pt["prefill_attn_per_step"] = float(obs.prefill[i, 1])
+        points.append(pt)
+    return {
+        "n": len(obs),
+        "mean_abs_rel": float(np.abs(err).mean()),
+        "max_abs_rel": float(np.abs(err).max()),
+        "points": points,
+    }
 
 
 def _nested_p(small: ModelFit, big: ModelFit, n: int) -> float:
     """p-value of the nested F-test: do ``big``'s extra terms explain more than noise would?"""
-    extra = len(MODEL_PARAMS[big.model]) - len(MODEL_PARAMS[small.model])
-    dof = n - len(MODEL_PARAMS[big.model])
+    extra = len(big.params) - len(small.params)
+    dof = n - len(big.params)
     if big.rss_rel <= 0:
         return 0.0 if small.rss_rel > 0 else 1.0
     F = max(small.rss_rel - big.rss_rel, 0.0) / extra / (big.rss_rel / dof)
@@ -279,7 +351,7 @@ def _nested_p(small: ModelFit, big: ModelFit, n: int) -> float:
 
 
 def _choose(lm: ModelFit, lmm: ModelFit, obs: Observations) -> tuple[str, str, float | None]:
-    if len(obs) - len(MODEL_PARAMS["linear_max_mean"]) < 1:
+    if len(obs) - len(lmm.params) < 1:
         return "linear_max", "too few observations to test the mean-load term", None
     p = _nested_p(lm, lmm, len(obs))
     share = float((lmm.params["b"] * obs.mean_load / obs.tau).max())
@@ -323,6 +395,18 @@ def _choose_seqs(
         else f"the per-sequence terms carry at most {share:.1%} of the step time"
     )
     return chosen, f"{reason}; {why}", p_base
+
+
+def split_heldout_mixed(obs: Observations, every: int) -> np.ndarray:
+    """Held-out mask over decode and mixed observations: ``split_heldout`` among the decode phases by max load and,
+    separately, among the mixed (prefill) phases by their prefill tokens per step, so both kinds are scored."""
+    mask = np.zeros(len(obs), dtype=bool)
+    mixed = obs.mixed
+    for sel, key in ((~mixed, obs.max_load), (mixed, None if obs.prefill is None else obs.prefill[:, 0])):
+        idx = np.flatnonzero(sel)
+        if len(idx) and key is not None:
+            mask[idx] = split_heldout(key[idx], every)
+    return mask
 
 
 def split_heldout(max_load: np.ndarray, every: int) -> np.ndarray:

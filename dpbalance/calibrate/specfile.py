@@ -15,7 +15,7 @@ import yaml
 from ..engine.step_time import STEP_TIME_FILE_FORMAT
 from .config import CalibrateConfig
 from .driver import DriveRecord, PhaseResult
-from .fit import Calibration, CalibrationError, Observations, fit, split_heldout
+from .fit import Calibration, CalibrationError, Observations, fit, split_heldout_mixed
 
 UNITS = {
     "time": "seconds of one decode step (all ranks step together)",
@@ -28,6 +28,10 @@ UNITS = {
         "b": "s per token of the mean load",
         "s": "s per running sequence of the rank with the most",
         "r": "s per running sequence of the mean rank",
+    },
+    "prefill": {
+        "prefill_tok": "s per prompt token computed by the rank that sets the step",
+        "prefill_attn": "s per prompt token computed per token of context it attends to",
     },
 }
 
@@ -43,7 +47,7 @@ class Outcome:
 
 def step_time_of(r: PhaseResult, source: str) -> tuple[float, str]:
     """(wall seconds, source actually used): the /metrics estimates are the median over ranks."""
-    if source == "window":
+    if source == "window" or r.phase.prefill is not None:  # a prefill phase has only its window estimate
         return r.window_s_per_token, "window"
     vals = [v for v in (r.itl_s if source == "itl" else r.steps_s if source == "steps" else []) if v]
     if vals:
@@ -61,10 +65,14 @@ def analyse(rec: DriveRecord, cfg: CalibrateConfig) -> Outcome:
             + ("; raise --time-budget" if rec.skipped else "")
         )
     taus, used = zip(*(step_time_of(r, cfg.source) for r in rec.results))
+    ts = cfg.time_scale
     obs = Observations.from_lists(
-        [r.loads for r in rec.results], np.asarray(taus) * cfg.time_scale, seqs=[r.phase.streams for r in rec.results]
+        [r.loads for r in rec.results],
+        np.asarray(taus) * ts,
+        seqs=[r.seqs if r.seqs is not None else r.phase.streams for r in rec.results],
+        prefill=[(r.prefill_tok, r.prefill_attn) for r in rec.results],
     )
-    mask = split_heldout(obs.max_load, cfg.holdout_every)
+    mask = split_heldout_mixed(obs, cfg.holdout_every)
     cal = fit(obs.subset(~mask), obs.subset(mask) if mask.any() else None)
     source = (
         cfg.source
@@ -88,9 +96,11 @@ def _model_entries(cal: Calibration) -> dict:
             "std_err": {k: _r(v, 3) for k, v in f.se.items()},
             "fit": {k: (v if k == "n" else _r(v, 4)) for k, v in f.summary().items() if k != "std_err"},
         }
-        if name in cal.heldout:
-            h = cal.heldout[name]
-            entry["heldout"] = {
+        for key, src in (("heldout", cal.heldout), ("heldout_mixed", cal.heldout_mixed)):
+            if name not in src:
+                continue
+            h = src[name]
+            entry[key] = {
                 "n": h["n"],
                 "mean_abs_rel": _r(h["mean_abs_rel"], 4),
                 "max_abs_rel": _r(h["max_abs_rel"], 4),
@@ -99,6 +109,11 @@ def _model_entries(cal: Calibration) -> dict:
                         "loads": p["loads"],
                         "measured": _r(p["measured_s"] * 1e3, 5),
                         "predicted": _r(p["predicted_s"] * 1e3, 5),
+                        **(
+                            {"prefill_tok_per_step": _r(p["prefill_tok_per_step"], 5)}
+                            if "prefill_tok_per_step" in p
+                            else {}
+                        ),
                     }
                     for p in h["points"]
                 ],
@@ -125,6 +140,15 @@ def _observation_entries(rec: DriveRecord, ts: float, obs: Observations, mask: n
                 "engine_steps_s": [_r(x * ts) if x else None for x in r.steps_s],
                 "token_gaps": r.gaps,
                 "window_s": _r(r.window_s, 4),
+                **(
+                    {
+                        "prefill": r.prefill_info,
+                        "prefill_tok_per_step": _r(r.prefill_tok),
+                        "prefill_attn_per_step": _r(r.prefill_attn),
+                    }
+                    if r.prefill_info
+                    else {}
+                ),
                 **({"warnings": r.warnings} if r.warnings else {}),
             }
         )
@@ -159,6 +183,16 @@ def _grid_entry(rec: DriveRecord, cfg: CalibrateConfig) -> dict:
         "measure_steps": cfg.measure_steps,
         "max_tokens": rec.max_tokens,
         "holdout_every": cfg.holdout_every,
+        **(
+            {
+                "prefill_lens": list(cfg.prefill_lens),
+                "prefill_hits": list(cfg.prefill_hits),
+                "prefill_requests": cfg.prefill_requests,
+                "block_size": cfg.block_size,
+            }
+            if cfg.prefill_lens
+            else {}
+        ),
         "seed": cfg.seed,
         "phases_planned": len(rec.results) + len(rec.failed) + len(rec.skipped),
         "phases_measured": len(rec.results),

@@ -26,6 +26,8 @@ def _fit_table(outcome) -> Table:
         ("R²", "right"),
         ("held-out mean", "right"),
         ("held-out max", "right"),
+        ("mixed held-out mean", "right"),
+        ("mixed held-out max", "right"),
     ):
         t.add_column(col, justify=just)
     for name, f in cal.fits.items():
@@ -34,11 +36,15 @@ def _fit_table(outcome) -> Table:
             if k in ("C", "c")
             else f"{k} = {v * 1e6:.4g} µs/seq"
             if k in ("s", "r")
+            else f"{k} = {v * 1e9:.4g} ns/tok·ctx"
+            if k == "prefill_attn"
             else f"{k} = {v * 1e6:.4g} µs/tok"
             for k, v in f.params.items()
         )
         h = cal.heldout.get(name)
         held = (f"{h['mean_abs_rel']:.2%}", f"{h['max_abs_rel']:.2%}") if h else ("–", "–")
+        hm = cal.heldout_mixed.get(name)
+        held += (f"{hm['mean_abs_rel']:.2%}", f"{hm['max_abs_rel']:.2%}") if hm else ("–", "–")
         t.add_row(
             name + (" ✓" if name == cal.chosen else ""),
             consts,

@@ -44,7 +44,7 @@ GRID = [
 
 
 @contextlib.contextmanager
-def engine_sim(ranks: int, step_time: str, dp_endpoint: bool = False):
+def engine_sim(ranks: int, step_time: str, dp_endpoint: bool = False, engine=None):
     """engine-sim ranks served from a background thread's event loop; yields (group, rank URLs, endpoint URL)."""
     loop = asyncio.new_event_loop()
     box: dict = {}
@@ -52,7 +52,7 @@ def engine_sim(ranks: int, step_time: str, dp_endpoint: bool = False):
 
     async def start():
         box["group"], box["urls"], box["runners"] = await start_group(
-            ranks, slots=32, time_scale=TIME_SCALE, step_time=step_time
+            ranks, slots=32, time_scale=TIME_SCALE, step_time=step_time, engine=engine
         )
         if dp_endpoint:
             runner = web.AppRunner(dp_endpoint_app(box["urls"]), access_log=None)
@@ -273,6 +273,59 @@ def test_calibrate_finds_a_per_sequence_cost(tmp_path):
     assert_recovered(doc["models"]["linear_seqs"], truth, zero_as={"b": truth["a"], "r": truth["s"]})
     assert doc["models"]["linear_seqs"]["fit"]["rms_rel"] < 0.03 < doc["models"]["linear_max"]["fit"]["rms_rel"]
     assert all(len(o["sequences"]) == 2 for o in doc["observations"]) and "µs/seq" in output
+
+
+def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
+    """engine-sim with --prefill --prefix-cache and known prefill constants: the prefill phases (prompts admitted
+    on one rank while every rank decodes, half of them with a cached prefix) recover prefill_tok and prefill_attn
+    together with the decode terms, report held-out error on mixed phases, and the file drives the engine model."""
+    from dpbalance.engine.config import EngineConfig
+
+    truth = {"C": 0.004, "t_tok": 1e-6, "prefill_tok": 2e-5, "prefill_attn": 1e-8}
+    out = tmp_path / "prefill.yaml"
+    grid = ["--prefill-lens", "400", "--prefill-lens", "1200", "--prefill-lens", "2400", "--prefill-requests", "3"]
+    spec = "linear_max:" + ",".join(f"{k}={v}" for k, v in truth.items())
+    with engine_sim(2, spec, engine=EngineConfig(prefill=True, prefix_cache=True)) as (group, urls, _e):
+        doc, output, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "90"], out)
+        hits = sum(group.engine.hit_tokens)
+    lm = doc["models"]["linear_max"]
+    print(
+        f"prefill truth {truth} fitted {lm['params']} std_err {lm['std_err']} fit {lm['fit']} "
+        f"held-out {lm.get('heldout', {}).get('mean_abs_rel')} mixed {lm.get('heldout_mixed', {}).get('mean_abs_rel')}"
+        f" wall {wall:.1f} s"
+    )
+    pf = [o for o in doc["observations"] if "prefill" in o]
+    assert len(pf) >= 10, [o["phase"] for o in doc["observations"]]  # 3 lengths × 2 hit fractions × 2 levels
+    hit_phases = [o for o in pf if o["prefill"]["cached_expected"] > 0]
+    assert hit_phases and hits > 0
+    for o in pf:  # the ranks' own hit counters agree with the prefix the driver shared
+        assert o["prefill"]["cached_measured"] == o["prefill"]["cached_expected"], o
+    assert_recovered(lm, truth)
+    assert "heldout_mixed" in lm and lm["heldout_mixed"]["mean_abs_rel"] < 0.1
+    assert "ns/tok·ctx" in output
+
+    # the file drives the engine model: --prefill takes its prefill terms
+    r = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--trace",
+            "synthetic:sessions=20,turns=3,block=16,prompt_mean=300,output_mean=20,qps=5,think_s=2",
+            "-G",
+            "2",
+            "-B",
+            "8",
+            "--prefill",
+            "--prefix-cache",
+            "--step-time",
+            f"{out}:model=linear_max",
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["config"]["step_time_model"]["prefill_tok_s"] == lm["params"]["prefill_tok"]
 
 
 def test_interrupting_a_calibration_closes_every_stream(tmp_path):

@@ -1,0 +1,270 @@
+"""Fidelity of the engine model against the real vLLM testbed: predicted vs measured, prediction written first.
+
+    dpbalance testbed up
+    dpbalance calibrate --worker-urls http://127.0.0.1:18600,http://127.0.0.1:18601 --prefill-lens 256 \\
+        --prefill-lens 1024 --prefill-lens 2048 --out docs/results/real_vllm/step_time_prefill.yaml
+    python benchmarks/real_vllm_fidelity.py --step-time docs/results/real_vllm/step_time_prefill.yaml
+    dpbalance testbed down
+
+Runs (each: simulate with ``--prefill --prefix-cache`` and the testbed's engine settings — max_num_batched_tokens
+2048, block size 128 (vLLM CPU's; the ranks' hit counters show 128-token granularity), 262,144 KV tokens per rank, 32 slots — write the prediction to ``predicted_<name>.json``
+with a timestamp, then run it live through ``dpbalance serve`` in front of the ranks):
+
+- ``prefix_free``: independent requests, random token-id prompts (no two share a block);
+- ``multi_turn``: synthetic sessions with 128-token block hashes; each hash is mapped to 128 fixed token ids, so
+  prompts that share hashes share exact token blocks (token-id prompts: vLLM adds no BOS, block boundaries line up).
+
+Also re-predicts the committed A/B (``ab.json``, round_robin) with the engine model. Measured hit rate: the
+ranks' ``vllm:prefix_cache_hits_total`` / ``vllm:prefix_cache_queries_total`` over the run. Writes
+``fidelity.json`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from real_vllm_ab import RouterProcess, blocks_of, get, wait_idle  # noqa: E402
+
+from dpbalance.core.openai_stream import USAGE_OPTIONS, chunks, tokens_after  # noqa: E402
+from dpbalance.engine.config import EngineConfig  # noqa: E402
+from dpbalance.loadgen import Outcome, summarize  # noqa: E402
+from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
+from dpbalance.traces import load_trace  # noqa: E402
+
+RUNS = {
+    "prefix_free": "synthetic:n=160,prompt=lognormal,prompt_mean=700,prompt_sigma=0.8,output=geometric,"
+    "output_mean=120,qps={qps},seed=11",
+    "multi_turn": "synthetic:sessions=40,turns=4,block=128,system_prompt=512,prompt=lognormal,prompt_mean=150,"
+    "prompt_sigma=0.5,output=geometric,output_mean=80,qps={qps},think_s=4,seed=12",
+}
+KEYS = ("output_tok_s", "ttft_p50_s", "ttft_p99_s", "prefix_hit_rate")
+
+
+def engine_cfg(a) -> EngineConfig:
+    return EngineConfig(
+        prefill=True,
+        prefix_cache=True,
+        kv_capacity=a.kv_capacity,
+        max_batched_tokens=a.max_batched_tokens,
+        block_size=a.block,
+    )
+
+
+def predict(w, a, policy: str) -> dict:
+    cfg = SimConfig(
+        workers=2, slots=a.slots, arrival="replay", step_time=str(a.step_time), window="all", engine=engine_cfg(a)
+    )
+    r = run_simulation(w, policy, cfg)[0]
+    return {
+        "output_tok_s": r.throughput_all_tok_s,
+        "ttft_p50_s": r.ttft_p50_s,
+        "ttft_p99_s": r.ttft_p99_s,
+        "prefix_hit_rate": r.prefix_hit_rate,
+        "tpot_p50_ms": r.tpot_p50_ms,
+    }
+
+
+def prompts_of(w, seed: int) -> list[list[int]]:
+    """Token ids per request: each block hash gives 16 fixed ids (equal hashes, equal blocks); the tail beyond the
+    last full block is random per request."""
+    out = []
+    b = w.blocks
+    for i in range(len(w)):
+        ids: list[int] = []
+        if b is not None:
+            for h in b.hashes[b.offsets[i] : b.offsets[i + 1]].tolist():
+                ids += np.random.default_rng(int(h) & 0x7FFFFFFFFFFFFFFF).integers(16, 1000, b.block_size).tolist()
+        tail = int(w.prompt[i]) - len(ids)
+        ids += np.random.default_rng([seed, i]).integers(16, 1000, max(tail, 0)).tolist()
+        out.append(ids[: int(w.prompt[i])] or [16])
+    return out
+
+
+def cache_counters(ranks: list[str]) -> tuple[float, float]:
+    hits = queries = 0.0
+    for u in ranks:
+        for line in (get(u + "/metrics") or "").splitlines():
+            if line.startswith("vllm:prefix_cache_hits_total"):
+                hits += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("vllm:prefix_cache_queries_total"):
+                queries += float(line.rsplit(" ", 1)[1])
+    return hits, queries
+
+
+async def send(target: str, model: str, w, prompts, counted: list) -> list[Outcome]:
+    """Open-loop streams at the trace's arrival times; ``counted[i]``: the prompt tokens the rank reported."""
+    outs = [Outcome(sent=math.nan) for _ in range(len(w))]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        t0 = time.perf_counter()
+
+        async def one(i):
+            d = float(w.arrival[i]) - (time.perf_counter() - t0)
+            if d > 0:
+                await asyncio.sleep(d)
+            o = outs[i]
+            o.sent = time.perf_counter()
+            o.expected = int(w.output[i])
+            body = {
+                "model": model,
+                "prompt": prompts[i],
+                "max_tokens": o.expected,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": USAGE_OPTIONS,
+                "temperature": 0.0,
+            }
+            try:
+                async with s.post(target + "/v1/completions", json=body) as r:
+                    if r.status != 200:
+                        o.status = f"error:http_{r.status}"
+                        return
+                    async for c in chunks(r):
+                        u = c.get("usage") or {}
+                        if u.get("prompt_tokens") is not None:
+                            counted[i] = int(u["prompt_tokens"])
+                        n = tokens_after(c, o.tokens)
+                        if n > o.tokens:
+                            if o.tokens == 0:
+                                o.first = time.perf_counter()
+                            o.tokens = n
+                o.end = time.perf_counter()
+                o.status = "ok" if o.tokens == o.expected else f"error:short_{o.tokens}"
+            except Exception as exc:  # noqa: BLE001 - recorded as the request's outcome
+                o.status = f"error:{type(exc).__name__}"
+
+        await asyncio.gather(*(one(i) for i in range(len(w))))
+    return outs
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--step-time", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("docs/results/real_vllm"))
+    ap.add_argument("--ranks", nargs="+", default=["http://127.0.0.1:18600", "http://127.0.0.1:18601"])
+    ap.add_argument("--model", default="tiny-moe")
+    ap.add_argument("--policy", default="round_robin")
+    ap.add_argument("--slots", type=int, default=32)
+    ap.add_argument("--max-batched-tokens", type=int, default=2048)
+    ap.add_argument("--kv-capacity", type=int, default=262144)
+    ap.add_argument("--block", type=int, default=128, help="vLLM CPU's KV block size (the testbed's)")
+    ap.add_argument("--qps", type=float, default=2.0)
+    ap.add_argument("--runs", nargs="+", default=list(RUNS))
+    ap.add_argument("--skip-ab", action="store_true")
+    ap.add_argument("--predict-only", action="store_true")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    doc = {"step_time": str(a.step_time), "engine": vars(engine_cfg(a)) | {"slots": a.slots}, "runs": []}
+    if not a.skip_ab:  # the committed A/B, re-predicted with the engine model (round_robin, 5 blocks)
+        ab = json.loads((a.out / "ab.json").read_text())
+        doc["ab_reprediction"] = repredict_ab(ab, a)
+    for name in a.runs:
+        spec = RUNS[name].format(qps=a.qps)
+        w = load_trace(spec)
+        pred = predict(w, a, a.policy)
+        command = f"python benchmarks/real_vllm_fidelity.py --step-time {a.step_time} --runs {name} --qps {a.qps}"
+        pfile = a.out / f"predicted_{name}.json"
+        pfile.write_text(
+            json.dumps({"written": datetime.now(UTC).isoformat(), "trace": spec, "predicted": pred}, indent=2) + "\n"
+        )
+        print(f"{name}: predicted {pred} (written {pfile})", flush=True)
+        if a.predict_only:
+            continue
+        prompts = prompts_of(w, seed=hash(name) & 0xFFFF)
+        router = RouterProcess(
+            a.ranks, a.policy, a.slots, a.out / f"records_{name}.jsonl", Path(f"/tmp/router_{name}.log")
+        )
+        try:
+            h0, q0 = cache_counters(a.ranks)
+            la0 = loadavg()
+            t0 = time.perf_counter()
+            counted = [None] * len(w)
+            outs = asyncio.run(send(router.url, a.model, w, prompts, counted))
+            wall = time.perf_counter() - t0
+            h1, q1 = cache_counters(a.ranks)
+            la1 = loadavg()
+        finally:
+            router.stop()
+        res = summarize(outs, policy=a.policy, workers=2, slots=a.slots, engine_stats=None, wall_s=wall, config={})
+        meas = {
+            "output_tok_s": res.throughput_tok_s,
+            "ttft_p50_s": res.ttft_p50_s,
+            "ttft_p99_s": res.ttft_p99_s,
+            "prefix_hit_rate": (h1 - h0) / (q1 - q0) if q1 > q0 else math.nan,
+            "tpot_p50_ms": res.tpot_p50_ms,
+        }
+        err = {k: (pred[k] / meas[k] - 1) if meas[k] else math.nan for k in KEYS if k != "prefix_hit_rate"}
+        err["prefix_hit_rate_abs"] = pred["prefix_hit_rate"] - meas["prefix_hit_rate"]
+        doc["runs"].append(
+            {
+                "name": name,
+                "command": command,
+                "trace": spec,
+                "policy": a.policy,
+                "requests": len(w),
+                "completed": res.completed,
+                "prompt_tokens_as_sent": sum(c == len(p) for c, p in zip(counted, prompts)),
+                "wall_s": round(wall, 1),
+                "loadavg_before": la0,
+                "loadavg_after": la1,
+                "predicted_at": json.loads(pfile.read_text())["written"],
+                "measured": meas,
+                "predicted": pred,
+                "error": err,
+            }
+        )
+        print(f"{name}: measured {meas} load {la0}->{la1}", flush=True)
+        wait_idle(a.ranks)
+        time.sleep(3)
+    (a.out / "fidelity.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def repredict_ab(ab: dict, a) -> dict:
+    """The committed A/B's blocks (fresh random prompts: no hits) under the engine model, against its measurements."""
+    st = ab["settings"]
+    x = argparse.Namespace(**{k: st[k] for k in ("blocks", "requests", "prompt_scale", "max_prompt", "max_output")})
+    blocks = blocks_of(load_trace(st["trace"]), x)
+    out = {"settings": st, "policies": {}}
+    for pol in st["policies"]:
+        pred, meas = [], [r["throughput_tok_s"] for r in ab["live"][pol]]
+        for b, w in enumerate(blocks):
+            cfg = SimConfig(
+                workers=2,
+                slots=a.slots,
+                arrival="poisson",
+                qps=st["qps"],
+                seed=b,
+                step_time=str(a.step_time),
+                window="all",
+                engine=engine_cfg(a),
+            )
+            pred.append(run_simulation(w, pol, cfg)[0].throughput_all_tok_s)
+        old = [r["throughput_tok_s"] for r in ab["predicted"][pol]]
+        out["policies"][pol] = {
+            "measured_output_tok_s": float(np.mean(meas)),
+            "predicted_engine_model": float(np.mean(pred)),
+            "predicted_decode_only_committed": float(np.mean(old)),
+            "error_engine_model": float(np.mean(pred) / np.mean(meas) - 1),
+            "error_decode_only": float(np.mean(old) / np.mean(meas) - 1),
+        }
+        print(pol, out["policies"][pol], flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
