@@ -7,8 +7,9 @@
     dpbalance testbed down
 
 Runs (each: simulate with ``--prefill --prefix-cache`` and the testbed's engine settings — max_num_batched_tokens
-2048, block size 128 (vLLM CPU's; the ranks' hit counters show 128-token granularity), 262,144 KV tokens per rank, 32 slots — write the prediction to ``predicted_<name>.json``
-with a timestamp, then run it live through ``dpbalance serve`` in front of the ranks):
+2048, block size 128 (vLLM CPU's; the ranks' hit counters show 128-token granularity), 262,144 KV tokens per rank,
+32 slots — write the prediction to ``predicted_<name>.json`` with a timestamp, then run it live through
+``dpbalance serve`` in front of the ranks):
 
 - ``prefix_free``: independent requests, random token-id prompts (no two share a block);
 - ``multi_turn``: synthetic sessions with 128-token block hashes; each hash is mapped to 128 fixed token ids, so

@@ -14,8 +14,9 @@ import yaml
 
 from ..engine.step_time import STEP_TIME_FILE_FORMAT
 from .config import CalibrateConfig
-from .driver import DriveRecord, PhaseResult
+from .driver import DriveRecord
 from .fit import Calibration, CalibrationError, Observations, fit, split_heldout_mixed
+from .window import PhaseResult
 
 UNITS = {
     "time": "seconds of one decode step (all ranks step together)",

@@ -3,8 +3,9 @@
 import pytest
 
 from dpbalance.calibrate.config import CalibrateConfig
-from dpbalance.calibrate.driver import Phase, PhaseDisturbed, _measure, plan
+from dpbalance.calibrate.driver import plan
 from dpbalance.calibrate.engine_api import StreamRecord, parse_metrics
+from dpbalance.calibrate.window import Phase, PhaseDisturbed, measure_window
 
 
 def cfg(**kw):
@@ -63,14 +64,14 @@ def test_step_time_and_loads_from_the_streams_and_the_engine_counters():
         {"itl_sum": 1.4, "itl_count": 50, "iter_count": 25, "iter_sum": 50, "running": 2},
         {"itl_sum": 0.7, "itl_count": 25, "iter_count": 25, "iter_sum": 25, "running": 1},
     ]
-    r = _measure(ph, recs, 0.1, 0.3, mA, mB)
+    r = measure_window(ph, recs, 0.1, 0.3, mA, mB)
     assert r.stream_s == pytest.approx(0.01) and r.stream_rank_s == [pytest.approx(0.01)] * 2
     # at t = 0.2: streams 0 and 2 hold 20 and 19 tokens, stream 1 (2-token chunks from 0.023) holds 18
     assert r.loads == [1001 + 20 + 1000 + 18, 100 + 19]
     assert r.itl_s == [pytest.approx(0.4 / 40), pytest.approx(0.2 / 20)]
     assert r.steps_s == [pytest.approx(0.2 / 20)] * 2 and r.batch == [2.0, 1.0]
     assert r.warnings == []
-    other = _measure(ph, recs, 0.1, 0.3, mA, [dict(m, iter_sum=m["iter_sum"] + 20) for m in mB])
+    other = measure_window(ph, recs, 0.1, 0.3, mA, [dict(m, iter_sum=m["iter_sum"] + 20) for m in mB])
     assert any("other traffic" in w for w in other.warnings)
 
 
@@ -80,12 +81,12 @@ def test_a_stalled_window_is_reported_as_disturbed():
     for r in recs:  # the client stalls for 150 ms, then reads ten tokens at once
         r.times = [t if t < 0.1 else max(t, 0.25) + 1e-5 * k for k, t in enumerate(r.times)]
     with pytest.raises(PhaseDisturbed, match="disturbed"):
-        _measure(ph, recs, 0.0, 0.3, None, None)
+        measure_window(ph, recs, 0.0, 0.3, None, None)
 
 
 def test_ranks_out_of_step_are_flagged():
     ph = Phase(0, ((100, 1), (100, 1)))
-    r = _measure(ph, [stream(0, 100, 0.0, 0.01, 60), stream(1, 100, 0.0, 0.02, 30)], 0.0, 0.6, None, None)
+    r = measure_window(ph, [stream(0, 100, 0.0, 0.01, 60), stream(1, 100, 0.0, 0.02, 30)], 0.0, 0.6, None, None)
     assert any("no step barrier" in w for w in r.warnings)
 
 
@@ -128,7 +129,7 @@ def test_metrics_are_read_per_engine_label_or_summed():
 
 
 def result(loads, stream_s, itl=(None, None), steps=(None, None), label=((100, 1), (100, 1)), per_token=None):
-    from dpbalance.calibrate.driver import PhaseResult
+    from dpbalance.calibrate.window import PhaseResult
 
     per_token = stream_s if per_token is None else per_token
     return PhaseResult(
