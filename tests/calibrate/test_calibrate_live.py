@@ -139,7 +139,10 @@ def calibrate(args, out):
     t0 = time.perf_counter()
     r = CliRunner().invoke(app, ["calibrate", *args, *GRID, "--out", str(out)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
-    return yaml.safe_load(out.read_text()), r.output, time.perf_counter() - t0
+    # read as the simulator does: JSON for .json (YAML would take a float written without a dot, 4e-08, as a string)
+    text = out.read_text()
+    doc = json.loads(text) if out.suffix == ".json" else yaml.safe_load(text)
+    return doc, r.output, time.perf_counter() - t0
 
 
 def within(x, truth, tol):
