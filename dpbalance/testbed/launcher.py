@@ -58,6 +58,8 @@ class ServerSpec:
     env: dict[str, str]
     url: str  # base URL; healthy when GET url/health answers 200
     ports: tuple[int, ...]  # ports that must be free before it starts
+    #: CPU cores the whole process tree runs on (its API server, engine core and worker); empty: any
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass
@@ -179,9 +181,19 @@ def plan(
                 str(rpc_port),
                 *extra_args,
             ]
-            env = dict(base, VLLM_CPU_OMP_THREADS_BIND=str(cores[r % len(cores)]))
+            core = cores[r % len(cores)]
+            env = dict(base, VLLM_CPU_OMP_THREADS_BIND=str(core))
+            # the rank's API server and engine core share its core: otherwise the OS puts them next to the other
+            # rank's worker, and the two ranks' steps are slowed unevenly
             specs.append(
-                ServerSpec(f"rank{r}", argv, env, f"http://127.0.0.1:{port}", (port, rpc_port) if r == 0 else (port,))
+                ServerSpec(
+                    f"rank{r}",
+                    argv,
+                    env,
+                    f"http://127.0.0.1:{port}",
+                    (port, rpc_port) if r == 0 else (port,),
+                    cpus=(core,) if len(cores) >= DP_SIZE else (),
+                )
             )
         return specs, [s.url for s in specs]
     port = base_port
@@ -200,6 +212,13 @@ def plan(
 
 
 # ---------------------------------------------------------------- process helpers
+def _pin(cpus: tuple[int, ...]):
+    """A pre-exec hook that confines the new process (and every process it starts) to ``cpus``; None for none."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), None where /proc is not there."""
     try:
@@ -342,6 +361,7 @@ def launch(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=_pin(s.cpus),
                 )
             _CHILDREN[proc.pid] = proc
             state.procs.append(Proc(s.name, proc.pid, _start_time(proc.pid), s.url, str(logf), ports=list(s.ports)))
