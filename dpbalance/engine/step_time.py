@@ -19,19 +19,13 @@ import numpy as np
 import yaml
 
 from ..core.config import setting
+from ..core.costs import PREFILL_ATTN_DEFAULT, PREFILL_TOK_DEFAULT, T_TOK_DEFAULT, StepCosts
 from ..core.specs import Entry, Registry, SpecError, build_config, parse_spec
 
 
 def _default_c(slots: int) -> float:
     """C = (B·0.6e-3 + 35e-3)/16 s: fixed per-step cost of a DeepSeek-V3-like MLA decode on one rank."""
     return (slots * 0.6e-3 + 35e-3) / 16.0
-
-
-T_TOK_DEFAULT = 1.5 * 2 * 576 * 61e-6 / 2**20  # seconds per KV token (MLA, 61 layers)
-#: seconds per prefill token (projections and experts): a DeepSeek-V3-like rank prefills about 10,000 tokens/s
-PREFILL_TOK_DEFAULT = 1.0e-4
-#: seconds per prefill token per token of context it attends to (MLA attention, 61 layers, ~400 TFLOP/s)
-PREFILL_ATTN_DEFAULT = 2.5e-8
 
 
 class StepTimeModel:
@@ -75,6 +69,16 @@ class StepTimeModel:
 
     def params(self) -> dict:
         raise NotImplementedError
+
+    def costs(self, workers: int) -> StepCosts:
+        """The marginal prices a policy weighs (``core.costs``): a KV token on the busiest of ``workers`` ranks
+        raises the step by ``a + b / workers``; prefill terms the model does not have take the defaults. A model
+        whose step does not grow with the busiest rank's load (a calibration that found no load term) is given a
+        token price a million times below a prefill token's: decode balance is then nearly free at the barrier."""
+        pt = PREFILL_TOK_DEFAULT if self.prefill_tok is None else self.prefill_tok
+        pa = PREFILL_ATTN_DEFAULT if self.prefill_attn is None else self.prefill_attn
+        t = self.a + self.b / max(workers, 1)
+        return StepCosts(t_tok=t if t > 0 else (pt or PREFILL_TOK_DEFAULT) * 1e-6, prefill_tok=pt, prefill_attn=pa)
 
     def _prefill_params(self) -> dict:
         out = {}

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.costs import StepCosts
 from ..core.snapshot import Assignments, Snapshot
 from ..core.workload import Workload
 
@@ -53,6 +54,9 @@ class PolicyContext:
     seed: int = 0
     #: requests a predictor may learn from (never the replayed ones); None when unavailable
     train: Workload | None = field(default=None, repr=False, compare=False)
+    #: the marginal prices of a step on these ranks (the simulator's ``--step-time``, the router's ``serve
+    #: --step-time``); None: not known, a policy that weighs work uses ``core.costs.DEFAULT_COSTS``
+    costs: StepCosts | None = None
 
 
 @dataclass(frozen=True)

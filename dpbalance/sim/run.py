@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..core.workload import Workload
+from ..engine.step_time import make_step_time
 from ..policies import PolicyContext, PolicySpec
 from ..results.schema import Result, Series, build_result
 from .config import SimConfig
@@ -96,8 +97,9 @@ def engine_metrics(res: Result, e: dict, w_end: int) -> None:
 
 def build_policy(policy: PolicySpec | str, cfg: SimConfig, train: Workload | None = None):
     """The policy object of a spec for this simulator configuration (``train`` is what predictors fit on)."""
+    costs = make_step_time(cfg.step_time, cfg.slots).costs(cfg.workers)
     return PolicySpec.parse(policy).build(
-        PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train)
+        PolicyContext(workers=cfg.workers, slots=cfg.slots, seed=cfg.seed, train=train, costs=costs)
     )
 
 

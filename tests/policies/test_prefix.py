@@ -10,7 +10,6 @@ import pytest
 
 from dpbalance.core.snapshot import Snapshot
 from dpbalance.policies import PolicyContext, make_policy
-from dpbalance.policies.prefix import brp as brp_mod
 from tests.helpers import random_snapshot, snapshot_of
 
 PREFIX_POLICIES = [
@@ -156,12 +155,35 @@ def test_brp_avoids_a_rank_without_kv_room_for_its_miss():
     assert decide("brp", golden(kv=np.array([50.0, 1e9, 1e9]))) != [(1, 0)]
 
 
-def test_brp_step_time_defaults_match_the_engine():
-    from dpbalance.engine import step_time
+def test_brp_prices_are_the_deployments():
+    from dpbalance.core.costs import DEFAULT_COSTS, StepCosts
+    from dpbalance.engine.step_time import make_step_time
 
-    assert brp_mod.T_TOK == step_time.T_TOK_DEFAULT
-    assert brp_mod.PREFILL_TOK == step_time.PREFILL_TOK_DEFAULT
-    assert brp_mod.PREFILL_ATTN == step_time.PREFILL_ATTN_DEFAULT
+    # the default step-time model's prices are the ones brp falls back to
+    assert make_step_time("linear_max", 72).costs(8) == DEFAULT_COSTS
+    # a KV token priced 1 ms and a prefill token 1 ns: Δ ≈ 1000 everywhere (kτ = 1000 · 1e-7 s is nothing), so
+    # cost_0 = β·1000 + λ·1000 = 4000 (it is M) against 1000 on workers 1 and 2 (no overflow): the hit does not pay,
+    # and the tie goes to the lower W, worker 1
+    cheap = StepCosts(t_tok=1e-3, prefill_tok=1e-9, prefill_attn=0.0)
+    pol = make_policy("brp", PolicyContext(workers=3, slots=4, costs=cheap))
+    assert list(pol.dispatch(golden())) == [(1, 1)]
+    # the same prices set in the policy's spec win over the deployment's
+    spec = "brp:t_tok=1e-3,prefill_tok=1e-9,prefill_attn=0"
+    assert list(make_policy(spec, PolicyContext(workers=3, slots=4)).dispatch(golden())) == [(1, 1)]
+    assert list(make_policy("brp:t_tok=0.0001", PolicyContext(workers=3, slots=4, costs=cheap)).dispatch(golden())) == [
+        (1, 1)
+    ]
+
+
+def test_step_costs_of_a_model_without_a_load_term():
+    from dpbalance.engine.step_time import make_step_time
+
+    # linear_max_mean with a = 0: a token on the busiest of 4 ranks raises the step by b / 4
+    c = make_step_time("linear_max_mean:c=0.03,a=0,b=4e-6,prefill_tok=1e-4,prefill_attn=1e-8", 32).costs(4)
+    assert c.t_tok == pytest.approx(1e-6) and c.prefill_tok == 1e-4 and c.prefill_attn == 1e-8
+    # no load term at all: decode balance is nearly free, priced a millionth of a prefill token
+    c = make_step_time("linear_max_mean:c=0.03,a=0,b=0,prefill_tok=1e-4", 32).costs(4)
+    assert c.t_tok == pytest.approx(1e-10)
 
 
 # ---------------------------------------------------------------- properties

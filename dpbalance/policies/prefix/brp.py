@@ -11,7 +11,9 @@ Work, in KV-token units of the step-time model (seconds / ``t_tok``):
     cost_{i,g} = β · (W_g + Δ_{i,g} − M)₊ + λ · Δ_{i,g},  M = max_g W_g
 
 ``miss = s − cached`` (``PrefixView.cached``), ``P_g`` the rank's pending prefill tokens and ``c_pend`` their mean
-cost per token (``prefill_tok`` + ``prefill_attn`` · half the batch's mean prompt). The first term is BR-0's
+cost per token (``prefill_tok`` + ``prefill_attn`` · half the batch's mean prompt). The prices ``t_tok``,
+``prefill_tok`` and ``prefill_attn`` are the deployment's (``PolicyContext.costs``: the simulator's step-time model,
+``serve --step-time``), or the default model's when it gives none; the config can set each. The first term is BR-0's
 overflow: raising the envelope stalls all G ranks (β = G by default, as BR-0). The second is the work itself,
 which some rank must spend however the batch is spread: a cache hit that does not raise the envelope always wins,
 a hit on a rank that would overflow wins only while the overflow, paid G times, costs less than the prefill it
@@ -42,15 +44,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ...core.config import setting
+from ...core.costs import DEFAULT_COSTS, StepCosts
 from ...core.snapshot import Assignments, Snapshot
 from ..balanceroute import BR0Config, make_br0
 from ..base import NONE, Policy, PolicyContext
-
-#: the step-time model's defaults (``engine.step_time``: linear_max's t_tok and the prefill terms); policies may not
-#: import the engine, so they are repeated here and checked against it by a test
-T_TOK = 1.5 * 2 * 576 * 61e-6 / 2**20
-PREFILL_TOK = 1.0e-4
-PREFILL_ATTN = 2.5e-8
 
 
 @dataclass(frozen=True)
@@ -59,9 +56,15 @@ class BrpConfig(BR0Config):
         1.0, "w: weight of prefill work against decode load (1: a prefill token costs what it does in its step)"
     )
     work_weight: float = setting(1.0, "λ: weight of the work a placement adds, against β on the envelope it raises")
-    prefill_tok: float = setting(PREFILL_TOK, "seconds per prompt token prefilled (the step-time model's)")
-    prefill_attn: float = setting(PREFILL_ATTN, "seconds per prompt token per context token (the step-time model's)")
-    t_tok: float = setting(T_TOK, "seconds per KV token of decode load per step (the step-time model's)")
+    prefill_tok: float | None = setting(
+        None, "seconds per prompt token prefilled (default: the deployment's step-time model's)"
+    )
+    prefill_attn: float | None = setting(
+        None, "seconds per prompt token per context token (default: the deployment's step-time model's)"
+    )
+    t_tok: float | None = setting(
+        None, "seconds per KV token of decode load per step (default: the deployment's step-time model's)"
+    )
     ttft_slo: float | None = setting(None, "target seconds to first token (none: off)")
     affinity_wait_s: float = setting(
         30.0,
@@ -72,8 +75,12 @@ class BrpConfig(BR0Config):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.prefill_weight < 0 or self.work_weight < 0 or self.t_tok <= 0:
-            raise ValueError("need prefill_weight >= 0, work_weight >= 0 and t_tok > 0")
+        if self.prefill_weight < 0 or self.work_weight < 0:
+            raise ValueError("need prefill_weight >= 0 and work_weight >= 0")
+        if (self.t_tok is not None and self.t_tok <= 0) or any(
+            x is not None and x < 0 for x in (self.prefill_tok, self.prefill_attn)
+        ):
+            raise ValueError("need t_tok > 0, prefill_tok >= 0 and prefill_attn >= 0")
         if self.ttft_slo is not None and self.ttft_slo <= 0:
             raise ValueError("ttft_slo must be > 0 (or none)")
 
@@ -81,10 +88,20 @@ class BrpConfig(BR0Config):
         """The BR-0 settings this config carries (what BRP reduces to)."""
         return BR0Config(**{f.name: getattr(self, f.name) for f in fields(BR0Config)})
 
+    def costs(self, deployment: StepCosts | None) -> StepCosts:
+        """The prices BRP weighs: each one this config sets, else the deployment's, else the defaults."""
+        base = deployment or DEFAULT_COSTS
+        return StepCosts(
+            t_tok=base.t_tok if self.t_tok is None else self.t_tok,
+            prefill_tok=base.prefill_tok if self.prefill_tok is None else self.prefill_tok,
+            prefill_attn=base.prefill_attn if self.prefill_attn is None else self.prefill_attn,
+        )
+
 
 class BrpPolicy(Policy):
     def __init__(self, cfg: BrpConfig, ctx: PolicyContext):
         self.cfg = cfg
+        self.costs = cfg.costs(ctx.costs)
         self.G = ctx.workers
         self.beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
         self.window = cfg.window
@@ -100,14 +117,14 @@ class BrpPolicy(Policy):
         return self._place(snap, v, n)
 
     def _costs(self, snap: Snapshot, v, n: int):
-        cfg = self.cfg
+        cfg, pc = self.cfg, self.costs
         s = snap.pool_prompt[:n].astype(np.float64)
         hit = np.minimum(np.asarray(v.cached(snap.pool_ids[:n]), dtype=np.float64), s[:, None])
         miss = s[:, None] - hit
-        tau = cfg.prefill_tok * miss + cfg.prefill_attn * miss * (hit + 0.5 * miss)  # [n, G] seconds
-        k = cfg.prefill_weight / cfg.t_tok
+        tau = pc.prefill_s(miss, hit)  # [n, G] seconds
+        k = cfg.prefill_weight / pc.t_tok
         delta = s[:, None] + k * tau
-        c_pend = cfg.prefill_tok + cfg.prefill_attn * 0.5 * float(s.mean())
+        c_pend = pc.prefill_tok + pc.prefill_attn * 0.5 * float(s.mean())
         pend_s = np.asarray(v.pending_prefill, dtype=np.float64) * c_pend  # queued prefill seconds per rank
         W = snap.loads.astype(np.float64) + k * pend_s
         return s, miss, tau, delta, pend_s, W
