@@ -25,39 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 
 import aiohttp
 import numpy as np
 
+from ..router.rank_metrics import parse_metrics
+
 log = logging.getLogger("dpbalance.gateway")
-_LINE = re.compile(r"^(vllm:[a-z_]+)(?:\{([^}]*)\})?\s+(\S+)", re.M)
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
 FOREIGN_BASE = 1 << 62  # request ids of foreign slots (never a ticket's)
-
-
-def parse_metrics(text: str) -> dict[str, dict[str, float]]:
-    """``{engine label or "": {metric: value}}`` for the vLLM metrics the picker reads (labels other than
-    ``engine`` summed over; ``cache_config_info``'s labels kept as ``kv_blocks`` and ``block_size``)."""
-    out: dict[str, dict[str, float]] = {}
-    for m in _LINE.finditer(text):
-        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
-        lbl = dict(_LABEL.findall(labels))
-        eng = out.setdefault(lbl.get("engine", ""), {})
-        try:
-            v = float(value)
-        except ValueError:
-            continue
-        if name == "vllm:cache_config_info":
-            try:
-                eng["kv_blocks"] = float(lbl["num_gpu_blocks"])
-                eng["block_size"] = float(lbl["block_size"])
-            except (KeyError, ValueError):
-                pass
-            continue
-        eng[name] = eng.get(name, 0.0) + v
-    return out
 
 
 class RankLoads:

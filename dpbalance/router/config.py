@@ -19,6 +19,8 @@ _FAULTS = "Health checks and circuit breaker"
 _SEC = "Security"
 _POL = "Policy"
 _OBS = "Recording and dashboard"
+#: blocks of the prefix index when the ranks do not say (vLLM's default KV block size on GPUs)
+PREFIX_BLOCK_DEFAULT = 16
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,26 @@ class RouterConfig:
         "auto: on for the policies that read it.",
         _POL,
     )
-    prefix_block: int = _f(16, "Tokens per block of the prefix index (the engine's KV block size).", _POL, min=1)
+    prefix_block: int | None = _f(
+        None,
+        "Tokens per block of the prefix index (the engine's KV block size); default: the ranks' (vLLM's "
+        f"cache_config_info in /metrics), else {PREFIX_BLOCK_DEFAULT}.",
+        _POL,
+        min=1,
+    )
     prefix_capacity: int | None = _f(
-        None, "KV tokens per rank the index assumes (its LRU forgets beyond it); default: no limit.", _POL, min=1
+        None,
+        "KV tokens per rank the index assumes (its LRU forgets beyond it); default: the ranks' KV cache size (vLLM's "
+        "cache_config_info in /metrics), else no limit.",
+        _POL,
+        min=1,
+    )
+    step_time: str | None = _f(
+        None,
+        "The ranks' step-time model: a spec (see `dpbalance simulate --help`) or a file written by `dpbalance "
+        "calibrate`. Cost-aware policies (brp) weigh decode load against prefill at its prices; default: the "
+        "default model's.",
+        _POL,
     )
     # ---------------------------------------------------------------- recording and dashboard
     record: Path | None = _f(

@@ -23,17 +23,21 @@ import time
 import aiohttp
 from aiohttp import web
 
+from ..core.costs import StepCosts
+from ..core.specs import SpecError
 from ..engine.hashing import block_hashes
+from ..engine.step_time import make_step_time
 from ..policies import PolicyContext, PolicySpec
 from ..predictors import PredictorError
 from ..traces.record import RecordWriter
-from .config import RouterConfig
+from .config import PREFIX_BLOCK_DEFAULT, RouterConfig
 from .dashboard import History
 from .dispatcher import Dispatcher, QueueTimeout, Ticket
 from .inbound import BadRequest, error_body, json_error, parse, read_json
 from .metrics import RouterMetrics
 from .outcomes import Outcome, Reason
 from .prefix_index import PrefixIndex
+from .rank_metrics import cache_geometry
 from .ranks import Breaker, HealthChecker, StartupError, discover, make_targets
 from .relay import ClientGone, RankFailed, Relay
 
@@ -47,11 +51,33 @@ class _PrefillFailed(Exception):
         self.response = response
 
 
+def step_costs(cfg: RouterConfig, G: int, slots: int) -> StepCosts | None:
+    """The prices of ``--step-time`` for the policy (None: not given)."""
+    if cfg.step_time is None:
+        return None
+    try:
+        return make_step_time(cfg.step_time, slots).costs(G)
+    except (SpecError, OSError, ValueError) as exc:
+        raise StartupError(f"--step-time {cfg.step_time}: {exc}") from None
+
+
 class Router:
-    def __init__(self, cfg: RouterConfig, G: int, slots: int, session: aiohttp.ClientSession, train=None):
+    def __init__(
+        self,
+        cfg: RouterConfig,
+        G: int,
+        slots: int,
+        session: aiohttp.ClientSession,
+        train=None,
+        cache: tuple[int, int] | None = None,
+    ):
+        """``cache``: the ranks' (KV block size, KV tokens), as ``rank_metrics.cache_geometry`` reads them; the
+        config's ``prefix_block`` and ``prefix_capacity`` win over it."""
         self.cfg, self.G, self.slots, self.session = cfg, G, slots, session
+        self.block_size = cfg.prefix_block or (cache[0] if cache else PREFIX_BLOCK_DEFAULT)
+        kv_capacity = cfg.prefix_capacity or (cache[1] if cache else None)
         self.metrics = RouterMetrics(G)
-        ctx = PolicyContext(workers=G, slots=slots, seed=cfg.seed, train=train)
+        ctx = PolicyContext(workers=G, slots=slots, seed=cfg.seed, train=train, costs=step_costs(cfg, G, slots))
         spec = PolicySpec.parse(cfg.policy)
         self.policy_label = spec.label
         self.recorder = (
@@ -69,7 +95,7 @@ class Router:
         fallback = PolicySpec.parse(cfg.fallback_policy).build(ctx)
         self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg)
         if cfg.prefix_index == "on" or (cfg.prefix_index == "auto" and spec.family == "prefix"):
-            self.dispatcher.prefix = PrefixIndex(G, block_size=cfg.prefix_block, kv_capacity=cfg.prefix_capacity)
+            self.dispatcher.prefix = PrefixIndex(G, block_size=self.block_size, kv_capacity=kv_capacity)
         self.targets = make_targets(cfg, G)
         self.breaker = Breaker(
             G, cfg.cb_failure_threshold, cfg.cb_timeout_s, self.dispatcher.set_rotation, self.metrics
@@ -92,6 +118,9 @@ class Router:
         )
         try:
             G, slots = await discover(cfg, session)
+            cache = None
+            if cfg.prefix_block is None or cfg.prefix_capacity is None:
+                cache = await cache_geometry(session, [cfg.dp_endpoint] if cfg.dp_endpoint else list(cfg.decode))
             train = None
             if cfg.train_trace:
                 from ..traces import TraceError, load_trace
@@ -100,7 +129,7 @@ class Router:
                     train = load_trace(cfg.train_trace, cfg.trace_dir)
                 except (TraceError, FileNotFoundError) as exc:
                     raise StartupError(f"--train-trace: {exc}") from None
-            return cls(cfg, G, slots, session, train)
+            return cls(cfg, G, slots, session, train, cache)
         except BaseException:
             await session.close()
             raise
@@ -200,7 +229,7 @@ class Router:
                 policy=self.policy_label,
                 outcome=str(outcome) if outcome == Outcome.COMPLETED else f"{outcome}:{reason}",
                 blocks=t.blocks,
-                block_size=self.cfg.prefix_block,
+                block_size=self.block_size,
             )
 
     def reject(
@@ -280,7 +309,7 @@ class Router:
             if self.dispatcher.prefix is not None:  # the rank's token ids when it gave them, else the text
                 self.dispatcher.prefix.arrive(t.rid, ids if ids is not None else text, t.prompt_tokens)
             if self.recorder is not None and ids is not None:  # recorded as the engine cuts it, never the tokens
-                t.blocks = block_hashes(ids, self.cfg.prefix_block)
+                t.blocks = block_hashes(ids, self.block_size)
             if self.cfg.prefill:
                 kv = await self.prefill(t)
                 if kv is not None:
