@@ -151,7 +151,7 @@ def wait_idle(ranks: list[str], timeout_s: float = 120.0) -> None:
 class RouterProcess:
     """``dpbalance serve`` in a process of its own; ended by PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, ranks: list[str], policy: str, slots: int, record: Path, log: Path):
+    def __init__(self, ranks: list[str], policy: str, slots: int, record: Path, log: Path, extra: tuple = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
@@ -170,6 +170,7 @@ class RouterProcess:
         ]
         for u in ranks:
             argv += ["--decode", u]
+        argv += list(extra)
         self.log = open(log, "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 60

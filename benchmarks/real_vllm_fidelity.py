@@ -13,11 +13,16 @@ Runs (each: simulate with ``--prefill --prefix-cache`` and the testbed's engine 
 
 - ``prefix_free``: independent requests, random token-id prompts (no two share a block);
 - ``multi_turn``: synthetic sessions with 128-token block hashes; each hash is mapped to 128 fixed token ids, so
-  prompts that share hashes share exact token blocks (token-id prompts: vLLM adds no BOS, block boundaries line up).
+  prompts that share hashes share exact token blocks (token-id prompts: vLLM adds no BOS, block boundaries line up);
+- ``ab_block0``: the committed A/B's first block at its arrival rate, more work than the ranks can do (throughput
+  is their capacity, TTFT mostly queueing).
 
-Also re-predicts the committed A/B (``ab.json``, round_robin) with the engine model. Measured hit rate: the
-ranks' ``vllm:prefix_cache_hits_total`` / ``vllm:prefix_cache_queries_total`` over the run. Writes
-``fidelity.json`` in ``--out``.
+Every run's token ids are new (``--salt``, the clock by default), so no run finds another's prompts in the ranks'
+prefix caches. Also re-predicts the committed A/B (``ab.json``; measured before the ranks were pinned core by core)
+with the engine model. Measured hit rate: the ranks' ``vllm:prefix_cache_hits_total`` /
+``vllm:prefix_cache_queries_total`` over the run; ``engine_side`` holds what the ranks' own counters say (steps,
+mean step, their TTFT and TPOT means, preemptions), next to the client's figures. Writes ``fidelity.json`` in
+``--out``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,18 +44,42 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from real_vllm_ab import RouterProcess, blocks_of, get, wait_idle  # noqa: E402
 
+from dpbalance.core import Workload  # noqa: E402
 from dpbalance.core.openai_stream import USAGE_OPTIONS, chunks, tokens_after  # noqa: E402
 from dpbalance.engine.config import EngineConfig  # noqa: E402
 from dpbalance.loadgen import Outcome, summarize  # noqa: E402
 from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
 from dpbalance.traces import load_trace  # noqa: E402
 
-RUNS = {
+SYNTHETIC = {
     "prefix_free": "synthetic:n=160,prompt=lognormal,prompt_mean=700,prompt_sigma=0.8,output=geometric,"
     "output_mean=120,qps={qps},seed=11",
     "multi_turn": "synthetic:sessions=40,turns=4,block=128,system_prompt=512,prompt=lognormal,prompt_mean=150,"
     "prompt_sigma=0.5,output=geometric,output_mean=80,qps={qps},think_s=4,seed=12",
 }
+#: the committed A/B's first block (mooncake-conversation, prompts × 1/8, outputs ≤ 384) at its Poisson rate: more
+#: work than the ranks can do, so throughput is their capacity and TTFT is mostly queueing
+AB_BLOCK = "ab_block0"
+RUNS = (*SYNTHETIC, AB_BLOCK)
+
+
+def workload_of(name: str, a) -> tuple[str, Workload]:
+    """(a description of the workload, the workload with its arrival times) of run ``name``."""
+    if name in SYNTHETIC:
+        spec = SYNTHETIC[name].format(qps=a.qps)
+        return spec, load_trace(spec)
+    st = json.loads((a.out / "ab.json").read_text())["settings"]
+    x = argparse.Namespace(**{k: st[k] for k in ("requests", "prompt_scale", "max_prompt", "max_output")}, blocks=1)
+    w = blocks_of(load_trace(st["trace"]), x)[0]
+    t = np.cumsum(np.random.default_rng(0).exponential(1 / st["qps"], len(w)))
+    w = Workload.from_arrays(t - t[0], w.prompt, w.output, name=f"{st['trace']}-block0")
+    desc = (
+        f"{st['trace']}: the committed A/B's block 0 ({st['requests']} requests, prompts × {st['prompt_scale']:g} "
+        f"at most {st['max_prompt']}, outputs at most {st['max_output']}), Poisson at {st['qps']} req/s"
+    )
+    return desc, w
+
+
 KEYS = ("output_tok_s", "ttft_p50_s", "ttft_p99_s", "prefix_hit_rate")
 
 
@@ -74,34 +104,75 @@ def predict(w, a, policy: str) -> dict:
         "ttft_p99_s": r.ttft_p99_s,
         "prefix_hit_rate": r.prefix_hit_rate,
         "tpot_p50_ms": r.tpot_p50_ms,
+        "mean_step_s": r.makespan_s / r.steps if r.steps else math.nan,
     }
 
 
-def prompts_of(w, seed: int) -> list[list[int]]:
-    """Token ids per request: each block hash gives 16 fixed ids (equal hashes, equal blocks); the tail beyond the
-    last full block is random per request."""
+def prompts_of(w, seed: int, salt: int) -> list[list[int]]:
+    """Token ids per request: each block hash gives ``size`` fixed ids (equal hashes, equal blocks); the tail beyond
+    the last full block is random per request. ``salt`` makes every live run's tokens new, so no run finds an
+    earlier run's prompts in the ranks' prefix caches."""
     out = []
     b = w.blocks
     for i in range(len(w)):
         ids: list[int] = []
         if b is not None:
             for h in b.hashes[b.offsets[i] : b.offsets[i + 1]].tolist():
-                ids += np.random.default_rng(int(h) & 0x7FFFFFFFFFFFFFFF).integers(16, 1000, b.block_size).tolist()
+                ids += np.random.default_rng([salt, int(h) & 0x7FFFFFFFFFFFFFFF]).integers(16, 1000, b.size).tolist()
         tail = int(w.prompt[i]) - len(ids)
-        ids += np.random.default_rng([seed, i]).integers(16, 1000, max(tail, 0)).tolist()
+        ids += np.random.default_rng([salt, seed, i]).integers(16, 1000, max(tail, 0)).tolist()
         out.append(ids[: int(w.prompt[i])] or [16])
     return out
 
 
-def cache_counters(ranks: list[str]) -> tuple[float, float]:
-    hits = queries = 0.0
-    for u in ranks:
+#: engine counters read before and after each run (summed over the ranks; steps per rank)
+COUNTERS = (
+    "vllm:prefix_cache_hits_total",
+    "vllm:prefix_cache_queries_total",
+    "vllm:iteration_tokens_total_count",
+    "vllm:request_time_per_output_token_seconds_sum",
+    "vllm:request_time_per_output_token_seconds_count",
+    "vllm:time_to_first_token_seconds_sum",
+    "vllm:time_to_first_token_seconds_count",
+    "vllm:num_preemptions_total",
+)
+
+
+def engine_counters(ranks: list[str]) -> dict[str, list[float]]:
+    """Every counter of ``COUNTERS`` per rank, from the ranks' /metrics."""
+    out = {k: [0.0] * len(ranks) for k in COUNTERS}
+    for r, u in enumerate(ranks):
         for line in (get(u + "/metrics") or "").splitlines():
-            if line.startswith("vllm:prefix_cache_hits_total"):
-                hits += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("vllm:prefix_cache_queries_total"):
-                queries += float(line.rsplit(" ", 1)[1])
-    return hits, queries
+            name = line.split("{", 1)[0]
+            if name in out:
+                out[name][r] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def engine_side(before: dict, after: dict, wall: float) -> dict:
+    """What the ranks themselves saw over a run: hit rate, steps, their own TTFT and TPOT means (no router or
+    client in them)."""
+    d = {k: np.subtract(after[k], before[k]) for k in COUNTERS}
+
+    def ratio(a, b):
+        return float(d[a].sum() / d[b].sum()) if d[b].sum() > 0 else math.nan
+
+    return {
+        "prefix_hit_rate": ratio("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
+        "rank_hit_rates": [
+            float(h / q) if q > 0 else math.nan
+            for h, q in zip(d["vllm:prefix_cache_hits_total"], d["vllm:prefix_cache_queries_total"])
+        ],
+        "steps_per_rank": d["vllm:iteration_tokens_total_count"].tolist(),
+        "mean_step_s": wall / float(d["vllm:iteration_tokens_total_count"].max())
+        if d["vllm:iteration_tokens_total_count"].max() > 0
+        else math.nan,
+        "engine_ttft_mean_s": ratio("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count"),
+        "engine_tpot_mean_s": ratio(
+            "vllm:request_time_per_output_token_seconds_sum", "vllm:request_time_per_output_token_seconds_count"
+        ),
+        "preemptions": float(d["vllm:num_preemptions_total"].sum()),
+    }
 
 
 async def send(target: str, model: str, w, prompts, counted: list) -> list[Outcome]:
@@ -167,6 +238,9 @@ def main() -> None:
     ap.add_argument("--qps", type=float, default=2.0)
     ap.add_argument("--runs", nargs="+", default=list(RUNS))
     ap.add_argument("--skip-ab", action="store_true")
+    ap.add_argument(
+        "--salt", type=int, default=time.time_ns() % 2**31, help="makes the prompts' tokens new (default: the clock)"
+    )
     ap.add_argument("--predict-only", action="store_true")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -175,8 +249,7 @@ def main() -> None:
         ab = json.loads((a.out / "ab.json").read_text())
         doc["ab_reprediction"] = repredict_ab(ab, a)
     for name in a.runs:
-        spec = RUNS[name].format(qps=a.qps)
-        w = load_trace(spec)
+        spec, w = workload_of(name, a)
         pred = predict(w, a, a.policy)
         command = f"python benchmarks/real_vllm_fidelity.py --step-time {a.step_time} --runs {name} --qps {a.qps}"
         pfile = a.out / f"predicted_{name}.json"
@@ -186,18 +259,18 @@ def main() -> None:
         print(f"{name}: predicted {pred} (written {pfile})", flush=True)
         if a.predict_only:
             continue
-        prompts = prompts_of(w, seed=hash(name) & 0xFFFF)
+        prompts = prompts_of(w, seed=zlib.crc32(name.encode()), salt=a.salt)
         router = RouterProcess(
             a.ranks, a.policy, a.slots, a.out / f"records_{name}.jsonl", Path(f"/tmp/router_{name}.log")
         )
         try:
-            h0, q0 = cache_counters(a.ranks)
+            c0 = engine_counters(a.ranks)
             la0 = loadavg()
             t0 = time.perf_counter()
             counted = [None] * len(w)
             outs = asyncio.run(send(router.url, a.model, w, prompts, counted))
             wall = time.perf_counter() - t0
-            h1, q1 = cache_counters(a.ranks)
+            c1 = engine_counters(a.ranks)
             la1 = loadavg()
         finally:
             router.stop()
@@ -206,9 +279,10 @@ def main() -> None:
             "output_tok_s": res.throughput_tok_s,
             "ttft_p50_s": res.ttft_p50_s,
             "ttft_p99_s": res.ttft_p99_s,
-            "prefix_hit_rate": (h1 - h0) / (q1 - q0) if q1 > q0 else math.nan,
             "tpot_p50_ms": res.tpot_p50_ms,
         }
+        eng = engine_side(c0, c1, wall)
+        meas["prefix_hit_rate"] = eng.pop("prefix_hit_rate")
         err = {k: (pred[k] / meas[k] - 1) if meas[k] else math.nan for k in KEYS if k != "prefix_hit_rate"}
         err["prefix_hit_rate_abs"] = pred["prefix_hit_rate"] - meas["prefix_hit_rate"]
         doc["runs"].append(
@@ -217,6 +291,7 @@ def main() -> None:
                 "command": command,
                 "trace": spec,
                 "policy": a.policy,
+                "salt": a.salt,
                 "requests": len(w),
                 "completed": res.completed,
                 "prompt_tokens_as_sent": sum(c == len(p) for c, p in zip(counted, prompts)),
@@ -226,6 +301,7 @@ def main() -> None:
                 "predicted_at": json.loads(pfile.read_text())["written"],
                 "measured": meas,
                 "predicted": pred,
+                "engine_side": eng,
                 "error": err,
             }
         )

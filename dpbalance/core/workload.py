@@ -139,6 +139,10 @@ class Workload:
     def __len__(self) -> int:
         return len(self.arrival)
 
+    def take(self, idx) -> Workload:
+        """The requests at ``idx`` (an index array or a slice, in arrival order), times shifted to start at 0."""
+        return self._take(idx)
+
     def _take(self, idx, **meta_updates) -> Workload:
         arrival = self.arrival[idx]
         if len(arrival):

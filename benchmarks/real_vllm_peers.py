@@ -1,0 +1,401 @@
+"""Live A/B of front doors on the real vLLM testbed: dpbalance's policies against the cache-aware routers people
+run and vLLM's own data-parallel balancer, through the same two DP ranks.
+
+    pip install vllm-router sglang-router            # in any environment; name the binaries below
+    dpbalance testbed build && dpbalance testbed up
+    dpbalance calibrate --worker-urls http://127.0.0.1:18600,http://127.0.0.1:18601 --prefill-lens 256 \\
+        --prefill-lens 1024 --prefill-lens 2048 --block-size 128 --out step_time.yaml
+    python benchmarks/real_vllm_peers.py --step-time step_time.yaml --out peers/ \\
+        --vllm-router PATH/vllm-router --sglang-router PATH/sglang-router
+    dpbalance testbed down
+
+Front doors (``--fronts``): ``dpbalance serve`` with ``round_robin``, ``br0`` and ``brp`` (``--step-time`` given,
+so ``brp`` weighs prefill at the calibrated prices; its prefix index learns the block size and KV size from the
+ranks); ``vllm-router --policy cache_aware`` and ``sglang-router launch --policy cache_aware`` with their default
+thresholds, each with its own ``--prometheus-port``; and ``internal``: vLLM's own balancer, the testbed restarted in
+internal mode (one API server for both ranks, no rank header), requests sent straight to it.
+
+Workloads, every block a different slice of its trace, text prompts of the model's words (one token per word, no
+BOS: equal text prefixes are equal token blocks, which the text-matching routers and the engine's cache agree on):
+
+- ``multi_turn``: whole conversations of mooncake-synthetic (requests grouped by their first block hash; each A/B
+  block takes its own groups) with their block hashes, prompts × ``--prompt-scale`` (a 512-token block becomes 64
+  tokens), at most ``--max-prompt``; each hash is one fixed run of words, so requests that share hashes share
+  their leading tokens; the trace's own arrival order and gaps, compressed to ``--qps-multi``. The simulator
+  cuts the same prompts into the engine's 128-token blocks;
+- ``prefix_free``: mooncake-conversation lengths (prompts × 1/8), fresh random words, Poisson at its ``--qps``.
+
+Each run's words are new (a salt per run), so no run finds another's prompts in the ranks' caches. Every
+block runs every front door once per workload, the order rotated from block to block; internal mode runs at the end
+of each block (the testbed is restarted into it and back). Before any live request, the simulator's prediction of
+every run (the engine model with prefill and prefix caching, the step-time file, the same arrivals; the
+front's rule: ``vllm_router_cache_aware``, ``sglang_cache_aware``, ``vllm_dp`` for the internal balancer) is
+written to ``predicted.json`` with a timestamp.
+
+Per run: output tokens/s (all output tokens / first send to last token), TTFT p50/p99, the ranks' prefix-cache hit
+rate (their counters). Reports means over blocks with 95 % intervals (Student t), and ratios to round-robin paired by
+block. Writes ``peers.json`` and ``peers.md`` in ``--out``, and every dpbalance run's recording in ``records/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sst
+
+sys.path.insert(0, str(Path(__file__).parent))
+from real_vllm_ab import RouterProcess, free_port, get, wait_idle  # noqa: E402
+from real_vllm_fidelity import engine_counters, engine_side, send  # noqa: E402
+
+from dpbalance.core import Workload  # noqa: E402
+from dpbalance.core.workload import Blocks  # noqa: E402
+from dpbalance.engine.config import EngineConfig  # noqa: E402
+from dpbalance.loadgen import summarize  # noqa: E402
+from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
+from dpbalance.traces import load_trace  # noqa: E402
+
+SERVE = ("round_robin", "br0", "brp")
+PEERS = ("vllm-router", "sglang-router")
+INTERNAL = "internal"
+#: the simulator's rule for each front door
+RULE = {"vllm-router": "vllm_router_cache_aware", "sglang-router": "sglang_cache_aware", INTERNAL: "vllm_dp"}
+WORKLOADS = ("multi_turn", "prefix_free")
+KEYS = ("output_tok_s", "ttft_p50_s", "ttft_p99_s", "prefix_hit_rate")
+LABEL = {
+    "output_tok_s": "output tok/s",
+    "ttft_p50_s": "TTFT p50 s",
+    "ttft_p99_s": "TTFT p99 s",
+    "prefix_hit_rate": "hit",
+}
+VOCAB = 1020  # the testbed model's words w0 … w1019
+
+
+# ---------------------------------------------------------------------------------------------- workloads
+def scaled(w: Workload, k: float, max_prompt: int, max_output: int) -> Workload:
+    """Prompts × k (at most max_prompt), block size × k with the same hashes, outputs at most max_output."""
+    prompt = np.clip(np.round(w.prompt * k), 1, max_prompt).astype(np.int64)
+    blocks = None
+    if w.blocks is not None:
+        b = w.blocks
+        blocks = Blocks(b.hashes, b.offsets, max(1, round(b.size * k)))
+    out = np.minimum(w.output, max_output).astype(np.int64)
+    return Workload.from_arrays(w.arrival, prompt, out, name=w.name, blocks=blocks, session=w.session)
+
+
+def coarsened(b: Blocks, factor: int) -> Blocks:
+    """The same prompts cut into blocks ``factor`` times larger: a hash is chained on everything before it, so a
+    large block's hash is that of its last small block (every ``factor``-th one)."""
+    counts = np.diff(b.offsets) // factor
+    lists = [b.hashes[b.offsets[i] + factor - 1 : b.offsets[i] + factor * c : factor] for i, c in enumerate(counts)]
+    return Blocks.from_lists(lists, b.size * factor)
+
+
+def sessions_of(w: Workload, block: int, blocks: int, n: int) -> np.ndarray:
+    """Indices (trace order) of whole sessions for A/B block ``block``: requests grouped by their first block hash
+    (a conversation's prompts share it), groups of two or more in order of first appearance, every ``blocks``-th
+    one from ``block`` on, until ``n`` requests."""
+    b = w.blocks
+    first = np.where(np.diff(b.offsets) > 0, b.hashes[np.minimum(b.offsets[:-1], len(b.hashes) - 1)], -1)
+    _, start, inverse, count = np.unique(first, return_index=True, return_inverse=True, return_counts=True)
+    keep = [g for g in np.argsort(start) if count[g] >= 2 and first[start[g]] != -1][block::blocks]
+    chosen, total = [], 0
+    for g in keep:
+        chosen.append(g)
+        total += int(count[g])
+        if total >= n:
+            break
+    return np.flatnonzero(np.isin(inverse, chosen))
+
+
+def block_workloads(a) -> dict[str, list[Workload]]:
+    """Every block of both workloads, with its arrival times."""
+    mt = scaled(load_trace("mooncake-synthetic"), a.prompt_scale, a.max_prompt, a.max_output)
+    pf = scaled(load_trace("mooncake-conversation"), 1 / 8, a.max_prompt, a.max_output)
+    out: dict[str, list[Workload]] = {"multi_turn": [], "prefix_free": []}
+    for b in range(a.blocks):
+        w = mt.take(sessions_of(mt, b, a.blocks, a.requests))
+        span = max(float(w.arrival[-1] - w.arrival[0]), 1e-9)
+        t = (w.arrival - w.arrival[0]) * (len(w) / a.qps_multi) / span
+        out["multi_turn"].append(
+            Workload.from_arrays(t, w.prompt, w.output, name=f"multi_turn-{b}", blocks=w.blocks, session=w.session)
+        )
+        w = pf.take(np.arange(b * a.requests, (b + 1) * a.requests))
+        t = np.cumsum(np.random.default_rng(b).exponential(1 / a.qps_free, len(w)))
+        out["prefix_free"].append(Workload.from_arrays(t - t[0], w.prompt, w.output, name=f"prefix_free-{b}"))
+    return out
+
+
+def for_engine(w: Workload, engine_block: int) -> Workload:
+    """``w`` with its blocks cut as the engine cuts them (the simulator's cache then works in vLLM's blocks)."""
+    b = w.blocks
+    if b is None or b.size == engine_block or engine_block % b.size:
+        return w
+    return Workload.from_arrays(
+        w.arrival, w.prompt, w.output, name=w.name, blocks=coarsened(b, engine_block // b.size), session=w.session
+    )
+
+
+def text_prompts(w: Workload, salt: int) -> list[str]:
+    """A prompt of ``w.prompt[i]`` words per request: each block hash a fixed run of words (new for every salt),
+    the rest random."""
+    out = []
+    b = w.blocks
+    for i in range(len(w)):
+        ids: list[int] = []
+        if b is not None:
+            for h in b.hashes[b.offsets[i] : b.offsets[i + 1]].tolist():
+                ids += np.random.default_rng([salt, int(h) & 0x7FFFFFFFFFFFFFFF]).integers(0, VOCAB, b.size).tolist()
+        n = int(w.prompt[i])
+        ids += np.random.default_rng([salt, 7, i]).integers(0, VOCAB, max(n - len(ids), 0)).tolist()
+        out.append(" ".join(f"w{x}" for x in ids[:n]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- prediction
+def rule_of(front: str) -> str:
+    return RULE.get(front, front)
+
+
+def predict(w: Workload, front: str, a) -> dict:
+    eng = EngineConfig(prefill=True, prefix_cache=True, kv_capacity=a.kv_capacity, max_batched_tokens=2048)
+    cfg = SimConfig(workers=2, slots=a.slots, arrival="replay", step_time=str(a.step_time), window="all", engine=eng)
+    r = run_simulation(for_engine(w, a.engine_block), rule_of(front), cfg)[0]
+    return {
+        "output_tok_s": r.throughput_all_tok_s,
+        "ttft_p50_s": r.ttft_p50_s,
+        "ttft_p99_s": r.ttft_p99_s,
+        "prefix_hit_rate": r.prefix_hit_rate,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- front doors
+class PeerProcess:
+    """vllm-router or sglang-router in a process of its own, pinned nowhere; ended by PID."""
+
+    def __init__(self, front: str, exe: str, ranks: list[str], log: Path):
+        self.port, metrics = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [exe] + (["launch"] if front == "sglang-router" else [])
+        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--policy", "cache_aware"]
+        argv += ["--prometheus-port", str(metrics), "--worker-urls", *ranks]
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + 90
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise RuntimeError(f"{front} did not start; its log: {log}")
+            time.sleep(0.5)
+
+    def _ready(self) -> bool:
+        return get(self.url + "/health") is not None and get(self.url + "/v1/models") is not None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Direct:
+    """No front door: the internal-mode API server itself."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def stop(self) -> None:
+        pass
+
+
+def testbed(mode: str) -> None:
+    """Restart the testbed's ranks in ``mode`` (the testbed's own commands)."""
+    dp = [sys.executable, "-m", "dpbalance", "testbed"]
+    subprocess.run([*dp, "down"], check=True, capture_output=True)
+    subprocess.run([*dp, "up", "--mode", mode], check=True, capture_output=True)
+
+
+def start(front: str, a, rec: Path, log: Path):
+    if front in SERVE:
+        extra = ["--step-time", str(a.step_time)]
+        return RouterProcess(a.ranks, front, a.slots, rec, log, extra=extra)
+    if front in PEERS:
+        return PeerProcess(front, getattr(a, front.replace("-", "_")), a.ranks, log)
+    return Direct(a.internal_url)
+
+
+# ---------------------------------------------------------------------------------------------- live runs
+def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
+    rec = a.out / "records" / f"{wl}_block{b}_{front}.jsonl"
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.unlink(missing_ok=True)
+    (a.out / "logs").mkdir(exist_ok=True)
+    ranks = [a.internal_url] if front == INTERNAL else a.ranks
+    prompts = text_prompts(w, salt)
+    door = start(front, a, rec, a.out / "logs" / f"{wl}_block{b}_{front}.log")
+    try:
+        c0 = engine_counters(ranks)
+        t0 = time.perf_counter()
+        outs = asyncio.run(send(door.url, a.model, w, prompts, [None] * len(w)))
+        wall = time.perf_counter() - t0
+        c1 = engine_counters(ranks)
+    finally:
+        door.stop()
+    if not rec.exists() or rec.stat().st_size == 0:
+        rec.unlink(missing_ok=True)
+    res = summarize(outs, policy=front, workers=2, slots=a.slots, engine_stats=None, wall_s=wall, config={})
+    eng = engine_side(c0, c1, wall)
+    row = {
+        "output_tok_s": res.throughput_tok_s,
+        "ttft_p50_s": res.ttft_p50_s,
+        "ttft_p99_s": res.ttft_p99_s,
+        "prefix_hit_rate": eng.pop("prefix_hit_rate"),
+        "completed": res.completed,
+        "requests": len(w),
+        "errors": res.config.get("errors", {}),
+        "wall_s": round(wall, 1),
+        "salt": salt,
+        "engine_side": eng,
+    }
+    wait_idle(ranks)
+    time.sleep(a.settle_s)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def mean_ci(x) -> tuple[float, float]:
+    x = np.asarray([v for v in x if v == v], dtype=float)
+    if len(x) < 2:
+        return (float(x.mean()) if len(x) else math.nan), math.nan
+    return float(x.mean()), float(sst.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def report(doc: dict) -> str:
+    lines = []
+    for wl in doc["settings"]["workloads"]:
+        live, pred = doc["live"][wl], doc["predicted"][wl]
+        fronts = [f for f in doc["settings"]["fronts"] if live.get(f)]
+        lines += [
+            f"### {wl}",
+            "",
+            "| front door | "
+            + " | ".join(LABEL[k] for k in KEYS)
+            + " | tok/s vs round_robin | TTFT p50 vs round_robin "
+            "| predicted tok/s | predicted TTFT p50 s | predicted hit |",
+            "|---" * (len(KEYS) + 6) + "|",
+        ]
+        for f in fronts:
+            cells = []
+            for k in KEYS:
+                mu, ci = mean_ci([r[k] for r in live[f]])
+                cells.append(f"{mu:.3g} ± {ci:.2g}" if k != "prefix_hit_rate" else f"{mu:.2f} ± {ci:.2f}")
+            for k in ("output_tok_s", "ttft_p50_s"):
+                if "round_robin" in live and len(live["round_robin"]) == len(live[f]):
+                    g, gci = mean_ci([r[k] / q[k] for r, q in zip(live[f], live["round_robin"])])
+                    cells.append(f"{g:.2f}× ± {gci:.2f}")
+                else:
+                    cells.append("–")
+            cells += [
+                f"{np.mean([p['output_tok_s'] for p in pred[f]]):.3g}",
+                f"{np.mean([p['ttft_p50_s'] for p in pred[f]]):.3g}",
+                f"{np.mean([p['prefix_hit_rate'] for p in pred[f]]):.2f}",
+            ]
+            lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--step-time", type=Path, required=True, help="step-time file with prefill terms (calibrate)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ranks", nargs="+", default=["http://127.0.0.1:18600", "http://127.0.0.1:18601"])
+    ap.add_argument("--internal-url", default="http://127.0.0.1:18600", help="the internal-mode API server")
+    ap.add_argument("--vllm-router", default="vllm-router", help="the vllm-router binary")
+    ap.add_argument("--sglang-router", default="sglang-router", help="the sglang-router binary")
+    ap.add_argument("--fronts", default=",".join((*SERVE, *PEERS, INTERNAL)))
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--blocks", type=int, default=4)
+    ap.add_argument("--requests", type=int, default=150, help="requests per run")
+    ap.add_argument("--qps-multi", type=float, default=2.0, help="arrival rate of the multi-turn workload")
+    ap.add_argument("--qps-free", type=float, default=2.0, help="arrival rate of the prefix-free workload")
+    ap.add_argument("--prompt-scale", type=float, default=1 / 8, help="multi-turn prompts × this (blocks too)")
+    ap.add_argument("--engine-block", type=int, default=128, help="the ranks' KV block size (vLLM CPU: 128)")
+    ap.add_argument("--max-prompt", type=int, default=3072)
+    ap.add_argument("--max-output", type=int, default=256)
+    ap.add_argument("--slots", type=int, default=32)
+    ap.add_argument("--kv-capacity", type=int, default=262144, help="the ranks' KV tokens (vLLM's log says)")
+    ap.add_argument("--model", default="tiny-moe")
+    ap.add_argument("--settle-s", type=float, default=3.0)
+    ap.add_argument("--predict-only", action="store_true")
+    a = ap.parse_args()
+    a.fronts = [f for f in a.fronts.split(",") if f]
+    a.workloads = [w for w in a.workloads.split(",") if w]
+    bad = [f for f in a.fronts if f not in (*SERVE, *PEERS, INTERNAL)]
+    if bad:
+        ap.error(f"unknown front door(s) {bad}")
+    return a
+
+
+def main() -> int:
+    a = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: every front door is ended
+    a.out.mkdir(parents=True, exist_ok=True)
+    blocks = block_workloads(a)
+    settings = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(a).items()
+        if k not in ("out", "vllm_router", "sglang_router", "predict_only")
+    }
+    pred = {wl: {f: [predict(w, f, a) for w in blocks[wl]] for f in a.fronts} for wl in a.workloads}
+    (a.out / "predicted.json").write_text(
+        json.dumps({"written": datetime.now(UTC).isoformat(), "settings": settings, "predicted": pred}, indent=2) + "\n"
+    )
+    print(f"predictions written: {a.out / 'predicted.json'}", flush=True)
+    if a.predict_only:
+        return 0
+    live: dict = {wl: {f: [] for f in a.fronts} for wl in a.workloads}
+    external = [f for f in a.fronts if f != INTERNAL]
+    salt = int(time.time())
+    doc = {"settings": settings, "predicted": pred, "live": live}
+    try:
+        for b in range(a.blocks):
+            order = external[b % len(external) :] + external[: b % len(external)]
+            for wl in a.workloads:
+                for f in order:
+                    salt += 1
+                    live[wl][f].append(live_run(f, wl, b, blocks[wl][b], a, salt))
+                    print(f"block {b} {wl} {f}: {live[wl][f][-1]}", flush=True)
+            if INTERNAL in a.fronts:
+                testbed("internal")
+                try:
+                    for wl in a.workloads:
+                        salt += 1
+                        live[wl][INTERNAL].append(live_run(INTERNAL, wl, b, blocks[wl][b], a, salt))
+                        print(f"block {b} {wl} internal: {live[wl][INTERNAL][-1]}", flush=True)
+                finally:
+                    testbed("external")
+            (a.out / "peers.json").write_text(json.dumps(doc, indent=2) + "\n")
+    finally:
+        (a.out / "peers.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (a.out / "peers.md").write_text(report(doc))
+    print(report(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
