@@ -60,16 +60,21 @@ Cost = Literal["simple", "search", "solver"]
 @dataclass(frozen=True)
 class PolicyEntry(Entry[Policy]):
     """A registered policy. ``factory(config, ctx)`` builds it; ``family`` groups related rules in reports
-    (baseline, engine, balanceroute, bfio); ``source`` says where its rule comes from."""
+    (baseline, engine, balanceroute, bfio, prefix); ``source`` says where its rule comes from; ``reads_prefix``:
+    it reads ``Snapshot.prefix`` (the ranks' prefix caches and pending prefill), so the router keeps its prefix
+    index for it."""
 
     factory: Callable[[Any, PolicyContext], Policy]
     family: str = "baseline"
     cost: Cost = "simple"
     source: str = ""
+    reads_prefix: bool = False
 
 
-def _e(name, factory, config_cls, summary, family, cost="simple", source=""):
-    return PolicyEntry(name, factory, config_cls or NoOptions, summary, family, cost, source)
+def _e(name, factory, config_cls, summary, family, cost="simple", source="", reads_prefix=None):
+    """An entry; the prefix family reads the prefix view by definition, others say so with ``reads_prefix``."""
+    reads = family == "prefix" if reads_prefix is None else reads_prefix
+    return PolicyEntry(name, factory, config_cls or NoOptions, summary, family, cost, source, reads)
 
 
 POLICIES: Registry[Policy] = Registry(
@@ -155,7 +160,8 @@ POLICIES: Registry[Policy] = Registry(
             "Δ = prompt + the prefill it leaves after cache hits (BR-0 exactly when prefill is off)",
             "balanceroute",
             "search",
-            "dpbalance (issue 18): BR-0's objective extended to prefill after cache hits",
+            "dpbalance: BR-0's objective extended to prefill after cache hits",
+            reads_prefix=True,
         ),
         _e(
             "prefix_affinity",
@@ -163,7 +169,7 @@ POLICIES: Registry[Policy] = Registry(
             None,
             "longest cached prefix among free workers, ties by lowest token load",
             "prefix",
-            source="the pure-locality rule (issue 18)",
+            source="the pure-locality rule: longest cached prefix, as the cache-aware routers do below their balance thresholds",
         ),
         _e(
             "sglang_cache_aware",
@@ -280,6 +286,11 @@ class PolicySpec:
     @property
     def cost(self) -> Cost:
         return self.entry.cost
+
+    @property
+    def reads_prefix(self) -> bool:
+        """It reads the prefix view (the router then keeps its prefix index on ``--prefix-index auto``)."""
+        return self.entry.reads_prefix
 
     @property
     def predictor(self) -> str | None:

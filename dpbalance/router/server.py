@@ -94,7 +94,7 @@ class Router:
             ) from None
         fallback = PolicySpec.parse(cfg.fallback_policy).build(ctx)
         self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg)
-        if cfg.prefix_index == "on" or (cfg.prefix_index == "auto" and spec.family == "prefix"):
+        if cfg.prefix_index == "on" or (cfg.prefix_index == "auto" and spec.reads_prefix):
             self.dispatcher.prefix = PrefixIndex(G, block_size=self.block_size, kv_capacity=kv_capacity)
         self.targets = make_targets(cfg, G)
         self.breaker = Breaker(

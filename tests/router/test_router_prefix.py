@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from dpbalance.engine.config import EngineConfig
 from tests.router.stacks import post, routed
@@ -15,11 +16,12 @@ SESSIONS = [
 ]  # 96 words: six 16-token blocks each (an odd count: round-robin would split them)
 
 
-def test_prefix_affinity_through_the_router_keeps_each_session_on_one_rank():
+@pytest.mark.parametrize("policy", ["prefix_affinity", "brp"])
+def test_a_cache_aware_policy_through_the_router_keeps_each_session_on_one_rank(policy):
     async def main():
         sim_kw = {"engine": EngineConfig(prefill=True, prefix_cache=True), "time_scale": 50.0}
-        async with routed(sims=2, sim_kw=sim_kw, policy="prefix_affinity", tokenize="rank") as st:
-            assert st.router.dispatcher.prefix is not None  # auto: on for a prefix-family policy
+        async with routed(sims=2, sim_kw=sim_kw, policy=policy, tokenize="rank") as st:
+            assert st.router.dispatcher.prefix is not None  # auto: on for every policy that reads the view
             ranks: dict[int, set[int]] = {}
             async with aiohttp.ClientSession() as s:
                 for turn in range(3):

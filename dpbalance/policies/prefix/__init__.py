@@ -1,4 +1,4 @@
-"""Prefix-aware routing (issue 18): the cache-aware baselines of other systems and BRP, BalanceRoute with the
+"""Prefix-aware routing: the cache-aware baselines of other systems and BRP, BalanceRoute with the
 prefill a placement leaves to compute. Every policy here reads only the ``Snapshot`` and its ``PrefixView``
 (``snap.prefix``), which the simulator fills from its engine model and the router from its prefix index; with
 ``snap.prefix`` None each falls back to its own load rule."""

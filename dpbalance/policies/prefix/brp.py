@@ -1,4 +1,4 @@
-"""BRP: BalanceRoute with prefill at the barrier (issue 18). BR-0 balances the decode load every rank carries into
+"""BRP: BalanceRoute with prefill at the barrier. BR-0 balances the decode load every rank carries into
 the coming step; when ranks also prefill, a placement's cost at the barrier is its decode load *plus the prefill it
 leaves to compute there* — the prompt minus what that rank already caches — on top of the prefill already queued
 there. BRP scores exactly that work and places each request where it raises the barrier least.

@@ -5,7 +5,7 @@ clockwise, the bounded-load variant, since a request may only go where a slot is
 The session identity is the request's **first block hash** when the prefix view offers it (the optional
 ``PrefixView.first_block(request_ids)``; the engine view does), else the pool's prompt key, else none (the
 lowest token load). Neither is a true session id: in Mooncake conversation every request starts with the same
-block, so the first block sends every request to one worker (the degenerate case issue 18 names); in synthetic
+block, so the first block sends every request to one worker (the degenerate case of pure affinity); in synthetic
 sessions the first block is the shared system prompt when it is at least one block long. The prompt key of a
 Mooncake request identifies its whole prompt, so hashing by it would spread a conversation's turns.
 """
