@@ -169,7 +169,7 @@ POLICIES: Registry[Policy] = Registry(
             None,
             "longest cached prefix among free workers, ties by lowest token load",
             "prefix",
-            source="the pure-locality rule: longest cached prefix, as the cache-aware routers do below their balance thresholds",
+            source="pure locality: the longest cached prefix, as cache-aware routers place below their thresholds",
         ),
         _e(
             "sglang_cache_aware",
