@@ -151,6 +151,31 @@ def test_brp_takes_the_hit_when_it_pays_and_spreads_when_the_barrier_costs_more(
     assert decide("brp:work_weight=0", golden(pending=np.array([1e5, 0, 0]))) in ([(1, 1)], [(1, 2)])
 
 
+def test_brp_wait_weight_charges_the_prefill_queued_ahead():
+    # default prices: k = 1/t_tok ≈ 9.948e6 per second. Worker 0 has 2,000 prompt tokens queued: c_pend = 1e-4 +
+    # 2.5e-8·500 = 1.125e-4 s each → 0.225 s → k·0.225 ≈ 2.238e6, so W_0 = 3000 + 2.238e6 = M.
+    # Δ_0 = 1000 + k·0.012375 ≈ 124,108 (at M: cost 4·Δ_0 ≈ 496k); Δ_2 = 1000 + k·0.0705 ≈ 702,334 (under M: cost
+    # Δ_2); Δ_1 ≈ 1.12e6. μ = 0: the hit on worker 0 wins however long its queue.
+    snap = golden(pending=np.array([2000.0, 0, 0]))
+    assert decide("brp", snap) == [(1, 0)]
+    # μ = 1 adds the request's own wait, k·0.225 ≈ 2.24e6, on worker 0 only: worker 2 wins (702k)
+    assert decide("brp:wait_weight=1", golden(pending=np.array([2000.0, 0, 0]))) == [(1, 2)]
+    # μ = 0.05 adds 112k: 608k, still below worker 2's 702k
+    assert decide("brp:wait_weight=0.05", golden(pending=np.array([2000.0, 0, 0]))) == [(1, 0)]
+
+
+def test_brp_waits_for_a_full_rank_only_for_its_cache():
+    # worker 0 has a free slot and 5,000 tokens; worker 1 is full (two slots) with 200. Request 7: 1,000 tokens.
+    # No cache anywhere: Δ ≈ 1000 + k·0.1125 ≈ 1.12e6 on both; worker 1's cost over all ranks (2·(Δ − 4800) + Δ)
+    # is a little below worker 0's (3·Δ), but a rank that is only less loaded is never waited for: worker 0
+    snap = snapshot_of([[5000], [100, 100]], pool=[(7, 1000)], slots=2)
+    assert decide("brp", with_view(snap, View({7: [0, 0]}, 2)), G=2, B=2) == [(7, 0)]
+    # worker 1 caches 900 of the 1,000 tokens: its cost is far lower, and the request waits for it (bounded)
+    assert decide("brp", with_view(snap, View({7: [0, 900]}, 2)), G=2, B=2) == []
+    # ... unless it has waited affinity_wait_s already (here 0: never waits)
+    assert decide("brp:affinity_wait_s=0", with_view(snap, View({7: [0, 900]}, 2)), G=2, B=2) == [(7, 0)]
+
+
 def test_brp_avoids_a_rank_without_kv_room_for_its_miss():
     assert decide("brp", golden(kv=np.array([50.0, 1e9, 1e9]))) != [(1, 0)]
 
@@ -225,6 +250,24 @@ def test_brp_without_prefill_decides_exactly_like_br0(seed, br):
     assert list(make_policy("brp" + (":" + br if br else ""), ctx).dispatch(with_view(snap, view))) == want
     zero = "brp:prefill_weight=0" + ("," + br if br else "")
     assert list(make_policy(zero, ctx).dispatch(with_view(snap, random_view(rng, snap, G)))) == want
+    # prefill on, but nothing cached anywhere (whatever the pending prefill and KV): placement cannot change the
+    # prefill work, BR-0 decides
+    cold = random_view(rng, snap, G)
+    cold.hits = {i: [0] * G for i in cold.hits}
+    assert list(make_policy("brp" + (":" + br if br else ""), ctx).dispatch(with_view(snap, cold))) == want
+
+
+def test_brp_with_prefill_and_no_shared_prefix_runs_like_br0_through_the_simulator():
+    from dpbalance.core import Workload
+    from dpbalance.engine.config import EngineConfig
+    from dpbalance.sim import SimConfig, run_simulation
+
+    rng = np.random.default_rng(4)
+    n = 300
+    w = Workload.from_arrays(np.sort(rng.uniform(0, 30, n)), rng.integers(100, 3000, n), rng.integers(1, 200, n))
+    cfg = SimConfig(workers=4, slots=8, engine=EngineConfig(prefill=True, prefix_cache=True))
+    a, b = run_simulation(w, "br0", cfg)[0], run_simulation(w, "brp", cfg)[0]  # no block hashes: no hits
+    assert a.throughput_all_tok_s == b.throughput_all_tok_s and a.ttft_p50_s == b.ttft_p50_s
 
 
 def test_brp_without_prefill_runs_like_br0_through_the_simulator():

@@ -8,7 +8,7 @@ Work, in KV-token units of the step-time model (seconds / ``t_tok``):
     W_g      = L_g + w · c_pend · P_g / t_tok                         (decode load + queued prefill of rank g)
     Δ_{i,g}  = s_i + w · τ(miss_{i,g}, hit_{i,g}) / t_tok              (request i's load + the prefill left on g)
     τ(m, h)  = prefill_tok · m + prefill_attn · m · (h + m / 2)         (its tokens, each attending to its context)
-    cost_{i,g} = β · (W_g + Δ_{i,g} − M)₊ + λ · Δ_{i,g},  M = max_g W_g
+    cost_{i,g} = β · (W_g + Δ_{i,g} − M)₊ + λ · Δ_{i,g} + μ · w · c_pend · P_g / t_tok,  M = max_g W_g
 
 ``miss = s − cached`` (``PrefixView.cached``), ``P_g`` the rank's pending prefill tokens and ``c_pend`` their mean
 cost per token (``prefill_tok`` + ``prefill_attn`` · half the batch's mean prompt). The prices ``t_tok``,
@@ -17,24 +17,29 @@ cost per token (``prefill_tok`` + ``prefill_attn`` · half the batch's mean prom
 overflow: raising the envelope stalls all G ranks (β = G by default, as BR-0). The second is the work itself,
 which some rank must spend however the batch is spread: a cache hit that does not raise the envelope always wins,
 a hit on a rank that would overflow wins only while the overflow, paid G times, costs less than the prefill it
-saves (λ = ``work_weight``). ``w`` (``prefill_weight``) scales prefill against decode: 1 counts a prefill token as
-what it costs in the step it runs in (≈1,000 KV tokens with the default constants, which are those of
-``linear_max``'s prefill terms); the step-time model's own ratio, kept after a training grid (see
-docs/results/prefix_matrix.md).
+saves (λ = ``work_weight``). The third term is the request's own wait: the prefill queued ahead of it on that rank
+(μ = ``wait_weight``; 0 leaves it out, and below the envelope a hit then wins however long that queue is).
+``w`` (``prefill_weight``) scales prefill against decode: 1 counts a prefill token as what it costs in the step it
+runs in (≈1,000 KV tokens with the default prices); the step-time model's own ratio, kept after a training grid
+(see docs/results/prefix_matrix.md).
 
 One dispatch places the oldest waiting requests that have a free slot (FIFO admission, except the bounded affinity
 wait below), largest work first, each on the worker with the lowest cost among those with a free slot whose KV
 headroom holds its miss (all free ones if none does); ties: the lowest W. A request whose cheapest rank (over all
-ranks) has no free slot, when that rank's cost beats every free one, is held for it (``affinity_wait_s``, bounded:
-after that long it goes to the best free rank) rather than recomputing its prefix elsewhere. ``ttft_slo``
-(seconds, off by default): a request whose estimated first token (its wait so far + the rank's queued prefill
-seconds + its own) would miss the target on some ranks goes to a rank that meets it, or, if none does,
-to the rank with the earliest estimate.
+ranks) has no free slot and caches more of its prompt than every free rank is held for it (``affinity_wait_s``,
+bounded: after that long it goes to the best free rank) rather than recomputing its prefix elsewhere; a full rank
+that is only less loaded is never waited for (a free slot left idle costs more than the balance it would buy).
+``ttft_slo`` (seconds, off by default): a request whose estimated first token (its wait so far + the rank's queued
+prefill seconds + its own) would miss the target on some ranks goes to a rank that meets it, or, if none does, to
+the rank with the earliest estimate.
 
 **Reduction to BR-0.** Without a prefix view, or when the ranks do not model prefill (``PrefixView.prefill``
 False: prompts cost nothing, so there is nothing to weigh), or with ``prefill_weight`` 0, BRP *is* BR-0: it hands
 the snapshot to a BR-0 built from the same BalanceRoute settings, so its decisions are BR-0's exactly (tested on
-random snapshots).
+random snapshots). It does the same for a dispatch in which none of the requests it would place has a cached
+prefix on any rank: every rank would prefill the whole prompt, so where it goes cannot change the prefill work,
+and BR-0's placement (and its choice of which requests to admit when slots are scarce) stands. Traffic without
+shared prefixes is therefore routed exactly as BR-0 routes it.
 """
 
 from __future__ import annotations
@@ -65,11 +70,14 @@ class BrpConfig(BR0Config):
     t_tok: float | None = setting(
         None, "seconds per KV token of decode load per step (default: the deployment's step-time model's)"
     )
+    wait_weight: float = setting(
+        0.0, "μ: weight of the prefill queued ahead of the request on a rank (its own wait), against λ", min=0.0
+    )
     ttft_slo: float | None = setting(None, "target seconds to first token (none: off)")
     affinity_wait_s: float = setting(
         30.0,
-        "a request whose cheapest rank has no free slot waits for it up to this long (bounded), instead of "
-        "recomputing its prefix elsewhere (0: never waits)",
+        "a request whose cheapest rank has no free slot and caches more of its prompt than every free rank waits "
+        "for it up to this long (bounded), instead of recomputing its prefix elsewhere (0: never waits)",
         min=0.0,
     )
 
@@ -132,28 +140,33 @@ class BrpPolicy(Policy):
     def _place(self, snap: Snapshot, v, n: int) -> Assignments:
         cfg = self.cfg
         s, miss, tau, delta, pend_s, W = self._costs(snap, v, n)
+        if not (miss < s[:, None]).any():  # nothing cached anywhere: placement cannot change the prefill work
+            return self.br0.dispatch(snap)
         free = snap.free.astype(np.int64)
         kvf = np.asarray(v.kv_free, dtype=np.float64).copy()
         wait = snap.now - snap.pool_arrival[:n]
         slo = cfg.ttft_slo
         out = np.empty(n, dtype=np.int64)
-        beta, lam = self.beta, cfg.work_weight
+        beta, lam, mu = self.beta, cfg.work_weight, cfg.wait_weight
+        k = cfg.prefill_weight / self.costs.t_tok
         hold = cfg.affinity_wait_s
         placed = np.ones(n, dtype=bool)
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
             ok = free > 0
-            if hold > 0 and wait[i] < hold and not ok.all():
-                # bounded affinity wait: the cheapest rank over all ranks is full, and its cost beats every free one
+            if hold > 0 and wait[i] < hold and not ok.all() and ok.any() and miss[i, ~ok].min() < miss[i, ok].min():
+                # bounded affinity wait: a full rank caches more of the prompt than every free one, and it is the
+                # cheapest rank over all ranks (a rank that is only less loaded is never waited for)
                 d = delta[i]
-                cost_all = beta * np.maximum(W + d - W.max(), 0.0) + lam * d
-                if not ok[int(np.argmin(cost_all))] and cost_all.min() < cost_all[ok].min() - 1e-9:
+                cost_all = beta * np.maximum(W + d - W.max(), 0.0) + lam * d + mu * k * pend_s
+                g_all = int(np.argmin(cost_all))
+                if not ok[g_all] and miss[i, g_all] < miss[i, ok].min() and cost_all[g_all] < cost_all[ok].min() - 1e-9:
                     placed[i] = False
                     continue
             room = ok & (kvf >= miss[i])
             if not room.any():
                 room = ok & (kvf >= kvf[ok].max())
             d = delta[i]
-            cost = beta * np.maximum(W + d - W.max(), 0.0) + lam * d
+            cost = beta * np.maximum(W + d - W.max(), 0.0) + lam * d + mu * k * pend_s
             if slo is not None:
                 est = wait[i] + pend_s + tau[i]
                 meet = room & (est <= slo)
