@@ -11,6 +11,8 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
+import numpy as np
+
 VLLM_BLOCK = 16  # vLLM's default KV block size (tokens)
 _MASK = (1 << 63) - 1
 
@@ -19,6 +21,24 @@ def block_hashes(tokens: Sequence[int | str], block_size: int = VLLM_BLOCK) -> l
     """The chained hash of every full block of ``tokens`` (token ids, or token strings), as non-negative int64."""
     if block_size < 1:
         raise ValueError("block_size must be >= 1")
+    full = len(tokens) // block_size * block_size
+    arr = np.asarray(tokens[:full])
+    if arr.dtype.kind not in "iu" or (arr.dtype.kind == "u" and full and int(arr.max()) > _MASK):
+        return _block_hashes_slow(tokens, block_size)  # token strings, or ids beyond int64
+    # token ids: every block's bytes from one conversion (the bytes the per-token path hashes, little-endian int64)
+    data = arr.astype("<i8", copy=False).tobytes()
+    out: list[int] = []
+    prev = b""
+    step = 8 * block_size
+    blake = hashlib.blake2b
+    for off in range(0, len(data), step):
+        prev = blake(prev + data[off : off + step], digest_size=8).digest()
+        out.append(int.from_bytes(prev, "little") & _MASK)
+    return out
+
+
+def _block_hashes_slow(tokens: Sequence[int | str], block_size: int) -> list[int]:
+    """``block_hashes`` token by token (token strings, or ids numpy cannot hold)."""
     out: list[int] = []
     prev = b""
     for i in range(0, len(tokens) - block_size + 1, block_size):
