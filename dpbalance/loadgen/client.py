@@ -25,6 +25,11 @@ from ..core.openai_stream import USAGE_OPTIONS, StreamError, chunks, tokens_afte
 from ..core.workload import Workload
 from ..results.schema import SCHEMA_VERSION, Result
 
+#: an idle pooled connection is closed after this many seconds, before the server closes it: vLLM's API server
+#: (uvicorn) drops idle connections after 5 s, and a request sent on one it is closing fails with "server
+#: disconnected" before any byte comes back
+IDLE_CONNECTION_S = 2.0
+
 _SEND = "What to send"
 _WHERE = "Where"
 
@@ -141,7 +146,7 @@ async def run(w: Workload, cfg: LoadgenConfig, progress: Callable[[int, int], No
     prompt_seed = cfg.seed if cfg.prompt_seed is None else cfg.prompt_seed
     outcomes = [Outcome(sent=math.nan) for _ in range(n)]
     done = 0
-    conn = aiohttp.TCPConnector(limit=0)
+    conn = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CONNECTION_S)
     async with aiohttp.ClientSession(connector=conn) as session:
         t0 = time.perf_counter()
         tasks = []
