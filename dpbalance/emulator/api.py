@@ -27,7 +27,6 @@ from ..engine.hashing import block_hashes
 from .group import EngineGroup, Rank, SimRequest
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
-_BLOCK = 16  # the KV block size vllm:cache_config_info reports (capacity = num_gpu_blocks x block_size)
 
 
 def _err(status: int, message: str, etype: str, param: str | None = None) -> web.Response:
@@ -337,7 +336,8 @@ class RankHandlers:
                 ("vllm:prefix_cache_hits_total", "counter", self.g.cache_stats(rk)[1]),
             ):
                 lines += [f"# TYPE {name} {kind}", f"{name}{lbl} {value}"]
-            cache = f'{lbl[:-1]},block_size="{_BLOCK}",num_gpu_blocks="{self.g.kv_capacity // _BLOCK}"}}'
+            bs = self.g.block_size  # its engine's KV block (capacity = num_gpu_blocks × block_size, as vLLM says)
+            cache = f'{lbl[:-1]},block_size="{bs}",num_gpu_blocks="{self.g.kv_capacity // bs}"}}'
             lines += ["# TYPE vllm:cache_config_info gauge", f"vllm:cache_config_info{cache} 1"]
             for name, total, count in (
                 ("vllm:inter_token_latency_seconds", rk.itl_sum, rk.itl_count),

@@ -28,6 +28,7 @@ from ..policies import DEFAULT_POLICY
 from ..sweep.grid import Cell
 from ..sweep.runner import SweepReport, run_cells
 from ..traces.selection import TraceSelection
+from .paper import PAPER_B
 
 TRACES = (
     "mooncake-conversation",
@@ -42,7 +43,7 @@ TRACES = (
 #: the defaults were chosen on these traces' cells; the others are held out
 TRAIN_TRACES = TRACES[:4]
 G_LIST = (4, 8, 16, 32, 64)
-B_LIST = (32, 72, 128, 256)
+B_LIST = (32, PAPER_B, 128, 256)
 LOADS: tuple[tuple[str, float | None], ...] = (
     ("moderate", 0.6),
     ("heavy", 0.9),
@@ -63,13 +64,13 @@ CROSS_EXTRA = (
     "brh:predictor=survival",
     "brh:predictor=exact_match",
 )
-BFIO_CELLS = (("mooncake-conversation", 8, 72), ("bfio-longbench", 8, 72), ("bfio-burst", 8, 72))
+BFIO_CELLS = tuple((t, 8, PAPER_B) for t in ("mooncake-conversation", "bfio-longbench", "bfio-burst"))
 #: the BF-IO authors' H0 as we implement it (the default is also measured against every one of ``BASELINES``)
 H0 = "br0:preset=bfio-code"
 
 
 def cross() -> set[tuple[int, int]]:
-    return {(g, 72) for g in G_LIST} | {(8, b) for b in B_LIST}
+    return {(g, PAPER_B) for g in G_LIST} | {(8, b) for b in B_LIST}
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Spec:
     def quick(self) -> Spec:
         return Spec(
             traces=("mooncake-conversation",),
-            grid=((8, 72), (16, 32)),
+            grid=((8, PAPER_B), (16, 32)),
             seeds=1,
             core=("jsq_tokens", "adp_balance", H0, DEFAULT_POLICY),
             extra=(),

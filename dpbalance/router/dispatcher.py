@@ -69,7 +69,7 @@ class Ticket:
     clock0: int = -1  # decision-only picker: its rank's step count when it was placed (-1: not yet)
 
 
-class _PoolPrefix:
+class PoolPrefix:
     """The first ``k`` waiting requests, as the snapshot's pool view (bounds one policy call)."""
 
     __slots__ = ("pool", "k")
@@ -85,8 +85,9 @@ class _PoolPrefix:
 
 
 class Dispatcher:
-    def __init__(self, G: int, slots: int, policy, fallback, metrics, cfg):
+    def __init__(self, G: int, slots: int, policy, fallback, metrics, cfg, label: str = "the policy"):
         self.G, self.slots, self.cfg = G, slots, cfg
+        self.label = label  # the policy's spec, as its errors are logged
         self.state = ClusterState(G, slots)
         self.pool = Pool()
         self.policy, self.fallback, self.metrics = policy, fallback, metrics
@@ -205,7 +206,7 @@ class Dispatcher:
         try:
             return apply_assignments(self.state, self.pool, self.policy.dispatch(snap), limit=self._limits)
         except Exception as exc:  # a policy bug must never stop the dispatcher
-            self._policy_error(exc, f"policy {getattr(self.policy, 'spec', self.policy)}")
+            self._policy_error(exc, f"policy {self.label}")
         try:
             return apply_assignments(self.state, self.pool, self.fallback.dispatch(snap), limit=self._limits)
         except Exception as exc:  # pragma: no cover - the built-in fallback is tested on its own
@@ -217,7 +218,7 @@ class Dispatcher:
             return 0
         self.flush()
         snap = Snapshot(
-            self.state, _PoolPrefix(self.pool, self.cfg.dispatch_batch), time.monotonic(), prefix=self.prefix
+            self.state, PoolPrefix(self.pool, self.cfg.dispatch_batch), time.monotonic(), prefix=self.prefix
         )
         c0 = time.thread_time_ns()
         t0 = time.perf_counter()

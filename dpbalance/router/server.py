@@ -93,7 +93,7 @@ class Router:
                 f"({exc})"
             ) from None
         fallback = PolicySpec.parse(cfg.fallback_policy).build(ctx)
-        self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg)
+        self.dispatcher = Dispatcher(G, slots, policy, fallback, self.metrics, cfg, label=spec.label)
         if cfg.prefix_index == "on" or (cfg.prefix_index == "auto" and spec.reads_prefix):
             self.dispatcher.prefix = PrefixIndex(G, block_size=self.block_size, kv_capacity=kv_capacity)
         self.targets = make_targets(cfg, G)

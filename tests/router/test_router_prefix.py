@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from dpbalance.engine.config import EngineConfig
+from dpbalance.router.ranks import StartupError
 from tests.router.stacks import post, routed
 
 SESSIONS = [
@@ -69,3 +70,37 @@ def test_the_dashboard_state_shows_the_index_hit_rates():
     now = asyncio.run(main())
     # one rank got both: the second found 5 of its 6 blocks (the last holds the last token): 80 of 192 tokens
     assert sorted(now["prefix_hit_rate"]) == [0.0, 80 / 192] and now["pending_prefill"] == [0, 0]
+
+
+def test_the_index_takes_the_ranks_block_size_and_kv_size_from_their_metrics():
+    async def main():
+        kw = {"engine": EngineConfig(prefix_cache=True, block_size=32, kv_capacity=40_000)}
+        async with routed(sims=2, sim_kw=kw, policy="brp", tokenize="rank") as st:
+            idx = st.router.dispatcher.prefix
+            return st.router.block_size, idx.block_size, idx.kv_free.tolist()
+
+    bs, idx_bs, kv_free = asyncio.run(main())
+    # engine-sim says what vLLM says: block_size and num_gpu_blocks in vllm:cache_config_info
+    assert bs == idx_bs == 32 and kv_free == [40_000 - 40_000 % 32] * 2
+
+
+def test_explicit_prefix_settings_win_over_the_ranks():
+    async def main():
+        kw = {"engine": EngineConfig(prefix_cache=True, block_size=32)}
+        async with routed(sims=1, sim_kw=kw, policy="brp", prefix_block=64, prefix_capacity=6400) as st:
+            return st.router.dispatcher.prefix.block_size, st.router.dispatcher.prefix.kv_free.tolist()
+
+    assert asyncio.run(main()) == (64, [6400])
+
+
+def test_serve_step_time_gives_the_policy_the_ranks_prices(tmp_path):
+    async def main(spec):
+        async with routed(sims=1, policy="brp", step_time=spec) as st:
+            return st.router.policy.costs
+
+    c = asyncio.run(main("linear_max:C=0.02,t_tok=4e-7,prefill_tok=2e-4,prefill_attn=6e-8"))
+    assert (c.t_tok, c.prefill_tok, c.prefill_attn) == (4e-7, 2e-4, 6e-8)
+    with pytest.raises(StartupError, match="--step-time .*missing.yaml"):
+        asyncio.run(main(str(tmp_path / "missing.yaml")))
+    with pytest.raises(StartupError, match="--step-time linear_nope"):
+        asyncio.run(main("linear_nope:C=1"))
