@@ -1,8 +1,8 @@
-"""The prefix matrix of issue 18 in the simulator: brp against br0, jsq_tokens, round_robin and every cache-aware
+"""The prefix matrix in the simulator: brp against br0, jsq_tokens, round_robin and every cache-aware
 baseline on traces with prefix structure, at load levels chosen by jsq_tokens, prefill on and off, per-rank KV
 capacity unlimited or realistic. Prints Markdown.
 
-    DPBALANCE_TRACE_DIR=/work/shared/traces taskset -c 0,1 .venv/bin/python benchmarks/prefix_matrix.py -j 2 \\
+    DPBALANCE_TRACE_DIR=DIR python benchmarks/prefix_matrix.py -j 2 \\
         > docs/results/prefix_matrix.md
 
 Load levels (chosen from jsq_tokens's TTFT p50 with prefill on and an unlimited cache, never from brp's): on the
@@ -147,10 +147,9 @@ def main() -> None:
         flat = pool.map(run, every, chunksize=1)
     res = {key(*j): r for j, r in zip(every, flat)}
 
-    print("# Prefix matrix (simulator, issue 18)\n")
+    print("# Prefix matrix (simulator)\n")
     print(
-        "Command: `DPBALANCE_TRACE_DIR=/work/shared/traces taskset -c 0,1 .venv/bin/python benchmarks/prefix_matrix.py "
-        "-j 2 > docs/results/prefix_matrix.md`\n"
+        "Command: `DPBALANCE_TRACE_DIR=DIR python benchmarks/prefix_matrix.py -j 2 > docs/results/prefix_matrix.md`\n"
     )
     print(
         f"G = 8, B = 72, prefix cache on, step time linear_max (default prefill terms), whole traces. KV capacity per "

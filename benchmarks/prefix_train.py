@@ -1,12 +1,13 @@
-"""How brp's defaults were chosen (issue 18): a small grid over prefill_weight, work_weight and affinity_wait_s
+"""How brp's defaults were chosen: a small grid over prefill_weight, work_weight, wait_weight and affinity_wait_s
 on the training subset only, scored by the geometric means over its cells of TTFT p50 and p99. Prints Markdown.
 
-    DPBALANCE_TRACE_DIR=/work/shared/traces taskset -c 0,1 .venv/bin/python benchmarks/prefix_train.py -j 2
+    DPBALANCE_TRACE_DIR=DIR python benchmarks/prefix_train.py -j 2
 
 Training cells: the first half of mooncake-synthetic (1,997 requests) at rate scales 0.04 and 0.08, and synthetic
 sessions seeds 1–3 at qps 1.5 and 3, each with an unlimited and a 1,000,000-token KV capacity, prefill on (the load
 levels of benchmarks/prefix_matrix.py). Rule: keep the a-priori values (the step-time model's own ratio, λ = 1,
-30 s) unless a variant beats them by more than 2 % on either geometric mean.
+30 s, no wait term) unless a variant beats them by more than 2 % on either geometric mean without losing more than
+2 % on the other.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ GRID = ["brp"] + [
     if (pw, ww) != (1.0, 1.0)
 ]
 GRID += [f"brp:affinity_wait_s={a}" for a in (0, 10, 120)]
+GRID += [f"brp:wait_weight={m}" for m in (0.1, 0.3, 1.0, 3.0)]
 BASELINES = ["llmd_prefix", "preble", "sglang_cache_aware", "br0"]
 
 

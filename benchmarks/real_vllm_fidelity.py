@@ -48,6 +48,7 @@ from dpbalance.core import Workload  # noqa: E402
 from dpbalance.core.openai_stream import USAGE_OPTIONS, chunks, tokens_after  # noqa: E402
 from dpbalance.engine.config import EngineConfig  # noqa: E402
 from dpbalance.loadgen import Outcome, summarize  # noqa: E402
+from dpbalance.loadgen.client import IDLE_CONNECTION_S  # noqa: E402
 from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
 from dpbalance.traces import load_trace  # noqa: E402
 
@@ -108,19 +109,19 @@ def predict(w, a, policy: str) -> dict:
     }
 
 
-def prompts_of(w, seed: int, salt: int) -> list[list[int]]:
+def prompts_of(w, seed: int, salt: int, vocab: tuple[int, int] = (16, 1000)) -> list[list[int]]:
     """Token ids per request: each block hash gives ``size`` fixed ids (equal hashes, equal blocks); the tail beyond
     the last full block is random per request. ``salt`` makes every live run's tokens new, so no run finds an
-    earlier run's prompts in the ranks' prefix caches."""
+    earlier run's prompts in the ranks' prefix caches. Ids are drawn from ``vocab`` (low, high)."""
     out = []
     b = w.blocks
     for i in range(len(w)):
         ids: list[int] = []
         if b is not None:
             for h in b.hashes[b.offsets[i] : b.offsets[i + 1]].tolist():
-                ids += np.random.default_rng([salt, int(h) & 0x7FFFFFFFFFFFFFFF]).integers(16, 1000, b.size).tolist()
+                ids += np.random.default_rng([salt, int(h) & 0x7FFFFFFFFFFFFFFF]).integers(*vocab, b.size).tolist()
         tail = int(w.prompt[i]) - len(ids)
-        ids += np.random.default_rng([salt, seed, i]).integers(16, 1000, max(tail, 0)).tolist()
+        ids += np.random.default_rng([salt, seed, i]).integers(*vocab, max(tail, 0)).tolist()
         out.append(ids[: int(w.prompt[i])] or [16])
     return out
 
@@ -178,7 +179,8 @@ def engine_side(before: dict, after: dict, wall: float) -> dict:
 async def send(target: str, model: str, w, prompts, counted: list) -> list[Outcome]:
     """Open-loop streams at the trace's arrival times; ``counted[i]``: the prompt tokens the rank reported."""
     outs = [Outcome(sent=math.nan) for _ in range(len(w))]
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+    conn = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CONNECTION_S)  # before vLLM's 5 s (uvicorn)
+    async with aiohttp.ClientSession(connector=conn) as s:
         t0 = time.perf_counter()
 
         async def one(i):
@@ -241,6 +243,10 @@ def main() -> None:
     ap.add_argument(
         "--salt", type=int, default=time.time_ns() % 2**31, help="makes the prompts' tokens new (default: the clock)"
     )
+    ap.add_argument("--repeat", type=int, default=1, help="live runs of each workload (new tokens each)")
+    ap.add_argument(
+        "--serve-arg", action="append", default=[], help="an option for dpbalance serve, e.g. '--tokenize estimate'"
+    )
     ap.add_argument("--predict-only", action="store_true")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -251,64 +257,117 @@ def main() -> None:
     for name in a.runs:
         spec, w = workload_of(name, a)
         pred = predict(w, a, a.policy)
-        command = f"python benchmarks/real_vllm_fidelity.py --step-time {a.step_time} --runs {name} --qps {a.qps}"
         pfile = a.out / f"predicted_{name}.json"
         pfile.write_text(
             json.dumps({"written": datetime.now(UTC).isoformat(), "trace": spec, "predicted": pred}, indent=2) + "\n"
         )
         print(f"{name}: predicted {pred} (written {pfile})", flush=True)
-        if a.predict_only:
-            continue
-        prompts = prompts_of(w, seed=zlib.crc32(name.encode()), salt=a.salt)
-        router = RouterProcess(
-            a.ranks, a.policy, a.slots, a.out / f"records_{name}.jsonl", Path(f"/tmp/router_{name}.log")
-        )
-        try:
-            c0 = engine_counters(a.ranks)
-            la0 = loadavg()
-            t0 = time.perf_counter()
-            counted = [None] * len(w)
-            outs = asyncio.run(send(router.url, a.model, w, prompts, counted))
-            wall = time.perf_counter() - t0
-            c1 = engine_counters(a.ranks)
-            la1 = loadavg()
-        finally:
-            router.stop()
-        res = summarize(outs, policy=a.policy, workers=2, slots=a.slots, engine_stats=None, wall_s=wall, config={})
-        meas = {
-            "output_tok_s": res.throughput_tok_s,
-            "ttft_p50_s": res.ttft_p50_s,
-            "ttft_p99_s": res.ttft_p99_s,
-            "tpot_p50_ms": res.tpot_p50_ms,
-        }
-        eng = engine_side(c0, c1, wall)
-        meas["prefix_hit_rate"] = eng.pop("prefix_hit_rate")
-        err = {k: (pred[k] / meas[k] - 1) if meas[k] else math.nan for k in KEYS if k != "prefix_hit_rate"}
-        err["prefix_hit_rate_abs"] = pred["prefix_hit_rate"] - meas["prefix_hit_rate"]
-        doc["runs"].append(
-            {
-                "name": name,
-                "command": command,
-                "trace": spec,
-                "policy": a.policy,
-                "salt": a.salt,
-                "requests": len(w),
-                "completed": res.completed,
-                "prompt_tokens_as_sent": sum(c == len(p) for c, p in zip(counted, prompts)),
-                "wall_s": round(wall, 1),
-                "loadavg_before": la0,
-                "loadavg_after": la1,
-                "predicted_at": json.loads(pfile.read_text())["written"],
-                "measured": meas,
-                "predicted": pred,
-                "engine_side": eng,
-                "error": err,
-            }
-        )
-        print(f"{name}: measured {meas} load {la0}->{la1}", flush=True)
-        wait_idle(a.ranks)
-        time.sleep(3)
+        for rep in range(0 if a.predict_only else a.repeat):
+            entry = live_run(name, spec, w, pred, a, a.salt + rep, rep)
+            entry["predicted_at"] = json.loads(pfile.read_text())["written"]
+            doc["runs"].append(entry)
+            print(f"{name}: measured {entry['measured']}", flush=True)
+    (a.out / "fidelity.md").write_text(page(doc))
     (a.out / "fidelity.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def live_run(name: str, spec: str, w, pred: dict, a, salt: int, rep: int) -> dict:
+    """One live run of workload ``name`` through ``dpbalance serve`` (new tokens: ``salt``), against ``pred``."""
+    prompts = prompts_of(w, seed=zlib.crc32(name.encode()), salt=salt)
+    tag = name if rep == 0 else f"{name}_{rep + 1}"
+    router = RouterProcess(
+        a.ranks,
+        a.policy,
+        a.slots,
+        a.out / f"records_{tag}.jsonl",
+        Path(f"/tmp/router_{tag}.log"),
+        extra=tuple(x for arg in a.serve_arg for x in arg.split(" ", 1)),
+    )
+    try:
+        c0 = engine_counters(a.ranks)
+        la0 = loadavg()
+        t0 = time.perf_counter()
+        counted = [None] * len(w)
+        outs = asyncio.run(send(router.url, a.model, w, prompts, counted))
+        wall = time.perf_counter() - t0
+        c1 = engine_counters(a.ranks)
+        la1 = loadavg()
+    finally:
+        router.stop()
+    res = summarize(outs, policy=a.policy, workers=2, slots=a.slots, engine_stats=None, wall_s=wall, config={})
+    meas = {
+        "output_tok_s": res.throughput_tok_s,
+        "ttft_p50_s": res.ttft_p50_s,
+        "ttft_p99_s": res.ttft_p99_s,
+        "tpot_p50_ms": res.tpot_p50_ms,
+    }
+    eng = engine_side(c0, c1, wall)
+    meas["prefix_hit_rate"] = eng.pop("prefix_hit_rate")
+    err = {k: (pred[k] / meas[k] - 1) if meas[k] else math.nan for k in KEYS if k != "prefix_hit_rate"}
+    err["prefix_hit_rate_abs"] = pred["prefix_hit_rate"] - meas["prefix_hit_rate"]
+    wait_idle(a.ranks)
+    time.sleep(3)
+    return {
+        "name": tag,
+        "command": f"python benchmarks/real_vllm_fidelity.py --step-time {a.step_time} --runs {name} --qps {a.qps}"
+        + "".join(f" --serve-arg '{x}'" for x in a.serve_arg),
+        "trace": spec,
+        "policy": a.policy,
+        "salt": salt,
+        "requests": len(w),
+        "completed": res.completed,
+        "prompt_tokens_as_sent": sum(c == len(p) for c, p in zip(counted, prompts)),
+        "wall_s": round(wall, 1),
+        "loadavg_before": la0,
+        "loadavg_after": la1,
+        "measured": meas,
+        "predicted": pred,
+        "engine_side": eng,
+        "error": err,
+    }
+
+
+def _cell(m: dict, p: dict, k: str, fmt: str) -> str:
+    return f"{fmt.format(m[k])} / {fmt.format(p[k])} ({p[k] / m[k] - 1:+.0%})" if m[k] else "–"
+
+
+def page(doc: dict) -> str:
+    """fidelity.md: every live run, predicted against measured."""
+    lines = [
+        "# The engine model against the real engine",
+        "",
+        f"Step-time file: `{doc['step_time']}`; engine settings: "
+        + ", ".join(f"{k} {v}" for k, v in doc["engine"].items() if v is not None)
+        + ". Every prediction was written before its run (`predicted_<run>.json`). Error = predicted / measured "
+        "− 1 (hit rate: predicted − measured).",
+        "",
+        "| run | output tok/s (measured / predicted, error) | TTFT p50 s | TTFT p99 s | prefix hit rate | TPOT p50 ms "
+        "| mean step ms (engine / model) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["runs"]:
+        m, p, e = r["measured"], r["predicted"], r["engine_side"]
+        lines.append(
+            f"| {r['name']} | {_cell(m, p, 'output_tok_s', '{:.0f}')} | {_cell(m, p, 'ttft_p50_s', '{:.3f}')} "
+            f"| {_cell(m, p, 'ttft_p99_s', '{:.2f}')} | {m['prefix_hit_rate']:.3f} / {p['prefix_hit_rate']:.3f} "
+            f"({p['prefix_hit_rate'] - m['prefix_hit_rate']:+.3f}) | {_cell(m, p, 'tpot_p50_ms', '{:.1f}')} "
+            f"| {1e3 * e['mean_step_s']:.1f} / {1e3 * p['mean_step_s']:.1f} |"
+        )
+    if "ab_reprediction" in doc:
+        lines += [
+            "",
+            "The committed A/B (measured before the ranks were pinned core by core), re-predicted:",
+            "",
+            "| policy | measured output tok/s | engine model | decode-only model (committed) |",
+            "|---|---|---|---|",
+        ]
+        for pol, v in doc["ab_reprediction"]["policies"].items():
+            lines.append(
+                f"| {pol} | {v['measured_output_tok_s']:.0f} | {v['predicted_engine_model']:.0f} "
+                f"({v['error_engine_model']:+.0%}) | {v['predicted_decode_only_committed']:.0f} "
+                f"({v['error_decode_only']:+.0%}) |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def repredict_ab(ab: dict, a) -> dict:

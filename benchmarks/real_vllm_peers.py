@@ -55,7 +55,7 @@ from scipy import stats as sst
 
 sys.path.insert(0, str(Path(__file__).parent))
 from real_vllm_ab import RouterProcess, free_port, get, wait_idle  # noqa: E402
-from real_vllm_fidelity import engine_counters, engine_side, send  # noqa: E402
+from real_vllm_fidelity import engine_counters, engine_side, prompts_of, send  # noqa: E402
 
 from dpbalance.core import Workload  # noqa: E402
 from dpbalance.core.workload import Blocks  # noqa: E402
@@ -147,18 +147,8 @@ def for_engine(w: Workload, engine_block: int) -> Workload:
 
 def text_prompts(w: Workload, salt: int) -> list[str]:
     """A prompt of ``w.prompt[i]`` words per request: each block hash a fixed run of words (new for every salt),
-    the rest random."""
-    out = []
-    b = w.blocks
-    for i in range(len(w)):
-        ids: list[int] = []
-        if b is not None:
-            for h in b.hashes[b.offsets[i] : b.offsets[i + 1]].tolist():
-                ids += np.random.default_rng([salt, int(h) & 0x7FFFFFFFFFFFFFFF]).integers(0, VOCAB, b.size).tolist()
-        n = int(w.prompt[i])
-        ids += np.random.default_rng([salt, 7, i]).integers(0, VOCAB, max(n - len(ids), 0)).tolist()
-        out.append(" ".join(f"w{x}" for x in ids[:n]))
-    return out
+    the rest random (the fidelity runs' token ids, as the model's words)."""
+    return [" ".join(f"w{x}" for x in ids) for ids in prompts_of(w, seed=7, salt=salt, vocab=(0, VOCAB))]
 
 
 # ---------------------------------------------------------------------------------------------- prediction
@@ -373,22 +363,27 @@ def main() -> int:
     salt = int(time.time())
     doc = {"settings": settings, "predicted": pred, "live": live}
     try:
+        switch = bool(external)  # with only the internal front, the testbed changes mode once, not per block
+        if INTERNAL in a.fronts and not switch:
+            testbed("internal")
         for b in range(a.blocks):
-            order = external[b % len(external) :] + external[: b % len(external)]
+            order = external[b % len(external) :] + external[: b % len(external)] if external else []
             for wl in a.workloads:
                 for f in order:
                     salt += 1
                     live[wl][f].append(live_run(f, wl, b, blocks[wl][b], a, salt))
                     print(f"block {b} {wl} {f}: {live[wl][f][-1]}", flush=True)
             if INTERNAL in a.fronts:
-                testbed("internal")
+                if switch:
+                    testbed("internal")
                 try:
                     for wl in a.workloads:
                         salt += 1
                         live[wl][INTERNAL].append(live_run(INTERNAL, wl, b, blocks[wl][b], a, salt))
                         print(f"block {b} {wl} internal: {live[wl][INTERNAL][-1]}", flush=True)
                 finally:
-                    testbed("external")
+                    if switch or b == a.blocks - 1:
+                        testbed("external")
             (a.out / "peers.json").write_text(json.dumps(doc, indent=2) + "\n")
     finally:
         (a.out / "peers.json").write_text(json.dumps(doc, indent=2) + "\n")
