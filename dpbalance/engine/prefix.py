@@ -68,12 +68,12 @@ class PrefixCache:
         for x in hashes if limit is None else hashes[:limit]:
             m = mask & h.get(x, 0)
             if m != mask:
-                _set_depth(out, mask & ~m, k)
+                set_depth(out, mask & ~m, k)
                 mask = m
                 if not mask:
                     return out
             k += 1
-        _set_depth(out, mask, k)
+        set_depth(out, mask, k)
         return out
 
     def holds(self, g: int, block: int) -> bool:
@@ -174,9 +174,15 @@ class PrefixCache:
         return new
 
 
-def _set_depth(out: np.ndarray, bits: int, depth: int) -> None:
-    """``out[g] = depth`` for every set bit g of ``bits``."""
-    while bits:
-        low = bits & -bits
-        out[low.bit_length() - 1] = depth
-        bits ^= low
+def set_depth(out: np.ndarray, bits: int, depth: int) -> None:
+    """``out[g] = depth`` for every set bit g of ``bits`` (a bit per rank): bit by bit when few are set, through
+    numpy when many are (a prefix every rank holds sets all G at once)."""
+    if bits.bit_count() <= 16:
+        while bits:
+            low = bits & -bits
+            out[low.bit_length() - 1] = depth
+            bits ^= low
+        return
+    G = len(out)
+    mask = np.unpackbits(np.frombuffer(bits.to_bytes((G + 7) // 8, "little"), np.uint8), bitorder="little")
+    out[mask[:G].view(bool)] = depth

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Engine
+from .prefix import set_depth
 
 
 class EngineView:
@@ -124,17 +125,10 @@ def _match_union(hashes: list[int], a: dict[int, int], b: dict[int, int], G: int
     for x in hashes:
         m = mask & (a.get(x, 0) | b.get(x, 0))
         if m != mask:
-            gone = mask & ~m
-            while gone:
-                low = gone & -gone
-                out[low.bit_length() - 1] = k
-                gone ^= low
+            set_depth(out, mask & ~m, k)
             mask = m
             if not mask:
                 return out
         k += 1
-    while mask:
-        low = mask & -mask
-        out[low.bit_length() - 1] = k
-        mask ^= low
+    set_depth(out, mask, k)
     return out

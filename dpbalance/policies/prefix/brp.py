@@ -144,6 +144,7 @@ class BrpPolicy(Policy):
             return self.br0.dispatch(snap)
         free = snap.free.astype(np.int64)
         kvf = np.asarray(v.kv_free, dtype=np.float64).copy()
+        kv_bounded = bool(np.isfinite(kvf).any())  # unlimited KV: every free rank has room
         wait = snap.now - snap.pool_arrival[:n]
         slo = cfg.ttft_slo
         out = np.empty(n, dtype=np.int64)
@@ -151,22 +152,34 @@ class BrpPolicy(Policy):
         k = cfg.prefill_weight / self.costs.t_tok
         hold = cfg.affinity_wait_s
         placed = np.ones(n, dtype=bool)
+        ok = free > 0
+        n_ok = int(ok.sum())
+        w_max = float(W.max())  # W only grows: its maximum is kept as it grows
+        lam_delta = lam * delta  # [n, G]
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
-            ok = free > 0
-            if hold > 0 and wait[i] < hold and not ok.all() and ok.any() and miss[i, ~ok].min() < miss[i, ok].min():
-                # bounded affinity wait: a full rank caches more of the prompt than every free one, and it is the
-                # cheapest rank over all ranks (a rank that is only less loaded is never waited for)
-                d = delta[i]
-                cost_all = beta * np.maximum(W + d - W.max(), 0.0) + lam * d + mu * k * pend_s
-                g_all = int(np.argmin(cost_all))
-                if not ok[g_all] and miss[i, g_all] < miss[i, ok].min() and cost_all[g_all] < cost_all[ok].min() - 1e-9:
-                    placed[i] = False
-                    continue
-            room = ok & (kvf >= miss[i])
-            if not room.any():
-                room = ok & (kvf >= kvf[ok].max())
             d = delta[i]
-            cost = beta * np.maximum(W + d - W.max(), 0.0) + lam * d + mu * k * pend_s
+            cost = W + d
+            cost -= w_max
+            np.maximum(cost, 0.0, out=cost)
+            cost *= beta
+            cost += lam_delta[i]
+            if mu:
+                cost += mu * k * pend_s
+            if hold > 0 and wait[i] < hold and 0 < n_ok < self.G:
+                mi = miss[i]
+                best_free = mi[ok].min()
+                if mi[~ok].min() < best_free:
+                    # bounded affinity wait: a full rank caches more of the prompt than every free one, and it is
+                    # the cheapest rank over all ranks (a rank that is only less loaded is never waited for)
+                    g_all = int(np.argmin(cost))
+                    if not ok[g_all] and mi[g_all] < best_free and cost[g_all] < cost[ok].min() - 1e-9:
+                        placed[i] = False
+                        continue
+            room = ok
+            if kv_bounded:
+                room = ok & (kvf >= miss[i])
+                if not room.any():
+                    room = ok & (kvf >= kvf[ok].max())
             if slo is not None:
                 est = wait[i] + pend_s + tau[i]
                 meet = room & (est <= slo)
@@ -174,13 +187,26 @@ class BrpPolicy(Policy):
                     room = meet
                 else:
                     cost = est
-            cand = np.flatnonzero(room)
-            c = cost[cand]
-            best = cand[c <= c.min() + 1e-9 * max(1.0, abs(float(c.min())))]
-            g = int(best[np.argmin(W[best])]) if len(best) > 1 else int(best[0])
+            if n_ok == self.G and room is ok:
+                c, cand = cost, None
+            else:
+                cand = np.flatnonzero(room)
+                c = cost[cand]
+            c_min = float(c.min())
+            tie = np.flatnonzero(c <= c_min + 1e-9 * max(1.0, abs(c_min)))
+            if len(tie) > 1:
+                best = tie if cand is None else cand[tie]
+                g = int(best[np.argmin(W[best])])
+            else:
+                g = int(tie[0]) if cand is None else int(cand[tie[0]])
             out[i] = g
             W[g] += d[g]
+            if W[g] > w_max:
+                w_max = float(W[g])
             pend_s[g] += tau[i, g]
             kvf[g] -= miss[i, g]
             free[g] -= 1
+            if free[g] == 0:
+                ok[g] = False
+                n_ok -= 1
         return Assignments(snap.pool_ids[:n][placed], out[placed])
