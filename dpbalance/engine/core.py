@@ -189,9 +189,13 @@ class Engine(PrefillScheduler):
         (``count`` False: an estimate at arrival, redone when the request is first scheduled)."""
         k = 0
         if r.hashes:
-            k = self.cache.match(r.g, r.hashes, self._max_hit(r))
-            if k:
-                self.cache.acquire(r.g, r.hashes[:k])
+            cache, lim = self.cache, self._max_hit(r)
+            if cache.bounded:
+                k = cache.match(r.g, r.hashes, lim)
+                if k:
+                    cache.acquire(r.g, r.hashes[:k])
+            else:  # a cache that never evicts still holds what an earlier lookup matched, and nothing is referenced
+                k = cache.match(r.g, r.hashes, lim, start=min(r.acquired, lim))
         r.acquired = k
         r.computed = k * self.bs
         if r.state == WAITING:  # what is left to prefill

@@ -40,22 +40,19 @@ class PrefixCache:
         self.evicted = np.zeros(ranks, dtype=np.int64)  # blocks evicted so far per rank
 
     # ------------------------------------------------------------------ lookups
-    def match(self, g: int, hashes: Sequence[int], limit: int | None = None) -> int:
-        """How many leading blocks of ``hashes`` (at most ``limit``) rank ``g`` holds."""
+    def match(self, g: int, hashes: Sequence[int], limit: int | None = None, start: int = 0) -> int:
+        """How many leading blocks of ``hashes`` (at most ``limit``) rank ``g`` holds; ``start``: the first ``start``
+        blocks are known to be held (an earlier match on a cache that never evicts)."""
+        end = len(hashes) if limit is None else min(limit, len(hashes))
+        k = start
         if not self.bounded:
             held = self.held[g]
-            k = 0
-            for x in hashes if limit is None else hashes[:limit]:
-                if x not in held:
-                    break
+            while k < end and hashes[k] in held:
                 k += 1
             return k
         bit = 1 << g
         h = self.holders
-        k = 0
-        for x in hashes if limit is None else hashes[:limit]:
-            if not h.get(x, 0) & bit:
-                break
+        while k < end and h.get(hashes[k], 0) & bit:
             k += 1
         return k
 
@@ -124,15 +121,17 @@ class PrefixCache:
 
     def _hold(self, g: int, hashes: Sequence[int]) -> int:
         held, holders = self.held[g], self.holders
+        new = [x for x in hashes if x not in held]
+        if not new:
+            return 0
+        before = len(held)
+        held.update(new)
         bit = 1 << g
-        new = 0
-        for x in hashes:
-            if x not in held:
-                held.add(x)
-                holders[x] = holders.get(x, 0) | bit
-                new += 1
-        self.resident[g] += new
-        return new
+        for x in new:
+            holders[x] = holders.get(x, 0) | bit
+        added = len(held) - before  # a block listed twice is held once
+        self.resident[g] += added
+        return added
 
     def evict(self, g: int, blocks: int) -> int:
         """Evict up to ``blocks`` unreferenced blocks of rank ``g``, oldest first; returns how many went."""
