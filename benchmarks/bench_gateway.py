@@ -20,8 +20,9 @@ run as ``dpbalance epp`` processes pinned to ``--epp-core``. Each configuration 
 
 Reported (medians of ``--repeat`` interleaved runs, every run's max–min beside it: live runs vary a lot from one
 to the next): the engine's whole-run average max–min load over steps (``/admin/stats``), its throughput, the
-ratio of each max–min to the streamed one, and the picker's decision latency (body received → destination
-sent, P50/P99, which here is mostly the wait in the pool: the load is heavy) and the policy call latency.
+ratio of each max–min to the streamed one (of medians, and paired by repeat: median and range), and the
+picker's decision latency (body received → destination sent, P50/P99, which here is mostly the wait in the pool:
+the load is heavy) and the policy call latency.
 """
 
 from __future__ import annotations
@@ -227,6 +228,13 @@ def main() -> None:
         pol = f"{r['policy_p50_us']:.0f} / {r['policy_p99_us']:.0f}" if "policy_p50_us" in r else "–"
         head = f"| {name} | {r['maxmin']:,.0f} ({each}) | {ratio} | {r['tok_s']:,.0f} | {r['errors']:.0f}"
         print(f"{head} | {dec} | {pol} |")
+    if "streamed" in runs:
+        print("\nPaired by repeat (each run against the streamed run of the same repeat): median ratio [min, max]\n")
+        for name, rs in runs.items():
+            if name == "streamed":
+                continue
+            q = [x["maxmin"] / s["maxmin"] for x, s in zip(rs, runs["streamed"])]
+            print(f"- {name}: {np.median(q):.2f} [{min(q):.2f}, {max(q):.2f}] over {len(q)} repeats")
 
 
 def r_is_num(v) -> bool:

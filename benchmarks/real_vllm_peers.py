@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -51,10 +50,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sst
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_vllm_ab import RouterProcess, free_port, get, wait_idle  # noqa: E402
+from real_vllm_ab import RouterProcess, free_port, get, mean_ci, wait_idle  # noqa: E402
 from real_vllm_fidelity import engine_counters, engine_side, prompts_of, send  # noqa: E402
 
 from dpbalance.core import Workload  # noqa: E402
@@ -266,20 +264,22 @@ def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-def mean_ci(x) -> tuple[float, float]:
-    x = np.asarray([v for v in x if v == v], dtype=float)
-    if len(x) < 2:
-        return (float(x.mean()) if len(x) else math.nan), math.nan
-    return float(x.mean()), float(sst.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+def paired(live: dict, f: str, base: str, k: str) -> str:
+    """Mean over blocks of ``f``'s ``k`` / ``base``'s, with its 95 % interval (paired by block), as text."""
+    if not live.get(base) or len(live[base]) != len(live[f]):
+        return "–"
+    g, gci = mean_ci([r[k] / q[k] for r, q in zip(live[f], live[base])])
+    return f"{g:.2f}× ± {gci:.2f}"
 
 
-def report(doc: dict) -> str:
+def report(doc: dict, default: str = "brp") -> str:
     lines = []
     for wl in doc["settings"]["workloads"]:
         live, pred = doc["live"][wl], doc["predicted"][wl]
         fronts = [f for f in doc["settings"]["fronts"] if live.get(f)]
+        n = min(len(live[f]) for f in fronts) if fronts else 0
         lines += [
-            f"### {wl}",
+            f"### {wl} ({n} blocks)",
             "",
             "| front door | "
             + " | ".join(LABEL[k] for k in KEYS)
@@ -292,23 +292,30 @@ def report(doc: dict) -> str:
             for k in KEYS:
                 mu, ci = mean_ci([r[k] for r in live[f]])
                 cells.append(f"{mu:.3g} ± {ci:.2g}" if k != "prefix_hit_rate" else f"{mu:.2f} ± {ci:.2f}")
-            for k in ("output_tok_s", "ttft_p50_s"):
-                if "round_robin" in live and len(live["round_robin"]) == len(live[f]):
-                    g, gci = mean_ci([r[k] / q[k] for r, q in zip(live[f], live["round_robin"])])
-                    cells.append(f"{g:.2f}× ± {gci:.2f}")
-                else:
-                    cells.append("–")
+            cells += [paired(live, f, "round_robin", k) for k in ("output_tok_s", "ttft_p50_s")]
             cells += [
                 f"{np.mean([p['output_tok_s'] for p in pred[f]]):.3g}",
                 f"{np.mean([p['ttft_p50_s'] for p in pred[f]]):.3g}",
                 f"{np.mean([p['prefix_hit_rate'] for p in pred[f]]):.2f}",
             ]
             lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        if default in fronts:
+            lines += [
+                "",
+                f"`{default}` against each other front door, paired by block (above 1× on tok/s and below 1× on "
+                "TTFT favour it):",
+                "",
+                "| against | output tok/s | TTFT p50 | TTFT p99 |",
+                "|---|---|---|---|",
+            ]
+            for f in fronts:
+                if f != default:
+                    cells = [paired(live, default, f, k) for k in ("output_tok_s", "ttft_p50_s", "ttft_p99_s")]
+                    lines.append(f"| {f} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------- main
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--step-time", type=Path, required=True, help="step-time file with prefill terms (calibrate)")
@@ -320,6 +327,12 @@ def parse_args():
     ap.add_argument("--fronts", default=",".join((*SERVE, *PEERS, INTERNAL)))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--blocks", type=int, default=4)
+    ap.add_argument(
+        "--start-block",
+        type=int,
+        default=0,
+        help="resume an interrupted A/B: keep the first N blocks of the peers.json in --out, run blocks N..",
+    )
     ap.add_argument("--requests", type=int, default=150, help="requests per run")
     ap.add_argument("--qps-multi", type=float, default=2.0, help="arrival rate of the multi-turn workload")
     ap.add_argument("--qps-free", type=float, default=2.0, help="arrival rate of the prefix-free workload")
@@ -359,6 +372,13 @@ def main() -> int:
     if a.predict_only:
         return 0
     live: dict = {wl: {f: [] for f in a.fronts} for wl in a.workloads}
+    if a.start_block:
+        done = json.loads((a.out / "peers.json").read_text())["live"]
+        for wl in a.workloads:
+            for f in a.fronts:
+                live[wl][f] = done[wl][f][: a.start_block]
+                if len(live[wl][f]) < a.start_block:
+                    sys.exit(f"peers.json holds {len(live[wl][f])} blocks of {wl}/{f}, fewer than --start-block")
     external = [f for f in a.fronts if f != INTERNAL]
     salt = int(time.time())
     doc = {"settings": settings, "predicted": pred, "live": live}
@@ -366,7 +386,7 @@ def main() -> int:
         switch = bool(external)  # with only the internal front, the testbed changes mode once, not per block
         if INTERNAL in a.fronts and not switch:
             testbed("internal")
-        for b in range(a.blocks):
+        for b in range(a.start_block, a.blocks):
             order = external[b % len(external) :] + external[: b % len(external)] if external else []
             for wl in a.workloads:
                 for f in order:
