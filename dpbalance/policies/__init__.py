@@ -5,7 +5,7 @@ from .base import NONE, FifoPolicy, LowestKeyPolicy, NoOptions, Policy, PolicyCo
 from .registry import POLICIES, PolicyEntry, PolicySpec, label_of, make_policy
 
 #: the policy the router and the README use unless told otherwise
-DEFAULT_POLICY = "br0"
+DEFAULT_POLICY = "brp"
 
 __all__ = [
     "DEFAULT_POLICY",

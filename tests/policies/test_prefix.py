@@ -157,7 +157,9 @@ def test_brp_wait_weight_charges_the_prefill_queued_ahead():
     # Δ_0 = 1000 + k·0.012375 ≈ 124,108 (at M: cost 4·Δ_0 ≈ 496k); Δ_2 = 1000 + k·0.0705 ≈ 702,334 (under M: cost
     # Δ_2); Δ_1 ≈ 1.12e6. μ = 0: the hit on worker 0 wins however long its queue.
     snap = golden(pending=np.array([2000.0, 0, 0]))
-    assert decide("brp", snap) == [(1, 0)]
+    assert decide("brp:wait_weight=0", snap) == [(1, 0)]
+    # the default μ = 0.3 adds 0.3·2.24e6 ≈ 671k on worker 0: 1.17M against worker 2's 702k
+    assert decide("brp", golden(pending=np.array([2000.0, 0, 0]))) == [(1, 2)]
     # μ = 1 adds the request's own wait, k·0.225 ≈ 2.24e6, on worker 0 only: worker 2 wins (702k)
     assert decide("brp:wait_weight=1", golden(pending=np.array([2000.0, 0, 0]))) == [(1, 2)]
     # μ = 0.05 adds 112k: 608k, still below worker 2's 702k

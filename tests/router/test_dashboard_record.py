@@ -14,6 +14,7 @@ import pytest
 
 from dpbalance import loadgen
 from dpbalance.emulator import start_group
+from dpbalance.policies import DEFAULT_POLICY
 from dpbalance.router.config import RouterConfig
 from dpbalance.router.server import start_router
 from dpbalance.traces import load_trace
@@ -55,7 +56,7 @@ def test_record_round_trips_through_trace(tmp_path):
     assert all(o.status == "ok" for o in outs)
     lines = [json.loads(x) for x in rec.read_text().splitlines()]
     assert len(lines) == 120 and {r["outcome"] for r in lines} == {"completed"}
-    assert {r["policy"] for r in lines} == {"br0"} and all(0 <= r["rank"] < 4 for r in lines)
+    assert {r["policy"] for r in lines} == {DEFAULT_POLICY} and all(0 <= r["rank"] < 4 for r in lines)
     w = load_trace(str(rec))
     sent = np.minimum(load_trace("sample").output[:120], 24)
     assert len(w) == 120 and sorted(w.output.tolist()) == sorted(sent.tolist())  # tokens each request got
@@ -118,7 +119,7 @@ def test_dashboard_state_under_load(tmp_path):
             await close()
 
     st = asyncio.run(main())
-    assert st["ranks"] == 4 and len(st["now"]["loads"]) == 4 and st["now"]["policy"] == "br0"
+    assert st["ranks"] == 4 and len(st["now"]["loads"]) == 4 and st["now"]["policy"] == DEFAULT_POLICY
     assert len(st["series"]["t"]) >= 2 and st["series"]["tokens"][-1] > 0 and st["now"]["outcomes"]["completed"] > 0
 
 

@@ -18,7 +18,8 @@ overflow: raising the envelope stalls all G ranks (β = G by default, as BR-0). 
 which some rank must spend however the batch is spread: a cache hit that does not raise the envelope always wins,
 a hit on a rank that would overflow wins only while the overflow, paid G times, costs less than the prefill it
 saves (λ = ``work_weight``). The third term is the request's own wait: the prefill queued ahead of it on that rank
-(μ = ``wait_weight``; 0 leaves it out, and below the envelope a hit then wins however long that queue is).
+(μ = ``wait_weight``, 0.3 by default, chosen on the training grid; with 0 a hit below the envelope wins however
+long the queue ahead of it is).
 ``w`` (``prefill_weight``) scales prefill against decode: 1 counts a prefill token as what it costs in the step it
 runs in (≈1,000 KV tokens with the default prices); the step-time model's own ratio, kept after a training grid
 (see docs/results/prefix_matrix.md).
@@ -71,7 +72,7 @@ class BrpConfig(BR0Config):
         None, "seconds per KV token of decode load per step (default: the deployment's step-time model's)"
     )
     wait_weight: float = setting(
-        0.0, "μ: weight of the prefill queued ahead of the request on a rank (its own wait), against λ", min=0.0
+        0.3, "μ: weight of the prefill queued ahead of the request on a rank (its own wait), against λ", min=0.0
     )
     ttft_slo: float | None = setting(None, "target seconds to first token (none: off)")
     affinity_wait_s: float = setting(
