@@ -121,7 +121,10 @@ def test_chaos_through_envoy_every_request_once_and_nothing_held(monkeypatch):
             assert len(results) - gw <= sum(counted.values()) <= len(results), (counted, got, gw)
             refused = results.count("shutting_down")
             assert counted["completed"] == got["completed"], (counted, got)
-            assert counted["rejected"] == got["rejected"] + refused, (counted, got, refused)
+            # a picker that answered (rejected) and was stopped before Envoy relayed the answer leaves the client
+            # with Envoy's own error: that request is counted rejected, the client saw ``gateway``
+            seen_rejected = got["rejected"] + refused
+            assert seen_rejected <= counted["rejected"] <= seen_rejected + gw, (counted, got, refused, gw)
             assert got["completed"] > N / 3 and counted["failed"] >= 10
             # nothing held: no slot in any picker, no request left on any rank
             assert st.own_active() == 0 and st.group.running() == 0
