@@ -37,6 +37,14 @@ class Assignments:
         if self.request_id.shape != self.worker.shape or self.request_id.ndim != 1:
             raise ValueError(f"{self.request_id.shape} request ids but {self.worker.shape} workers")
 
+    @classmethod
+    def from_lists(cls, request_ids: list[int], workers: list[int]) -> Assignments:
+        """From two equal-length lists of ints (a policy's own output: no checks beyond numpy's conversion)."""
+        out = object.__new__(cls)
+        out.request_id = np.array(request_ids, dtype=np.int64)
+        out.worker = np.array(workers, dtype=np.int64)
+        return out
+
     def __len__(self) -> int:
         return len(self.request_id)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,24 +36,22 @@ from .config import BR0Config
 from .scorers import Round, Scorer
 
 
-@dataclass
 class Batch:
     """The scratch of one dispatch: the candidates (the first ``window`` waiting requests), what is taken, the free
     slots left, the scorer's round and the assignments made so far. Passed to every stage explicitly."""
 
-    ids: np.ndarray  # request ids of the candidates, oldest first
-    sizes: np.ndarray  # their prompt tokens (float64)
-    arrival: np.ndarray
-    free: np.ndarray  # free slots per worker, updated as requests are placed
-    sc: Round
-    taken: np.ndarray = field(init=False)
-    left: int = field(init=False)  # candidates not taken and not held back
-    out_r: list[int] = field(default_factory=list)
-    out_g: list[int] = field(default_factory=list)
+    __slots__ = ("ids", "sizes", "arrival", "free", "sc", "taken", "left", "out_r", "out_g")
 
-    def __post_init__(self) -> None:
-        self.taken = np.zeros(len(self.ids), dtype=bool)
-        self.left = len(self.ids)
+    def __init__(self, ids: np.ndarray, sizes: np.ndarray, arrival: np.ndarray, free: np.ndarray, sc: Round):
+        self.ids = ids  # request ids of the candidates, oldest first
+        self.sizes = sizes  # their prompt tokens (float64)
+        self.arrival = arrival
+        self.free = free  # free slots per worker, updated as requests are placed
+        self.sc = sc
+        self.taken = np.zeros(len(ids), dtype=bool)
+        self.left = len(ids)  # candidates not taken and not held back
+        self.out_r: list[int] = []
+        self.out_g: list[int] = []
 
     def room(self) -> bool:
         return bool(self.left) and bool(self.free.sum())
@@ -109,7 +106,7 @@ class BalanceRoute(Policy):
             self._place(snap, b)
         if b.room():
             self._pack(b)
-        return Assignments(np.array(b.out_r, dtype=np.int64), np.array(b.out_g, dtype=np.int64))
+        return Assignments.from_lists(b.out_r, b.out_g) if b.out_r else NONE
 
     def _overdue(self, snap: Snapshot, b: Batch) -> None:
         """Step 0: admit the overdue request where it fits, or keep it waiting for its reserved worker."""
