@@ -22,6 +22,8 @@ def block_hashes(tokens: Sequence[int | str], block_size: int = VLLM_BLOCK) -> l
     if block_size < 1:
         raise ValueError("block_size must be >= 1")
     full = len(tokens) // block_size * block_size
+    if full and isinstance(tokens[0], str):
+        return _block_hashes_slow(tokens, block_size)  # token strings: no array of them to build first
     arr = np.asarray(tokens[:full])
     if arr.dtype.kind not in "iu" or (arr.dtype.kind == "u" and full and int(arr.max()) > _MASK):
         return _block_hashes_slow(tokens, block_size)  # token strings, or ids beyond int64
