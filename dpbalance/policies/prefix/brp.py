@@ -111,6 +111,7 @@ class BrpPolicy(Policy):
     def __init__(self, cfg: BrpConfig, ctx: PolicyContext):
         self.cfg = cfg
         self.costs = cfg.costs(ctx.costs)
+        self.k = cfg.prefill_weight / self.costs.t_tok  # prefill seconds -> KV-token units of decode load
         self.G = ctx.workers
         self.beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
         self.window = cfg.window
@@ -126,12 +127,12 @@ class BrpPolicy(Policy):
         return self._place(snap, v, n)
 
     def _costs(self, snap: Snapshot, v, n: int):
-        cfg, pc = self.cfg, self.costs
+        pc = self.costs
         s = snap.pool_prompt[:n].astype(np.float64)
         hit = np.minimum(np.asarray(v.cached(snap.pool_ids[:n]), dtype=np.float64), s[:, None])
         miss = s[:, None] - hit
         tau = pc.prefill_s(miss, hit)  # [n, G] seconds
-        k = cfg.prefill_weight / pc.t_tok
+        k = self.k
         delta = s[:, None] + k * tau
         c_pend = pc.prefill_tok + pc.prefill_attn * 0.5 * float(s.mean())
         pend_s = np.asarray(v.pending_prefill, dtype=np.float64) * c_pend  # queued prefill seconds per rank
@@ -150,7 +151,7 @@ class BrpPolicy(Policy):
         slo = cfg.ttft_slo
         out = np.empty(n, dtype=np.int64)
         beta, lam, mu = self.beta, cfg.work_weight, cfg.wait_weight
-        k = cfg.prefill_weight / self.costs.t_tok
+        k = self.k
         hold = cfg.affinity_wait_s
         placed = np.ones(n, dtype=bool)
         ok = free > 0
