@@ -354,6 +354,29 @@ def parse_args():
     return a
 
 
+def resume(a) -> tuple[dict, dict]:
+    """An interrupted A/B's predictions (kept as written before its first block) and its first ``--start-block``
+    blocks, from the peers.json in ``--out``; exits with a message when they are not there."""
+    path = a.out / "peers.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"--start-block {a.start_block}: cannot read the A/B to resume from {path} ({exc})")
+    pred = {wl: {f: doc.get("predicted", {}).get(wl, {}).get(f) for f in a.fronts} for wl in a.workloads}
+    live = {
+        wl: {f: doc.get("live", {}).get(wl, {}).get(f, [])[: a.start_block] for f in a.fronts} for wl in a.workloads
+    }
+    for wl in a.workloads:
+        for f in a.fronts:
+            if pred[wl][f] is None or len(live[wl][f]) < a.start_block:
+                sys.exit(
+                    f"--start-block {a.start_block}: {path} has {len(live[wl][f])} block(s) of {wl} through {f}"
+                    + (" and no prediction for it" if pred[wl][f] is None else "")
+                )
+    print(f"resuming {path} at block {a.start_block}; its predictions are kept as written", flush=True)
+    return pred, live
+
+
 def main() -> int:
     a = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: every front door is ended
@@ -362,23 +385,20 @@ def main() -> int:
     settings = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(a).items()
-        if k not in ("out", "vllm_router", "sglang_router", "predict_only")
+        if k not in ("out", "vllm_router", "sglang_router", "predict_only", "start_block")
     }
-    pred = {wl: {f: [predict(w, f, a) for w in blocks[wl]] for f in a.fronts} for wl in a.workloads}
-    (a.out / "predicted.json").write_text(
-        json.dumps({"written": datetime.now(UTC).isoformat(), "settings": settings, "predicted": pred}, indent=2) + "\n"
-    )
-    print(f"predictions written: {a.out / 'predicted.json'}", flush=True)
+    if a.start_block and not a.predict_only:
+        pred, live = resume(a)
+    else:
+        pred = {wl: {f: [predict(w, f, a) for w in blocks[wl]] for f in a.fronts} for wl in a.workloads}
+        (a.out / "predicted.json").write_text(
+            json.dumps({"written": datetime.now(UTC).isoformat(), "settings": settings, "predicted": pred}, indent=2)
+            + "\n"
+        )
+        print(f"predictions written: {a.out / 'predicted.json'}", flush=True)
+        live = {wl: {f: [] for f in a.fronts} for wl in a.workloads}
     if a.predict_only:
         return 0
-    live: dict = {wl: {f: [] for f in a.fronts} for wl in a.workloads}
-    if a.start_block:
-        done = json.loads((a.out / "peers.json").read_text())["live"]
-        for wl in a.workloads:
-            for f in a.fronts:
-                live[wl][f] = done[wl][f][: a.start_block]
-                if len(live[wl][f]) < a.start_block:
-                    sys.exit(f"peers.json holds {len(live[wl][f])} blocks of {wl}/{f}, fewer than --start-block")
     external = [f for f in a.fronts if f != INTERNAL]
     salt = int(time.time())
     doc = {"settings": settings, "predicted": pred, "live": live}
