@@ -181,14 +181,19 @@ class RouterProcess:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        end_process(self.proc, self.log, grace_s=30)
+
+
+def end_process(proc: subprocess.Popen, log, grace_s: float) -> None:
+    """End a process this script started (SIGTERM, then SIGKILL after ``grace_s``) and close its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
 
 
 def live_run(w: Workload, policy: str, block: int, ranks: list[str], a, out: Path, run: int) -> dict:

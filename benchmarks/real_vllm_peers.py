@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_vllm_ab import RouterProcess, free_port, get, mean_ci, wait_idle  # noqa: E402
+from real_vllm_ab import RouterProcess, end_process, free_port, get, mean_ci, wait_idle  # noqa: E402
 from real_vllm_fidelity import engine_counters, engine_side, prompts_of, send  # noqa: E402
 
 from dpbalance.core import Workload  # noqa: E402
@@ -189,14 +189,7 @@ class PeerProcess:
         return get(self.url + "/health") is not None and get(self.url + "/v1/models") is not None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        end_process(self.proc, self.log, grace_s=20)
 
 
 class Direct:
