@@ -5,6 +5,7 @@ import json
 import time
 
 import aiohttp
+import numpy as np
 import pytest
 
 from dpbalance import loadgen
@@ -49,24 +50,33 @@ def live_run(policy):
 
 
 def test_end_to_end_br0_balances_better_than_jsq_count_and_counters_agree():
-    res = {}
-    for policy in ("jsq_count", "br0"):
-        outs, st, outcomes, router = live_run(policy)
-        assert all(o.status == "ok" for o in outs), {o.status for o in outs}
-        assert len(outs) == 500
-        assert outcomes == {"completed": 500, "failed": 0, "rejected": 0}
-        assert st["requests_completed"] == 500
-        # the router's token accounting equals what the engines generated, rank by rank
-        for g, n in enumerate(st["generation_tokens"]):
-            assert int(router.metrics.tokens[g]) == n
-        assert sum(o.tokens for o in outs) == sum(st["generation_tokens"])
-        assert int(router.state.counts.sum()) == 0 and int(router.state.loads.sum()) == 0
-        res[policy] = st
-    assert res["br0"]["avg_imbalance_maxmin"] < res["jsq_count"]["avg_imbalance_maxmin"]
+    # two live runs of each policy, interleaved, compared by their means: one run's figures follow the wall clock
+    # (a stall in the router shifts when requests reach the ranks), and a single disturbed run has reversed the
+    # imbalance order on an otherwise quiet machine (br0 6,545 against jsq_count's 6,208; undisturbed runs give
+    # br0 3,500-4,200 against 6,800-8,700)
+    res: dict[str, list[dict]] = {"jsq_count": [], "br0": []}
+    for _ in range(2):
+        for policy in res:
+            outs, st, outcomes, router = live_run(policy)
+            assert all(o.status == "ok" for o in outs), {o.status for o in outs}
+            assert len(outs) == 500
+            assert outcomes == {"completed": 500, "failed": 0, "rejected": 0}
+            assert st["requests_completed"] == 500
+            # the router's token accounting equals what the engines generated, rank by rank
+            for g, n in enumerate(st["generation_tokens"]):
+                assert int(router.metrics.tokens[g]) == n
+            assert sum(o.tokens for o in outs) == sum(st["generation_tokens"])
+            assert int(router.state.counts.sum()) == 0 and int(router.state.loads.sum()) == 0
+            res[policy].append(st)
+
+    def mean(policy: str, key: str) -> float:
+        return float(np.mean([st[key] for st in res[policy]]))
+
+    assert mean("br0", "avg_imbalance_maxmin") < mean("jsq_count", "avg_imbalance_maxmin")
     # throughput is in the emulator's clock, but when requests reach it follows the wall clock: with both cores
     # busy one run of each gave br0 3.7 % below jsq_count (on a quiet machine it is above); what this checks is
     # that balancing costs no throughput beyond that noise
-    assert res["br0"]["throughput_tok_s"] > 0.9 * res["jsq_count"]["throughput_tok_s"]
+    assert mean("br0", "throughput_tok_s") > 0.9 * mean("jsq_count", "throughput_tok_s")
 
 
 MALFORMED = [
