@@ -41,8 +41,11 @@ FAKE_SERVER = textwrap.dedent("""
     # an "engine core" child, in the server's process group like vLLM's
     ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if env.get("FAKE_IGNORE_TERM") else ""
     child = subprocess.Popen([sys.executable, "-c", "import signal, time; " + ignore + "time.sleep(3600)"])
-    with open(os.path.join(env["FAKE_PID_DIR"], f"{os.getpid()}.child"), "w") as fh:
+    # written whole or not at all (a server ended between creating and writing the file left it empty)
+    tmp = os.path.join(env["FAKE_PID_DIR"], f"{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
         fh.write(str(child.pid))
+    os.replace(tmp, os.path.join(env["FAKE_PID_DIR"], f"{os.getpid()}.child"))
     start = time.monotonic()
     delay = float(env.get("FAKE_DELAY_S", "0"))
     never = env.get("FAKE_NEVER_HEALTHY_RANK") == str(rank)
