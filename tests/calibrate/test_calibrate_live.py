@@ -173,6 +173,33 @@ def assert_recovered(model: dict, truth: dict[str, float], *, zero_as: dict[str,
         assert abs(fitted[k] - true) <= tol, (f"{k}: fitted {fitted[k]:.4g}, truth {true:.4g}, ±{tol:.3g}", fitted, se)
 
 
+#: the file rounds step times and loads to 6 significant digits: a residual computed from it may differ by this much
+ROUNDING = 1e-4
+#: a measurement this far from the true constants (relative rms over the fitted phases) is a broken measurement,
+#: not a busy machine (engine-sim's steps are 20-80 ms of wall time; a stall that spoils a phase makes calibrate
+#: measure it again)
+NOISE_CEILING = 0.10
+
+
+def truth_rms_rel(doc: dict, predict) -> float:
+    """The relative rms residual of the true constants over the phases the fit used (``predict(loads, sequences)``
+    gives the true step time of one observation): the measurement noise of this run. Least squares on relative
+    residuals can only do as well or better on the same phases, so a fit is judged against this, not a fixed
+    number that a busy machine can exceed."""
+    rel = [predict(o["loads"], o["sequences"]) / o["step_s"] - 1 for o in doc["observations"] if not o["heldout"]]
+    return float(np.sqrt(np.mean(np.square(rel))))
+
+
+def assert_fit_as_good_as_the_truth(doc: dict, model: str, predict) -> float:
+    """``model``'s fit explains the fitted phases at least as well as the true constants (up to the file's
+    rounding), and the measurement noise stays below ``NOISE_CEILING``; returns the noise."""
+    noise = truth_rms_rel(doc, predict)
+    fit_rms = doc["models"][model]["fit"]["rms_rel"]
+    assert noise < NOISE_CEILING, (noise, doc["observations"])
+    assert fit_rms <= noise + ROUNDING, (model, fit_rms, noise)
+    return noise
+
+
 def assert_engine_counters_agree(doc):
     """The engine's step counters (read from /metrics) and the streams' token gaps tell the same step time (the
     median over phases, so one phase with a stall on this shared machine does not decide it)."""
@@ -193,7 +220,7 @@ def test_calibrate_recovers_linear_max_and_the_file_drives_simulate(tmp_path):
     )
     assert_recovered(doc["models"]["linear_max"], truth)
     assert doc["model"] == "linear_max", doc["why"]
-    assert doc["models"]["linear_max"]["fit"]["rms_rel"] < 0.03
+    assert_fit_as_good_as_the_truth(doc, "linear_max", lambda L, _s: truth["C"] + truth["t_tok"] * max(L))
     assert doc["models"]["linear_max"]["heldout"]["n"] >= 1
     # 7 phases planned; on a busy machine a stall may spoil one twice in a row, which leaves it out
     assert doc["grid"]["phases_planned"] == 7 and len(doc["observations"]) == doc["grid"]["phases_measured"] >= 5
@@ -274,7 +301,15 @@ def test_calibrate_finds_a_per_sequence_cost(tmp_path):
     )
     assert doc["model"] == "linear_seqs", doc["why"]
     assert_recovered(doc["models"]["linear_seqs"], truth, zero_as={"b": truth["a"], "r": truth["s"]})
-    assert doc["models"]["linear_seqs"]["fit"]["rms_rel"] < 0.03 < doc["models"]["linear_max"]["fit"]["rms_rel"]
+    noise = assert_fit_as_good_as_the_truth(
+        doc,
+        "linear_seqs",
+        lambda L, S: (
+            truth["c"] + truth["a"] * max(L) + truth["b"] * np.mean(L) + truth["s"] * max(S) + truth["r"] * np.mean(S)
+        ),
+    )
+    # the barrier-only model cannot explain the steps: it misses by several times the measurement noise
+    assert doc["models"]["linear_max"]["fit"]["rms_rel"] > 3 * noise, (doc["models"]["linear_max"]["fit"], noise)
     assert all(len(o["sequences"]) == 2 for o in doc["observations"]) and "µs/seq" in output
 
 
