@@ -8,7 +8,8 @@ evicted first, oldest first, when the rank needs room. A request frees its block
 prompt's tail is evicted before its head.
 
 One structure serves every rank: ``holders[h]`` is the bit mask of ranks that hold block ``h``, so a request's
-cached prefix on all G ranks is found in one walk over its blocks (``match_all``). The simulator's engine keeps
+cached prefix on all G ranks is found in one search over its blocks (``match_all``; what a rank holds is
+prefix-closed, so the search bisects rather than visiting every block). The simulator's engine keeps
 its caches here; the router keeps its estimate of the ranks' caches (what it sent where) in the same class.
 """
 
@@ -50,28 +51,12 @@ class PrefixCache:
             while k < end and hashes[k] in held:
                 k += 1
             return k
-        bit = 1 << g
-        h = self.holders
-        while k < end and h.get(hashes[k], 0) & bit:
-            k += 1
-        return k
+        return first_drop(self.holders.get, hashes, 1 << g, k, end)
 
     def match_all(self, hashes: Sequence[int], limit: int | None = None) -> np.ndarray:
-        """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank."""
-        out = np.zeros(self.G, dtype=np.int64)
-        h = self.holders
-        mask = (1 << self.G) - 1
-        k = 0
-        for x in hashes if limit is None else hashes[:limit]:
-            m = mask & h.get(x, 0)
-            if m != mask:
-                set_depth(out, mask & ~m, k)
-                mask = m
-                if not mask:
-                    return out
-            k += 1
-        set_depth(out, mask, k)
-        return out
+        """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank (see ``leading_depths``)."""
+        n = len(hashes) if limit is None else min(limit, len(hashes))
+        return leading_depths(hashes, n, self.G, self.holders)
 
     def holds(self, g: int, block: int) -> bool:
         if not self.bounded:
@@ -152,16 +137,16 @@ class PrefixCache:
         return n
 
     def insert_free(self, g: int, hashes: Sequence[int]) -> int:
-        """Rank ``g`` holds these blocks without a running request referencing them (the router's estimate: a
-        prompt it sent is cached once computed). Held blocks move to the newest end of the eviction order.
-        Returns how many were new."""
+        """Rank ``g`` holds these blocks (a prompt's leading blocks) without a running request referencing them
+        (the router's estimate: a prompt it sent is cached once computed). Held blocks move to the newest end of the
+        eviction order, the first block newest (as ``release`` leaves them). Returns how many were new."""
         if not self.bounded:
             return self._hold(g, hashes)
         refs, free, holders = self.refs[g], self.free[g], self.holders
         bit = 1 << g
         new = 0
-        for x in hashes:
-            if x in refs:
+        for x in reversed(hashes):  # the head newest: a prompt's tail is evicted before its head, as in release
+            if refs and x in refs:
                 continue
             if x in free:
                 del free[x]
@@ -185,3 +170,77 @@ def set_depth(out: np.ndarray, bits: int, depth: int) -> None:
     G = len(out)
     mask = np.unpackbits(np.frombuffer(bits.to_bytes((G + 7) // 8, "little"), np.uint8), bitorder="little")
     out[mask[:G].view(bool)] = depth
+
+
+def leading_depths(
+    hashes: Sequence[int], n: int, G: int, holders: dict[int, int], extra=None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """[G] for each rank, how many of the first ``n`` blocks of ``hashes`` it holds in a row from the start
+    (``holders``: block -> bit mask of the ranks holding it; ``extra``, optional, a second such map whose ranks
+    count as holding too), written into ``out`` when given.
+
+    What every rank holds is prefix-closed: a rank holding a block holds every block before it in the chain (blocks
+    are cached as a prompt's leading blocks, and the eviction order always takes a chain's tail before its head).
+    So the set of ranks holding block k only shrinks as k grows, and the position where a rank drops out is found
+    by galloping and binary search over the blocks instead of a walk over every one: a few probes per distinct
+    depth, where a prompt of 130 blocks on ranks that share its first 64 costs about 20 probes instead of 130."""
+    if out is None:
+        out = np.empty(G, dtype=np.int64)
+    mask = (1 << G) - 1
+    get = _Union(holders, extra).get if extra else holders.get
+    groups: list[tuple[int, int]] = []  # (ranks, depth): every rank in exactly one
+    lo = 0
+    while lo < n:
+        a = first_drop(get, hashes, mask, lo, n)
+        if a == n:  # every rank left holds the rest
+            break
+        m = mask & get(hashes[a], 0)
+        groups.append((mask & ~m, a))
+        mask = m
+        if not mask:
+            break
+        lo = a + 1
+    if mask:
+        groups.append((mask, n))
+    # the largest group fills the row at once; the others (usually a few ranks) are set rank by rank
+    big = max(range(len(groups)), key=lambda k: groups[k][0].bit_count())
+    out.fill(groups[big][1])
+    for k, (bits, depth) in enumerate(groups):
+        if k != big:
+            set_depth(out, bits, depth)
+    return out
+
+
+def first_drop(get, hashes: Sequence[int], mask: int, lo: int, n: int) -> int:
+    """The first position in ``[lo, n)`` whose block some rank of ``mask`` does not hold (``get(block, 0)``: the
+    ranks holding it), or ``n``; every rank of ``mask`` holds the blocks before ``lo``, and holdings are
+    prefix-closed (see ``leading_depths``): the last block first, then galloping from ``lo``, then bisection."""
+    if lo >= n or mask & get(hashes[n - 1], 0) == mask:
+        return n
+    a, b, step = lo, n - 1, 1  # position b is one where a rank stops
+    while a + step - 1 < b:
+        p = a + step - 1
+        if mask & get(hashes[p], 0) != mask:
+            b = p
+            break
+        a = p + 1
+        step <<= 1
+    while a < b:
+        mid = (a + b) >> 1
+        if mask & get(hashes[mid], 0) == mask:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+class _Union:
+    """Two block -> rank-mask maps read as one (a rank holds a block if either says so)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: dict[int, int], b: dict[int, int]):
+        self.a, self.b = a, b
+
+    def get(self, x: int, default: int = 0) -> int:
+        return self.a.get(x, default) | self.b.get(x, default)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Engine
-from .prefix import set_depth
+from .prefix import leading_depths
 
 
 class EngineView:
@@ -49,7 +49,7 @@ class EngineView:
             hl, prompt = e.hashes_of(i), int(e._source[0][i])
             if hl:
                 lim = e.max_hit_blocks(prompt)
-                out[row] = _match_union(hl[:lim], e.cache.holders, bits, e.G) if bits else e.cache.match_all(hl, lim)
+                leading_depths(hl, min(lim, len(hl)), e.G, e.cache.holders, bits, out=out[row])
         return out * e.bs
 
     def _queued_blocks(self) -> dict[int, int]:
@@ -115,20 +115,3 @@ class EngineView:
         has = b.offsets[rid + 1] > b.offsets[rid]
         out[has] = b.hashes[b.offsets[rid[has]]]
         return out
-
-
-def _match_union(hashes: list[int], a: dict[int, int], b: dict[int, int], G: int) -> np.ndarray:
-    """[G] leading blocks of ``hashes`` each rank holds in either of two block -> rank-mask maps."""
-    out = np.zeros(G, dtype=np.int64)
-    mask = (1 << G) - 1
-    k = 0
-    for x in hashes:
-        m = mask & (a.get(x, 0) | b.get(x, 0))
-        if m != mask:
-            set_depth(out, mask & ~m, k)
-            mask = m
-            if not mask:
-                return out
-        k += 1
-    set_depth(out, mask, k)
-    return out
