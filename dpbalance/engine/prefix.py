@@ -15,6 +15,7 @@ its caches here; the router keeps its estimate of the ranks' caches (what it sen
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,8 +34,10 @@ class PrefixCache:
         self.block_size = block_size
         self.holders: dict[int, int] = {}
         self.refs: list[dict[int, int]] = [{} for _ in range(ranks)]
-        #: unreferenced resident blocks per rank, oldest first (a dict keeps insertion order)
-        self.free: list[dict[int, None]] = [{} for _ in range(ranks)]
+        #: unreferenced resident blocks per rank, oldest first (an OrderedDict: taking the oldest is O(1); a plain
+        #: dict's first key is found by scanning past the slots of the keys deleted before it, ~16 µs per eviction
+        #: at 60,000 blocks)
+        self.free: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(ranks)]
         self.resident = [0] * ranks  # blocks held per rank (referenced or not)
         #: unbounded: the blocks each rank holds (membership tests at C speed; ``holders`` serves ``match_all``)
         self.held: list[set[int]] = [set() for _ in range(ranks)]
@@ -124,8 +127,7 @@ class PrefixCache:
         keep = ~(1 << g)
         n = 0
         while n < blocks and free:
-            x = next(iter(free))
-            del free[x]
+            x = free.popitem(last=False)[0]
             m = holders[x] & keep
             if m:
                 holders[x] = m
@@ -149,11 +151,11 @@ class PrefixCache:
             if refs and x in refs:
                 continue
             if x in free:
-                del free[x]
+                free.move_to_end(x)
             else:
                 holders[x] = holders.get(x, 0) | bit
                 new += 1
-            free[x] = None
+                free[x] = None
         self.resident[g] += new
         return new
 
