@@ -158,15 +158,24 @@ class BrpPolicy(Policy):
         n_ok = int(ok.sum())
         w_max = float(W.max())  # W only grows: its maximum is kept as it grows
         lam_delta = lam * delta  # [n, G]
+        mu_k = mu * k
+
+        def price(C: np.ndarray, W: np.ndarray, delta: np.ndarray, lam_delta: np.ndarray, pend: np.ndarray) -> None:
+            # cost of placing each row's request on each column's rank; the same operations in the same order
+            # for a whole matrix or for one column (so either gives the same numbers)
+            np.add(W, delta, out=C)
+            C -= w_max
+            np.maximum(C, 0.0, out=C)
+            C *= beta
+            C += lam_delta
+            if mu:
+                C += mu_k * pend
+
+        C = np.empty_like(delta)  # every request's cost on every rank, kept current as placements change W
+        price(C, W, delta, lam_delta, pend_s)
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
             d = delta[i]
-            cost = W + d
-            cost -= w_max
-            np.maximum(cost, 0.0, out=cost)
-            cost *= beta
-            cost += lam_delta[i]
-            if mu:
-                cost += mu * k * pend_s
+            cost = C[i]
             if hold > 0 and wait[i] < hold and 0 < n_ok < self.G:
                 mi = miss[i]
                 best_free = mi[ok].min()
@@ -203,9 +212,12 @@ class BrpPolicy(Policy):
                 g = int(tie[0]) if cand is None else int(cand[tie[0]])
             out[i] = g
             W[g] += d[g]
-            if W[g] > w_max:
-                w_max = float(W[g])
             pend_s[g] += tau[i, g]
+            if W[g] > w_max:  # the envelope rose: every rank's overflow term changes
+                w_max = float(W[g])
+                price(C, W, delta, lam_delta, pend_s)
+            else:  # only rank g's column changes
+                price(C[:, g], W[g], delta[:, g], lam_delta[:, g], pend_s[g])
             kvf[g] -= miss[i, g]
             free[g] -= 1
             if free[g] == 0:
