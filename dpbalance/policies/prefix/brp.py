@@ -159,20 +159,8 @@ class BrpPolicy(Policy):
         w_max = float(W.max())  # W only grows: its maximum is kept as it grows
         lam_delta = lam * delta  # [n, G]
         mu_k = mu * k
-
-        def price(C: np.ndarray, W: np.ndarray, delta: np.ndarray, lam_delta: np.ndarray, pend: np.ndarray) -> None:
-            # cost of placing each row's request on each column's rank; the same operations in the same order
-            # for a whole matrix or for one column (so either gives the same numbers)
-            np.add(W, delta, out=C)
-            C -= w_max
-            np.maximum(C, 0.0, out=C)
-            C *= beta
-            C += lam_delta
-            if mu:
-                C += mu_k * pend
-
         C = np.empty_like(delta)  # every request's cost on every rank, kept current as placements change W
-        price(C, W, delta, lam_delta, pend_s)
+        _price(C, W, delta, lam_delta, pend_s, w_max, beta, mu_k)
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
             d = delta[i]
             cost = C[i]
@@ -215,12 +203,24 @@ class BrpPolicy(Policy):
             pend_s[g] += tau[i, g]
             if W[g] > w_max:  # the envelope rose: every rank's overflow term changes
                 w_max = float(W[g])
-                price(C, W, delta, lam_delta, pend_s)
+                _price(C, W, delta, lam_delta, pend_s, w_max, beta, mu_k)
             else:  # only rank g's column changes
-                price(C[:, g], W[g], delta[:, g], lam_delta[:, g], pend_s[g])
+                _price(C[:, g], W[g], delta[:, g], lam_delta[:, g], pend_s[g], w_max, beta, mu_k)
             kvf[g] -= miss[i, g]
             free[g] -= 1
             if free[g] == 0:
                 ok[g] = False
                 n_ok -= 1
         return Assignments(snap.pool_ids[:n][placed], out[placed])
+
+
+def _price(C, W, delta, lam_delta, pend, w_max: float, beta: float, mu_k: float) -> None:
+    """``C = β · (W + Δ − M)₊ + λΔ + μ·k·P`` in place: each row's request on each column's rank, for a whole matrix
+    or one column; the same operations in the same order either way, so both give the same numbers."""
+    np.add(W, delta, out=C)
+    C -= w_max
+    np.maximum(C, 0.0, out=C)
+    C *= beta
+    C += lam_delta
+    if mu_k:
+        C += mu_k * pend
