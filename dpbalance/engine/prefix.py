@@ -56,10 +56,14 @@ class PrefixCache:
             return k
         return first_drop(self.holders.get, hashes, 1 << g, k, end)
 
-    def match_all(self, hashes: Sequence[int], limit: int | None = None) -> np.ndarray:
-        """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank (see ``leading_depths``)."""
+    def match_all(
+        self, hashes: Sequence[int], limit: int | None = None, extra=None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank, counting a rank as holding a block
+        that ``extra`` (optional, block -> rank mask) gives it too; written into ``out`` when given (see
+        ``leading_depths``)."""
         n = len(hashes) if limit is None else min(limit, len(hashes))
-        return leading_depths(hashes, n, self.G, self.holders)
+        return leading_depths(hashes, n, self.G, self.holders, extra, out)
 
     def holds(self, g: int, block: int) -> bool:
         if not self.bounded:

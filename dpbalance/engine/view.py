@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Engine
-from .prefix import leading_depths
 
 
 class EngineView:
@@ -49,7 +48,7 @@ class EngineView:
             hl, prompt = e.hashes_of(i), int(e._source[0][i])
             if hl:
                 lim = e.max_hit_blocks(prompt)
-                leading_depths(hl, min(lim, len(hl)), e.G, e.cache.holders, bits, out=out[row])
+                e.cache.match_all(hl, lim, bits, out=out[row])
         return out * e.bs
 
     def _queued_blocks(self) -> dict[int, int]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.hashing import VLLM_BLOCK, block_hashes
-from ..engine.prefix import PrefixCache, leading_depths
+from ..engine.prefix import PrefixCache
 
 CHARS_PER_TOKEN = 4  # English text under common BPE tokenizers; only scales the text stand-in
 
@@ -147,10 +147,9 @@ class PrefixIndex:
         ids = np.asarray(request_ids).tolist()
         depth = np.zeros((len(ids), self.G), dtype=np.int64)
         per = np.zeros(len(ids), dtype=np.float64)  # prompt tokens per block, per request
-        holders = self.cache.holders
         for row, rid in enumerate(ids):
             e = self._req.get(rid)
             if e is not None and e.hashes:
-                leading_depths(e.hashes, self._limit(e), self.G, holders, out=depth[row])
+                self.cache.match_all(e.hashes, self._limit(e), out=depth[row])
                 per[row] = e.tokens_per_block
         return (depth * per[:, None]).astype(np.int64)
