@@ -39,8 +39,6 @@ class PrefixCache:
         #: at 60,000 blocks)
         self.free: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(ranks)]
         self.resident = [0] * ranks  # blocks held per rank (referenced or not)
-        #: unbounded: the blocks each rank holds (membership tests at C speed; ``holders`` serves ``match_all``)
-        self.held: list[set[int]] = [set() for _ in range(ranks)]
         self.evicted = np.zeros(ranks, dtype=np.int64)  # blocks evicted so far per rank
 
     # ------------------------------------------------------------------ lookups
@@ -48,13 +46,7 @@ class PrefixCache:
         """How many leading blocks of ``hashes`` (at most ``limit``) rank ``g`` holds; ``start``: the first ``start``
         blocks are known to be held (an earlier match on a cache that never evicts)."""
         end = len(hashes) if limit is None else min(limit, len(hashes))
-        k = start
-        if not self.bounded:
-            held = self.held[g]
-            while k < end and hashes[k] in held:
-                k += 1
-            return k
-        return first_drop(self.holders.get, hashes, 1 << g, k, end)
+        return first_drop(self.holders.get, hashes, 1 << g, start, end)
 
     def match_all(
         self, hashes: Sequence[int], limit: int | None = None, extra=None, out: np.ndarray | None = None
@@ -62,12 +54,16 @@ class PrefixCache:
         """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank, counting a rank as holding a block
         that ``extra`` (optional, block -> rank mask) gives it too; written into ``out`` when given (see
         ``leading_depths``)."""
+        return fill_depths(self.match_groups(hashes, limit, extra), self.G, out)
+
+    def match_groups(self, hashes: Sequence[int], limit: int | None = None, extra=None, hint=None) -> Groups:
+        """``match_all`` as (ranks, depth) groups (``leading_groups``), for a caller that keeps them as the ``hint``
+        of the same prompt's next lookup."""
         n = len(hashes) if limit is None else min(limit, len(hashes))
-        return leading_depths(hashes, n, self.G, self.holders, extra, out)
+        get = _Union(self.holders, extra).get if extra else self.holders.get
+        return leading_groups(hashes, n, self.G, get, hint)
 
     def holds(self, g: int, block: int) -> bool:
-        if not self.bounded:
-            return block in self.held[g]
         return bool(self.holders.get(block, 0) >> g & 1)
 
     def evictable(self, g: int) -> int:
@@ -112,16 +108,18 @@ class PrefixCache:
                 free[x] = None
 
     def _hold(self, g: int, hashes: Sequence[int]) -> int:
-        held, holders = self.held[g], self.holders
-        new = [x for x in hashes if x not in held]
-        if not new:
-            return 0
-        before = len(held)
-        held.update(new)
+        """Unbounded: rank ``g`` holds these leading blocks of a prompt from now on. What it already holds of them
+        is a prefix (holdings are prefix-closed), found by a search; only the blocks after it are visited."""
+        holders = self.holders
+        get = holders.get
         bit = 1 << g
-        for x in new:
-            holders[x] = holders.get(x, 0) | bit
-        added = len(held) - before  # a block listed twice is held once
+        added = 0
+        for i in range(first_drop(get, hashes, bit, 0, len(hashes)), len(hashes)):
+            x = hashes[i]
+            m = get(x, 0)
+            if not m & bit:  # (a block listed twice is held once)
+                holders[x] = m | bit
+                added += 1
         self.resident[g] += added
         return added
 
@@ -178,23 +176,44 @@ def set_depth(out: np.ndarray, bits: int, depth: int) -> None:
     out[mask[:G].view(bool)] = depth
 
 
+Groups = list  # of (ranks as a bit mask, depth) pairs, every rank in exactly one
+
+
 def leading_depths(
     hashes: Sequence[int], n: int, G: int, holders: dict[int, int], extra=None, out: np.ndarray | None = None
 ) -> np.ndarray:
     """[G] for each rank, how many of the first ``n`` blocks of ``hashes`` it holds in a row from the start
     (``holders``: block -> bit mask of the ranks holding it; ``extra``, optional, a second such map whose ranks
-    count as holding too), written into ``out`` when given.
+    count as holding too), written into ``out`` when given (see ``leading_groups``)."""
+    get = _Union(holders, extra).get if extra else holders.get
+    return fill_depths(leading_groups(hashes, n, G, get), G, out)
+
+
+def leading_groups(hashes: Sequence[int], n: int, G: int, get, hint: Groups | None = None) -> Groups:
+    """The ranks grouped by how many of the first ``n`` blocks of ``hashes`` they hold in a row from the start
+    (``get(block, 0)``: the bit mask of the ranks holding it), as (ranks, depth) pairs.
 
     What every rank holds is prefix-closed: a rank holding a block holds every block before it in the chain (blocks
     are cached as a prompt's leading blocks, and the eviction order always takes a chain's tail before its head).
     So the set of ranks holding block k only shrinks as k grows, and the position where a rank drops out is found
     by galloping and binary search over the blocks instead of a walk over every one: a few probes per distinct
-    depth, where a prompt of 130 blocks on ranks that share its first 64 costs about 20 probes instead of 130."""
-    if out is None:
-        out = np.empty(G, dtype=np.int64)
+    depth, where a prompt of 130 blocks on ranks that share its first 64 costs about 20 probes instead of 130.
+
+    ``hint``: the groups an earlier lookup of the same prompt and ``n`` found. Holdings being prefix-closed, a group
+    whose ranks all still hold its last block and none holds the next one still has that depth (two probes); only
+    the ranks of the groups that fail this are searched again. Same result with or without it; when every group
+    holds, the result *is* ``hint`` (the same list), so a caller may keep what it derived from it."""
     mask = (1 << G) - 1
-    get = _Union(holders, extra).get if extra else holders.get
-    groups: list[tuple[int, int]] = []  # (ranks, depth): every rank in exactly one
+    groups: Groups = []
+    if hint:
+        mask = 0
+        for bits, d in hint:
+            if (d < n and get(hashes[d], 0) & bits) or (d and get(hashes[d - 1], 0) & bits != bits):
+                mask |= bits  # a rank of it gained the next block or lost its last: search them again
+            else:
+                groups.append((bits, d))
+        if not mask:
+            return hint
     lo = 0
     while lo < n:
         a = first_drop(get, hashes, mask, lo, n)
@@ -208,7 +227,14 @@ def leading_depths(
         lo = a + 1
     if mask:
         groups.append((mask, n))
-    # the largest group fills the row at once; the others (usually a few ranks) are set rank by rank
+    return groups
+
+
+def fill_depths(groups: Groups, G: int, out: np.ndarray | None = None) -> np.ndarray:
+    """[G] each rank's depth from (ranks, depth) groups, written into ``out`` when given: the largest group fills
+    the row at once; the others (usually a few ranks) are set rank by rank."""
+    if out is None:
+        out = np.empty(G, dtype=np.int64)
     big = max(range(len(groups)), key=lambda k: groups[k][0].bit_count())
     out.fill(groups[big][1])
     for k, (bits, depth) in enumerate(groups):

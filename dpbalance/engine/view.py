@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Engine
+from .prefix import fill_depths
 
 
 class EngineView:
@@ -25,6 +26,7 @@ class EngineView:
         self._in: dict[int, tuple[int, list[int]]] = {}  # request id -> (rank, full prompt blocks), queued ones
         self._cnt: list[dict[int, int]] = [{} for _ in range(engine.G)]
         self._bits: dict[int, int] = {}  # block -> bit mask of ranks with a queued request holding it
+        self._hints: dict[int, tuple] = {}  # request id -> its last lookup's (ranks, depth) groups and [G] depths
         self.block_size = engine.bs
         #: True when prompts cost time at the barrier (``--prefill``); policies that weigh prefill read it (a
         #: view without it is taken to model prefill, as the router's does)
@@ -44,11 +46,17 @@ class EngineView:
         if e.cache is None:
             return out
         bits = self._queued_blocks() if self.inflight else {}
+        old, hints = self._hints, {}  # a request waits through many dispatches: each lookup starts from the last
         for row, i in enumerate(np.asarray(request_ids).tolist()):
             hl, prompt = e.hashes_of(i), int(e._source[0][i])
             if hl:
-                lim = e.max_hit_blocks(prompt)
-                e.cache.match_all(hl, lim, bits, out=out[row])
+                hint, depths = old.get(i, (None, None))
+                groups = e.cache.match_groups(hl, e.max_hit_blocks(prompt), bits, hint)
+                if groups is not hint:  # (the same list: nothing it holds changed)
+                    depths = fill_depths(groups, e.G)
+                hints[i] = groups, depths
+                out[row] = depths
+        self._hints = hints
         return out * e.bs
 
     def _queued_blocks(self) -> dict[int, int]:

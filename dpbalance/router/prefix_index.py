@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.hashing import VLLM_BLOCK, block_hashes
-from ..engine.prefix import PrefixCache
+from ..engine.prefix import PrefixCache, fill_depths
 
 CHARS_PER_TOKEN = 4  # English text under common BPE tokenizers; only scales the text stand-in
 
@@ -46,6 +46,8 @@ class _Entry:
     rank: int = -1
     uncached: int = 0  # prompt tokens left to prefill on its rank when it was sent
     prefilling: bool = False
+    groups: list | None = None  # its last lookup's (ranks, depth) groups: the next lookup's hint
+    depths: np.ndarray | None = None  # [G] blocks each rank holds, from ``groups``
 
 
 class PrefixIndex:
@@ -149,7 +151,10 @@ class PrefixIndex:
         per = np.zeros(len(ids), dtype=np.float64)  # prompt tokens per block, per request
         for row, rid in enumerate(ids):
             e = self._req.get(rid)
-            if e is not None and e.hashes:
-                self.cache.match_all(e.hashes, self._limit(e), out=depth[row])
+            if e is not None and e.hashes:  # a request waits through many dispatches: each lookup starts from the last
+                groups = self.cache.match_groups(e.hashes, self._limit(e), hint=e.groups)
+                if groups is not e.groups or e.depths is None:  # (the same list: nothing it holds changed)
+                    e.groups, e.depths = groups, fill_depths(groups, self.G)
+                depth[row] = e.depths
                 per[row] = e.tokens_per_block
         return (depth * per[:, None]).astype(np.int64)

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpbalance.engine.prefix import PrefixCache, leading_depths, set_depth
+from dpbalance.engine.prefix import PrefixCache, fill_depths, leading_depths, set_depth
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,8 +61,10 @@ def test_match_all_agrees_with_a_walk_through_insertions_references_and_eviction
     the ones it computed, and lets them go when it ends) and as the router uses it (a sent prompt's blocks inserted
     unreferenced), with evictions in between: after every operation, every chain's ``match_all`` at every limit
     equals each rank's walk, and so does the search over the holders plus a second map (the simulator's queued
-    requests)."""
+    requests), and so does each lookup that starts from the same chain's groups after the previous operation (the
+    ``hint`` a waiting request's next lookup gets)."""
     cache = PrefixCache(G, 16, bounded=True)
+    hints: dict[tuple[int, object], list] = {}
     chains = [[hash(tuple(p[: j + 1])) for j in range(len(p))] for p in prompts]
     held: list[tuple[int, list[int]]] = []  # references taken and not yet let go
     for op, x in ops:
@@ -80,10 +82,12 @@ def test_match_all_agrees_with_a_walk_through_insertions_references_and_eviction
         else:
             cache.evict(g, (x >> 8) % 8)
         other = {h: (x * 7919 + i) % (1 << G) for i, h in enumerate(chain[:1])}  # a one-block prefix, any ranks
-        for c in chains:
+        for j, c in enumerate(chains):
             for limit in (None, len(c) // 2, 0):
                 want = walk(c, limit, G, [cache.holders])
                 assert cache.match_all(c, limit).tolist() == want
+                groups = hints[j, limit] = cache.match_groups(c, limit, hint=hints.get((j, limit)))
+                assert fill_depths(groups, G).tolist() == want
                 assert [cache.match(g, c, limit) for g in range(G)] == want
                 n = len(c) if limit is None else min(limit, len(c))
                 got = leading_depths(c, n, G, cache.holders, other).tolist()

@@ -59,3 +59,32 @@ def test_a_retry_moves_the_estimate_to_the_new_rank():
     assert ix.pending_prefill.tolist() == [0, 40]
     with pytest.raises(ValueError, match="below one block"):
         PrefixIndex(1, kv_capacity=8)
+
+
+def test_a_waiting_requests_repeated_lookups_agree_with_a_fresh_lookup():
+    """A request waits through many dispatches and each lookup starts from its last one (``hint``); while other
+    prompts are sent and the capacity evicts, every repeated answer equals a lookup that starts from nothing."""
+    rng = np.random.default_rng(5)
+    stems = [[1000 * s + i for i in range(16 * 8)] for s in range(4)]  # four families of 8-block prefixes
+    ix = PrefixIndex(5, kv_capacity=16 * 20)
+    waiting = list(range(6))
+    for rid in waiting:
+        s = stems[rid % 4]
+        ix.arrive(rid, s[: 16 * (2 + rid % 6)] + [7], 16 * (2 + rid % 6) + 1)
+    changed = 0
+    for step in range(200):
+        rid = 100 + step
+        s = stems[int(rng.integers(4))]
+        k = int(rng.integers(1, 9))
+        ix.arrive(rid, s[: 16 * k] + [9], 16 * k + 1)
+        ix.sent(rid, int(rng.integers(5)))
+        ix.done(rid)
+        got = ix.cached(np.array(waiting))
+        fresh = np.array([[0] * 5] * len(waiting))
+        for row, w in enumerate(waiting):
+            e = ix._req[w]
+            fresh[row] = ix.cache.match_all(e.hashes, ix._limit(e)) * 16
+        assert got.tolist() == fresh.tolist()
+        changed += int(step and got.tolist() != last)
+        last = got.tolist()
+    assert changed > 20  # the answers did move: sends and evictions reached the waiting prompts
