@@ -165,15 +165,12 @@ class BrpPolicy(Policy):
             d = delta[i]
             cost = C[i]
             if hold > 0 and wait[i] < hold and 0 < n_ok < self.G:
-                mi = miss[i]
-                best_free = mi[ok].min()
-                if mi[~ok].min() < best_free:
-                    # bounded affinity wait: a full rank caches more of the prompt than every free one, and it is
-                    # the cheapest rank over all ranks (a rank that is only less loaded is never waited for)
-                    g_all = int(np.argmin(cost))
-                    if not ok[g_all] and mi[g_all] < best_free and cost[g_all] < cost[ok].min() - 1e-9:
-                        placed[i] = False
-                        continue
+                # bounded affinity wait: the cheapest rank over all ranks is full, caches more of the prompt than
+                # every free one, and costs less than every free one (a rank only less loaded is never waited for)
+                g_all = int(np.argmin(cost))
+                if not ok[g_all] and miss[i, g_all] < miss[i][ok].min() and cost[g_all] < cost[ok].min() - 1e-9:
+                    placed[i] = False
+                    continue
             room = ok
             if kv_bounded:
                 room = ok & (kvf >= miss[i])
