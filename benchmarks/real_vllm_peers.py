@@ -209,8 +209,13 @@ def testbed(mode: str) -> None:
     subprocess.run([*dp, "up", "--mode", mode], check=True, capture_output=True)
 
 
+def serve_front(front: str) -> bool:
+    """A ``dpbalance serve`` front door: one of SERVE, or a policy spec of one (``brp:wait_weight=0``)."""
+    return front.split(":", 1)[0] in SERVE
+
+
 def start(front: str, a, rec: Path, log: Path):
-    if front in SERVE:
+    if serve_front(front):
         extra = ["--step-time", str(a.step_time)]
         return RouterProcess(a.ranks, front, a.slots, rec, log, extra=extra)
     if front in PEERS:
@@ -317,7 +322,11 @@ def parse_args():
     ap.add_argument("--internal-url", default="http://127.0.0.1:18600", help="the internal-mode API server")
     ap.add_argument("--vllm-router", default="vllm-router", help="the vllm-router binary")
     ap.add_argument("--sglang-router", default="sglang-router", help="the sglang-router binary")
-    ap.add_argument("--fronts", default=",".join((*SERVE, *PEERS, INTERNAL)))
+    ap.add_argument(
+        "--fronts",
+        default=",".join((*SERVE, *PEERS, INTERNAL)),
+        help="comma-separated; a dpbalance front may carry settings (brp:wait_weight=0)",
+    )
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument(
@@ -341,7 +350,7 @@ def parse_args():
     a = ap.parse_args()
     a.fronts = [f for f in a.fronts.split(",") if f]
     a.workloads = [w for w in a.workloads.split(",") if w]
-    bad = [f for f in a.fronts if f not in (*SERVE, *PEERS, INTERNAL)]
+    bad = [f for f in a.fronts if not serve_front(f) and f not in (*PEERS, INTERNAL)]
     if bad:
         ap.error(f"unknown front door(s) {bad}")
     return a
