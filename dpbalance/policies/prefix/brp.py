@@ -157,13 +157,16 @@ class BrpPolicy(Policy):
         ok = free > 0
         n_ok = int(ok.sum())
         w_max = float(W.max())  # W only grows: its maximum is kept as it grows
-        lam_delta = lam * delta  # [n, G]
+        # every request's cost on every rank, kept current as placements change W: rank-major ([G, n]), so that
+        # the column of the rank a placement changes is one contiguous row
+        delta_t = np.ascontiguousarray(delta.T)
+        lam_delta = lam * delta_t
         mu_k = mu * k
-        C = np.empty_like(delta)  # every request's cost on every rank, kept current as placements change W
-        _price(C, W, delta, lam_delta, pend_s, w_max, beta, mu_k)
+        C = np.empty_like(delta_t)
+        _price(C, W[:, None], delta_t, lam_delta, pend_s[:, None], w_max, beta, mu_k)
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
             d = delta[i]
-            cost = C[i]
+            cost = C[:, i]
             if hold > 0 and wait[i] < hold and 0 < n_ok < self.G:
                 # bounded affinity wait: the cheapest rank over all ranks is full, caches more of the prompt than
                 # every free one, and costs less than every free one (a rank only less loaded is never waited for)
@@ -200,9 +203,9 @@ class BrpPolicy(Policy):
             pend_s[g] += tau[i, g]
             if W[g] > w_max:  # the envelope rose: every rank's overflow term changes
                 w_max = float(W[g])
-                _price(C, W, delta, lam_delta, pend_s, w_max, beta, mu_k)
+                _price(C, W[:, None], delta_t, lam_delta, pend_s[:, None], w_max, beta, mu_k)
             else:  # only rank g's column changes
-                _price(C[:, g], W[g], delta[:, g], lam_delta[:, g], pend_s[g], w_max, beta, mu_k)
+                _price(C[g], W[g], delta_t[g], lam_delta[g], pend_s[g], w_max, beta, mu_k)
             kvf[g] -= miss[i, g]
             free[g] -= 1
             if free[g] == 0:
@@ -212,8 +215,8 @@ class BrpPolicy(Policy):
 
 
 def _price(C, W, delta, lam_delta, pend, w_max: float, beta: float, mu_k: float) -> None:
-    """``C = β · (W + Δ − M)₊ + λΔ + μ·k·P`` in place: each row's request on each column's rank, for a whole matrix
-    or one column; the same operations in the same order either way, so both give the same numbers."""
+    """``C = β · (W + Δ − M)₊ + λΔ + μ·k·P`` in place: each column's request on each row's rank, for the whole matrix
+    or one rank's row; the same operations in the same order either way, so both give the same numbers."""
     np.add(W, delta, out=C)
     C -= w_max
     np.maximum(C, 0.0, out=C)
