@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -225,13 +226,14 @@ def start(front: str, a, rec: Path, log: Path):
 
 # ---------------------------------------------------------------------------------------------- live runs
 def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
-    rec = a.out / "records" / f"{wl}_block{b}_{front}.jsonl"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", front)  # brp:wait_weight=0 -> brp_wait_weight_0
+    rec = a.out / "records" / f"{wl}_block{b}_{name}.jsonl"
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.unlink(missing_ok=True)
     (a.out / "logs").mkdir(exist_ok=True)
     ranks = [a.internal_url] if front == INTERNAL else a.ranks
     prompts = text_prompts(w, salt)
-    door = start(front, a, rec, a.out / "logs" / f"{wl}_block{b}_{front}.log")
+    door = start(front, a, rec, a.out / "logs" / f"{wl}_block{b}_{name}.log")
     try:
         c0 = engine_counters(ranks)
         t0 = time.perf_counter()
