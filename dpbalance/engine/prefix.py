@@ -108,14 +108,13 @@ class PrefixCache:
                 free[x] = None
 
     def _hold(self, g: int, hashes: Sequence[int]) -> int:
-        """Unbounded: rank ``g`` holds these leading blocks of a prompt from now on. What it already holds of them
-        is a prefix (holdings are prefix-closed), found by a search; only the blocks after it are visited."""
+        """Unbounded: rank ``g`` holds these blocks from now on (each checked, so that a trace whose block ids are
+        not chained cannot leave one out)."""
         holders = self.holders
         get = holders.get
         bit = 1 << g
         added = 0
-        for i in range(first_drop(get, hashes, bit, 0, len(hashes)), len(hashes)):
-            x = hashes[i]
+        for x in hashes:
             m = get(x, 0)
             if not m & bit:  # (a block listed twice is held once)
                 holders[x] = m | bit
