@@ -67,6 +67,28 @@ class Blocks:
         pos = starts + np.arange(int(offsets[-1]), dtype=np.int64)
         return Blocks(self.hashes[pos], offsets, self.size)
 
+    def unchained(self) -> tuple[int, int, int] | None:
+        """Evidence that these hashes are not chained, as ``(row a, row b, block id)``: the id comes after a different
+        block in row b than in row a (or starts one prompt and not the other). None when every id always follows the
+        same block, as chained hashes do (an id stands for its whole prefix); prefix-cache lookups rely on it."""
+        h = self.hashes
+        if not len(h):
+            return None
+        first = np.zeros(len(h), dtype=np.int64)
+        first[self.offsets[:-1][self.counts > 0]] = 1
+        prev = np.empty_like(h)
+        prev[0] = 0
+        prev[1:] = h[:-1]
+        prev[first == 1] = 0
+        order = np.lexsort((prev, first, h))
+        hs, fs, ps = h[order], first[order], prev[order]
+        bad = np.flatnonzero((hs[1:] == hs[:-1]) & ((fs[1:] != fs[:-1]) | (ps[1:] != ps[:-1])))
+        if not len(bad):
+            return None
+        pair = np.sort(order[[bad[0], bad[0] + 1]])
+        a, b = (np.searchsorted(self.offsets, pair, side="right") - 1).tolist()
+        return a, b, int(hs[bad[0]])
+
     def salted(self, salt: np.ndarray) -> Blocks:
         """Every row's hashes mixed with that row's ``salt`` (rows with different salts share no block)."""
         s = np.repeat(np.asarray(salt, dtype=np.int64), self.counts)

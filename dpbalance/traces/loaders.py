@@ -184,8 +184,9 @@ MOONCAKE_BLOCK = 512
 def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
     """Mooncake FAST'25 JSON lines: ``timestamp`` (ms), ``input_length``, ``output_length`` and ``hash_ids``, the
     chained hashes of the prompt's 512-token blocks (kept as the workload's block structure)."""
-    arrival, prompt, output, key, hashes = [], [], [], [], []
+    arrival, prompt, output, key, hashes, lines = [], [], [], [], [], []
     for line, rec in _json_records(path, ("timestamp", "input_length", "output_length")):
+        lines.append(line)
         arrival.append(_float_field(path, line, "timestamp", str(rec["timestamp"])) / 1000.0)
         prompt.append(_int_field(path, line, "input_length", str(rec["input_length"]), minimum=0))
         output.append(_int_field(path, line, "output_length", str(rec["output_length"]), minimum=1))
@@ -196,7 +197,7 @@ def load_mooncake(path: Path, name: str = "mooncake") -> Workload:
         else:
             key.append(prompt_key_of(_hash_list(path, line, hids)))
             hashes.append(hids)
-    blocks = Blocks.from_lists(hashes, MOONCAKE_BLOCK) if any(hashes) else None
+    blocks = chained_blocks(path, hashes, MOONCAKE_BLOCK, lines)
     return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="mooncake", blocks=blocks)
 
 
@@ -228,13 +229,32 @@ def _hash_list(path: Path, line: int, hids) -> list[int]:
     raise TraceError(path, line, "field 'hash_ids': expected a list of integers")
 
 
+def chained_blocks(path: Path, hashes: list, size: int, lines: list[int]) -> Blocks | None:
+    """The requests' block hashes as ``Blocks`` (None when none has any), refused with the two lines that show it
+    when they are not chained: prefix caching counts a block id as standing for its whole prefix."""
+    if not any(hashes):
+        return None
+    blocks = Blocks.from_lists(hashes, size)
+    bad = blocks.unchained()
+    if bad is not None:
+        a, b, h = bad
+        raise TraceError(
+            path,
+            lines[b],
+            f"block hash {h} comes after a different block here than at line {lines[a]} (or starts one prompt and "
+            "not the other); block hashes must be chained, each standing for its whole prefix",
+        )
+    return blocks
+
+
 def load_bailian(path: Path, name: str = "bailian") -> Workload:
     """Qwen-Bailian usage traces (Alibaba, JSON lines): ``timestamp`` (s), ``input_length``, ``output_length``,
     ``hash_ids`` (salted chained hashes of 16-token blocks), ``chat_id`` and ``parent_chat_id`` (-1 for a
     conversation's first request). A request's session is the first request of its conversation."""
-    arrival, prompt, output, key, hashes, session = [], [], [], [], [], []
+    arrival, prompt, output, key, hashes, session, lines = [], [], [], [], [], [], []
     root: dict[int, int] = {}
     for line, rec in _json_records(path, ("timestamp", "input_length", "output_length", "chat_id")):
+        lines.append(line)
         arrival.append(_float_field(path, line, "timestamp", str(rec["timestamp"])))
         prompt.append(_int_field(path, line, "input_length", str(rec["input_length"]), minimum=0))
         output.append(_int_field(path, line, "output_length", str(rec["output_length"]), minimum=1))
@@ -245,7 +265,7 @@ def load_bailian(path: Path, name: str = "bailian") -> Workload:
         hids = _hash_list(path, line, rec.get("hash_ids") or [])
         key.append(prompt_key_of(hids) if hids else NO_KEY)
         hashes.append(hids)
-    blocks = Blocks.from_lists(hashes, BAILIAN_BLOCK) if any(hashes) else None
+    blocks = chained_blocks(path, hashes, BAILIAN_BLOCK, lines)
     return _finish(path, name, arrival, prompt, output, key, has_ts=True, fmt="bailian", blocks=blocks, session=session)
 
 

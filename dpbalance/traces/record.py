@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.workload import NO_KEY, Blocks, Workload
-from .loaders import TraceError, _open_text
+from ..core.workload import NO_KEY, Workload
+from .loaders import TraceError, _open_text, chained_blocks
 
 FORMAT_VERSION = 1
 
@@ -101,7 +101,7 @@ class RecordWriter:
 
 def load_record(path: Path, name: str = "record") -> Workload:
     """A recording as a workload: requests that generated tokens, arrival times from the first one."""
-    arrival, prompt, output, key, hashes = [], [], [], [], []
+    arrival, prompt, output, key, hashes, kept = [], [], [], [], [], []
     sizes: set[int] = set()
     skipped = 0
     with _open_text(path) as fh:
@@ -138,6 +138,7 @@ def load_record(path: Path, name: str = "record") -> Workload:
         h = rec.get("prompt_hash")
         key.append(int(h[:15], 16) if isinstance(h, str) and len(h) >= 15 else NO_KEY)
         hashes.append(_blocks_of(path, lineno, rec, sizes))
+        kept.append(lineno)
     if not prompt:
         raise TraceError(path, None, "no request in the recording generated tokens")
     return Workload.from_arrays(
@@ -148,7 +149,7 @@ def load_record(path: Path, name: str = "record") -> Workload:
         name=name,
         has_timestamps=True,
         meta={"source": str(path), "format": "record", "dropped": {"no_output_tokens": skipped}},
-        blocks=Blocks.from_lists(hashes, sizes.pop()) if sizes else None,
+        blocks=chained_blocks(path, hashes, sizes.pop(), kept) if sizes else None,
     )
 
 

@@ -120,3 +120,23 @@ def test_workload_filters_and_splits():
         Workload(np.array([1.0, 0.0]), np.array([1, 1]), np.array([1, 1]), np.array([-1, -1]))
     with pytest.raises(ValueError, match="output length"):
         Workload.from_arrays([0.0], [1], [0])
+
+
+def test_blocks_tell_chained_hashes_from_ids_that_repeat_after_other_blocks():
+    """Chained hashes (an id stands for its whole prefix: always the same block before it, or always first) pass;
+    an id after two different blocks, or first in one prompt and not in another, is shown with its two rows."""
+    from dpbalance.core.workload import Blocks
+
+    rng = np.random.default_rng(3)
+    prompts = [[0]]
+    for _ in range(300):  # a random prefix tree: each prompt extends a prefix of an earlier one
+        base = prompts[int(rng.integers(len(prompts)))]
+        cut = int(rng.integers(len(base) + 1))
+        prompts.append(base[:cut] + rng.integers(0, 5, int(rng.integers(0, 4))).tolist())
+    ids: dict[tuple, int] = {}
+    chained = [[ids.setdefault(tuple(p[: j + 1]), len(ids)) for j in range(len(p))] for p in prompts]
+    assert Blocks.from_lists(chained, 16).unchained() is None
+    assert Blocks.from_lists([[], [7, 8], [9], [7, 8, 1]], 16).unchained() is None
+    assert Blocks.from_lists([[7, 8], [5], [9, 8]], 16).unchained() == (0, 2, 8)
+    assert Blocks.from_lists([[7, 8], [8, 1]], 16).unchained() == (0, 1, 8)
+    assert Blocks.from_lists([[4], [4, 4]], 16).unchained() == (0, 1, 4)

@@ -101,6 +101,20 @@ def test_burstgpt_format_counts_failed_rows(tmp_path):
             "output_length",
         ),
         ('{"timestamp": 0, "input_length": 5, "output_length": 3}\n{not json}\n', "n.jsonl", ":2:", "invalid JSON"),
+        (  # block 2 follows block 1, then block 3: its id cannot stand for its prefix
+            '{"timestamp": 0, "input_length": 1024, "output_length": 3, "hash_ids": [1, 2]}\n\n'
+            '{"timestamp": 1, "input_length": 1024, "output_length": 3, "hash_ids": [3, 2]}\n',
+            "p.jsonl",
+            ":3:",
+            "than at line 1",
+        ),
+        (
+            '{"timestamp": 0, "input_length": 1024, "output_length": 3, "hash_ids": [1, 2]}\n'
+            '{"timestamp": 1, "input_length": 512, "output_length": 3, "hash_ids": [2]}\n',
+            "q.jsonl",
+            ":2:",
+            "must be chained",
+        ),
         ("prompt_tokens,output_tokens\n10,5\n-3,5\n", "g.csv", ":3:", ">= 0"),
         ("prompt_tokens,output_tokens\n10,5.5\n", "h.csv", ":2:", "integer"),
     ],
