@@ -53,7 +53,7 @@ class PrefixCache:
     ) -> np.ndarray:
         """[G] leading blocks of ``hashes`` (at most ``limit``) held by each rank, counting a rank as holding a block
         that ``extra`` (optional, block -> rank mask) gives it too; written into ``out`` when given (see
-        ``leading_depths``)."""
+        ``leading_groups``)."""
         return fill_depths(self.match_groups(hashes, limit, extra), self.G, out)
 
     def match_groups(self, hashes: Sequence[int], limit: int | None = None, extra=None, hint=None) -> Groups:
@@ -178,16 +178,6 @@ def set_depth(out: np.ndarray, bits: int, depth: int) -> None:
 Groups = list  # of (ranks as a bit mask, depth) pairs, every rank in exactly one
 
 
-def leading_depths(
-    hashes: Sequence[int], n: int, G: int, holders: dict[int, int], extra=None, out: np.ndarray | None = None
-) -> np.ndarray:
-    """[G] for each rank, how many of the first ``n`` blocks of ``hashes`` it holds in a row from the start
-    (``holders``: block -> bit mask of the ranks holding it; ``extra``, optional, a second such map whose ranks
-    count as holding too), written into ``out`` when given (see ``leading_groups``)."""
-    get = _Union(holders, extra).get if extra else holders.get
-    return fill_depths(leading_groups(hashes, n, G, get), G, out)
-
-
 def leading_groups(hashes: Sequence[int], n: int, G: int, get, hint: Groups | None = None) -> Groups:
     """The ranks grouped by how many of the first ``n`` blocks of ``hashes`` they hold in a row from the start
     (``get(block, 0)``: the bit mask of the ranks holding it), as (ranks, depth) pairs.
@@ -245,7 +235,7 @@ def fill_depths(groups: Groups, G: int, out: np.ndarray | None = None) -> np.nda
 def first_drop(get, hashes: Sequence[int], mask: int, lo: int, n: int) -> int:
     """The first position in ``[lo, n)`` whose block some rank of ``mask`` does not hold (``get(block, 0)``: the
     ranks holding it), or ``n``; every rank of ``mask`` holds the blocks before ``lo``, and holdings are
-    prefix-closed (see ``leading_depths``): the last block first, then galloping from ``lo``, then bisection."""
+    prefix-closed (see ``leading_groups``): the last block first, then galloping from ``lo``, then bisection."""
     if lo >= n or mask & get(hashes[n - 1], 0) == mask:
         return n
     a, b, step = lo, n - 1, 1  # position b is one where a rank stops

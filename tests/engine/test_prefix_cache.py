@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpbalance.engine.prefix import PrefixCache, fill_depths, leading_depths, set_depth
+from dpbalance.engine.prefix import PrefixCache, fill_depths, set_depth
 
 
 @settings(max_examples=60, deadline=None)
@@ -89,8 +89,7 @@ def test_match_all_agrees_with_a_walk_through_insertions_references_and_eviction
                 groups = hints[j, limit] = cache.match_groups(c, limit, hint=hints.get((j, limit)))
                 assert fill_depths(groups, G).tolist() == want
                 assert [cache.match(g, c, limit) for g in range(G)] == want
-                n = len(c) if limit is None else min(limit, len(c))
-                got = leading_depths(c, n, G, cache.holders, other).tolist()
+                got = cache.match_all(c, limit, other).tolist()
                 assert got == walk(c, limit, G, [cache.holders, other])
 
 
