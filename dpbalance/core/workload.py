@@ -74,12 +74,11 @@ class Blocks:
         h = self.hashes
         if not len(h):
             return None
-        first = np.zeros(len(h), dtype=np.int64)
-        first[self.offsets[:-1][self.counts > 0]] = 1
+        first = np.zeros(len(h), dtype=bool)  # the first block of a prompt (its predecessor below is a stand-in 0)
+        first[self.offsets[:-1][self.counts > 0]] = True
         prev = np.empty_like(h)
-        prev[0] = 0
         prev[1:] = h[:-1]
-        prev[first == 1] = 0
+        prev[first] = 0  # (position 0 is always a first block)
         order = np.lexsort((prev, first, h))
         hs, fs, ps = h[order], first[order], prev[order]
         bad = np.flatnonzero((hs[1:] == hs[:-1]) & ((fs[1:] != fs[:-1]) | (ps[1:] != ps[:-1])))
