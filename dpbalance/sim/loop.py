@@ -267,8 +267,9 @@ class Loop:
         st.loads += out.generated
         if out.stalled:  # placed requests that sampled nothing keep their age
             st.slot_start[self.slot_of[out.stalled]] += 1
-        if out.preempted:
+        if out.preempted:  # their finishes are off; one preempted in the step it (re)started has none scheduled yet
             slots = self.slot_of[out.preempted]
+            slots = slots[self.slot_end[slots] >= 0]
             np.add.at(self.n_ending, self.slot_end[slots] % self.R, -1)
             self.slot_end[slots] = -1
         if out.started:

@@ -79,6 +79,20 @@ def test_every_request_ends_once_and_nothing_stays_held(w, eng, policy):
     assert sum(e.prompt_tokens) == w.prompt.sum()
 
 
+def test_requests_preempted_in_the_step_they_start_still_finish():
+    """Prompts cost nothing and a rank's KV holds 90 tokens: a burst of one-token requests is admitted with a
+    60-token prompt among them, and all three on rank 0 are preempted in the very step they start, before the
+    simulator has scheduled their finish. They restart, sample their one token and end (once, each), instead of
+    decoding on past their output until a recomputation no longer fits (found by the property test above)."""
+    prompt = [1] * 24 + [31, 1, 1, 60] + [1] * 6
+    arrival = [0.0] * 10 + [0.5 * k for k in range(1, 15)] + [7.5] * 10
+    w = Workload.from_arrays(np.array(arrival), prompt, [1] * len(prompt))
+    loop, rec = run(w, "round_robin", engine=EngineConfig(prefill=False, kv_capacity=90, max_batched_tokens=4))
+    assert int(loop.engine.preemptions.sum()) >= 3
+    assert (rec.finish_time() >= rec.first_token_time()).all() and loop.done == len(prompt)
+    assert not loop.engine.reqs and loop.n_ending.min() >= 0
+
+
 @settings(max_examples=30, deadline=None)
 @given(w=workloads(), policy=st.sampled_from(POLICIES))
 def test_a_prefix_cache_alone_changes_no_step_time(w, policy):
