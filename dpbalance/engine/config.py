@@ -50,6 +50,14 @@ class EngineConfig:
         "OpenAI server on most hardware). Decodes take one token each, prefill chunks the rest.",
         min=1,
     )
+    max_num_seqs: int | None = setting(
+        None,
+        "Most requests one rank runs at once (vLLM's max_num_seqs); more wait in the rank's own queue. Default: "
+        "none beyond --slots, for a router that sends a rank no more than it can run (dpbalance serve); set it "
+        "with --slots above it to model a router that sends every request at once and lets the engine queue it "
+        "(the Rust cache-aware routers). Needs --prefill.",
+        min=1,
+    )
     long_prefill_threshold: int = setting(
         0,
         "Most prompt tokens one request may prefill in a step while others wait (vLLM's "
@@ -89,6 +97,8 @@ class EngineConfig:
             mitigations.append("prefill_interval")
         if len(mitigations) > 1:
             raise ValueError(f"choose one engine-side prefill mitigation, not {' and '.join(mitigations)}")
+        if self.max_num_seqs is not None and not self.prefill:
+            raise ValueError("max_num_seqs queues requests in the rank before their prefill, which needs --prefill")
         if mitigations and not self.prefill:
             raise ValueError(f"{mitigations[0]} delays prefill work, which needs --prefill")
 

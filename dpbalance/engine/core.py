@@ -60,12 +60,16 @@ class Engine(PrefillScheduler):
                 f"the step-time model{src} has no prefill terms (prefill_tok, prefill_attn): it was calibrated "
                 "without prefill phases. Re-run `dpbalance calibrate`, or give them in the spec"
             )
-        if cfg.prefill and cfg.max_batched_tokens < slots:
+        running = min(slots, cfg.max_num_seqs or slots)
+        if cfg.prefill and cfg.max_batched_tokens < running:
+            what = "--max-num-seqs" if running < slots else "the slots per rank"
             raise EngineError(
-                f"--max-batched-tokens {cfg.max_batched_tokens} is below the slots per rank ({slots}): "
+                f"--max-batched-tokens {cfg.max_batched_tokens} is below {what} ({running}): "
                 "every running sequence needs a token of the budget each step (vLLM requires this too)"
             )
         self.G, self.cfg, self.model, self.slots = ranks, cfg, step_model, slots
+        #: most requests a rank runs at once (prefilling or decoding); None: the router's slots bound it
+        self.seq_cap = cfg.max_num_seqs if cfg.max_num_seqs is not None and cfg.max_num_seqs < slots else None
         self.bs = int(cfg.block_size or block_size or DEFAULT_BLOCK)
         self.cap = cfg.capacity
         self.cache = PrefixCache(ranks, self.bs, bounded=self.cap is not None) if cfg.prefix_cache else None

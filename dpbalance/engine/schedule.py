@@ -1,7 +1,8 @@
 """How a rank schedules prefill work in one step (part of the engine model: see ``engine.core``'s docstring).
 
-Running prompts first, then waiting requests, oldest first, under the step's token budget left after decodes;
-each chunk at most ``long_prefill_threshold`` tokens. With unlimited KV nothing is ever preempted, and one pass
+Running prompts first, then waiting requests, oldest first, under the step's token budget left after decodes
+and while the rank runs fewer than ``max_num_seqs`` requests; each chunk at most ``long_prefill_threshold``
+tokens. With unlimited KV nothing is ever preempted, and one pass
 without per-chunk bookkeeping does (``_schedule_unbounded``); with a finite capacity a running prompt makes room
 by preempting later-scheduled requests, as vLLM does (``_schedule_rank``).
 """
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 class PrefillScheduler:
     """The prefill half of ``Engine.step`` (a mixin: it works on the engine's own queues and counters)."""
 
+    def _seats(self, g: int) -> int:
+        """Waiting requests rank g may start this step (``max_num_seqs`` less the requests it runs)."""
+        cap = self.seq_cap
+        if cap is None:
+            return 1 << 62
+        return cap - int(self.dec_count[g]) - len(self.prefilling[g])
+
     def _schedule_unbounded(self, g: int, budget: int, new_ok: bool, first: list[Req]) -> tuple[int, float, int]:
         """``_schedule_rank`` when KV is unlimited (nothing is ever preempted): the same decisions, one pass, no
         per-chunk bookkeeping beyond the request's own."""
@@ -27,12 +35,14 @@ class PrefillScheduler:
         running = self.prefilling[g]
         wait = self.waiting[g]
         keep: list[Req] = []
+        seats = self._seats(g)
         j = 0  # next running prompt; then the waiting queue, oldest first (if new prefills may start)
         while budget > 0:
             if j < len(running):
                 r = running[j]
                 j += 1
-            elif new_ok and wait:
+            elif new_ok and wait and seats > 0:
+                seats -= 1
                 r = wait.popleft()
                 self._lookup(r)  # as vLLM, at first scheduling: it finds what was cached while it waited
                 r.state = PREFILL
@@ -76,6 +86,7 @@ class PrefillScheduler:
         thr = self.cfg.long_prefill_threshold
         toks, attn, n = 0, 0.0, 0
         running = self.prefilling[g]
+        seats = self._seats(g)
         for r in list(running):
             if budget <= 0:
                 break
@@ -88,7 +99,7 @@ class PrefillScheduler:
             toks, attn, n = toks + c, attn + self._advance(r, c, first), n + 1
         wait = self.waiting[g]
         if new_ok and not preempted:
-            while wait and budget > 0:
+            while wait and budget > 0 and seats > 0:
                 r = wait[0]
                 if r.computed == 0:
                     self._lookup(r)
@@ -98,6 +109,7 @@ class PrefillScheduler:
                         self._free(r)
                     break
                 wait.popleft()
+                seats -= 1
                 r.state = PREFILL
                 running.append(r)
                 if self.order is not None:

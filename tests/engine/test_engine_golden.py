@@ -149,3 +149,29 @@ def test_kv_free_counts_evictable_blocks_as_free():
     e.finish([0])
     assert e.kv_free().tolist() == [40]  # its blocks stay cached but may be evicted
     assert np.isinf(engine(G=1).kv_free()).all()
+
+
+@pytest.mark.parametrize("kv", ["unlimited", 64])
+def test_max_num_seqs_keeps_requests_in_the_rank_queue_until_a_running_one_ends(kv):
+    # one rank, the router may send 4 but the engine runs at most 2 at once; budget 64 fits every prompt
+    e = engine(G=1, slots=4, prefill=True, max_batched_tokens=64, max_num_seqs=2, kv_capacity=kv)
+    for i in range(3):
+        e.admit_one(i, 0, 3)
+    s1 = e.step()
+    # requests 0 and 1 prefill their 3 tokens and sample a token; request 2 has no seat: 6 tokens, 2 started
+    assert s1.prefill_tokens.tolist() == [6] and s1.generated.tolist() == [2]
+    assert s1.stalled == [2] and e.pending == [3]
+    s2 = e.step()  # both decode; the third still waits (no seat frees until one finishes)
+    assert s2.prefill_tokens.tolist() == [0] and s2.generated.tolist() == [2] and s2.stalled == [2]
+    e.finish([0])
+    s3 = e.step()  # a seat is free: request 2 prefills next to request 1's decode
+    assert s3.prefill_tokens.tolist() == [3] and s3.generated.tolist() == [2] and s3.stalled == []
+    assert e.dec_count.tolist() == [2]
+
+
+def test_max_num_seqs_needs_prefill_and_a_budget_for_its_sequences():
+    with pytest.raises(ValueError, match="needs --prefill"):
+        EngineConfig(max_num_seqs=2)
+    with pytest.raises(EngineError, match="--max-num-seqs"):
+        engine(G=1, slots=8, prefill=True, max_batched_tokens=4, max_num_seqs=6)
+    engine(G=1, slots=8, prefill=True, max_batched_tokens=6, max_num_seqs=6)  # the budget fits 6 decodes

@@ -50,6 +50,7 @@ ENGINES = st.fixed_dictionaries(
         "max_batched_tokens": st.sampled_from([4, 16, 2048]),
         "long_prefill_threshold": st.sampled_from([0, 5]),
         "prefill_interval": st.sampled_from([1, 3]),
+        "max_num_seqs": st.sampled_from([None, 2]),
     }
 )
 
@@ -58,7 +59,9 @@ ENGINES = st.fixed_dictionaries(
 @given(w=workloads(), eng=ENGINES, policy=st.sampled_from(POLICIES))
 def test_every_request_ends_once_and_nothing_stays_held(w, eng, policy):
     if not eng["prefill"]:
-        eng.update(prefill_interval=1)
+        eng.update(prefill_interval=1, max_num_seqs=None)
+    if eng["max_num_seqs"] and eng["max_batched_tokens"] < eng["max_num_seqs"]:
+        eng["max_num_seqs"] = None
     if not (eng["prefill"] or eng["prefix_cache"] or eng["kv_capacity"] != "unlimited"):
         eng["prefix_cache"] = True  # all off is the decode-only model: no engine to inspect
     loop, rec = run(w, policy, engine=EngineConfig(**eng))
@@ -77,6 +80,32 @@ def test_every_request_ends_once_and_nothing_stays_held(w, eng, policy):
         if not e.preemptions.any():
             assert e.prefilled.sum() == w.prompt.sum() - sum(e.hit_tokens)
     assert sum(e.prompt_tokens) == w.prompt.sum()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(w=workloads(), policy=st.sampled_from(POLICIES), kv=st.sampled_from(["unlimited", 200]))
+def test_a_rank_never_runs_more_than_max_num_seqs(w, policy, kv):
+    """The router may send 4 per rank; the engine runs at most 2 of them (prefilling or decoding) at any step,
+    the rest wait in its queue, and every request still ends."""
+    cfg = SimConfig(
+        workers=3,
+        slots=4,
+        max_idle_dispatches=500,
+        engine=EngineConfig(prefill=True, max_num_seqs=2, kv_capacity=kv, max_batched_tokens=16),
+    )
+    loop = Loop(w, build_policy(policy, cfg), cfg, None, None)
+    e = loop.engine
+    step, most = e.step, []
+
+    def counted():
+        out = step()
+        most.append(max(int(e.dec_count[g]) + len(e.prefilling[g]) for g in range(3)))
+        return out
+
+    e.step = counted
+    rec = loop.run()
+    assert max(most) <= 2
+    assert (rec.finish_time() >= rec.first_token_time()).all() and not e.reqs
 
 
 def test_requests_preempted_in_the_step_they_start_still_finish():
