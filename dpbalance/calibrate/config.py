@@ -53,7 +53,8 @@ class CalibrateConfig:
     concurrency: tuple[int, ...] = setting(
         (1, 4, 16),
         "concurrent streams per rank of the load grid (repeat the option for each value; keep them within "
-        "the engine's max-num-seqs)",
+        "the engine's max-num-seqs, and the largest below it when --prefill-lens is given: a prefill phase adds "
+        "one prompt to it)",
         min=1,
         panel=_GRID,
     )

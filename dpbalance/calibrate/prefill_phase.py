@@ -13,6 +13,13 @@ from .deployment import Deployment
 from .engine_api import StreamRecord
 from .window import POLL_S, Phase, PhaseFailed, PhaseResult, delta, r3, wait_streams
 
+#: why a prefill phase fails when a decode stream ends before its prompts are answered
+STREAM_ENDED = (
+    "a decode stream ended before the phase's prompts were answered: either the rank had no free sequence slot "
+    "for them (a prefill phase runs one prompt next to the grid's largest --concurrency on a rank, so keep that "
+    "below the engine's --max-num-seqs) or the streams ran out of tokens (raise --measure-steps)"
+)
+
 #: the token budget of one engine step assumed when counting the steps a prompt's chunks take (vLLM's default)
 STEP_BUDGET = 2048
 
@@ -103,7 +110,7 @@ async def _send_prompts(
         sent += 1
         err = next((r.error for r in recs if r.error), None)
         if err or any(r.finished for r in recs):
-            raise PhaseFailed(err or "a decode stream ended inside the window: raise --measure-steps")
+            raise PhaseFailed(err or STREAM_ENDED)
     return sent
 
 
