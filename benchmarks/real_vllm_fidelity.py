@@ -248,16 +248,25 @@ def main() -> None:
         "--serve-arg", action="append", default=[], help="an option for dpbalance serve, e.g. '--tokenize estimate'"
     )
     ap.add_argument("--predict-only", action="store_true")
+    ap.add_argument(
+        "--tag", default="", help="suffix for this invocation's run names and files (keeps earlier runs' files)"
+    )
+    ap.add_argument(
+        "--append", action="store_true", help="keep the runs already in fidelity.json and add this invocation's"
+    )
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     doc = {"step_time": str(a.step_time), "engine": vars(engine_cfg(a)) | {"slots": a.slots}, "runs": []}
+    if a.append and (a.out / "fidelity.json").exists():
+        old = json.loads((a.out / "fidelity.json").read_text())
+        doc = old | {"runs": [{"step_time": old["step_time"]} | r for r in old["runs"]]}
     if not a.skip_ab:  # the committed A/B, re-predicted with the engine model (round_robin, 5 blocks)
         ab = json.loads((a.out / "ab.json").read_text())
         doc["ab_reprediction"] = repredict_ab(ab, a)
     for name in a.runs:
         spec, w = workload_of(name, a)
         pred = predict(w, a, a.policy)
-        pfile = a.out / f"predicted_{name}.json"
+        pfile = a.out / f"predicted_{name}{a.tag and '_' + a.tag}.json"
         pfile.write_text(
             json.dumps({"written": datetime.now(UTC).isoformat(), "trace": spec, "predicted": pred}, indent=2) + "\n"
         )
@@ -274,7 +283,7 @@ def main() -> None:
 def live_run(name: str, spec: str, w, pred: dict, a, salt: int, rep: int) -> dict:
     """One live run of workload ``name`` through ``dpbalance serve`` (new tokens: ``salt``), against ``pred``."""
     prompts = prompts_of(w, seed=zlib.crc32(name.encode()), salt=salt)
-    tag = name if rep == 0 else f"{name}_{rep + 1}"
+    tag = (name if rep == 0 else f"{name}_{rep + 1}") + (a.tag and f"_{a.tag}")
     router = RouterProcess(
         a.ranks,
         a.policy,
@@ -310,7 +319,9 @@ def live_run(name: str, spec: str, w, pred: dict, a, salt: int, rep: int) -> dic
     return {
         "name": tag,
         "command": f"python benchmarks/real_vllm_fidelity.py --step-time {a.step_time} --runs {name} --qps {a.qps}"
-        + "".join(f" --serve-arg '{x}'" for x in a.serve_arg),
+        + "".join(f" --serve-arg '{x}'" for x in a.serve_arg)
+        + (f" --tag {a.tag} --append" if a.tag else ""),
+        "step_time": str(a.step_time),
         "trace": spec,
         "policy": a.policy,
         "salt": salt,
@@ -336,19 +347,20 @@ def page(doc: dict) -> str:
     lines = [
         "# The engine model against the real engine",
         "",
-        f"Step-time file: `{doc['step_time']}`; engine settings: "
+        "Engine settings: "
         + ", ".join(f"{k} {v}" for k, v in doc["engine"].items() if v is not None)
         + ". Every prediction was written before its run (`predicted_<run>.json`). Error = predicted / measured "
         "− 1 (hit rate: predicted − measured).",
         "",
-        "| run | output tok/s (measured / predicted, error) | TTFT p50 s | TTFT p99 s | prefix hit rate | TPOT p50 ms "
-        "| mean step ms (engine / model) |",
-        "|---|---|---|---|---|---|---|",
+        "| run | step-time file | output tok/s (measured / predicted, error) | TTFT p50 s | TTFT p99 s "
+        "| prefix hit rate | TPOT p50 ms | mean step ms (engine / model) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["runs"]:
         m, p, e = r["measured"], r["predicted"], r["engine_side"]
         lines.append(
-            f"| {r['name']} | {_cell(m, p, 'output_tok_s', '{:.0f}')} | {_cell(m, p, 'ttft_p50_s', '{:.3f}')} "
+            f"| {r['name']} | `{Path(r.get('step_time', doc['step_time'])).name}` "
+            f"| {_cell(m, p, 'output_tok_s', '{:.0f}')} | {_cell(m, p, 'ttft_p50_s', '{:.3f}')} "
             f"| {_cell(m, p, 'ttft_p99_s', '{:.2f}')} | {m['prefix_hit_rate']:.3f} / {p['prefix_hit_rate']:.3f} "
             f"({p['prefix_hit_rate'] - m['prefix_hit_rate']:+.3f}) | {_cell(m, p, 'tpot_p50_ms', '{:.1f}')} "
             f"| {1e3 * e['mean_step_s']:.1f} / {1e3 * p['mean_step_s']:.1f} |"
