@@ -92,6 +92,13 @@ class CalibrateConfig:
         panel=_GRID,
     )
     prefill_requests: int = setting(6, "prompts admitted in the window of a prefill phase", min=1, panel=_GRID)
+    prefill_together: bool = setting(
+        True,
+        "also run each prefill phase with every rank prefilling at once, so the fit can tell prefill work the "
+        "ranks share (prefill_shared: experts under expert parallelism, one host's cores and memory bandwidth) "
+        "from each rank's own",
+        panel=_GRID,
+    )
     block_size: int = setting(16, "prefix-cache block size of the engine (vLLM: 16)", min=1, panel=_GRID)
 
     time_budget_s: float = setting(

@@ -22,7 +22,11 @@ clamped at zero).
 averaged over the observation's steps; zero for pure decode phases). Every model's design matrix then gains the
 two columns of the engine model's prefill terms, ``prefill_tok · T + prefill_attn · A``, fitted together with the
 decode terms (one least-squares problem per model), and the held-out error is reported separately for the
-held-out mixed (decode + prefill) observations.
+held-out mixed (decode + prefill) observations. A third column, ``prefill[:, 2]``, is the prompt tokens computed per
+step averaged over the ranks (``T / G`` when one rank prefills, the default for two-column input). When some
+observations had several ranks prefilling at once it separates from ``T``, and the models gain
+``prefill_shared · mean T``: prefill work every rank's step shares (experts under expert parallelism, one host's
+cores and memory bandwidth), which one rank prefilling alone cannot show.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ MODEL_PARAMS = {
 }
 #: names of the prefill terms appended to every model's constants when the observations carry prefill work
 PREFILL_PARAMS = ("prefill_tok", "prefill_attn")
+#: the shared prefill term, appended when the observations separate it (several ranks prefilling at once)
+SHARED_PARAM = "prefill_shared"
 #: the mean-load term is chosen only if significant at this level (nested F-test) ...
 F_TEST_P = 0.01
 #: ... and if it makes up at least this fraction of the step time at some measured load
@@ -61,7 +67,7 @@ class Observations:
     loads: np.ndarray
     tau: np.ndarray
     seqs: np.ndarray | None = None
-    prefill: np.ndarray | None = None  # [n, 2]: prefill tokens and attention pairs per step (see the docstring)
+    prefill: np.ndarray | None = None  # [n, 3]: prefill tokens, attention pairs, mean tokens over ranks per step
 
     @classmethod
     def from_lists(cls, loads, tau, seqs=None, prefill=None) -> Observations:
@@ -69,10 +75,14 @@ class Observations:
             L = np.asarray(loads, dtype=np.float64)
             t = np.asarray(tau, dtype=np.float64)
             S = None if seqs is None else np.asarray(seqs, dtype=np.float64)
-            P = None if prefill is None else np.asarray(prefill, dtype=np.float64).reshape(-1, 2)
+            P = None if prefill is None else np.asarray(prefill, dtype=np.float64)
+            if P is not None and (P.ndim != 2 or P.shape[1] not in (2, 3)):
+                P = P.reshape(-1, 2)
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"loads, sequences and step times must be numbers: {exc}") from None
         if P is not None:
+            if P.shape[1] == 2:  # one rank prefilled: the mean over the ranks is its share
+                P = np.column_stack([P, P[:, 0] / (L.shape[1] if L.ndim == 2 else 1)])
             if P.shape[0] != t.shape[0]:
                 raise CalibrationError(f"{P.shape[0]} prefill rows but {t.shape[0]} step times")
             if not np.isfinite(P).all() or (P < 0).any():
@@ -131,6 +141,15 @@ class Observations:
         return self.prefill is not None
 
     @property
+    def shared_separable(self) -> bool:
+        """True when some observation had several ranks prefilling at once (the mean prefill over ranks is not
+        the busiest rank's share), so the shared prefill term can be told from the per-rank one."""
+        if self.prefill is None:
+            return False
+        one_rank = self.prefill[:, 0] / self.loads.shape[1]
+        return bool((self.prefill[:, 2] > one_rank * (1 + MIN_SEPARATION) + 1e-9).any())
+
+    @property
     def mixed(self) -> np.ndarray:
         """Mask of the observations with prefill work (mixed decode + prefill phases)."""
         return np.zeros(len(self), dtype=bool) if self.prefill is None else self.prefill[:, 0] > 0
@@ -162,10 +181,15 @@ class ModelFit:
     def with_prefill(self) -> bool:
         return PREFILL_PARAMS[0] in self.params
 
+    @property
+    def with_shared(self) -> bool:
+        return SHARED_PARAM in self.params
+
     def predict(self, obs: Observations) -> np.ndarray:
         """Step times the model gives for these observations' loads (and sequences, and prefill work)."""
-        names = param_names(self.model, self.with_prefill)
-        return _design(self.model, obs, self.with_prefill) @ np.array([self.params[k] for k in names])
+        names = param_names(self.model, self.with_prefill, self.with_shared)
+        X = _design(self.model, obs, self.with_prefill, self.with_shared)
+        return X @ np.array([self.params[k] for k in names])
 
     def errors(self, obs: Observations) -> np.ndarray:
         """Relative prediction errors (pred − τ)/τ on any observations."""
@@ -199,12 +223,12 @@ class Calibration:
         return self.fits[self.chosen]
 
 
-def param_names(model: str, prefill: bool) -> tuple[str, ...]:
+def param_names(model: str, prefill: bool, shared: bool = False) -> tuple[str, ...]:
     """A model's constants in design-matrix order (with the prefill terms last when they are fitted)."""
-    return MODEL_PARAMS[model] + (PREFILL_PARAMS if prefill else ())
+    return MODEL_PARAMS[model] + (PREFILL_PARAMS if prefill else ()) + ((SHARED_PARAM,) if prefill and shared else ())
 
 
-def _design(model: str, obs: Observations, prefill: bool = False) -> np.ndarray:
+def _design(model: str, obs: Observations, prefill: bool = False, shared: bool = False) -> np.ndarray:
     one = np.ones(len(obs))
     if model == "linear_max":
         cols = [one, obs.max_load]
@@ -213,8 +237,10 @@ def _design(model: str, obs: Observations, prefill: bool = False) -> np.ndarray:
     else:
         cols = [one, obs.max_load, obs.mean_load]
     if prefill:
-        P = obs.prefill if obs.prefill is not None else np.zeros((len(obs), 2))
+        P = obs.prefill if obs.prefill is not None else np.zeros((len(obs), 3))
         cols += [P[:, 0], P[:, 1]]
+        if shared:
+            cols.append(P[:, 2])
     return np.column_stack(cols)
 
 
@@ -224,12 +250,13 @@ def fit_model(model: str, obs: Observations, prefill: bool | None = None) -> Mod
     if model not in MODEL_PARAMS:
         raise CalibrationError(f"unknown model {model!r}; fittable models: {', '.join(MODEL_PARAMS)}")
     prefill = obs.has_prefill if prefill is None else prefill
-    names = param_names(model, prefill)
+    shared = prefill and obs.shared_separable
+    names = param_names(model, prefill, shared)
     if len(obs) < len(names) + 1:
         raise CalibrationError(
             f"{model} has {len(names)} constants and needs at least {len(names) + 1} observations (got {len(obs)})"
         )
-    X = _design(model, obs, prefill)
+    X = _design(model, obs, prefill, shared)
     A = X / obs.tau[:, None]  # relative residuals: (Xβ − τ)/τ = Aβ − 1
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
@@ -292,7 +319,7 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
     chosen, reason, p = "linear_max", "the mean-load term was not fitted", None
     if "linear_max_mean" in fits:
         chosen, reason, p = _choose(fits["linear_max"], fits["linear_max_mean"], obs)
-    k = len(param_names("linear_seqs", obs.has_prefill))
+    k = len(param_names("linear_seqs", obs.has_prefill, obs.shared_separable))
     if obs.seqs is None:
         skipped["linear_seqs"] = "the sequence counts of the ranks are not known"
     elif np.ptp(obs.max_seqs) <= 0 and np.ptp(obs.mean_seqs) <= 0:
@@ -331,6 +358,8 @@ def _heldout_summary(f: ModelFit, obs: Observations) -> dict:
         if obs.prefill is not None and obs.prefill[i, 0] > 0:
             pt["prefill_tok_per_step"] = float(obs.prefill[i, 0])
             pt["prefill_attn_per_step"] = float(obs.prefill[i, 1])
+            if f.with_shared:
+                pt["prefill_mean_tok_per_step"] = float(obs.prefill[i, 2])
         points.append(pt)
     return {
         "n": len(obs),

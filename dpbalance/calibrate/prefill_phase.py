@@ -11,7 +11,7 @@ import time
 from .config import CalibrateConfig
 from .deployment import Deployment
 from .engine_api import StreamRecord
-from .window import POLL_S, Phase, PhaseFailed, PhaseResult, delta, r3, wait_streams
+from .window import EVERY_RANK, POLL_S, Phase, PhaseFailed, PhaseResult, delta, r3, wait_streams
 
 #: why a prefill phase fails when a decode stream ends before its prompts are answered
 STREAM_ENDED = (
@@ -26,11 +26,15 @@ STEP_BUDGET = 2048
 
 def plan_prefill(cfg: CalibrateConfig, ranks: int, start: int) -> list[Phase]:
     """One phase per (prefill prompt length, hit fraction, decode concurrency of the grid's extremes); the
-    prefill rank rotates."""
+    prefill rank rotates. With ``prefill_together`` (and more than one rank) each also runs with every rank
+    prefilling at once."""
     rows = []
     conc = sorted({min(cfg.concurrency), max(cfg.concurrency)})
     for i, (p, h, c) in enumerate(itertools.product(cfg.prefill_lens, cfg.prefill_hits, conc)):
-        rows.append((tuple([(min(cfg.prompt_lens), c)] * ranks), (i % ranks, p, h)))
+        level = tuple([(min(cfg.prompt_lens), c)] * ranks)
+        rows.append((level, (i % ranks, p, h)))
+        if cfg.prefill_together and ranks > 1:
+            rows.append((level, (EVERY_RANK, p, h)))
     random.Random(cfg.seed + 1).shuffle(rows)
     return [Phase(start + i, r, pf) for i, (r, pf) in enumerate(rows)]
 
@@ -50,15 +54,16 @@ def cached_prefix(cfg: CalibrateConfig, prompt: int, frac: float) -> int:
 async def run_prefill_phase(dep: Deployment, phase: Phase, budget_s: float, rng: random.Random) -> PhaseResult:
     cfg = dep.cfg
     g_pf, P, frac = phase.prefill
+    pf_ranks = prefill_ranks(phase)
     H = cached_prefix(cfg, P, frac)
     mml = dep.tokenizer.max_model_len
     # the decode streams must outlast the window (every prompt's prefill steps and the requests between them)
     mt = min(4000, (mml or 10**9) - max(p for p, _ in phase.per_rank) - 8)
     t_start = time.perf_counter()
     prefix = _ids(rng, H)
-    if H:  # the shared prefix enters rank g_pf's cache before the window
-        primer = StreamRecord(g_pf, H + cfg.block_size, 1)
-        await dep.clients[g_pf].stream(dep.session, prefix + _ids(rng, cfg.block_size), primer)
+    for g in pf_ranks if H else ():  # the shared prefix enters each prefill rank's cache before the window
+        primer = StreamRecord(g, H + cfg.block_size, 1)
+        await dep.clients[g].stream(dep.session, prefix + _ids(rng, cfg.block_size), primer)
         if primer.error:
             raise PhaseFailed(primer.error)
     specs = [(g, p) for g, (p, c) in enumerate(phase.per_rank) for _ in range(c)]
@@ -73,7 +78,7 @@ async def run_prefill_phase(dep: Deployment, phase: Phase, budget_s: float, rng:
             lambda: f"the decode streams did not reach {cfg.warmup_tokens} tokens within {0.5 * budget_s:.0f} s",
         )
         tA, mA = await dep.scrape_at()
-        sent = await _send_prompts(dep, recs, g_pf, P, prefix, rng, t_start + budget_s)
+        sent = await _send_prompts(dep, recs, pf_ranks, P, prefix, rng, t_start + budget_s)
         t_done = time.perf_counter()
         ref = recs[0]
         while not ref.times or ref.times[-1] < t_done:  # the step in which the last answer came has ended
@@ -88,30 +93,53 @@ async def run_prefill_phase(dep: Deployment, phase: Phase, budget_s: float, rng:
     return _prefill_result(dep.cfg, phase, recs, ref, H, sent, (tA, mA), (tB, mB), t_done)
 
 
+def prefill_ranks(phase: Phase) -> list[int]:
+    """The ranks that prefill in a prefill phase."""
+    g = phase.prefill[0]
+    return list(range(len(phase.per_rank))) if g == EVERY_RANK else [g]
+
+
 async def _send_prompts(
-    dep: Deployment, recs: list[StreamRecord], g_pf: int, P: int, prefix: list[int], rng: random.Random, deadline: float
-) -> int:
-    """Send the phase's prompts to rank ``g_pf`` one after another (each after the last one's answer) until
-    ``prefill_requests`` are answered or the deadline passes; the count answered."""
+    dep: Deployment,
+    recs: list[StreamRecord],
+    ranks: list[int],
+    P: int,
+    prefix: list[int],
+    rng: random.Random,
+    deadline: float,
+) -> list[int]:
+    """Send the phase's prompts to each of ``ranks``, one after another on each (each after the last one's answer;
+    the ranks side by side) until ``prefill_requests`` are answered or the deadline passes; the count answered per
+    rank."""
     cfg, H = dep.cfg, len(prefix)
-    sent = 0
-    for _ in range(cfg.prefill_requests):
-        if sent and time.perf_counter() > deadline:
-            break
-        one = StreamRecord(g_pf, P, 1)
-        job = asyncio.create_task(dep.clients[g_pf].stream(dep.session, prefix + _ids(rng, P - H), one))
-        while not job.done():
-            if any(r.error for r in recs) or any(r.finished for r in recs):
+
+    async def one_rank(g: int) -> int:
+        sent = 0
+        for _ in range(cfg.prefill_requests):
+            if sent and time.perf_counter() > deadline:
                 break
-            await asyncio.sleep(POLL_S)
-        await job
-        if one.error:
-            raise PhaseFailed(one.error)
-        sent += 1
-        err = next((r.error for r in recs if r.error), None)
-        if err or any(r.finished for r in recs):
-            raise PhaseFailed(err or STREAM_ENDED)
-    return sent
+            one = StreamRecord(g, P, 1)
+            job = asyncio.create_task(dep.clients[g].stream(dep.session, prefix + _ids(rng, P - H), one))
+            while not job.done():
+                if any(r.error for r in recs) or any(r.finished for r in recs):
+                    break
+                await asyncio.sleep(POLL_S)
+            await job
+            if one.error:
+                raise PhaseFailed(one.error)
+            sent += 1
+            err = next((r.error for r in recs if r.error), None)
+            if err or any(r.finished for r in recs):
+                raise PhaseFailed(err or STREAM_ENDED)
+        return sent
+
+    jobs = [asyncio.create_task(one_rank(g)) for g in ranks]
+    try:
+        return list(await asyncio.gather(*jobs))
+    finally:
+        for j in jobs:
+            j.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
 
 
 def _prefill_result(
@@ -120,13 +148,14 @@ def _prefill_result(
     recs: list[StreamRecord],
     ref: StreamRecord,
     H: int,
-    sent: int,
+    sent: list[int],
     at_a,
     at_b,
     t_done: float,
 ) -> PhaseResult:
     """The window's step time and the prefill work per step, from one decode stream's token times and the
-    prefill rank's prefix-cache counters (``at_a``/``at_b``: scrape time and metrics at the window's ends)."""
+    prefill ranks' prefix-cache counters (``at_a``/``at_b``: scrape time and metrics at the window's ends). The
+    observation's prefill work is the busiest prefill rank's; ``prefill_mean`` averages every rank's."""
     (tA, mA), (tB, mB) = at_a, at_b
     g_pf, P, _ = phase.prefill
     G = len(phase.per_rank)
@@ -138,28 +167,29 @@ def _prefill_result(
     wA, wB = ref.times[i0], ref.times[i1]
     if steps < 3:
         raise PhaseFailed(f"only {steps:.0f} decode steps in the prefill window")
-    a, b = (mA[g_pf] if mA else None), (mB[g_pf] if mB else None)
-    d_hits, d_q = delta(a, b, "prefix_hits"), delta(a, b, "prefix_queries")
-    warnings = []
-    hit = float(H)
-    if d_hits is not None and d_q:
-        hit = d_hits / sent
-        if abs(hit - H) > cfg.block_size:
-            warnings.append(
-                f"rank {g_pf}'s prefix cache served {hit:.0f} tokens per prompt, {H} were expected: "
-                "the measured hits are used"
-            )
-    new = P - hit
-    T = sent * new
-    A = sent * new * (P + hit + 1) / 2
-    dec = phase.per_rank[g_pf][1]
-    chunks = sent * -(-int(round(new)) // max(STEP_BUDGET - dec, 1))
+    warnings: list[str] = []
+    seqs = [float(c) for _, c in phase.per_rank]
+    work, hits = [], []  # per prefill rank: (tokens computed, attention pairs), measured hit per prompt
+    for g, n in zip(prefill_ranks(phase), sent):
+        a, b = (mA[g] if mA else None), (mB[g] if mB else None)
+        d_hits, d_q = delta(a, b, "prefix_hits"), delta(a, b, "prefix_queries")
+        hit = float(H)
+        if d_hits is not None and d_q and n:
+            hit = d_hits / n
+            hits.append(hit)
+            if abs(hit - H) > cfg.block_size:
+                warnings.append(
+                    f"rank {g}'s prefix cache served {hit:.0f} tokens per prompt, {H} were expected: "
+                    "the measured hits are used"
+                )
+        new = P - hit
+        work.append((n * new, n * new * (P + hit + 1) / 2))
+        seqs[g] += n * -(-int(round(new)) // max(STEP_BUDGET - phase.per_rank[g][1], 1)) / steps
+    T, A = max(work)
     tm = (wA + wB) / 2
     loads = [0.0] * G
     for r in recs:
         loads[r.rank] += r.prompt + r.generated_at(tm)
-    seqs = [float(c) for _, c in phase.per_rank]
-    seqs[g_pf] += chunks / steps
     tau = (wB - wA) / steps
     return PhaseResult(
         phase=phase,
@@ -179,13 +209,14 @@ def _prefill_result(
         warnings=warnings,
         prefill_tok=T / steps,
         prefill_attn=A / steps,
+        prefill_mean=sum(t for t, _ in work) / G / steps,
         seqs=seqs,
         prefill_info={
-            "rank": g_pf,
+            "rank": "every" if g_pf == EVERY_RANK else g_pf,
             "prompt": P,
             "cached_expected": H,
-            "cached_measured": None if d_hits is None or not d_q else r3(hit),
-            "prompts": sent,
+            "cached_measured": r3(sum(hits) / len(hits)) if hits else None,
+            "prompts": sum(sent),
             "steps": steps,
         },
     )

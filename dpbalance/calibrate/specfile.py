@@ -33,6 +33,8 @@ UNITS = {
     "prefill": {
         "prefill_tok": "s per prompt token computed by the rank that sets the step",
         "prefill_attn": "s per prompt token computed per token of context it attends to",
+        "prefill_shared": "s per prompt token computed by the mean rank, added to every rank's step (work the "
+        "ranks share; fitted when phases prefilled on every rank at once)",
     },
 }
 
@@ -71,7 +73,7 @@ def analyse(rec: DriveRecord, cfg: CalibrateConfig) -> Outcome:
         [r.loads for r in rec.results],
         np.asarray(taus) * ts,
         seqs=[r.seqs if r.seqs is not None else r.phase.streams for r in rec.results],
-        prefill=[(r.prefill_tok, r.prefill_attn) for r in rec.results],
+        prefill=[(r.prefill_tok, r.prefill_attn, r.prefill_mean) for r in rec.results],
     )
     mask = split_heldout_mixed(obs, cfg.holdout_every)
     cal = fit(obs.subset(~mask), obs.subset(mask) if mask.any() else None)
@@ -146,6 +148,7 @@ def _observation_entries(rec: DriveRecord, ts: float, obs: Observations, mask: n
                         "prefill": r.prefill_info,
                         "prefill_tok_per_step": _r(r.prefill_tok),
                         "prefill_attn_per_step": _r(r.prefill_attn),
+                        "prefill_mean_tok_per_step": _r(r.prefill_mean),
                     }
                     if r.prefill_info
                     else {}

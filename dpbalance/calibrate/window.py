@@ -31,13 +31,18 @@ class PhaseDisturbed(PhaseFailed):
     """A stall (of the engine, the network or this client) distorted the window; measuring again may succeed."""
 
 
+#: the prefill rank of a phase in which every rank prefills at once
+EVERY_RANK = -1
+
+
 @dataclass(frozen=True)
 class Phase:
     """Streams per rank: ``per_rank[g] = (prompt_len, concurrency)``."""
 
     index: int
     per_rank: tuple[tuple[int, int], ...]
-    prefill: tuple[int, int, float] | None = None  # prefill phase: (rank, prompt length, hit fraction)
+    #: prefill phase: (rank, prompt length, hit fraction); rank ``EVERY_RANK``: every rank prefills at once
+    prefill: tuple[int, int, float] | None = None
 
     @property
     def streams(self) -> list[int]:
@@ -49,7 +54,8 @@ class Phase:
         if self.prefill is not None:
             g, p, h = self.prefill
             c, d = self.per_rank[0][1], self.per_rank[0][0]
-            return f"prefill {p} tok ({h:.0%} cached) on rank {g}, {c}×{d} decoding/rank"
+            where = "every rank" if g == EVERY_RANK else f"rank {g}"
+            return f"prefill {p} tok ({h:.0%} cached) on {where}, {c}×{d} decoding/rank"
         levels = sorted(set(self.per_rank))
         if len(levels) == 1:
             return f"{levels[0][1]}×{levels[0][0]} tok/rank"
@@ -74,6 +80,7 @@ class PhaseResult:
     # prefill phases: prompt tokens computed and attention pairs per step on the prefill rank, sequences per rank
     prefill_tok: float = 0.0
     prefill_attn: float = 0.0
+    prefill_mean: float = 0.0  # prompt tokens computed per step, averaged over the ranks
     seqs: list[float] | None = None
     prefill_info: dict | None = None
 

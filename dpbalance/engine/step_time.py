@@ -42,6 +42,8 @@ class StepTimeModel:
     #: seconds per prefill token and per prefill token·context token (None: not known, e.g. an old calibration)
     prefill_tok: float | None = None
     prefill_attn: float | None = None
+    #: seconds per prefill token of the mean rank, added to every rank's step (work the ranks share)
+    prefill_shared: float = 0.0
 
     def __call__(self, max_load: float, mean_load: float, max_seqs: float = 0.0, mean_seqs: float = 0.0) -> float:
         raise NotImplementedError
@@ -58,8 +60,11 @@ class StepTimeModel:
     ) -> np.ndarray:
         """[G] busy time of every rank in one step: its decode work (``loads`` KV tokens over ``seqs`` running
         sequences) plus its prefill work (``prefill_tokens`` tokens computed, ``prefill_attn`` token·context pairs
-        attended); the step lasts their maximum."""
+        attended), plus the prefill the ranks share (``prefill_shared`` per prompt token of the mean rank); the
+        step lasts their maximum."""
         shared = self.c + self.b * float(loads.mean()) + self.r * float(seqs.mean())
+        if self.prefill_shared:
+            shared += self.prefill_shared * float(prefill_tokens.mean())
         t = shared + self.a * loads + self.s * seqs
         if self.prefill_tok:
             t = t + self.prefill_tok * prefill_tokens
@@ -86,6 +91,8 @@ class StepTimeModel:
             out["prefill_tok_s"] = self.prefill_tok
         if self.prefill_attn is not None:
             out["prefill_attn_s"] = self.prefill_attn
+        if self.prefill_shared:
+            out["prefill_shared_s"] = self.prefill_shared
         return out
 
 
@@ -97,11 +104,18 @@ class PrefillCosts:
     prefill_attn: float | None = setting(
         PREFILL_ATTN_DEFAULT, "seconds per prompt token prefilled per token of context it attends to"
     )
+    prefill_shared: float = setting(
+        0.0,
+        "seconds per prompt token prefilled, averaged over the ranks, added to every rank's step: prefill work "
+        "the ranks share (experts under expert parallelism, one host's cores and memory bandwidth)",
+        min=0.0,
+    )
 
 
 def _set_prefill(model: StepTimeModel, cfg: PrefillCosts) -> None:
     model.prefill_tok = None if cfg.prefill_tok is None else float(cfg.prefill_tok)
     model.prefill_attn = None if cfg.prefill_attn is None else float(cfg.prefill_attn)
+    model.prefill_shared = float(cfg.prefill_shared or 0.0)
 
 
 @dataclass(frozen=True)
@@ -305,13 +319,14 @@ def load_step_time_file(path: str | Path, slots: int, model: str | None = None) 
     if missing or set(params) - set(valid) - set(prefill):
         raise SpecError(
             f"{where}: models.{name}.params must have exactly {', '.join(valid)}, and optionally "
-            f"{' and '.join(prefill)} (got {', '.join(map(str, params)) or 'none'})"
+            f"{', '.join(prefill)} (got {', '.join(map(str, params)) or 'none'})"
         )
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise SpecError(f"{where}: models.{name}.params.{k} must be a finite number >= 0 (seconds), got {v!r}")
     # a calibration without prefill phases leaves the prefill terms unknown (the engine model then refuses it)
-    given = {k: repr(float(v)) for k, v in params.items()} | {k: "none" for k in prefill if k not in params}
+    unknown = {k: "none" for k in ("prefill_tok", "prefill_attn") if k not in params}
+    given = {k: repr(float(v)) for k, v in params.items()} | unknown
     cfg = build_config(entry.config_cls, given, what=f"{where}, {name}")
     m = entry.factory(cfg, slots=slots)
     m.source = str(path)

@@ -315,11 +315,12 @@ def test_calibrate_finds_a_per_sequence_cost(tmp_path):
 
 def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
     """engine-sim with --prefill --prefix-cache and known prefill constants: the prefill phases (prompts admitted
-    on one rank while every rank decodes, half of them with a cached prefix) recover prefill_tok and prefill_attn
-    together with the decode terms, report held-out error on mixed phases, and the file drives the engine model."""
+    on one rank, or on every rank at once, while every rank decodes, half of them with a cached prefix) recover
+    prefill_tok, prefill_attn and the shared prefill_shared together with the decode terms, report held-out error
+    on mixed phases, and the file drives the engine model."""
     from dpbalance.engine.config import EngineConfig
 
-    truth = {"C": 0.004, "t_tok": 1e-6, "prefill_tok": 2e-5, "prefill_attn": 1e-8}
+    truth = {"C": 0.004, "t_tok": 1e-6, "prefill_tok": 2e-5, "prefill_attn": 1e-8, "prefill_shared": 1e-5}
     out = tmp_path / "prefill.yaml"
     grid = ["--prefill-lens", "400", "--prefill-lens", "1200", "--prefill-lens", "2400", "--prefill-requests", "3"]
     spec = "linear_max:" + ",".join(f"{k}={v}" for k, v in truth.items())
@@ -333,7 +334,9 @@ def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
         f" wall {wall:.1f} s"
     )
     pf = [o for o in doc["observations"] if "prefill" in o]
-    assert len(pf) >= 10, [o["phase"] for o in doc["observations"]]  # 3 lengths × 2 hit fractions × 2 levels
+    # 3 lengths × 2 hit fractions × 2 levels, on one rank and on every rank
+    assert len(pf) >= 20, [o["phase"] for o in doc["observations"]]
+    assert any("every rank" in o["phase"] for o in pf)
     hit_phases = [o for o in pf if o["prefill"]["cached_expected"] > 0]
     assert hit_phases and hits > 0
     for o in pf:  # the ranks' own hit counters agree with the prefix the driver shared
@@ -364,6 +367,7 @@ def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "s.json").read_text())
     assert res["config"]["step_time_model"]["prefill_tok_s"] == lm["params"]["prefill_tok"]
+    assert res["config"]["step_time_model"]["prefill_shared_s"] == lm["params"]["prefill_shared"]
 
 
 def test_interrupting_a_calibration_closes_every_stream(tmp_path):

@@ -169,3 +169,34 @@ def test_per_sequence_terms_need_known_and_varying_counts():
     assert "same sequence counts" in fit(flat).skipped["linear_seqs"]
     with pytest.raises(CalibrationError, match="one count per rank"):
         Observations.from_lists(obs.loads, obs.tau, seqs=np.ones((len(obs), 3)))
+
+
+def _prefill_obs(together: bool, rng) -> Observations:
+    """Two ranks decoding at several loads while one rank (and, with ``together``, also both at once) prefills:
+    τ = 0.01 + 1e-6·max L + 2e-5·T + 1e-8·A + 1e-5·mean T."""
+    loads, tau, pre = [], [], []
+    for L in (1000, 4000, 9000):
+        for T in (0, 200, 600, 1500):
+            for both in (False, True) if together and T else (False,):
+                A = T * (300.0 + T / 2)
+                mean = T if both else T / 2
+                loads.append([L, L])
+                pre.append((T, A, mean))
+                tau.append((0.01 + 1e-6 * L + 2e-5 * T + 1e-8 * A + 1e-5 * mean) * (1 + 0.002 * rng.standard_normal()))
+    return Observations.from_lists(loads, tau, prefill=pre)
+
+
+def test_the_shared_prefill_term_is_fitted_when_several_ranks_prefilled_at_once():
+    rng = np.random.default_rng(0)
+    f = fit_model("linear_max", _prefill_obs(True, rng))
+    assert f.params["prefill_shared"] == pytest.approx(1e-5, rel=0.1)
+    assert f.params["prefill_tok"] == pytest.approx(2e-5, rel=0.1)
+    # one rank at a time cannot tell shared from own work: the term is left out, its cost folded into prefill_tok
+    g = fit_model("linear_max", _prefill_obs(False, rng))
+    assert "prefill_shared" not in g.params
+    assert g.params["prefill_tok"] == pytest.approx(2e-5 + 1e-5 / 2, rel=0.1)
+
+
+def test_two_column_prefill_rows_mean_one_rank_prefilled():
+    obs = Observations.from_lists([[100, 100], [200, 100]], [0.02, 0.03], prefill=[(0, 0), (300, 9000)])
+    assert obs.prefill[:, 2].tolist() == [0.0, 150.0] and not obs.shared_separable
