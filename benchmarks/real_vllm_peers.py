@@ -157,17 +157,10 @@ def rule_of(front: str) -> str:
 
 def predict(w: Workload, front: str, a) -> dict:
     """The simulator's figures for ``front`` on ``w``. dpbalance holds requests until a rank has a free slot; the
-    other front doors send every request at once and the rank queues what it cannot run (``max_num_seqs``)."""
-    queue_in_rank = front in (*PEERS, INTERNAL)
-    eng = EngineConfig(
-        prefill=True,
-        prefix_cache=True,
-        kv_capacity=a.kv_capacity,
-        max_batched_tokens=2048,
-        max_num_seqs=a.slots if queue_in_rank else None,
-    )
-    slots = max(a.slots, len(w)) if queue_in_rank else a.slots
-    cfg = SimConfig(workers=2, slots=slots, arrival="replay", step_time=str(a.step_time), window="all", engine=eng)
+    other front doors send every request at once and the rank queues what it cannot run: the simulator's
+    ``--front auto`` runs each rule that way."""
+    eng = EngineConfig(prefill=True, prefix_cache=True, kv_capacity=a.kv_capacity, max_batched_tokens=2048)
+    cfg = SimConfig(workers=2, slots=a.slots, arrival="replay", step_time=str(a.step_time), window="all", engine=eng)
     r = run_simulation(for_engine(w, a.engine_block), rule_of(front), cfg)[0]
     return {
         "output_tok_s": r.throughput_all_tok_s,

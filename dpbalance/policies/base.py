@@ -76,6 +76,11 @@ def assign(request_ids: Iterable[int] | np.ndarray, workers: Iterable[int] | np.
 class Policy(ABC):
     """A routing policy (see the module docstring for when and how it is called)."""
 
+    #: True when the system this rule stands for sends every request to a rank at once and lets the rank queue
+    #: it (the Rust cache-aware routers, inference gateways, the engines' own balancers); the simulator then
+    #: models those queues (``SimConfig.front``). dpbalance's own rules hold requests until a slot is free.
+    forwards: bool = False
+
     @abstractmethod
     def dispatch(self, snap: Snapshot) -> Assignments:
         """Choose which waiting requests go to which worker now.

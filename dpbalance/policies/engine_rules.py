@@ -15,7 +15,10 @@ from .base import NONE, FifoPolicy, LowestKeyPolicy, Policy, PolicyContext, assi
 class _StaleStats:
     """Engines publish running/waiting counts periodically (vLLM's DP coordinator: ≤ every 100 ms);
     between refreshes the front-end only adds its own optimistic bumps. ``stats_interval`` is the
-    refresh period in dispatch calls (1 = fresh every decode step)."""
+    refresh period in dispatch calls (1 = fresh every decode step). The engines' own front ends hand every request
+    to a rank at once (``forwards``)."""
+
+    forwards = True
 
     def __init__(self, cfg, ctx: PolicyContext):
         self.cfg = cfg

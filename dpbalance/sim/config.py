@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,11 @@ from ..engine.config import EngineConfig
 
 class SimulationError(RuntimeError):
     """The run cannot continue: a policy broke the rules or starved the pool."""
+
+
+#: forwarded requests (``front``): most a rank accepts at once, as a multiple of the slots it runs (beyond that
+#: they wait in the router's pool; only a deep overload reaches it)
+FORWARD_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,14 @@ class SimConfig:
         doc="the engine model of every rank (prefill, prefix cache, KV capacity)",
         flatten=True,
     )
+    front: Literal["auto", "pool", "forward"] = setting(
+        "auto",
+        "how requests reach the ranks when the engine models prefill: pool holds each one until a rank has a free "
+        "slot (dpbalance serve); forward sends it to a rank at once and the rank queues what it cannot run "
+        "(--slots, or --max-num-seqs, at a time), as the Rust cache-aware routers, inference gateways and the "
+        "engines' own balancers do; auto: each policy as its system runs (forward for those peers' rules, pool "
+        "for dpbalance's)",
+    )
     max_idle_dispatches: int = setting(100_000, "consecutive empty iterations before failing", cli=False)
     record_stride: int = setting(8, "keep every k-th per-worker load row for plots", cli=False)
 
@@ -74,6 +88,23 @@ class SimConfig:
             raise ValueError("prefill_delay_s must be >= 0")
         if self.arrival == "poisson" and self.qps is None:
             raise ValueError("poisson arrivals need qps (--qps)")
+
+    def for_policy(self, policy, requests: int) -> SimConfig:
+        """The configuration a run of ``policy`` (a built policy) simulates: with the engine modelling prefill and
+        the requests forwarded (``front``), a rank accepts up to ``FORWARD_DEPTH`` × B requests and runs B of them
+        (``max_num_seqs``), the rest in its own queue; otherwise this configuration."""
+        if not self.forwards(policy):
+            return self
+        B = self.slots
+        run = min(self.engine.max_num_seqs or B, B)
+        depth = max(B, min(requests, FORWARD_DEPTH * B))
+        return dataclasses.replace(self, slots=depth, engine=dataclasses.replace(self.engine, max_num_seqs=run))
+
+    def forwards(self, policy) -> bool:
+        """True when requests go to the ranks at once (see ``front``): only with the engine modelling prefill."""
+        if not self.engine.prefill:
+            return False
+        return self.front == "forward" or (self.front == "auto" and bool(getattr(policy, "forwards", False)))
 
     @property
     def effective_window(self) -> str:

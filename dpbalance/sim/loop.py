@@ -333,5 +333,11 @@ def simulate(
     observer: Callable[[Snapshot], None] | None = None,
 ) -> RunRecord:
     """Run ``policy`` over ``workload``. ``progress(done, total)`` is called every few thousand steps;
-    ``observer(snapshot)`` (tests, benchmarks) sees every snapshot right before the policy does."""
-    return Loop(workload, policy, cfg, progress, observer).run()
+    ``observer(snapshot)`` (tests, benchmarks) sees every snapshot right before the policy does. A policy whose
+    requests are forwarded (``SimConfig.front``) runs with the ranks' queues of ``SimConfig.for_policy``; the record
+    keeps the slots asked for and says which front it ran."""
+    run_cfg = cfg.for_policy(policy, len(workload))
+    rec = Loop(workload, policy, run_cfg, progress, observer).run()
+    rec.slots = cfg.slots
+    rec.front = "forward" if run_cfg is not cfg else "pool"
+    return rec

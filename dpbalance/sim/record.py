@@ -97,6 +97,8 @@ class RunRecord:
     first_step: np.ndarray | None = None
     #: engine model statistics (prefix cache, prefill, preemptions) and per-step arrays; None when decode-only
     engine: dict | None = None
+    #: how requests reached the ranks: "pool" (held until a slot is free) or "forward" (queued in the rank)
+    front: str = "pool"
 
     @property
     def n_steps(self) -> int:

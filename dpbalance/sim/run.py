@@ -44,6 +44,7 @@ def summarize(
         },
         "window_steps": w_end + 1,
         "dispatch_timing": "per policy call with waiting requests and free slots",
+        "front": record.front,
         **(extra or {}),
     }
     admitted = record.admit_step >= 0

@@ -97,6 +97,8 @@ def pick_random(free: np.ndarray, key: np.ndarray, rng: np.random.Generator, tol
 class PrefixFifo(Policy):
     """Oldest first: every waiting request that has a free slot somewhere is placed now, on ``choose``'s worker."""
 
+    forwards = True  # the systems these rules stand for route at once and let the rank queue
+
     def dispatch(self, snap: Snapshot) -> Assignments:
         n = min(snap.pool_size, snap.total_free) if snap.pool_size else 0
         if n <= 0:
