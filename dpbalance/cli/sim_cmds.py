@@ -132,7 +132,10 @@ def policies_cmd() -> None:
     t.add_column("rule (source)")
     t.add_column("options (default)")
     for name, summary, opts in POLICIES.describe():
-        source = POLICIES.entry(name).source
+        entry = POLICIES.entry(name)
+        source = entry.source
+        if getattr(entry.factory, "forwards", False):
+            source = (source + "; " if source else "") + "sends each request to a rank at once (--front auto)"
         t.add_row(
             name,
             summary + (f"\n[dim]{source}[/]" if source else ""),
