@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def text_prompts(w: Workload, salt: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- prediction
 def rule_of(front: str) -> str:
-    return RULE.get(front, front)
+    return RULE.get(front, front.split(" ", 1)[0])
 
 
 def predict(w: Workload, front: str, a) -> dict:
@@ -214,14 +215,16 @@ def testbed(mode: str) -> None:
 
 
 def serve_front(front: str) -> bool:
-    """A ``dpbalance serve`` front door: one of SERVE, or a policy spec of one (``brp:wait_weight=0``)."""
-    return front.split(":", 1)[0] in SERVE
+    """A ``dpbalance serve`` front door: one of SERVE, or a policy spec of one (``brp:wait_weight=0``), optionally
+    followed by options for ``serve`` (``brp --tokenize estimate``)."""
+    return front.split(" ", 1)[0].split(":", 1)[0] in SERVE
 
 
 def start(front: str, a, rec: Path, log: Path):
     if serve_front(front):
-        extra = ["--step-time", str(a.step_time)]
-        return RouterProcess(a.ranks, front, a.slots, rec, log, extra=extra)
+        policy, *opts = shlex.split(front)
+        extra = ["--step-time", str(a.step_time), *opts]
+        return RouterProcess(a.ranks, policy, a.slots, rec, log, extra=extra)
     if front in PEERS:
         return PeerProcess(front, getattr(a, front.replace("-", "_")), a.ranks, log)
     return Direct(a.internal_url)
@@ -330,7 +333,8 @@ def parse_args():
     ap.add_argument(
         "--fronts",
         default=",".join((*SERVE, *PEERS, INTERNAL)),
-        help="comma-separated; a dpbalance front may carry settings (brp:wait_weight=0)",
+        help="comma-separated; a dpbalance front may carry settings (brp:wait_weight=0) and, after a space, options "
+        "for dpbalance serve ('brp --tokenize estimate')",
     )
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--blocks", type=int, default=4)

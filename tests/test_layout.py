@@ -208,3 +208,18 @@ def test_the_readme_architecture_table_states_the_allowed_imports():
     table = {room: set() if deps.strip() == "—" else {d.strip() for d in deps.split(",")} for room, deps in rows}
     table.pop("cli", None)  # "everything"
     assert table == {room: deps for room, deps in MAY_IMPORT.items() if room != "cli"}
+
+
+def test_the_sweep_cache_key_covers_every_room_a_simulated_cell_runs():
+    """A cached cell is reused only by the code that computed it: every room the simulator imports (directly or
+    through another room) must be part of that code identity, or a change there would serve stale results."""
+    from dpbalance.sweep.runner import RESULT_CODE
+
+    need, todo = set(), ["sim", "sweep"]
+    while todo:
+        room = todo.pop()
+        if room not in need:
+            need.add(room)
+            todo += MAY_IMPORT[room] - {"results"} if room == "sweep" else MAY_IMPORT[room]
+    covered = {part.split("/")[0] for part in RESULT_CODE}
+    assert need <= covered, f"rooms a cell's result depends on but the cache key ignores: {sorted(need - covered)}"

@@ -79,7 +79,7 @@ def trace_identity(trace: str, trace_dir: str | None) -> str:
 
 
 #: the parts of the package a simulated cell's result depends on (the CLI, router, reports and so on do not)
-RESULT_CODE = ("core", "policies", "predictors", "sim", "traces", "results/schema.py", "sweep")
+RESULT_CODE = ("core", "engine", "policies", "predictors", "sim", "traces", "results/schema.py", "sweep")
 
 
 @lru_cache(maxsize=1)
