@@ -156,6 +156,9 @@ def main() -> None:
         f"rank: unlimited or {CAPACITY:,} tokens. Load levels: ×k is the arrival-rate scale of a Mooncake trace, or "
         "the qps of a synthetic session trace; *heavy* is the largest scale on the grid at which jsq_tokens's TTFT "
         "p50 (prefill on, unlimited cache) stays under 60 s, *light* half of it (see the module docstring). "
+        "With prefill on, the rules of the cache-aware routers, gateways and engines send each request to a rank at "
+        "once and the rank queues what it cannot run; dpbalance's rules (brp, br0, jsq_tokens, round_robin) hold it "
+        "until a slot is free (`--front auto`). "
         "Steady: up to the last admission; run: the whole run. Best per column in bold; brp against the strongest "
         f"other policy per column below each table (level within {TIE:.1%} is not a loss).\n"
     )
