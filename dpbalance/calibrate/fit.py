@@ -312,8 +312,8 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
             f"max and mean load differ by at most {sep:.1%} of the max load: measure "
             "unequal per-rank loads to fit the mean-load term"
         )
-    elif len(obs) < 4 + 2 * obs.has_prefill:
-        skipped["linear_max_mean"] = f"needs at least {4 + 2 * obs.has_prefill} observations (got {len(obs)})"
+    elif len(obs) < (need := len(param_names("linear_max_mean", obs.has_prefill, obs.shared_separable)) + 1):
+        skipped["linear_max_mean"] = f"needs at least {need} observations (got {len(obs)})"
     else:
         fits["linear_max_mean"] = fit_model("linear_max_mean", obs)
     chosen, reason, p = "linear_max", "the mean-load term was not fitted", None

@@ -69,7 +69,7 @@ class Engine(PrefillScheduler):
             )
         self.G, self.cfg, self.model, self.slots = ranks, cfg, step_model, slots
         #: most requests a rank runs at once (prefilling or decoding); None: the router's slots bound it
-        self.seq_cap = cfg.max_num_seqs if cfg.max_num_seqs is not None and cfg.max_num_seqs < slots else None
+        self.seq_cap = running if running < slots else None
         self.bs = int(cfg.block_size or block_size or DEFAULT_BLOCK)
         self.cap = cfg.capacity
         self.cache = PrefixCache(ranks, self.bs, bounded=self.cap is not None) if cfg.prefix_cache else None

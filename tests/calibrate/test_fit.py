@@ -200,3 +200,14 @@ def test_the_shared_prefill_term_is_fitted_when_several_ranks_prefilled_at_once(
 def test_two_column_prefill_rows_mean_one_rank_prefilled():
     obs = Observations.from_lists([[100, 100], [200, 100]], [0.02, 0.03], prefill=[(0, 0), (300, 9000)])
     assert obs.prefill[:, 2].tolist() == [0.0, 150.0] and not obs.shared_separable
+
+
+def test_the_mean_load_model_is_skipped_not_failed_when_the_shared_term_leaves_too_few_observations():
+    # six observations, two ranks at unequal loads, one with both ranks prefilling: linear_max has five constants
+    # (with the shared prefill term) and fits; linear_max_mean would have six and needs seven
+    loads = [[1000, 100], [3000, 200], [6000, 300], [9000, 9000], [2000, 2000], [5000, 1000]]
+    pre = [(0, 0, 0), (200, 9e4, 100), (600, 4e5, 600), (0, 0, 0), (1500, 2e6, 750), (400, 3e5, 200)]
+    tau = [0.011, 0.02, 0.05, 0.019, 0.07, 0.03]
+    cal = fit(Observations.from_lists(loads, tau, prefill=pre))
+    assert "prefill_shared" in cal.fits["linear_max"].params
+    assert cal.skipped["linear_max_mean"] == "needs at least 7 observations (got 6)"
