@@ -181,23 +181,48 @@ ROUNDING = 1e-4
 NOISE_CEILING = 0.10
 
 
-def truth_rms_rel(doc: dict, predict) -> float:
-    """The relative rms residual of the true constants over the phases the fit used (``predict(loads, sequences)``
+def truth_rms_rel(doc: dict, true_step) -> float:
+    """The relative rms residual of the true constants over the phases the fit used (``true_step(observation)``
     gives the true step time of one observation): the measurement noise of this run. Least squares on relative
     residuals can only do as well or better on the same phases, so a fit is judged against this, not a fixed
     number that a busy machine can exceed."""
-    rel = [predict(o["loads"], o["sequences"]) / o["step_s"] - 1 for o in doc["observations"] if not o["heldout"]]
+    rel = [true_step(o) / o["step_s"] - 1 for o in doc["observations"] if not o["heldout"]]
     return float(np.sqrt(np.mean(np.square(rel))))
 
 
 def assert_fit_as_good_as_the_truth(doc: dict, model: str, predict) -> float:
     """``model``'s fit explains the fitted phases at least as well as the true constants (up to the file's
     rounding), and the measurement noise stays below ``NOISE_CEILING``; returns the noise."""
-    noise = truth_rms_rel(doc, predict)
+    noise = truth_rms_rel(doc, lambda o: predict(o["loads"], o["sequences"]))
     fit_rms = doc["models"][model]["fit"]["rms_rel"]
     assert noise < NOISE_CEILING, (noise, doc["observations"])
     assert fit_rms <= noise + ROUNDING, (model, fit_rms, noise)
     return noise
+
+
+#: a calibration whose steps scatter more than this around the true constants (relative rms over the fitted phases)
+#: ran on a machine busy enough to bias the fit beyond what its standard errors say: engine-sim and the driver share
+#: this process and its interpreter, and a starved host delays every short step by about the same wall time (seen
+#: once in CI: 2 % scatter, C 14 % high and t_tok 22 % low; a quiet machine scatters 0.2-0.7 %)
+QUIET = 0.015
+#: measurements a test may take before it judges the quietest (each is measured again only while it is not quiet)
+ATTEMPTS = 3
+
+
+def quietest_of(measure, true_step):
+    """Run ``measure()`` (its first value the step-time file's document) until a run's scatter around the true
+    step times (``true_step(observation)``) is below ``QUIET``, at most ``ATTEMPTS`` times; the quietest run
+    and its scatter. The judgement is the test's own: the check that follows may still fail on any run."""
+    runs = []
+    for _ in range(ATTEMPTS):
+        got = measure()
+        noise = truth_rms_rel(got[0], true_step)
+        runs.append((noise, got))
+        if noise < QUIET:
+            break
+        print(f"a busy machine: the steps scatter {noise:.1%} around the true constants; measuring again")
+    noise, got = min(runs, key=lambda r: r[0])
+    return got, noise
 
 
 def assert_engine_counters_agree(doc):
@@ -321,15 +346,29 @@ def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
     from dpbalance.engine.config import EngineConfig
 
     truth = {"C": 0.004, "t_tok": 1e-6, "prefill_tok": 2e-5, "prefill_attn": 1e-8, "prefill_shared": 1e-5}
-    out = tmp_path / "prefill.yaml"
     grid = ["--prefill-lens", "400", "--prefill-lens", "1200", "--prefill-lens", "2400", "--prefill-requests", "3"]
     spec = "linear_max:" + ",".join(f"{k}={v}" for k, v in truth.items())
-    with engine_sim(2, spec, engine=EngineConfig(prefill=True, prefix_cache=True)) as (group, urls, _e):
-        doc, output, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "90"], out)
-        hits = sum(group.engine.hit_tokens)
+    attempt = iter(range(ATTEMPTS))
+
+    def measure():
+        out = tmp_path / f"prefill-{next(attempt)}.yaml"
+        with engine_sim(2, spec, engine=EngineConfig(prefill=True, prefix_cache=True)) as (group, urls, _e):
+            doc, output, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "90"], out)
+            return doc, output, wall, sum(group.engine.hit_tokens), out
+
+    def true_step(o):
+        return (
+            truth["C"]
+            + truth["t_tok"] * max(o["loads"])
+            + truth["prefill_tok"] * o.get("prefill_tok_per_step", 0.0)
+            + truth["prefill_attn"] * o.get("prefill_attn_per_step", 0.0)
+            + truth["prefill_shared"] * o.get("prefill_mean_tok_per_step", 0.0)
+        )
+
+    (doc, output, wall, hits, out), noise = quietest_of(measure, true_step)
     lm = doc["models"]["linear_max"]
     print(
-        f"prefill truth {truth} fitted {lm['params']} std_err {lm['std_err']} fit {lm['fit']} "
+        f"prefill truth {truth} fitted {lm['params']} std_err {lm['std_err']} fit {lm['fit']} noise {noise:.4f} "
         f"held-out {lm.get('heldout', {}).get('mean_abs_rel')} mixed {lm.get('heldout_mixed', {}).get('mean_abs_rel')}"
         f" wall {wall:.1f} s"
     )
