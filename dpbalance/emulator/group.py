@@ -188,9 +188,16 @@ class EngineGroup:
             loads = e.dec_load.copy()
             out = e.step()
             tau = out.tau
+            # steps end on a schedule: a step the loop woke up late for (timers fire up to ~1 ms late) is followed
+            # by a shorter one, so wall time follows the model on average; a longer stall is not caught up
             t0 = loop.time()
-            gap = None if self._last_emit is None else t0 - self._last_emit
-            self._last_emit = t0
+            start = self._step_end if self._step_end is not None and t0 - self._step_end < CATCH_UP_S else t0
+            self._step_end = start + tau / self.time_scale
+            await asyncio.sleep(max(0.0, self._step_end - loop.time()))
+            # the step's tokens come out when it ends, as an engine's do (a first token after its prefill step)
+            t1 = loop.time()
+            gap = None if self._last_emit is None else t1 - self._last_emit
+            self._last_emit = t1
             tokens = 0
             for rk in self.ranks:
                 if rk.running:
@@ -201,11 +208,6 @@ class EngineGroup:
             self._hist.append((int(loads.max()), int(loads.min()), int(loads.sum()), tau, tokens))
             self.sim_time += tau
             self.steps += 1
-            # steps end on a schedule: a step the loop woke up late for (timers fire up to ~1 ms late) is followed
-            # by a shorter one, so wall time follows the model on average; a longer stall is not caught up
-            start = self._step_end if self._step_end is not None and t0 - self._step_end < CATCH_UP_S else t0
-            self._step_end = start + tau / self.time_scale
-            await asyncio.sleep(max(0.0, self._step_end - loop.time()))
 
     def _deliver(self, rk: Rank, gap: float | None) -> int:
         """Hand each request of the rank the tokens the engine sampled for it; end the finished and the gone."""
