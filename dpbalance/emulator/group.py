@@ -5,7 +5,8 @@ All ranks share **one step barrier** and run the simulator's engine model (``dpb
 each rank decodes one token for each of its running requests (and, with ``--prefill``, computes prompt chunks
 under its token budget, serving cached prefixes with ``--prefix-cache``), and the step lasts as long as the
 slowest rank's work under the step-time model, divided by ``time_scale``, so imbalance costs real wall time.
-The two cannot drift: the emulator and the simulator step the same ``Engine``. Requests beyond a rank's slots
+The two cannot drift: the emulator and the simulator step the same ``Engine``. A step's tokens come out when
+the step ends (a first token after its prompt's last prefill step), as an engine's do. Requests beyond a rank's slots
 wait in that rank's queue (vLLM's ``max_num_seqs``). The group keeps a simulated clock and the simulator's
 per-step load statistics (``/admin/stats``), so a live run can be compared with a simulated one. A paused
 rank's tokens are held back (its clients see a stall) and delivered when it resumes.
