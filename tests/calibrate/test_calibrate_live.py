@@ -136,8 +136,10 @@ def dp_endpoint_app(urls: list[str]) -> web.Application:
 
 
 def calibrate(args, out):
+    """``dpbalance calibrate`` with the test grid and then ``args`` (so a test's own ``--time-budget`` wins over
+    the grid's: the last value of a single-valued option counts)."""
     t0 = time.perf_counter()
-    r = CliRunner().invoke(app, ["calibrate", *args, *GRID, "--out", str(out)], env={"COLUMNS": "200"})
+    r = CliRunner().invoke(app, ["calibrate", *GRID, *args, "--out", str(out)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     # read as the simulator does: JSON for .json (YAML would take a float written without a dot, 4e-08, as a string)
     text = out.read_text()
