@@ -61,20 +61,24 @@ def _whole(policy: str, G: int, n: int, engine: bool, cpu: int | None) -> float:
     """CPU seconds of the whole ``dpbalance simulate`` command of one case (its process, start to exit)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "dpbalance.cli.main", *command(policy, G, n, engine, os.path.join(tmp, "r.json"))]
-        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None and hasattr(os, "sched_setaffinity") else None
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin)
+        out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_pin(cpu))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def _pin(cpu: int | None):
+    """What a child process runs before it starts: pin it to ``cpu`` (None: no pinning)."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def _child(policy: str, G: int, n: int, engine: bool, cpu: int | None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--case", policy, str(G), str(n), str(int(engine))]
-    if cpu is not None:
-        cmd += ["--cpu", str(cpu)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_pin(cpu))
     if out.returncode != 0:
         raise SystemExit(f"case {policy} G={G} n={n} engine={engine} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,9 +94,7 @@ def main() -> None:
     ap.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     cpu = None if args.cpu < 0 else args.cpu
-    if args.case:
-        if cpu is not None and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {cpu})
+    if args.case:  # a child: its parent pinned it
         p, G, n, e = args.case
         print(json.dumps(run_case(p, int(G), int(n), e == "1")))
         return

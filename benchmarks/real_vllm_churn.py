@@ -20,23 +20,14 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
-
-def ids(rng: random.Random, n: int) -> list[int]:
-    return [rng.randrange(16, 1000) for _ in range(n)]
-
-
-async def stream(s, url: str, body: dict, times: list[float] | None = None) -> None:
-    """One streamed completion; the arrival time of each token chunk goes into ``times``."""
-    async with s.post(url + "/v1/completions", json={**body, "stream": True, "ignore_eos": True}) as r:
-        if r.status != 200:
-            raise RuntimeError(f"{url} answered {r.status}: {(await r.text())[:200]}")
-        async for line in r.content:
-            if times is not None and line.startswith(b"data: {"):
-                times.append(time.perf_counter())
+sys.path.insert(0, str(Path(__file__).parent))
+from testbed_streams import ids, stream  # noqa: E402
 
 
 async def window(s, a, rng: random.Random, rate: float, out: int) -> tuple[float, float]:

@@ -16,23 +16,25 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from testbed_streams import ids, stream  # noqa: E402
+
 
 async def first_token(s, url: str, model: str, prompt: list[int]) -> float:
     """Seconds from sending ``prompt`` to its first streamed token."""
-    body = {"model": model, "prompt": prompt, "max_tokens": 1, "stream": True, "ignore_eos": True}
+    times: list[float] = []
     t0 = time.perf_counter()
-    async with s.post(url + "/v1/completions", json=body) as r:
-        if r.status != 200:
-            raise RuntimeError(f"{url} answered {r.status}: {(await r.text())[:200]}")
-        async for line in r.content:
-            if line.startswith(b"data: {"):
-                return time.perf_counter() - t0
-    raise RuntimeError(f"{url} sent no token")
+    await stream(s, url, {"model": model, "prompt": prompt, "max_tokens": 1}, times)
+    if not times:
+        raise RuntimeError(f"{url} sent no token")
+    return times[0] - t0
 
 
 def modelled(spec: str, ranks: int, rank: int, length: int, budget: int) -> float:
@@ -55,12 +57,11 @@ async def main(a) -> None:
     rng = random.Random(a.seed)
     rows = []
     async with aiohttp.ClientSession() as s:
-        await first_token(s, a.ranks[a.rank], a.model, [rng.randrange(16, 1000) for _ in range(16)])  # warm up
+        await first_token(s, a.ranks[a.rank], a.model, ids(rng, 16))  # warm up
         for length in a.lengths:
             times = []
             for _ in range(a.repeat):
-                prompt = [rng.randrange(16, 1000) for _ in range(length)]  # new ids: nothing cached
-                times.append(await first_token(s, a.ranks[a.rank], a.model, prompt))
+                times.append(await first_token(s, a.ranks[a.rank], a.model, ids(rng, length)))  # nothing cached
                 await asyncio.sleep(a.pause)
             rows.append((length, statistics.median(times), min(times), max(times)))
             print(f"# {length} tokens: {', '.join(f'{t * 1e3:.0f}' for t in times)} ms", flush=True)

@@ -13,23 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
-
-def ids(rng: random.Random, n: int) -> list[int]:
-    return [rng.randrange(16, 1000) for _ in range(n)]
-
-
-async def stream(s, url: str, model: str, prompt: list[int], times: list[float], stop: asyncio.Event) -> None:
-    body = {"model": model, "prompt": prompt, "max_tokens": 3000, "stream": True, "ignore_eos": True}
-    async with s.post(url + "/v1/completions", json=body) as r:
-        async for line in r.content:
-            if line.startswith(b"data: {"):
-                times.append(time.perf_counter())
-            if stop.is_set():
-                return
+sys.path.insert(0, str(Path(__file__).parent))
+from testbed_streams import ids, stream  # noqa: E402
 
 
 async def one(s, url: str, model: str, prompt: list[int]) -> None:
@@ -39,11 +30,12 @@ async def one(s, url: str, model: str, prompt: list[int]) -> None:
 
 async def window(s, a, rng, prefill_on: list[int], P: int) -> tuple[float, float, int]:
     """(mean step while the prompts run, mean step of a decode-only stretch after, steps in the first)."""
-    stop = asyncio.Event()
     n = a.decode * len(a.ranks)
     times: list[list[float]] = [[] for _ in range(n)]
+    body = {"model": a.model, "max_tokens": 3000}
     tasks = [
-        asyncio.create_task(stream(s, a.ranks[i // a.decode], a.model, ids(rng, 128), times[i], stop)) for i in range(n)
+        asyncio.create_task(stream(s, a.ranks[i // a.decode], {**body, "prompt": ids(rng, 128)}, times[i]))
+        for i in range(n)
     ]
     try:
         for _ in range(600):  # every stream past its prefill (at most 30 s)
@@ -60,7 +52,6 @@ async def window(s, a, rng, prefill_on: list[int], P: int) -> tuple[float, float
         await asyncio.sleep(2.0)
         t3, k3 = time.perf_counter(), len(ref)
     finally:
-        stop.set()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
