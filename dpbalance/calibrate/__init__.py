@@ -3,7 +3,8 @@ simulator's step-time models to it (``fit`` is pure numpy/scipy; ``driver`` talk
 writes the file that ``--step-time FILE`` reads)."""
 
 from .config import CalibrateConfig
-from .fit import Calibration, CalibrationError, ModelFit, Observations, fit, fit_model, split_heldout
+from .fit import Calibration, CalibrationError, ModelFit, Observations, fit, fit_model
+from .heldout import split_heldout
 
 __all__ = [
     "CalibrateConfig",

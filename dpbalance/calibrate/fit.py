@@ -26,7 +26,11 @@ held-out mixed (decode + prefill) observations. A third column, ``prefill[:, 2]`
 step averaged over the ranks (``T / G`` when one rank prefills, the default for two-column input). When some
 observations had several ranks prefilling at once it separates from ``T``, and the models gain
 ``prefill_shared · mean T``: prefill work every rank's step shares (experts under expert parallelism, one host's
-cores and memory bandwidth), which one rank prefilling alone cannot show.
+cores and memory bandwidth), which one rank prefilling alone cannot show. A fourth column, ``prefill[:, 3]``, is
+the requests the rank that sets the step admitted per step (each prompt of a prefill phase is a request that comes
+and goes); when prompt lengths vary enough to tell it from the token terms, the models may gain ``per_request ·
+R``: the work of a request's arrival and end, kept if it passes the same two rules as the other optional terms
+(checked on ``linear_max``, then fitted into every model).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ MODEL_PARAMS = {
 PREFILL_PARAMS = ("prefill_tok", "prefill_attn")
 #: the shared prefill term, appended when the observations separate it (several ranks prefilling at once)
 SHARED_PARAM = "prefill_shared"
+#: the per-request term, appended when the observations separate it from the prefill tokens (and it pays)
+REQUEST_PARAM = "per_request"
 #: the mean-load term is chosen only if significant at this level (nested F-test) ...
 F_TEST_P = 0.01
 #: ... and if it makes up at least this fraction of the step time at some measured load
@@ -67,7 +73,9 @@ class Observations:
     loads: np.ndarray
     tau: np.ndarray
     seqs: np.ndarray | None = None
-    prefill: np.ndarray | None = None  # [n, 3]: prefill tokens, attention pairs, mean tokens over ranks per step
+    #: [n, 4] per step: prefill tokens and attention pairs (busiest rank), prefill tokens averaged over the ranks,
+    #: requests the busiest rank admitted
+    prefill: np.ndarray | None = None
 
     @classmethod
     def from_lists(cls, loads, tau, seqs=None, prefill=None) -> Observations:
@@ -76,17 +84,19 @@ class Observations:
             t = np.asarray(tau, dtype=np.float64)
             S = None if seqs is None else np.asarray(seqs, dtype=np.float64)
             P = None if prefill is None else np.asarray(prefill, dtype=np.float64)
-            if P is not None and (P.ndim != 2 or P.shape[1] not in (2, 3)):
+            if P is not None and (P.ndim != 2 or P.shape[1] not in (2, 3, 4)):
                 P = P.reshape(-1, 2)
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"loads, sequences and step times must be numbers: {exc}") from None
         if P is not None:
             if P.shape[1] == 2:  # one rank prefilled: the mean over the ranks is its share
                 P = np.column_stack([P, P[:, 0] / (L.shape[1] if L.ndim == 2 else 1)])
+            if P.shape[1] == 3:  # requests admitted not known
+                P = np.column_stack([P, np.zeros(P.shape[0])])
             if P.shape[0] != t.shape[0]:
                 raise CalibrationError(f"{P.shape[0]} prefill rows but {t.shape[0]} step times")
             if not np.isfinite(P).all() or (P < 0).any():
-                raise CalibrationError("prefill tokens and attention pairs must be finite and >= 0")
+                raise CalibrationError("prefill tokens, attention pairs and requests must be finite and >= 0")
             if not (P[:, 0] > 0).any():
                 P = None  # no observation prefilled: the decode-only fit
         if L.ndim == 1:
@@ -150,6 +160,18 @@ class Observations:
         return bool((self.prefill[:, 2] > one_rank * (1 + MIN_SEPARATION) + 1e-9).any())
 
     @property
+    def requests_separable(self) -> bool:
+        """True when some observations admitted requests and their prompt tokens per request differ (by more
+        than ``MIN_SEPARATION``), so a per-request cost can be told from the per-token ones."""
+        if self.prefill is None:
+            return False
+        P = self.prefill[self.prefill[:, 3] > 0]
+        if len(P) < 2:
+            return False
+        per = P[:, 0] / P[:, 3]
+        return bool(np.ptp(per) > MIN_SEPARATION * per.max())
+
+    @property
     def mixed(self) -> np.ndarray:
         """Mask of the observations with prefill work (mixed decode + prefill phases)."""
         return np.zeros(len(self), dtype=bool) if self.prefill is None else self.prefill[:, 0] > 0
@@ -185,10 +207,14 @@ class ModelFit:
     def with_shared(self) -> bool:
         return SHARED_PARAM in self.params
 
+    @property
+    def with_requests(self) -> bool:
+        return REQUEST_PARAM in self.params
+
     def predict(self, obs: Observations) -> np.ndarray:
         """Step times the model gives for these observations' loads (and sequences, and prefill work)."""
-        names = param_names(self.model, self.with_prefill, self.with_shared)
-        X = _design(self.model, obs, self.with_prefill, self.with_shared)
+        names = param_names(self.model, self.with_prefill, self.with_shared, self.with_requests)
+        X = _design(self.model, obs, self.with_prefill, self.with_shared, self.with_requests)
         return X @ np.array([self.params[k] for k in names])
 
     def errors(self, obs: Observations) -> np.ndarray:
@@ -217,18 +243,22 @@ class Calibration:
     heldout: dict[str, dict] = field(default_factory=dict)  # model -> held-out error summary
     heldout_mixed: dict[str, dict] = field(default_factory=dict)  # model -> the same on held-out prefill phases
     f_test_p: float | None = None
+    per_request: str = ""  # whether the per-request term was fitted, and why
 
     @property
     def best(self) -> ModelFit:
         return self.fits[self.chosen]
 
 
-def param_names(model: str, prefill: bool, shared: bool = False) -> tuple[str, ...]:
+def param_names(model: str, prefill: bool, shared: bool = False, requests: bool = False) -> tuple[str, ...]:
     """A model's constants in design-matrix order (with the prefill terms last when they are fitted)."""
-    return MODEL_PARAMS[model] + (PREFILL_PARAMS if prefill else ()) + ((SHARED_PARAM,) if prefill and shared else ())
+    extra = ((SHARED_PARAM,) if shared else ()) + ((REQUEST_PARAM,) if requests else ())
+    return MODEL_PARAMS[model] + ((*PREFILL_PARAMS, *extra) if prefill else ())
 
 
-def _design(model: str, obs: Observations, prefill: bool = False, shared: bool = False) -> np.ndarray:
+def _design(
+    model: str, obs: Observations, prefill: bool = False, shared: bool = False, requests: bool = False
+) -> np.ndarray:
     one = np.ones(len(obs))
     if model == "linear_max":
         cols = [one, obs.max_load]
@@ -237,26 +267,29 @@ def _design(model: str, obs: Observations, prefill: bool = False, shared: bool =
     else:
         cols = [one, obs.max_load, obs.mean_load]
     if prefill:
-        P = obs.prefill if obs.prefill is not None else np.zeros((len(obs), 3))
+        P = obs.prefill if obs.prefill is not None else np.zeros((len(obs), 4))
         cols += [P[:, 0], P[:, 1]]
         if shared:
             cols.append(P[:, 2])
+        if requests:
+            cols.append(P[:, 3])
     return np.column_stack(cols)
 
 
-def fit_model(model: str, obs: Observations, prefill: bool | None = None) -> ModelFit:
+def fit_model(model: str, obs: Observations, prefill: bool | None = None, requests: bool = False) -> ModelFit:
     """Non-negative least squares on relative residuals for one model (with the prefill terms when the
-    observations carry prefill work, unless ``prefill`` says otherwise)."""
+    observations carry prefill work, unless ``prefill`` says otherwise, and the per-request term if asked)."""
     if model not in MODEL_PARAMS:
         raise CalibrationError(f"unknown model {model!r}; fittable models: {', '.join(MODEL_PARAMS)}")
     prefill = obs.has_prefill if prefill is None else prefill
     shared = prefill and obs.shared_separable
-    names = param_names(model, prefill, shared)
+    requests = prefill and requests
+    names = param_names(model, prefill, shared, requests)
     if len(obs) < len(names) + 1:
         raise CalibrationError(
             f"{model} has {len(names)} constants and needs at least {len(names) + 1} observations (got {len(obs)})"
         )
-    X = _design(model, obs, prefill, shared)
+    X = _design(model, obs, prefill, shared, requests)
     A = X / obs.tau[:, None]  # relative residuals: (Xβ − τ)/τ = Aβ − 1
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
@@ -302,7 +335,8 @@ def _separation(obs: Observations) -> float:
 def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
     """Fit both models (the mean-load one when the loads allow it), choose one, score both on ``heldout``."""
     _check_spread(obs)
-    fits = {"linear_max": fit_model("linear_max", obs)}
+    req, req_why = _requests_term(obs)
+    fits = {"linear_max": fit_model("linear_max", obs, requests=req)}
     skipped: dict[str, str] = {}
     sep = _separation(obs)
     if obs.loads.shape[1] < 2:
@@ -312,14 +346,14 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
             f"max and mean load differ by at most {sep:.1%} of the max load: measure "
             "unequal per-rank loads to fit the mean-load term"
         )
-    elif len(obs) < (need := len(param_names("linear_max_mean", obs.has_prefill, obs.shared_separable)) + 1):
+    elif len(obs) < (need := len(param_names("linear_max_mean", obs.has_prefill, obs.shared_separable, req)) + 1):
         skipped["linear_max_mean"] = f"needs at least {need} observations (got {len(obs)})"
     else:
-        fits["linear_max_mean"] = fit_model("linear_max_mean", obs)
+        fits["linear_max_mean"] = fit_model("linear_max_mean", obs, requests=req)
     chosen, reason, p = "linear_max", "the mean-load term was not fitted", None
     if "linear_max_mean" in fits:
         chosen, reason, p = _choose(fits["linear_max"], fits["linear_max_mean"], obs)
-    k = len(param_names("linear_seqs", obs.has_prefill, obs.shared_separable))
+    k = len(param_names("linear_seqs", obs.has_prefill, obs.shared_separable, req))
     if obs.seqs is None:
         skipped["linear_seqs"] = "the sequence counts of the ranks are not known"
     elif np.ptp(obs.max_seqs) <= 0 and np.ptp(obs.mean_seqs) <= 0:
@@ -327,7 +361,7 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
     elif len(obs) < k + 2:
         skipped["linear_seqs"] = f"needs at least {k + 2} observations (got {len(obs)})"
     else:
-        fits["linear_seqs"] = fit_model("linear_seqs", obs)
+        fits["linear_seqs"] = fit_model("linear_seqs", obs, requests=req)
         chosen, reason, p = _choose_seqs(fits[chosen], fits["linear_seqs"], obs, chosen, reason, p)
     out_heldout, out_mixed = {}, {}
     if heldout is not None and len(heldout):
@@ -346,7 +380,28 @@ def fit(obs: Observations, heldout: Observations | None = None) -> Calibration:
         heldout=out_heldout,
         heldout_mixed=out_mixed,
         f_test_p=p,
+        per_request=req_why,
     )
+
+
+def _requests_term(obs: Observations) -> tuple[bool, str]:
+    """Whether the models get the per-request term, and why: the observations must tell it from the prefill
+    tokens, and on ``linear_max`` it must pass the nested F-test and carry a material share of some step."""
+    if not obs.has_prefill:
+        return False, ""
+    if not obs.requests_separable:
+        return False, "not fitted: the phases' prompts do not tell a request's cost from its tokens' (vary the lengths)"
+    if len(obs) < len(param_names("linear_max", True, obs.shared_separable, True)) + 2:
+        return False, "not fitted: too few observations"
+    base = fit_model("linear_max", obs)
+    with_req = fit_model("linear_max", obs, requests=True)
+    p = _nested_p(base, with_req, len(obs))
+    share = float((with_req.params[REQUEST_PARAM] * obs.prefill[:, 3] / obs.tau).max())
+    if p < F_TEST_P and share >= MATERIAL_REL:
+        return True, f"fitted: significant (F-test p = {p:.2g}), up to {share:.0%} of a step"
+    if p >= F_TEST_P:
+        return False, f"not fitted: not significant (F-test p = {p:.2g})"
+    return False, f"not fitted: at most {share:.1%} of a step (< {MATERIAL_REL:.0%})"
 
 
 def _heldout_summary(f: ModelFit, obs: Observations) -> dict:
@@ -424,32 +479,3 @@ def _choose_seqs(
         else f"the per-sequence terms carry at most {share:.1%} of the step time"
     )
     return chosen, f"{reason}; {why}", p_base
-
-
-def split_heldout_mixed(obs: Observations, every: int) -> np.ndarray:
-    """Held-out mask over decode and mixed observations: ``split_heldout`` among the decode phases by max load and,
-    separately, among the mixed (prefill) phases by their prefill tokens per step, so both kinds are scored."""
-    mask = np.zeros(len(obs), dtype=bool)
-    mixed = obs.mixed
-    for sel, key in ((~mixed, obs.max_load), (mixed, None if obs.prefill is None else obs.prefill[:, 0])):
-        idx = np.flatnonzero(sel)
-        if len(idx) and key is not None:
-            mask[idx] = split_heldout(key[idx], every)
-    return mask
-
-
-def split_heldout(max_load: np.ndarray, every: int) -> np.ndarray:
-    """Mask of held-out observations: every ``every``-th by increasing max load, never the lightest or heaviest
-    (held-out points are interpolated, not extrapolated). Empty when ``every`` is 0 or too few points remain."""
-    n = len(max_load)
-    mask = np.zeros(n, dtype=bool)
-    if every <= 0 or n < 6:
-        return mask
-    order = np.argsort(max_load, kind="stable")
-    for pos in range(every // 2 if every > 1 else 1, n - 1, every):
-        if pos == 0:
-            continue
-        mask[order[pos]] = True
-    if n - mask.sum() < 5:  # keep enough to fit three constants with residual degrees of freedom
-        return np.zeros(n, dtype=bool)
-    return mask

@@ -169,7 +169,7 @@ def _prefill_result(
         raise PhaseFailed(f"only {steps:.0f} decode steps in the prefill window")
     warnings: list[str] = []
     seqs = [float(c) for _, c in phase.per_rank]
-    work, hits = [], []  # per prefill rank: (tokens computed, attention pairs), measured hit per prompt
+    work, hits = [], []  # per prefill rank: (tokens computed, attention pairs, prompts), measured hit per prompt
     for g, n in zip(prefill_ranks(phase), sent):
         a, b = (mA[g] if mA else None), (mB[g] if mB else None)
         d_hits, d_q = delta(a, b, "prefix_hits"), delta(a, b, "prefix_queries")
@@ -183,9 +183,9 @@ def _prefill_result(
                     "the measured hits are used"
                 )
         new = P - hit
-        work.append((n * new, n * new * (P + hit + 1) / 2))
+        work.append((n * new, n * new * (P + hit + 1) / 2, n))
         seqs[g] += n * -(-int(round(new)) // max(STEP_BUDGET - phase.per_rank[g][1], 1)) / steps
-    T, A = max(work)
+    T, A, n_req = max(work)
     tm = (wA + wB) / 2
     loads = [0.0] * G
     for r in recs:
@@ -209,7 +209,8 @@ def _prefill_result(
         warnings=warnings,
         prefill_tok=T / steps,
         prefill_attn=A / steps,
-        prefill_mean=sum(t for t, _ in work) / G / steps,
+        prefill_mean=sum(w[0] for w in work) / G / steps,
+        prefill_reqs=n_req / steps,
         seqs=seqs,
         prefill_info={
             "rank": "every" if g_pf == EVERY_RANK else g_pf,

@@ -15,7 +15,8 @@ import yaml
 from ..engine.step_time import STEP_TIME_FILE_FORMAT
 from .config import CalibrateConfig
 from .driver import DriveRecord
-from .fit import Calibration, CalibrationError, Observations, fit, split_heldout_mixed
+from .fit import Calibration, CalibrationError, Observations, fit
+from .heldout import split_heldout_mixed
 from .window import PhaseResult
 
 UNITS = {
@@ -35,6 +36,8 @@ UNITS = {
         "prefill_attn": "s per prompt token computed per token of context it attends to",
         "prefill_shared": "s per prompt token computed by the mean rank, added to every rank's step (work the "
         "ranks share; fitted when phases prefilled on every rank at once)",
+        "per_request": "s per request the rank that sets the step admitted (its arrival and end); fitted when "
+        "the prefill phases' prompt lengths tell it from the token terms and it pays",
     },
 }
 
@@ -73,7 +76,7 @@ def analyse(rec: DriveRecord, cfg: CalibrateConfig) -> Outcome:
         [r.loads for r in rec.results],
         np.asarray(taus) * ts,
         seqs=[r.seqs if r.seqs is not None else r.phase.streams for r in rec.results],
-        prefill=[(r.prefill_tok, r.prefill_attn, r.prefill_mean) for r in rec.results],
+        prefill=[(r.prefill_tok, r.prefill_attn, r.prefill_mean, r.prefill_reqs) for r in rec.results],
     )
     mask = split_heldout_mixed(obs, cfg.holdout_every)
     cal = fit(obs.subset(~mask), obs.subset(mask) if mask.any() else None)
@@ -149,6 +152,7 @@ def _observation_entries(rec: DriveRecord, ts: float, obs: Observations, mask: n
                         "prefill_tok_per_step": _r(r.prefill_tok),
                         "prefill_attn_per_step": _r(r.prefill_attn),
                         "prefill_mean_tok_per_step": _r(r.prefill_mean),
+                        "requests_per_step": _r(r.prefill_reqs),
                     }
                     if r.prefill_info
                     else {}
@@ -213,6 +217,7 @@ def document(
         "format": STEP_TIME_FILE_FORMAT,
         "model": cal.chosen,
         "why": cal.reason,
+        **({"per_request": cal.per_request} if cal.per_request else {}),
         "models": _model_entries(cal),
         **({"not_fitted": cal.skipped} if cal.skipped else {}),
         "units": UNITS,

@@ -81,6 +81,7 @@ class PhaseResult:
     prefill_tok: float = 0.0
     prefill_attn: float = 0.0
     prefill_mean: float = 0.0  # prompt tokens computed per step, averaged over the ranks
+    prefill_reqs: float = 0.0  # requests (prompts) the prefill rank admitted per step
     seqs: list[float] | None = None
     prefill_info: dict | None = None
 

@@ -34,6 +34,8 @@ def _fit_table(outcome) -> Table:
         consts = ", ".join(
             f"{k} = {v * 1e3:.4g} ms"
             if k in ("C", "c")
+            else f"{k} = {v * 1e3:.4g} ms/req"
+            if k == "per_request"
             else f"{k} = {v * 1e6:.4g} µs/seq"
             if k in ("s", "r")
             else f"{k} = {v * 1e9:.4g} ns/tok·ctx"
@@ -97,6 +99,8 @@ def register(app: typer.Typer) -> None:
         out.print(_fit_table(outcome))
         cal_ = outcome.calibration
         console.print(f"chosen: {cal_.chosen} — {cal_.reason}", highlight=False)
+        if cal_.per_request:
+            console.print(f"per-request term {cal_.per_request}", highlight=False)
         for name, why in cal_.skipped.items():
             console.print(f"{name} not fitted: {why}", highlight=False)
         for ph, why in rec.failed:

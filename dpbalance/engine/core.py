@@ -18,7 +18,9 @@ What one step does, on every rank (vLLM v1's scheduler, simplified to what costs
    estimate sets the rank's pending prefill until then); waiting requests never pin cached blocks, and a request
    that cannot be scheduled lets its lookup go.
 4. **Time.** Each rank is busy for its decode work plus its prefill work (the step-time model's
-   ``rank_times``); the step lasts as long as the slowest rank, and ranks with nothing to do run a dummy step.
+   ``rank_times``), plus the model's ``per_request`` for each request placed on it since the last step (the
+   work of a request's arrival and end); the step lasts as long as the slowest rank, and ranks with nothing to
+   do run a dummy step.
    A request whose last prompt chunk was computed samples a token in the same step (its first, or its next
    after a preemption) and decodes from the next step on.
 
@@ -87,6 +89,8 @@ class Engine(PrefillScheduler):
         self.steps = 0
         self._zeros = np.zeros(ranks, dtype=np.int64)
         self._started: list[int] = []  # requests decoding since the last step began (admitted or restarted)
+        #: requests each rank admitted since the last step began (counted only when the model charges them)
+        self.arrived = np.zeros(ranks, dtype=np.int64) if step_model.per_request else None
         self._delay = 0  # prefill delayer / ADP wait counter
         self._capacity_bound = False  # vLLM's interval: the last release step left requests waiting
         self._source: tuple[np.ndarray, Blocks | None] | None = None
@@ -128,6 +132,8 @@ class Engine(PrefillScheduler):
     def admit_one(self, rid: int, g: int, prompt: int, hashes: list[int] | None = None) -> None:
         """Request ``rid`` joins rank g's waiting queue (prefill on), or decodes from this step (prefill off)."""
         r = self.reqs[rid] = Req(rid, g, prompt, hashes if self.cache is not None else None)
+        if self.arrived is not None:
+            self.arrived[g] += 1
         if not self.cfg.prefill:
             self._lookup(r)
             self._start_decode(r, 0)
@@ -331,8 +337,13 @@ class Engine(PrefillScheduler):
             else:
                 for g in sorted(self.queued):
                     self._restart_instant(g)
-        dec_busy = self.model.rank_times(self.dec_load, self.dec_count, self._zeros, self._zeros)
-        busy = self.model.rank_times(self.dec_load, seqs, pre_tok, pre_attn) if pre_tok.any() else dec_busy
+        arrived = self.arrived
+        if arrived is not None and arrived.any():  # what admitting them cost is not prefill: both times carry it
+            self.arrived = np.zeros(G, dtype=np.int64)
+        else:
+            arrived = None
+        dec_busy = self.model.rank_times(self.dec_load, self.dec_count, self._zeros, self._zeros, arrived)
+        busy = self.model.rank_times(self.dec_load, seqs, pre_tok, pre_attn, arrived) if pre_tok.any() else dec_busy
         generated = self.dec_count.copy()
         if self.kvt:
             kv = self.kv_private

@@ -44,6 +44,8 @@ class StepTimeModel:
     prefill_attn: float | None = None
     #: seconds per prefill token of the mean rank, added to every rank's step (work the ranks share)
     prefill_shared: float = 0.0
+    #: seconds of a rank's step per request it admits (a request's arrival and end: server and scheduler work)
+    per_request: float = 0.0
 
     def __call__(self, max_load: float, mean_load: float, max_seqs: float = 0.0, mean_seqs: float = 0.0) -> float:
         raise NotImplementedError
@@ -56,12 +58,18 @@ class StepTimeModel:
         return self.vector(loads, loads)
 
     def rank_times(
-        self, loads: np.ndarray, seqs: np.ndarray, prefill_tokens: np.ndarray, prefill_attn: np.ndarray
+        self,
+        loads: np.ndarray,
+        seqs: np.ndarray,
+        prefill_tokens: np.ndarray,
+        prefill_attn: np.ndarray,
+        requests: np.ndarray | None = None,
     ) -> np.ndarray:
         """[G] busy time of every rank in one step: its decode work (``loads`` KV tokens over ``seqs`` running
         sequences) plus its prefill work (``prefill_tokens`` tokens computed, ``prefill_attn`` token·context pairs
-        attended), plus the prefill the ranks share (``prefill_shared`` per prompt token of the mean rank); the
-        step lasts their maximum."""
+        attended), plus the prefill the ranks share (``prefill_shared`` per prompt token of the mean rank), plus
+        ``per_request`` for each of the ``requests`` it admitted since the last step; the step lasts their
+        maximum."""
         shared = self.c + self.b * float(loads.mean()) + self.r * float(seqs.mean())
         if self.prefill_shared:
             shared += self.prefill_shared * float(prefill_tokens.mean())
@@ -70,6 +78,8 @@ class StepTimeModel:
             t = t + self.prefill_tok * prefill_tokens
         if self.prefill_attn:
             t = t + self.prefill_attn * prefill_attn
+        if self.per_request and requests is not None:
+            t = t + self.per_request * requests
         return t
 
     def params(self) -> dict:
@@ -93,6 +103,8 @@ class StepTimeModel:
             out["prefill_attn_s"] = self.prefill_attn
         if self.prefill_shared:
             out["prefill_shared_s"] = self.prefill_shared
+        if self.per_request:
+            out["per_request_s"] = self.per_request
         return out
 
 
@@ -110,12 +122,20 @@ class PrefillCosts:
         "the ranks share (experts under expert parallelism, one host's cores and memory bandwidth)",
         min=0.0,
     )
+    per_request: float = setting(
+        0.0,
+        "seconds added to a rank's step for each request it admits: the work of a request's arrival and end "
+        "(HTTP, input and output processing, scheduling) that no token term carries; charged in the first step "
+        "after it is placed, when the engine model runs",
+        min=0.0,
+    )
 
 
 def _set_prefill(model: StepTimeModel, cfg: PrefillCosts) -> None:
     model.prefill_tok = None if cfg.prefill_tok is None else float(cfg.prefill_tok)
     model.prefill_attn = None if cfg.prefill_attn is None else float(cfg.prefill_attn)
     model.prefill_shared = float(cfg.prefill_shared or 0.0)
+    model.per_request = float(cfg.per_request or 0.0)
 
 
 @dataclass(frozen=True)

@@ -411,6 +411,48 @@ def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
     assert res["config"]["step_time_model"]["prefill_shared_s"] == lm["params"]["prefill_shared"]
 
 
+def test_calibrate_finds_what_a_request_costs_apart_from_its_tokens(tmp_path):
+    """engine-sim charging each request it admits (``per_request``) beside its prefill tokens: prefill phases with
+    short and long prompts tell the two apart, calibrate fits the term and recovers it with the token terms, and
+    the engine model takes it from the file."""
+    from dpbalance.engine.config import EngineConfig
+
+    truth = {"C": 0.004, "t_tok": 1e-6, "prefill_tok": 2e-5, "prefill_attn": 1e-8, "per_request": 0.01}
+    grid = ["--prefill-lens", "32", "--prefill-lens", "400", "--prefill-lens", "1600", "--prefill-hits", "0"]
+    grid += ["--no-prefill-together", "--prefill-requests", "4"]
+    spec = "linear_max:" + ",".join(f"{k}={v}" for k, v in truth.items())
+    attempt = iter(range(ATTEMPTS))
+
+    def measure():
+        out = tmp_path / f"requests-{next(attempt)}.yaml"
+        with engine_sim(2, spec, engine=EngineConfig(prefill=True)) as (_g, urls, _e):
+            doc, _, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "60"], out)
+            return doc, wall, out
+
+    def true_step(o):
+        return (
+            truth["C"]
+            + truth["t_tok"] * max(o["loads"])
+            + truth["prefill_tok"] * o.get("prefill_tok_per_step", 0.0)
+            + truth["prefill_attn"] * o.get("prefill_attn_per_step", 0.0)
+            + truth["per_request"] * o.get("requests_per_step", 0.0)
+        )
+
+    (doc, wall, out), noise = quietest_of(measure, true_step)
+    lm = doc["models"]["linear_max"]
+    print(f"per-request truth {truth} fitted {lm['params']} std_err {lm['std_err']} noise {noise:.4f} wall {wall:.1f}")
+    assert doc["per_request"].startswith("fitted"), doc["per_request"]
+    assert_recovered(lm, truth)
+    short = [o for o in doc["observations"] if o.get("prefill", {}).get("prompt") == 32]
+    assert short and all(o["requests_per_step"] > 0.2 for o in short), short
+    res = tmp_path / "s.json"
+    trace = "synthetic:n=40,prompt_mean=64,output_mean=8,qps=20"
+    args = ["simulate", "--trace", trace, "-G", "2", "-B", "8", "--prefill", "--json", str(res)]
+    r = CliRunner().invoke(app, [*args, "--step-time", f"{out}:model=linear_max"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(res.read_text())["config"]["step_time_model"]["per_request_s"] == lm["params"]["per_request"]
+
+
 def test_interrupting_a_calibration_closes_every_stream(tmp_path):
     with engine_sim(2, "linear_max:C=0.004,t_tok=1e-6") as (group, urls, _):
         cfg = CalibrateConfig(

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dpbalance.calibrate.fit import CalibrationError, Observations, fit, fit_model, split_heldout
+from dpbalance.calibrate.fit import CalibrationError, Observations, fit, fit_model
+from dpbalance.calibrate.heldout import split_heldout
 
 
 def synthetic(model, params, *, G=2, noise=0.01, seed=0, unequal=True):
@@ -211,3 +212,44 @@ def test_the_mean_load_model_is_skipped_not_failed_when_the_shared_term_leaves_t
     cal = fit(Observations.from_lists(loads, tau, prefill=pre))
     assert "prefill_shared" in cal.fits["linear_max"].params
     assert cal.skipped["linear_max_mean"] == "needs at least 7 observations (got 6)"
+
+
+def _request_obs(per_request: float, lengths=(32, 400, 1600), seed=0) -> Observations:
+    """Decode steps at several loads, and prefill phases of prompts of ``lengths`` admitted back to back (as
+    calibrate's prefill phases do): τ = 0.01 + 1e-6·max L + 2e-5·T + 1e-8·A + per_request·R."""
+    rng = np.random.default_rng(seed)
+    loads, tau, pre = [], [], []
+    for L in (1000, 4000, 9000):
+        loads.append([L, L])
+        pre.append((0, 0, 0, 0))
+        tau.append(0.01 + 1e-6 * L)
+        for P in lengths:
+            R = 1 / max(1.0, P / 400)  # a prompt per step, or per P/400 steps (a step's chunk is 400)
+            T = P * R
+            A = T * (P + 1) / 2
+            loads.append([L, L])
+            pre.append((T, A, T / 2, R))
+            tau.append(0.01 + 1e-6 * L + 2e-5 * T + 1e-8 * A + per_request * R)
+    tau = np.asarray(tau) * (1 + 0.002 * rng.standard_normal(len(tau)))
+    return Observations.from_lists(loads, tau, prefill=pre)
+
+
+def test_a_per_request_cost_is_fitted_when_prompt_lengths_tell_it_from_the_tokens():
+    cal = fit(_request_obs(0.005))
+    assert cal.per_request.startswith("fitted"), cal.per_request
+    for f in cal.fits.values():
+        assert f.params["per_request"] == pytest.approx(0.005, rel=0.1), f.params
+        assert f.params["prefill_tok"] == pytest.approx(2e-5, rel=0.1), f.params
+
+
+def test_no_per_request_term_without_a_cost_or_without_varied_lengths():
+    cal = fit(_request_obs(0.0))
+    assert cal.per_request.startswith("not fitted: not significant"), cal.per_request
+    assert all("per_request" not in f.params for f in cal.fits.values())
+    # one prompt length: a request's cost and its tokens' are proportional, the term cannot be told apart; it is
+    # folded into the token terms
+    same = fit(_request_obs(0.005, lengths=(800,)))
+    assert "do not tell" in same.per_request and "per_request" not in same.best.params
+    # rows without a request count (three columns) are read as no requests
+    obs = Observations.from_lists([[100, 100], [200, 100]], [0.02, 0.03], prefill=[(0, 0, 0), (300, 9000, 150)])
+    assert obs.prefill[:, 3].tolist() == [0.0, 0.0] and not obs.requests_separable

@@ -175,3 +175,28 @@ def test_max_num_seqs_needs_prefill_and_a_budget_for_its_sequences():
     with pytest.raises(EngineError, match="--max-num-seqs"):
         engine(G=1, slots=8, prefill=True, max_batched_tokens=4, max_num_seqs=6)
     engine(G=1, slots=8, prefill=True, max_batched_tokens=6, max_num_seqs=6)  # the budget fits 6 decodes
+
+
+def test_a_per_request_cost_lands_on_the_admitting_rank_in_the_next_step_only():
+    model = make_step_time(MODEL + ",per_request=0.5", 4)
+    e = Engine(2, EngineConfig(prefill=True, max_batched_tokens=64), model, slots=4, block_size=4)
+    e.admit_one(0, 0, 2)
+    e.admit_one(1, 0, 2)
+    e.admit_one(2, 1, 2)
+    s1 = e.step()
+    # rank 0: two prompts of 2 over empty contexts, pairs 2·(0 + 3/2) = 3 each: 1 + 0.1·4 + 0.001·6 + 0.5·2 = 2.406
+    # rank 1: one prompt: 1 + 0.1·2 + 0.001·3 + 0.5 = 1.703; the decode-alone time carries the arrivals too
+    assert s1.busy == pytest.approx([2.406, 1.703])
+    assert s1.decode_busy == pytest.approx([2.0, 1.5])
+    s2 = e.step()
+    # plain decodes, nothing admitted since: rank 0 holds 2·(2 + 1) = 6 tokens → 1.06, rank 1 3 tokens → 1.03
+    assert s2.busy == pytest.approx([1.06, 1.03])
+    e.admit_one(3, 1, 2)
+    assert e.step().busy[1] == pytest.approx(1 + 0.01 * 4 + 0.1 * 2 + 0.001 * 3 + 0.5)
+
+
+def test_without_a_per_request_cost_the_engine_counts_no_arrivals():
+    e = engine(prefill=True, max_batched_tokens=8)
+    e.admit_one(0, 0, 2)
+    assert e.arrived is None
+    assert e.step().busy == pytest.approx([1 + 0.1 * 2 + 0.001 * 3, 1.0])
