@@ -1,9 +1,10 @@
 """Fidelity of the engine model against the real vLLM testbed: predicted vs measured, prediction written first.
 
     dpbalance testbed up
-    dpbalance calibrate --worker-urls http://127.0.0.1:18600,http://127.0.0.1:18601 --prefill-lens 256 \\
-        --prefill-lens 1024 --prefill-lens 2048 --out docs/results/real_vllm/step_time_prefill.yaml
-    python benchmarks/real_vllm_fidelity.py --step-time docs/results/real_vllm/step_time_prefill.yaml
+    dpbalance calibrate --worker-urls http://127.0.0.1:18600,http://127.0.0.1:18601 --concurrency 1 \\
+        --concurrency 8 --concurrency 31 --prefill-lens 32 --prefill-lens 256 --prefill-lens 1024 \\
+        --prefill-lens 2048 --block-size 128 --measure-steps 128 --out step_time.yaml
+    python benchmarks/real_vllm_fidelity.py --step-time step_time.yaml
     dpbalance testbed down
 
 Runs (each: simulate with ``--prefill --prefix-cache`` and the testbed's engine settings — max_num_batched_tokens

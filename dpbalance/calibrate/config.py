@@ -79,7 +79,7 @@ class CalibrateConfig:
         "prompt lengths of the prefill phases (repeat the option for each value; none: decode phases only, and "
         "the step-time file has no prefill terms). In each, one rank admits prompts one after another while every "
         "rank decodes streams of the lightest grid level; prefill_tok and prefill_attn are fitted with the decode "
-        "terms",
+        "terms. Include one short length (32) so the fit can tell a request's own cost from its tokens'",
         min=2,
         panel=_GRID,
     )
