@@ -14,9 +14,9 @@ What one step does, on every rank (vLLM v1's scheduler, simplified to what costs
    recomputed (its blocks stay cached until evicted, so it may find them again). A prompt's full blocks join the
    cache when its last chunk is computed (vLLM adds each block as soon as it is computed: the two differ only for
    requests prefilling the same new prefix on one rank at the same time). The cache is looked up, as in vLLM,
-   when a request is first scheduled, so it finds what was cached while it waited (with unlimited KV an arrival
-   estimate sets the rank's pending prefill until then); waiting requests never pin cached blocks, and a request
-   that cannot be scheduled lets its lookup go.
+   when a request is first scheduled, so it finds what was cached while it waited (with unlimited KV, once a
+   policy has read the ranks' pending prefill, an arrival estimate sets it until then); waiting requests never
+   pin cached blocks, and a request that cannot be scheduled lets its lookup go.
 4. **Time.** Each rank is busy for its decode work plus its prefill work (the step-time model's
    ``rank_times``), plus the model's ``per_request`` for each request placed on it since the last step (the
    work of a request's arrival and end); the step lasts as long as the slowest rank, and ranks with nothing to
@@ -86,6 +86,10 @@ class Engine(PrefillScheduler):
         self.kvt = self.cap is not None
         self.kv_private = [0] * ranks
         self.pending = [0] * ranks  # prompt tokens still to prefill per rank (an estimate until looked up)
+        #: estimate a waiting request's cached prefix on arrival (``pending`` then counts only what it would
+        #: compute); off until something reads ``pending`` (``start_estimates``): a run whose policy never weighs
+        #: queued prefill skips that lookup, and nothing else it sees changes
+        self.estimate = False
         self.steps = 0
         self._zeros = np.zeros(ranks, dtype=np.int64)
         self._started: list[int] = []  # requests decoding since the last step began (admitted or restarted)
@@ -142,11 +146,23 @@ class Engine(PrefillScheduler):
         r.state = WAITING
         self.waiting[g].append(r)
         self.queued.add(g)
-        if self.kvt:  # with finite KV a waiting request must not pin cached blocks: it looks up when scheduled
-            r.left = r.target
+        if self.kvt or not self.estimate:  # with finite KV a waiting request must not pin cached blocks: it looks
+            r.left = r.target  # up when scheduled
             self.pending[g] += r.left
         else:  # an estimate of its prefill at arrival; the lookup that counts comes when it is first scheduled
             self._lookup(r, count=False)
+
+    def start_estimates(self) -> None:
+        """From now on estimate each arriving request's cached prefix (``pending`` counts what is left to compute),
+        and estimate those already waiting against the caches as they are now."""
+        if self.estimate:
+            return
+        self.estimate = True
+        if self.kvt:
+            return
+        for g in self.queued:
+            for r in self.waiting[g]:
+                self._lookup(r, count=False)
 
     def finish(self, rids) -> None:
         """These requests are done (or aborted): their KV is freed, their blocks stay cached until evicted."""

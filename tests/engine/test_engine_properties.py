@@ -166,3 +166,27 @@ def test_prefill_costs_time_and_delays_first_tokens():
     _, pre = run(w, "jsq_tokens", engine=EngineConfig(prefill=True))
     assert pre.steps["tau"].sum() > base.steps["tau"].sum()
     assert np.median(pre.first_token_time() - pre.admit_time()) > np.median(base.first_token_time() - base.admit_time())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    w=workloads(),
+    policy=st.sampled_from(["br0", "jsq_tokens", "brp", "llmd_prefix", "dynamo_kv", "preble"]),
+    budget=st.sampled_from([4, 16, 2048]),
+)
+def test_estimating_cached_prefixes_only_once_a_policy_reads_them_changes_nothing(w, policy, budget):
+    """The engine estimates a waiting request's cached prefix on arrival only once something has read the ranks'
+    pending prefill: the same run with estimates from the start gives the same steps and times, whether the policy
+    weighs pending prefill (it reads it at its first dispatch, before anything arrived) or not (then the engine
+    never estimates)."""
+    eng = EngineConfig(prefill=True, prefix_cache=True, max_batched_tokens=budget)
+    cfg = SimConfig(workers=3, slots=4, max_idle_dispatches=500, engine=eng)
+    lazy = Loop(w, build_policy(policy, cfg), cfg, None, None)
+    a = lazy.run()
+    eager = Loop(w, build_policy(policy, cfg), cfg, None, None)
+    eager.engine.start_estimates()
+    b = eager.run()
+    np.testing.assert_array_equal(a.steps["tau"], b.steps["tau"])
+    np.testing.assert_array_equal(a.admit_step, b.admit_step)
+    np.testing.assert_array_equal(a.first_token_time(), b.first_token_time())
+    assert lazy.engine.estimate == (policy not in ("br0", "jsq_tokens"))
