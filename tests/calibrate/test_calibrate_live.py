@@ -227,6 +227,22 @@ def quietest_of(measure, true_step):
     return got, noise
 
 
+#: the step-time file's per-observation work columns each optional ``linear_max`` constant multiplies
+WORK_COLUMNS = {
+    "prefill_tok": "prefill_tok_per_step",
+    "prefill_attn": "prefill_attn_per_step",
+    "prefill_shared": "prefill_mean_tok_per_step",
+    "per_request": "requests_per_step",
+}
+
+
+def linear_max_step(truth: dict, o: dict) -> float:
+    """The true ``linear_max`` step time of one observation of the file (``truth``: C, t_tok and any of the
+    optional constants)."""
+    extra = sum(truth.get(k, 0.0) * o.get(col, 0.0) for k, col in WORK_COLUMNS.items())
+    return truth["C"] + truth["t_tok"] * max(o["loads"]) + extra
+
+
 def assert_engine_counters_agree(doc):
     """The engine's step counters (read from /metrics) and the streams' token gaps tell the same step time (the
     median over phases, so one phase with a stall on this shared machine does not decide it)."""
@@ -358,16 +374,7 @@ def test_calibrate_measures_prefill_with_and_without_cache_hits(tmp_path):
             doc, output, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "90"], out)
             return doc, output, wall, sum(group.engine.hit_tokens), out
 
-    def true_step(o):
-        return (
-            truth["C"]
-            + truth["t_tok"] * max(o["loads"])
-            + truth["prefill_tok"] * o.get("prefill_tok_per_step", 0.0)
-            + truth["prefill_attn"] * o.get("prefill_attn_per_step", 0.0)
-            + truth["prefill_shared"] * o.get("prefill_mean_tok_per_step", 0.0)
-        )
-
-    (doc, output, wall, hits, out), noise = quietest_of(measure, true_step)
+    (doc, output, wall, hits, out), noise = quietest_of(measure, lambda o: linear_max_step(truth, o))
     lm = doc["models"]["linear_max"]
     print(
         f"prefill truth {truth} fitted {lm['params']} std_err {lm['std_err']} fit {lm['fit']} noise {noise:.4f} "
@@ -429,16 +436,7 @@ def test_calibrate_finds_what_a_request_costs_apart_from_its_tokens(tmp_path):
             doc, _, wall = calibrate(["--worker-urls", ",".join(urls), *grid, "--time-budget", "60"], out)
             return doc, wall, out
 
-    def true_step(o):
-        return (
-            truth["C"]
-            + truth["t_tok"] * max(o["loads"])
-            + truth["prefill_tok"] * o.get("prefill_tok_per_step", 0.0)
-            + truth["prefill_attn"] * o.get("prefill_attn_per_step", 0.0)
-            + truth["per_request"] * o.get("requests_per_step", 0.0)
-        )
-
-    (doc, wall, out), noise = quietest_of(measure, true_step)
+    (doc, wall, out), noise = quietest_of(measure, lambda o: linear_max_step(truth, o))
     lm = doc["models"]["linear_max"]
     print(f"per-request truth {truth} fitted {lm['params']} std_err {lm['std_err']} noise {noise:.4f} wall {wall:.1f}")
     assert doc["per_request"].startswith("fitted"), doc["per_request"]
