@@ -146,8 +146,10 @@ class Engine(PrefillScheduler):
         r.state = WAITING
         self.waiting[g].append(r)
         self.queued.add(g)
-        if self.kvt or not self.estimate:  # with finite KV a waiting request must not pin cached blocks: it looks
-            r.left = r.target  # up when scheduled
+        # with finite KV a waiting request must not pin cached blocks: it looks up when scheduled (as it also does
+        # while nothing has read the ranks' pending prefill, ``estimate``)
+        if self.kvt or not self.estimate:
+            r.left = r.target
             self.pending[g] += r.left
         else:  # an estimate of its prefill at arrival; the lookup that counts comes when it is first scheduled
             self._lookup(r, count=False)

@@ -36,10 +36,8 @@ class EngineView:
     def pending_prefill(self) -> np.ndarray:
         """[G] prompt tokens queued or prefilling per rank, less what each rank's cache is estimated to serve (the
         engine starts estimating at the first read: a policy reads it before it places anything)."""
-        e = self.engine
-        if not e.estimate:
-            e.start_estimates()
-        return np.array(e.pending, dtype=np.int64)
+        self.engine.start_estimates()
+        return np.array(self.engine.pending, dtype=np.int64)
 
     @property
     def kv_free(self) -> np.ndarray:
