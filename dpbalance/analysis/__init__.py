@@ -1,6 +1,17 @@
-"""Offline analysis: the whole-trace lower bound and predictor evaluation (not used by any policy)."""
+"""Offline analysis: the whole-trace lower bound and predictor evaluation (not used by any policy). The names
+load their module on first use (the bound needs scipy, which the CLI should not load just to start)."""
 
-from .offline_bound import OfflineBound, offline_lower_bound
-from .predictor_eval import auc, evaluate
+from __future__ import annotations
 
-__all__ = ["OfflineBound", "auc", "evaluate", "offline_lower_bound"]
+from ..core.lazy import lazy_exports
+
+_LAZY = {
+    "OfflineBound": ".offline_bound",
+    "offline_lower_bound": ".offline_bound",
+    "auc": ".predictor_eval",
+    "evaluate": ".predictor_eval",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__ = lazy_exports(__name__, _LAZY)

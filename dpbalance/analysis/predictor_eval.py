@@ -4,7 +4,6 @@ remaining length of the requests that do, on a test split, at ages sampled over 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ..core.workload import Workload
 from ..predictors import Predictor, finish_stats
@@ -30,5 +29,7 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
     pos, neg = int(y.sum()), int((~y).sum())
     if pos == 0 or neg == 0:
         return float("nan")
+    from scipy.stats import rankdata  # here: importing this module (the CLI does) need not load scipy
+
     r = rankdata(score)
     return float((r[y].sum() - pos * (pos + 1) / 2) / (pos * neg))

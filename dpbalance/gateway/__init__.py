@@ -7,15 +7,13 @@ the load other replicas put on them, and the step clock), ``envoy`` (the Envoy b
 process: gRPC, health, metrics). ``config`` and ``envoy`` need no gRPC; the rest needs the ``gateway`` extra.
 """
 
+from ..core.lazy import lazy_exports
 from .config import EppConfig
-from .envoy import bootstrap, bootstrap_yaml
 
-__all__ = ["Epp", "EppConfig", "bootstrap", "bootstrap_yaml", "start_epp"]
+#: loaded on first use: the gRPC side needs the ``gateway`` extra, and the Envoy bootstrap pulls in aiohttp, which
+#: the CLI need not load to start
+_LAZY = {"Epp": ".server", "start_epp": ".server", "bootstrap": ".envoy", "bootstrap_yaml": ".envoy"}
 
+__all__ = ["EppConfig", *_LAZY]
 
-def __getattr__(name: str):
-    if name in ("Epp", "start_epp"):  # the gRPC side, imported when used
-        from . import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
 
 from ..core.config import setting
 from ..core.snapshot import Assignments, Snapshot
@@ -63,6 +61,9 @@ def solve_step(
     nx = n * k
     if n == 0 or k == 0:
         return np.full(n, -1), float(np.sum(d * (G * L.max(1) - L.sum(1))))
+    from scipy.optimize import Bounds, LinearConstraint, milp  # here: the CLI need not load scipy to start
+    from scipy.sparse import coo_matrix
+
     # variables: x[i, j] (i candidate, j index into ws), then M_h
     c = np.concatenate([-np.repeat(sizes, k) * d.sum() * 1.0, G * d])
     rows, cols, vals, lo, hi = [], [], [], [], []
