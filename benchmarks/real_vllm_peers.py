@@ -33,8 +33,13 @@ front's rule: ``vllm_router_cache_aware``, ``sglang_cache_aware``, ``vllm_dp`` f
 written to ``predicted.json`` with a timestamp.
 
 Per run: output tokens/s (all output tokens / first send to last token), TTFT p50/p99, the ranks' prefix-cache hit
-rate (their counters). Reports means over blocks with 95 % intervals (Student t), and ratios to round-robin paired by
-block. Writes ``peers.json`` and ``peers.md`` in ``--out``, and every dpbalance run's recording in ``records/``.
+rate (their counters), and vllm-router's own routing counters (``router_counters``: how many decisions took its
+cache-aware path; sglang-router 0.3 counts selections per policy only, which says nothing here). vllm-router 0.1.17
+routes by token blocks: in front of the testbed's ranks it counts every decision as ``missing_tokens`` (it cannot
+prepare token inputs for that model's prompts) and routes by load, so its column there measures that fallback
+(docs/results/real_vllm/README.md, section 8). Reports means over blocks with 95 % intervals (Student t), and ratios
+to round-robin paired by block. Writes ``peers.json`` and ``peers.md`` in ``--out``, and every dpbalance run's
+recording in ``records/``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ from dpbalance.loadgen import summarize  # noqa: E402
 from dpbalance.sim import SimConfig, run_simulation  # noqa: E402
 from dpbalance.traces import load_trace  # noqa: E402
 
+#: the peer routers' own counters kept with each run (how each decision was made)
+ROUTER_COUNTERS = re.compile(r"prefix_routing_decisions|cache_hits|cache_misses|load_balancing_events")
 SERVE = ("round_robin", "br0", "brp")
 PEERS = ("vllm-router", "sglang-router")
 INTERNAL = "internal"
@@ -181,6 +188,7 @@ class PeerProcess:
         argv = [exe] + (["launch"] if front == "sglang-router" else [])
         argv += ["--host", "127.0.0.1", "--port", str(self.port), "--policy", "cache_aware"]
         argv += ["--prometheus-port", str(metrics), "--worker-urls", *ranks]
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         self.log = open(log, "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 90
@@ -192,6 +200,16 @@ class PeerProcess:
 
     def _ready(self) -> bool:
         return get(self.url + "/health") is not None and get(self.url + "/v1/models") is not None
+
+    def counters(self) -> dict[str, float]:
+        """The router's own counters of how it routed (its Prometheus text, read before it stops): whether its
+        cache-aware path engaged or fell back (vllm-router counts every decision by outcome)."""
+        text = get(self.metrics_url) or ""
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if not line.startswith("#") and ROUTER_COUNTERS.search(line.split("{", 1)[0])
+        }
 
     def stop(self) -> None:
         end_process(self.proc, self.log, grace_s=20)
@@ -246,6 +264,7 @@ def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
         outs = asyncio.run(send(door.url, a.model, w, prompts, [None] * len(w)))
         wall = time.perf_counter() - t0
         c1 = engine_counters(ranks)
+        routed = door.counters() if isinstance(door, PeerProcess) else {}
     finally:
         door.stop()
     if not rec.exists() or rec.stat().st_size == 0:
@@ -264,6 +283,8 @@ def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
         "salt": salt,
         "engine_side": eng,
     }
+    if routed:
+        row["router_counters"] = routed
     wait_idle(ranks)
     time.sleep(a.settle_s)
     return row

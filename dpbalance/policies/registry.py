@@ -186,7 +186,8 @@ POLICIES: Registry[Policy] = Registry(
             VllmRouterCacheAwareConfig,
             "SGLang's cache_aware rule with the gateway library defaults 0.5 / 32 / 1.1",
             "prefix",
-            source="vllm-project/router (fork of sgl-router) cache_aware, CacheAwareConfig::default",
+            source="vllm-project/router (fork of sgl-router) cache_aware, CacheAwareConfig::default: its text-tree "
+            "rule (vllm-router 0.1.17 matches token blocks, and routes by load when it cannot tokenize a prompt)",
         ),
         _e(
             "dynamo_kv",
