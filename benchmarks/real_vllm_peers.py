@@ -25,6 +25,10 @@ BOS: equal text prefixes are equal token blocks, which the text-matching routers
   cuts the same prompts into the engine's 128-token blocks;
 - ``prefix_free``: mooncake-conversation lengths (prompts × 1/8), fresh random words, Poisson at its ``--qps``.
 
+``--prompt-format ids`` sends the same prompts as the model's token ids (the first rank's ``/tokenize`` of each
+text, before the run) to every front door; ``auto`` sends them to vllm-router only (sglang-router 0.3 answers 422 to
+token-id prompts). The engine computes the same tokens either way.
+
 Each run's words are new (a salt per run), so no run finds another's prompts in the ranks' caches. Every
 block runs every front door once per workload, the order rotated from block to block; internal mode runs at the end
 of each block (the testbed is restarted into it and back). Before any live request, the simulator's prediction of
@@ -53,6 +57,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -158,6 +163,19 @@ def text_prompts(w: Workload, salt: int) -> list[str]:
     return [" ".join(f"w{x}" for x in ids) for ids in prompts_of(w, seed=7, salt=salt, vocab=(0, VOCAB))]
 
 
+def id_prompts(texts: list[str], rank: str, model: str) -> list[list[int]]:
+    """The same prompts as the model's token ids (``--prompt-format ids``), as the rank's ``/tokenize`` cuts them
+    (no special tokens: the text prompts get none either): every front door and the engine then see token ids,
+    which is what vllm-router's prefix path needs (see the module docstring)."""
+    out = []
+    for t in texts:
+        body = json.dumps({"model": model, "prompt": t, "add_special_tokens": False}).encode()
+        req = urllib.request.Request(rank + "/tokenize", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            out.append(json.loads(r.read())["tokens"])
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- prediction
 def rule_of(front: str) -> str:
     return RULE.get(front, front.split(" ", 1)[0])
@@ -257,6 +275,8 @@ def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
     (a.out / "logs").mkdir(exist_ok=True)
     ranks = [a.internal_url] if front == INTERNAL else a.ranks
     prompts = text_prompts(w, salt)
+    if a.prompt_format == "ids" or (a.prompt_format == "auto" and front == "vllm-router"):
+        prompts = id_prompts(prompts, a.ranks[0], a.model)
     door = start(front, a, rec, a.out / "logs" / f"{wl}_block{b}_{name}.log")
     try:
         c0 = engine_counters(ranks)
@@ -376,6 +396,14 @@ def parse_args():
     ap.add_argument("--kv-capacity", type=int, default=262144, help="the ranks' KV tokens (vLLM's log says)")
     ap.add_argument("--model", default="tiny-moe")
     ap.add_argument("--settle-s", type=float, default=3.0)
+    ap.add_argument(
+        "--prompt-format",
+        choices=("text", "ids", "auto"),
+        default="text",
+        help="send prompts as text (the model's words), as their token ids (the same tokens), or 'auto': token ids "
+        "to vllm-router only (it routes by token blocks and falls back to load when it cannot tokenize a text "
+        "prompt; sglang-router rejects token-id prompts), text to the rest",
+    )
     ap.add_argument("--predict-only", action="store_true")
     a = ap.parse_args()
     a.fronts = [f for f in a.fronts.split(",") if f]
