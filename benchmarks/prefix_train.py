@@ -2,6 +2,8 @@
 on the training subset only, scored by the geometric means over its cells of TTFT p50 and p99. Prints Markdown.
 
     DPBALANCE_TRACE_DIR=DIR python benchmarks/prefix_train.py -j 2
+    DPBALANCE_TRACE_DIR=DIR python benchmarks/prefix_train.py -j 2 --overloaded \
+        --policies "brp;brp:wait_weight=0;brp:wait_weight=0.1;brp:wait_weight=1.0;sglang_cache_aware;llmd_prefix"
 
 Training cells: the first half of mooncake-synthetic (1,997 requests) at rate scales 0.04 and 0.08, and synthetic
 sessions seeds 1–3 at qps 1.5 and 3, each with an unlimited and a 1,000,000-token KV capacity, prefill on (the load
@@ -38,21 +40,45 @@ def cells() -> list[tuple[dict, float, object]]:
     return out
 
 
+def overloaded_cells() -> list[tuple[dict, float, object]]:
+    """The same traces one grid level above heavy (mooncake-synthetic's first half at ×0.10, sessions at qps 4):
+    ``--overloaded`` adds them, reported apart and with the rest."""
+    out = [(dict(trace=MS, max_requests=1997), 0.10, c) for c in CAPS.values()]
+    out += [(dict(trace=SESS.format(q=4.0, s=s)), 1.0, c) for s in (1, 2, 3) for c in CAPS.values()]
+    return out
+
+
+def _row(p: str, rows: list[dict]) -> str:
+    g50 = math.exp(sum(math.log(r["p50"]) for r in rows) / len(rows))
+    g99 = math.exp(sum(math.log(r["p99"]) for r in rows) / len(rows))
+    return f"| {p} | {g50:.3f} | {g99:.2f} | {sum(r['hit'] for r in rows) / len(rows):.3f} |"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-j", "--processes", type=int, default=1)
+    ap.add_argument("--policies", help="semicolon-separated specs instead of the grid and its baselines")
+    ap.add_argument("--overloaded", action="store_true", help="add the cells one load level above heavy")
     args = ap.parse_args()
-    cs = cells()
-    pols = GRID + BASELINES
+    base = cells()
+    extra = overloaded_cells() if args.overloaded else []
+    cs = base + extra
+    pols = args.policies.split(";") if args.policies else GRID + BASELINES
     jobs = [(s, r, c, True, p, 8) for p in pols for s, r, c in cs]
     with Pool(args.processes) as pool:
         flat = pool.map(run, jobs, chunksize=1)
+    groups = [("", slice(0, len(cs)))]
+    if extra:
+        groups = [
+            (" (training)", slice(0, len(base))),
+            (" (overloaded)", slice(len(base), len(cs))),
+            (" (all)", groups[0][1]),
+        ]
     print("| policy | gm TTFT p50 s | gm TTFT p99 s | mean hit rate |\n|---|---|---|---|")
     for i, p in enumerate(pols):
         rows = flat[i * len(cs) : (i + 1) * len(cs)]
-        g50 = math.exp(sum(math.log(r["p50"]) for r in rows) / len(rows))
-        g99 = math.exp(sum(math.log(r["p99"]) for r in rows) / len(rows))
-        print(f"| {p} | {g50:.3f} | {g99:.2f} | {sum(r['hit'] for r in rows) / len(rows):.3f} |")
+        for label, part in groups:
+            print(_row(p + label, rows[part]))
 
 
 if __name__ == "__main__":
