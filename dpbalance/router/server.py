@@ -230,6 +230,8 @@ class Router:
                 outcome=str(outcome) if outcome == Outcome.COMPLETED else f"{outcome}:{reason}",
                 blocks=t.blocks,
                 block_size=self.block_size,
+                sent_s=t.started - t.arrival if t.started else None,
+                ttft_s=t.first_token - t.arrival if t.first_token else None,
             )
 
     def reject(

@@ -12,7 +12,10 @@ One request per line, written when the request ends::
 - ``policy``: the policy label in force; ``outcome``: completed, or failed / rejected with a reason;
 - ``blocks`` (when the router knows the prompt's tokens): the chained hashes of the prompt's full
   ``block_size``-token blocks as the engine cuts them (``dpbalance.engine.hashing``), never the tokens; a
-  replay with ``--prefix-cache`` finds the prefixes the live ranks could share.
+  replay with ``--prefix-cache`` finds the prefixes the live ranks could share;
+- ``sent_s`` (when it reached a rank): seconds from arrival until the router sent it to the rank that served it
+  (its wait in the router's pool, and any earlier attempt); ``ttft_s`` (when a token came back): seconds from
+  arrival to its first token. Together they say where a request's wait was spent; replays ignore them.
 
 Only requests that generated at least one token replay (the others never reached decode); the loader counts the
 rest. Each line is written whole with one write and flushed, so a router that is killed leaves at most a
@@ -65,6 +68,8 @@ class RecordWriter:
         outcome: str,
         blocks: list[int] | None = None,
         block_size: int = 16,
+        sent_s: float | None = None,
+        ttft_s: float | None = None,
     ) -> None:
         rec = {
             "v": FORMAT_VERSION,
@@ -77,6 +82,10 @@ class RecordWriter:
         }
         if rank is not None:
             rec["rank"] = int(rank)
+        if sent_s is not None:
+            rec["sent_s"] = round(float(sent_s), 4)
+        if ttft_s is not None:
+            rec["ttft_s"] = round(float(ttft_s), 4)
         if blocks is not None:
             rec["block_size"] = int(block_size)
             rec["blocks"] = [int(h) for h in blocks]

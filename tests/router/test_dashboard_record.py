@@ -64,6 +64,8 @@ def test_record_round_trips_through_trace(tmp_path):
     # each prompt's block hashes as the engine cuts it (16-token blocks of the rank's token ids), never the text
     assert all(r["block_size"] == 16 and len(r["blocks"]) == r["prompt_tokens"] // 16 for r in lines)
     assert w.blocks is not None and w.blocks.size == 16
+    # where each request's wait went: sent to its rank after arriving, its first token after that
+    assert all(0 <= r["sent_s"] <= r["ttft_s"] for r in lines)
 
 
 def _chromium() -> str | None:
