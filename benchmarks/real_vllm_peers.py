@@ -359,8 +359,23 @@ def report(doc: dict, default: str = "brp") -> str:
                 if f != default:
                     cells = [paired(live, default, f, k) for k in ("output_tok_s", "ttft_p50_s", "ttft_p99_s")]
                     lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        for f in fronts:
+            per_block = [decisions(r.get("router_counters", {})) for r in live[f]]
+            if any(per_block):
+                shown = "; ".join(", ".join(f"{k} {v:g}" for k, v in sorted(d.items())) or "–" for d in per_block)
+                lines += ["", f"{f}'s own prefix-routing decisions, block by block: {shown}."]
         lines.append("")
     return "\n".join(lines)
+
+
+def decisions(counters: dict[str, float]) -> dict[str, float]:
+    """A peer router's prefix-routing decisions by outcome (vllm-router's ``prefix_routing_decisions_total``)."""
+    out: dict[str, float] = {}
+    for name, value in counters.items():
+        m = re.search(r'prefix_routing_decisions_total\{.*outcome="([^"]+)"', name)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + value
+    return out
 
 
 def parse_args():
