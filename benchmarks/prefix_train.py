@@ -67,13 +67,10 @@ def main() -> None:
     jobs = [(s, r, c, True, p, 8) for p in pols for s, r, c in cs]
     with Pool(args.processes) as pool:
         flat = pool.map(run, jobs, chunksize=1)
-    groups = [("", slice(0, len(cs)))]
+    whole = slice(0, len(cs))
+    groups = [("", whole)]
     if extra:
-        groups = [
-            (" (training)", slice(0, len(base))),
-            (" (overloaded)", slice(len(base), len(cs))),
-            (" (all)", groups[0][1]),
-        ]
+        groups = [(" (training)", slice(0, len(base))), (" (overloaded)", slice(len(base), len(cs))), (" (all)", whole)]
     print("| policy | gm TTFT p50 s | gm TTFT p99 s | mean hit rate |\n|---|---|---|---|")
     for i, p in enumerate(pols):
         rows = flat[i * len(cs) : (i + 1) * len(cs)]
