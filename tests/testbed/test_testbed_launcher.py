@@ -224,7 +224,7 @@ def test_second_up_refused_and_cli_status_down(fake, monkeypatch):
     runner = CliRunner()
     r = runner.invoke(app, ["testbed", "status"])
     assert r.exit_code == 0, r.output
-    assert "up (external mode)" in r.output and str(st.procs[1].pid) in r.output and "healthy" in r.output
+    assert f"up (external mode, {st.dtype})" in r.output and str(st.procs[1].pid) in r.output and "healthy" in r.output
     r = runner.invoke(app, ["testbed", "down", "--grace", "5"])
     assert r.exit_code == 0, r.output
     assert not any(_alive(p.pid) for p in st.procs)
@@ -315,3 +315,38 @@ def test_interrupt_while_waiting_ends_what_was_started(fake, tmp_path):
     assert proc.returncode == 130 and "start-up failed: ending the servers" in out and "interrupted" in out
     assert not any(_alive(p) for p in _all_pids(started, pids))
     assert not tb.state_path.exists()
+
+
+AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 fma avx avx2\n"
+AVX512 = AVX2.replace("avx2", "avx2 avx512f avx512bw avx512_bf16")
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+
+
+def test_auto_dtype_follows_the_cpu():
+    assert launcher.auto_dtype(AVX2) == "float32"  # bfloat16 through conversions there: slower
+    assert launcher.auto_dtype(AVX512) == "bfloat16"
+    assert launcher.auto_dtype(ARM) == "bfloat16"  # no x86 flags line: vLLM's own bfloat16 path
+    assert launcher.auto_dtype() in ("bfloat16", "float32")  # this machine's /proc/cpuinfo
+
+
+@pytest.mark.parametrize("dtype,gib", [("bfloat16", "1"), ("float32", "2")])
+def test_dtype_reaches_every_server_with_the_same_kv_tokens(tmp_path, dtype, gib):
+    for mode in launcher.MODES:
+        specs, _ = launcher.plan(mode, sys.executable, tmp_path, dtype=dtype)
+        for s in specs:
+            assert s.argv[s.argv.index("--dtype") + 1] == dtype
+            assert s.env["VLLM_CPU_KVCACHE_SPACE"] == gib  # twice the bytes per element, twice the space
+    auto, _ = launcher.plan("external", sys.executable, tmp_path)
+    assert auto[0].argv[auto[0].argv.index("--dtype") + 1] == launcher.auto_dtype()
+    with pytest.raises(LaunchError, match="unknown dtype 'float16'"):
+        launcher.plan("external", sys.executable, tmp_path, dtype="float16")
+
+
+def test_the_state_file_keeps_the_dtype(tmp_path):
+    path = tmp_path / "state.json"
+    launcher.State(mode="external", model="m", rank_urls=["u"], dtype="float32").save(path)
+    assert launcher.State.load(path).dtype == "float32"
+    d = json.loads(path.read_text())
+    del d["dtype"]  # a state file written before the dtype was recorded: bfloat16, all there was
+    path.write_text(json.dumps(d))
+    assert launcher.State.load(path).dtype == "bfloat16"
