@@ -34,6 +34,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 import zlib
 from datetime import UTC, datetime
@@ -132,6 +133,7 @@ COUNTERS = (
     "vllm:prefix_cache_hits_total",
     "vllm:prefix_cache_queries_total",
     "vllm:iteration_tokens_total_count",
+    "vllm:iteration_tokens_total_sum",
     "vllm:request_time_per_output_token_seconds_sum",
     "vllm:request_time_per_output_token_seconds_count",
     "vllm:time_to_first_token_seconds_sum",
@@ -166,6 +168,10 @@ def engine_side(before: dict, after: dict, wall: float) -> dict:
             for h, q in zip(d["vllm:prefix_cache_hits_total"], d["vllm:prefix_cache_queries_total"])
         ],
         "steps_per_rank": d["vllm:iteration_tokens_total_count"].tolist(),
+        "tokens_per_step": [  # scheduled tokens (prefill + decode) per step each rank ran, its own histogram
+            float(t / n) if n > 0 else math.nan
+            for t, n in zip(d["vllm:iteration_tokens_total_sum"], d["vllm:iteration_tokens_total_count"])
+        ],
         "mean_step_s": wall / float(d["vllm:iteration_tokens_total_count"].max())
         if d["vllm:iteration_tokens_total_count"].max() > 0
         else math.nan,
@@ -175,6 +181,50 @@ def engine_side(before: dict, after: dict, wall: float) -> dict:
         ),
         "preemptions": float(d["vllm:num_preemptions_total"].sum()),
     }
+
+
+GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+class GaugeSampler:
+    """Samples every rank's running and waiting requests (vLLM's own gauges) every ``interval_s`` in a thread, for
+    as long as a run lasts: whether a front door keeps the ranks' batches full, and how much it queues inside them.
+    ``stop()`` returns per-rank means over the samples taken while anything was running or waiting anywhere."""
+
+    def __init__(self, ranks: list[str], interval_s: float = 0.5):
+        self.ranks, self.interval_s = ranks, interval_s
+        self.samples: list[list[tuple[float, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> list[tuple[float, float]]:
+        out = []
+        for u in self.ranks:
+            v = dict.fromkeys(GAUGES, 0.0)
+            for line in (get(u + "/metrics") or "").splitlines():
+                name = line.split("{", 1)[0]
+                if name in v:
+                    v[name] += float(line.rsplit(" ", 1)[1])
+            out.append((v[GAUGES[0]], v[GAUGES[1]]))
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.samples.append(self._read())
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        busy = [s for s in self.samples if any(r + w > 0 for r, w in s)]
+        if not busy:
+            return {"mean_running": [], "mean_waiting": [], "gauge_samples": 0}
+        a = np.asarray(busy)  # [samples, ranks, 2]
+        return {
+            "mean_running": a[:, :, 0].mean(axis=0).round(2).tolist(),
+            "mean_waiting": a[:, :, 1].mean(axis=0).round(2).tolist(),
+            "gauge_samples": len(busy),
+        }
 
 
 async def send(target: str, model: str, w, prompts, counted: list) -> list[Outcome]:

@@ -65,7 +65,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from real_vllm_ab import RouterProcess, end_process, free_port, get, mean_ci, wait_idle  # noqa: E402
-from real_vllm_fidelity import engine_counters, engine_side, prompts_of, send  # noqa: E402
+from real_vllm_fidelity import GaugeSampler, engine_counters, engine_side, prompts_of, send  # noqa: E402
 
 from dpbalance.core import Workload  # noqa: E402
 from dpbalance.core.workload import Blocks  # noqa: E402
@@ -280,9 +280,11 @@ def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
     door = start(front, a, rec, a.out / "logs" / f"{wl}_block{b}_{name}.log")
     try:
         c0 = engine_counters(ranks)
+        gauges = GaugeSampler(ranks)
         t0 = time.perf_counter()
         outs = asyncio.run(send(door.url, a.model, w, prompts, [None] * len(w)))
         wall = time.perf_counter() - t0
+        busy = gauges.stop()
         c1 = engine_counters(ranks)
         routed = door.counters() if isinstance(door, PeerProcess) else {}
     finally:
@@ -290,7 +292,7 @@ def live_run(front: str, wl: str, b: int, w: Workload, a, salt: int) -> dict:
     if not rec.exists() or rec.stat().st_size == 0:
         rec.unlink(missing_ok=True)
     res = summarize(outs, policy=front, workers=2, slots=a.slots, engine_stats=None, wall_s=wall, config={})
-    eng = engine_side(c0, c1, wall)
+    eng = engine_side(c0, c1, wall) | busy
     row = {
         "output_tok_s": res.throughput_tok_s,
         "ttft_p50_s": res.ttft_p50_s,

@@ -74,3 +74,35 @@ def test_churn_reads_the_engines_step_and_prints_every_rate(capsys):
     # per-request costs a real API server adds (engine-sim has none)
     assert float(rows[1][2]) >= float(rows[0][2]) - 0.5, rows
     assert float(rows[1][5]) < 15, rows
+
+
+def test_the_benchmarks_read_how_full_the_ranks_ran(monkeypatch):
+    # 40 requests at once on rank 0 of two 16-slot engine-sim ranks: the gauge sampler sees rank 0 full with the
+    # rest queued inside it and rank 1 idle, and the ranks' step histogram gives the tokens per step
+    import numpy as np
+
+    from benchmarks import real_vllm_fidelity as fid
+    from dpbalance.core import Workload
+
+    n, out = 40, 30
+    w = Workload.from_arrays(np.zeros(n), np.full(n, 64), np.full(n, out))
+    prompts = [[17 + (i * 64 + j) % 900 for j in range(64)] for i in range(n)]
+
+    async def run(urls):
+        before = await asyncio.to_thread(fid.engine_counters, urls)  # (the servers run on this loop)
+        gauges = fid.GaugeSampler(urls, interval_s=0.02)
+        outs = await fid.send(urls[0], "tiny-moe", w, prompts, [None] * n)
+        busy = await asyncio.to_thread(gauges.stop)
+        after = await asyncio.to_thread(fid.engine_counters, urls)
+        return outs, busy, fid.engine_side(before, after, 1.0)
+
+    outs, busy, eng = asyncio.run(_with_sim(run))
+    assert all(o.status == "ok" for o in outs)
+    assert busy["gauge_samples"] >= 10
+    run0, run1 = busy["mean_running"]
+    wait0, wait1 = busy["mean_waiting"]
+    assert 12 <= run0 <= 16 and run1 == 0 and wait1 == 0, busy
+    assert wait0 > 2, busy  # 24 requests queue behind the first 16 for a while
+    # every output token and the 64-token prompts were scheduled on rank 0, none on rank 1
+    steps0, steps1 = eng["steps_per_rank"]
+    assert steps1 == 0 and eng["tokens_per_step"][0] * steps0 == pytest.approx(n * (64 + out - 1), rel=0.02), eng
