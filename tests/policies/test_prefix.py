@@ -179,6 +179,38 @@ def test_brp_waits_for_a_full_rank_only_for_its_cache():
     assert decide("brp:affinity_wait_s=0", with_view(snap, View({7: [0, 900]}, 2)), G=2, B=2) == [(7, 0)]
 
 
+def _held_case(now: float, cap1: int = 2) -> Snapshot:
+    """Request 7 (1,000 tokens, arrived at 0) with worker 1 full and caching 900 of it, worker 0 free; at ``now``."""
+    snap = snapshot_of([[5000], [100, 100]], pool=[(7, 1000)], slots=2)
+    if cap1 != 2:
+        snap._state.set_cap(1, cap1)
+    return Snapshot(snap._state, snap._pool, now, prefix=View({7: [0, 900]}, 2))
+
+
+def test_brp_bounds_the_affinity_wait_from_the_first_hold_not_from_arrival():
+    # in an overloaded router every request has queued longer than the bound by the time a slot frees: the bound
+    # counts from the first dispatch that held it, so a request that has waited 100 s in the pool is still held
+    pol = make_policy("brp:affinity_wait_s=30", PolicyContext(workers=2, slots=2))
+    assert list(pol.dispatch(_held_case(100.0))) == []
+    assert list(pol.dispatch(_held_case(129.0))) == []  # held for 29 s
+    assert list(pol.dispatch(_held_case(130.0))) == [(7, 0)]  # 30 s: it goes to the free rank
+    assert pol._held == {}  # placed: forgotten
+
+
+def test_brp_never_waits_for_a_closed_rank():
+    # worker 1 caches the prompt but the router closed it (cap 0: unhealthy, drained): the request goes to worker 0
+    pol = make_policy("brp", PolicyContext(workers=2, slots=2))
+    assert list(pol.dispatch(_held_case(0.0, cap1=0))) == [(7, 0)]
+
+
+def test_brp_remembers_holds_of_requests_outside_the_window():
+    pol = make_policy("brp:affinity_wait_s=30", PolicyContext(workers=2, slots=2))
+    pol._held = {5: 10.0, 6: 50.0}  # held earlier, not in this dispatch (one free slot: request 7 only)
+    assert list(pol.dispatch(_held_case(70.0))) == []
+    # 5 was first held 60 s ago (twice the bound: it would be placed at its next look anyway), 6 20 s ago
+    assert pol._held == {6: 50.0, 7: 70.0}
+
+
 def test_brp_avoids_a_rank_without_kv_room_for_its_miss():
     assert decide("brp", golden(kv=np.array([50.0, 1e9, 1e9]))) != [(1, 0)]
 
@@ -288,9 +320,10 @@ def test_brp_without_prefill_runs_like_br0_through_the_simulator():
         assert a.throughput_all_tok_s == b.throughput_all_tok_s and a.ttft_p99_s == b.ttft_p99_s
 
 
-def brp_by_the_rule(pol, snap) -> list[tuple[int, int]]:
+def brp_by_the_rule(pol, snap, held_before: dict) -> list[tuple[int, int]]:
     """brp's placement written plainly, request by request in Python floats, from the module docstring's rule:
-    every cost recomputed from the current loads (the policy keeps one cost matrix current instead)."""
+    every cost recomputed from the current loads (the policy keeps one cost matrix current instead).
+    ``held_before``: when the policy first held each request, as it was before this dispatch."""
     v, cfg = snap.prefix, pol.cfg
     n = min(snap.pool_size, snap.total_free, pol.window)
     s, miss, tau, delta, pend, W = (x.tolist() for x in pol._costs(snap, v, n))
@@ -299,6 +332,8 @@ def brp_by_the_rule(pol, snap) -> list[tuple[int, int]]:
     free, kvf = snap.free.tolist(), np.asarray(v.kv_free, dtype=float).tolist()
     bounded = any(np.isfinite(kvf))
     wait = (snap.now - snap.pool_arrival[:n]).tolist()
+    held_for = [snap.now - held_before.get(int(r), snap.now) for r in snap.pool_ids[:n]]
+    caps = snap.caps.tolist()
     w_max, out = max(W), []
     order = sorted(range(n), key=lambda i: -min(delta[i]))  # stable: ties keep pool order
     for i in order:
@@ -308,11 +343,11 @@ def brp_by_the_rule(pol, snap) -> list[tuple[int, int]]:
         ]
         ok = [f > 0 for f in free]
         n_ok = sum(ok)
-        if hold > 0 and wait[i] < hold and 0 < n_ok < G:
+        if hold > 0 and held_for[i] < hold and 0 < n_ok < G:
             best_free = min(miss[i][g] for g in range(G) if ok[g])
             if min(miss[i][g] for g in range(G) if not ok[g]) < best_free:
                 g_all = min(range(G), key=lambda g: cost[g])
-                if not ok[g_all] and miss[i][g_all] < best_free:
+                if not ok[g_all] and caps[g_all] > 0 and miss[i][g_all] < best_free:
                     if cost[g_all] < min(cost[g] for g in range(G) if ok[g]) - 1e-9:
                         continue
         room = ok
@@ -354,5 +389,10 @@ def test_brp_decides_as_its_rule_written_plainly(seed, cfg):
     n = min(snap.pool_size, snap.total_free, pol.window)
     if n == 0 or not (pol._costs(snap, view, n)[1] < snap.pool_prompt[:n, None]).any():
         return  # nothing cached anywhere in the window: brp hands over to br0 (tested above)
+    if rng.random() < 0.5:  # some requests held before, some long enough ago that the bound has passed
+        pol._held = {int(r): snap.now - float(rng.uniform(0, 60)) for r in snap.pool_ids if rng.random() < 0.5}
+    if rng.random() < 0.3:  # a closed rank
+        snap._state.set_cap(int(rng.integers(G)), 0)
+    before = dict(pol._held)
     a = pol.dispatch(snap)
-    assert sorted(zip(a.request_id.tolist(), a.worker.tolist())) == brp_by_the_rule(pol, snap)
+    assert sorted(zip(a.request_id.tolist(), a.worker.tolist())) == brp_by_the_rule(pol, snap, before)

@@ -28,8 +28,13 @@ One dispatch places the oldest waiting requests that have a free slot (FIFO admi
 wait below), largest work first, each on the worker with the lowest cost among those with a free slot whose KV
 headroom holds its miss (all free ones if none does); ties: the lowest W. A request whose cheapest rank (over all
 ranks) has no free slot and caches more of its prompt than every free rank is held for it (``affinity_wait_s``,
-bounded: after that long it goes to the best free rank) rather than recomputing its prefix elsewhere; a full rank
-that is only less loaded is never waited for (a free slot left idle costs more than the balance it would buy).
+bounded: that long after the first dispatch that held it, it goes to the best free rank) rather than recomputing its
+prefix elsewhere; a full rank that is only less loaded is never waited for (a free slot left idle costs more than
+the balance it would buy), nor is a closed one (slot cap 0: the router drains an unhealthy rank). The bound counts
+from the first hold, not from the request's arrival: under overload every request has queued in the pool longer
+than any fixed bound by the time a slot frees, and counting from arrival turned the wait off exactly when the
+ranks were busiest (on the testbed's prices the simulator then gave up 9 points of hit rate to sglang-router's
+rule; see docs/results/prefix_matrix.md).
 ``ttft_slo`` (seconds, off by default): a request whose estimated first token (its wait so far + the rank's queued
 prefill seconds + its own) would miss the target on some ranks goes to a rank that meets it, or, if none does, to
 the rank with the earliest estimate.
@@ -78,7 +83,8 @@ class BrpConfig(BR0Config):
     affinity_wait_s: float = setting(
         30.0,
         "a request whose cheapest rank has no free slot and caches more of its prompt than every free rank waits "
-        "for it up to this long (bounded), instead of recomputing its prefix elsewhere (0: never waits)",
+        "for it up to this long (from when it is first held, not from its arrival), instead of recomputing its "
+        "prefix elsewhere (0: never waits)",
         min=0.0,
     )
 
@@ -116,6 +122,7 @@ class BrpPolicy(Policy):
         self.beta = float(cfg.beta if cfg.beta is not None else ctx.workers)
         self.window = cfg.window
         self.br0 = make_br0(cfg.br0(), ctx)
+        self._held: dict[int, float] = {}  # request id -> when a dispatch first held it for its caching rank
 
     def dispatch(self, snap: Snapshot) -> Assignments:
         v = snap.prefix
@@ -154,6 +161,8 @@ class BrpPolicy(Policy):
         k = self.k
         hold = cfg.affinity_wait_s
         placed = np.ones(n, dtype=bool)
+        caps, now, rid = snap.caps, snap.now, snap.pool_ids[:n].tolist()
+        held: dict[int, float] = {}  # request id -> when a dispatch first held it, for the requests held in this one
         ok = free > 0
         n_ok = int(ok.sum())
         w_max = float(W.max())  # W only grows: its maximum is kept as it grows
@@ -167,12 +176,19 @@ class BrpPolicy(Policy):
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
             d = delta[i]
             cost = C[:, i]
-            if hold > 0 and wait[i] < hold and 0 < n_ok < self.G:
-                # bounded affinity wait: the cheapest rank over all ranks is full, caches more of the prompt than
-                # every free one, and costs less than every free one (a rank only less loaded is never waited for)
+            if hold > 0 and 0 < n_ok < self.G and now - self._held.get(rid[i], now) < hold:
+                # bounded affinity wait: the cheapest rank over all ranks is full (not closed), caches more of the
+                # prompt than every free one, and costs less than every free one (a rank only less loaded is never
+                # waited for); the bound counts from the first dispatch that held it, not from its arrival
                 g_all = int(np.argmin(cost))
-                if not ok[g_all] and miss[i, g_all] < miss[i][ok].min() and cost[g_all] < cost[ok].min() - 1e-9:
+                if (
+                    not ok[g_all]
+                    and caps[g_all] > 0
+                    and miss[i, g_all] < miss[i][ok].min()
+                    and cost[g_all] < cost[ok].min() - 1e-9
+                ):
                     placed[i] = False
+                    held[rid[i]] = self._held.get(rid[i], now)
                     continue
             room = ok
             if kv_bounded:
@@ -211,7 +227,20 @@ class BrpPolicy(Policy):
             if free[g] == 0:
                 ok[g] = False
                 n_ok -= 1
+        self._remember(held, rid, now)
         return Assignments(snap.pool_ids[:n][placed], out[placed])
+
+    def _remember(self, held: dict[int, float], considered: list[int], now: float) -> None:
+        """Keep when each held request was first held: the ones held now, and the ones held before that this
+        dispatch did not consider (a smaller window) while their bound may still matter; the rest are forgotten
+        (placed, gone, or no longer held)."""
+        hold = self.cfg.affinity_wait_s
+        if self._held:
+            seen = set(considered)
+            for r, t in self._held.items():
+                if r not in seen and now - t < 2 * hold:
+                    held.setdefault(r, t)
+        self._held = held
 
 
 def _price(C, W, delta, lam_delta, pend, w_max: float, beta: float, mu_k: float) -> None:
