@@ -74,10 +74,14 @@ def selection(sel, level_value) -> tuple[dict, float]:
 
 
 def run(job) -> dict:
-    sel, rate, cap, prefill, policy, workers = job
+    """One cell: (selection, rate, capacity, prefill, policy, workers[, deployment]), ``deployment`` a dict of
+    engine and simulator settings that replace the matrix's (step time, slots, token budget, block size)."""
+    sel, rate, cap, prefill, policy, workers, *rest = job
+    dep = dict(rest[0]) if rest else {}
     test, train = TraceSelection(**sel).load(seed=0)
-    eng = EngineConfig(prefill=prefill, prefix_cache=True, kv_capacity=cap)
-    cfg = SimConfig(workers=workers, rate_scale=rate, engine=eng)
+    eng_kw = {k: dep.pop(k) for k in ("max_batched_tokens", "block_size") if k in dep}
+    eng = EngineConfig(prefill=prefill, prefix_cache=True, kv_capacity=cap, **eng_kw)
+    cfg = SimConfig(workers=workers, rate_scale=rate, engine=eng, **dep)
     rec = simulate(test, build_policy(policy, cfg, train), cfg)
     res, _ = summarize(rec, policy, cfg, test)
     st, _ = summarize(rec, policy, dataclasses.replace(cfg, window="steady"), test)
