@@ -361,6 +361,7 @@ def report(doc: dict, default: str = "brp") -> str:
                 if f != default:
                     cells = [paired(live, default, f, k) for k in ("output_tok_s", "ttft_p50_s", "ttft_p99_s")]
                     lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines += fullness(live, fronts)
         for f in fronts:
             per_block = [decisions(r.get("router_counters", {})) for r in live[f]]
             if any(per_block):
@@ -368,6 +369,25 @@ def report(doc: dict, default: str = "brp") -> str:
                 lines += ["", f"{f}'s own prefix-routing decisions, block by block: {shown}."]
         lines.append("")
     return "\n".join(lines)
+
+
+def fullness(live: dict, fronts: list[str]) -> list[str]:
+    """How full each front door kept the ranks (vLLM's own gauges and step histogram, runs that recorded them):
+    requests running and waiting inside the ranks (both ranks together, while anything ran) and scheduled tokens per
+    step (mean over the ranks), mean ± 95 % over blocks."""
+    rows = []
+    for f in fronts:
+        eng = [r.get("engine_side", {}) for r in live[f]]
+        if not all(e.get("mean_running") for e in eng):
+            continue
+        cells = [mean_ci([sum(e[k]) for e in eng]) for k in ("mean_running", "mean_waiting")] + [
+            mean_ci([float(np.nanmean(e["tokens_per_step"])) for e in eng])
+        ]
+        rows.append(f"| {f} | " + " | ".join(f"{m:.1f} ± {c:.1f}" for m, c in cells) + " |")
+    if not rows:
+        return []
+    head = ["", "How full the ranks ran (their own gauges, sampled every 0.5 s; 32 slots each):", ""]
+    return head + ["| front door | running | waiting in the ranks | tokens per step |", "|---|---|---|---|", *rows]
 
 
 def decisions(counters: dict[str, float]) -> dict[str, float]:
