@@ -176,17 +176,9 @@ class BrpPolicy(Policy):
         for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
             d = delta[i]
             cost = C[:, i]
+            # bounded affinity wait, counted from the first dispatch that held it (not from its arrival)
             if hold > 0 and 0 < n_ok < self.G and now - self._held.get(rid[i], now) < hold:
-                # bounded affinity wait: the cheapest rank over all ranks is full (not closed), caches more of the
-                # prompt than every free one, and costs less than every free one (a rank only less loaded is never
-                # waited for); the bound counts from the first dispatch that held it, not from its arrival
-                g_all = int(np.argmin(cost))
-                if (
-                    not ok[g_all]
-                    and caps[g_all] > 0
-                    and miss[i, g_all] < miss[i][ok].min()
-                    and cost[g_all] < cost[ok].min() - 1e-9
-                ):
+                if _waits_for_cache(cost, ok, caps, miss[i]):
                     placed[i] = False
                     held[rid[i]] = self._held.get(rid[i], now)
                     continue
@@ -241,6 +233,14 @@ class BrpPolicy(Policy):
                 if r not in seen and now - t < 2 * hold:
                     held.setdefault(r, t)
         self._held = held
+
+
+def _waits_for_cache(cost: np.ndarray, ok: np.ndarray, caps: np.ndarray, miss: np.ndarray) -> bool:
+    """Whether a request waits for a full rank: the cheapest rank over all ranks is full (not closed: cap 0),
+    caches more of the prompt than every free one, and costs less than every free one (a rank only less loaded is
+    never waited for)."""
+    g = int(np.argmin(cost))
+    return bool(not ok[g] and caps[g] > 0 and miss[g] < miss[ok].min() and cost[g] < cost[ok].min() - 1e-9)
 
 
 def _price(C, W, delta, lam_delta, pend, w_max: float, beta: float, mu_k: float) -> None:
