@@ -142,9 +142,9 @@ COUNTERS = (
 )
 
 
-def engine_counters(ranks: list[str]) -> dict[str, list[float]]:
-    """Every counter of ``COUNTERS`` per rank, from the ranks' /metrics."""
-    out = {k: [0.0] * len(ranks) for k in COUNTERS}
+def engine_counters(ranks: list[str], names: tuple[str, ...] = COUNTERS) -> dict[str, list[float]]:
+    """Every metric of ``names`` per rank (summed over its label sets), from the ranks' /metrics."""
+    out = {k: [0.0] * len(ranks) for k in names}
     for r, u in enumerate(ranks):
         for line in (get(u + "/metrics") or "").splitlines():
             name = line.split("{", 1)[0]
@@ -198,20 +198,10 @@ class GaugeSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def _read(self) -> list[tuple[float, float]]:
-        out = []
-        for u in self.ranks:
-            v = dict.fromkeys(GAUGES, 0.0)
-            for line in (get(u + "/metrics") or "").splitlines():
-                name = line.split("{", 1)[0]
-                if name in v:
-                    v[name] += float(line.rsplit(" ", 1)[1])
-            out.append((v[GAUGES[0]], v[GAUGES[1]]))
-        return out
-
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.samples.append(self._read())
+            g = engine_counters(self.ranks, GAUGES)
+            self.samples.append(list(zip(g[GAUGES[0]], g[GAUGES[1]])))
 
     def stop(self) -> dict:
         self._stop.set()

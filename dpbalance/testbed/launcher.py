@@ -42,7 +42,6 @@ API_SERVER = "vllm.entrypoints.openai.api_server"
 MAX_MODEL_LEN = 4096  # the model's max positions
 MAX_NUM_SEQS = 32
 
-
 #: Popen objects of servers this process started, so it can reap them (a dead child stays a zombie until waited)
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -144,6 +143,13 @@ def vllm_args(
     ]
 
 
+def _resolve_dtype(dtype: str) -> str:
+    """``dtype`` checked, and ``auto`` turned into this CPU's choice (a concrete dtype is returned as it is)."""
+    if dtype not in DTYPES:
+        raise LaunchError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return auto_dtype() if dtype == "auto" else dtype
+
+
 def _cores() -> list[int]:
     try:
         return sorted(os.sched_getaffinity(0))
@@ -166,9 +172,7 @@ def plan(
     """The servers to start for ``mode`` and the URL serving each DP rank (``dtype`` auto: ``auto_dtype()``)."""
     if mode not in MODES:
         raise LaunchError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    if dtype not in DTYPES:
-        raise LaunchError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    dtype = auto_dtype() if dtype == "auto" else dtype
+    dtype = _resolve_dtype(dtype)
     base = dict(
         os.environ,
         VLLM_CPU_KVCACHE_SPACE=str(KV_SPACE_GIB[dtype]),
@@ -447,9 +451,7 @@ def up(
             f"a testbed is already up ({running.mode} mode, PIDs "
             f"{', '.join(str(p.pid) for p in running.procs)}): run `dpbalance testbed down` first"
         )
-    if dtype not in DTYPES:
-        raise LaunchError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    dtype = auto_dtype() if dtype == "auto" else dtype
+    dtype = _resolve_dtype(dtype)  # (recorded in the state file as what the servers run)
     specs, urls = plan(
         mode,
         python or tb.python,

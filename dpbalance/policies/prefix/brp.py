@@ -177,10 +177,11 @@ class BrpPolicy(Policy):
             d = delta[i]
             cost = C[:, i]
             # bounded affinity wait, counted from the first dispatch that held it (not from its arrival)
-            if hold > 0 and 0 < n_ok < self.G and now - self._held.get(rid[i], now) < hold:
-                if _waits_for_cache(cost, ok, caps, miss[i]):
+            if hold > 0 and 0 < n_ok < self.G:
+                since = self._held.get(rid[i], now)
+                if now - since < hold and _waits_for_cache(cost, ok, caps, miss[i]):
                     placed[i] = False
-                    held[rid[i]] = self._held.get(rid[i], now)
+                    held[rid[i]] = since
                     continue
             room = ok
             if kv_bounded:
