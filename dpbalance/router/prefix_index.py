@@ -47,7 +47,8 @@ class _Entry:
     uncached: int = 0  # prompt tokens left to prefill on its rank when it was sent
     prefilling: bool = False
     groups: list | None = None  # its last lookup's (ranks, depth) groups: the next lookup's hint
-    depths: np.ndarray | None = None  # [G] blocks each rank holds, from ``groups``
+    depths: np.ndarray | None = None  # [G] prompt tokens each rank holds, from ``groups``
+    limit: int = 0  # blocks a lookup may serve (``PrefixIndex._limit``)
 
 
 class PrefixIndex:
@@ -65,6 +66,7 @@ class PrefixIndex:
         self.cache = PrefixCache(ranks, block_size, bounded=kv_capacity is not None)
         self._cap_blocks = None if kv_capacity is None else kv_capacity // block_size
         self._req: dict[int, _Entry] = {}
+        self._none = np.zeros(ranks, dtype=np.int64)  # the cached tokens of a request the index does not know
         self._pending = np.zeros(ranks, dtype=np.int64)
         self._running_kv = np.zeros(ranks, dtype=np.int64)
         self.prompt_tokens = np.zeros(ranks, dtype=np.int64)  # prompt tokens sent per rank
@@ -82,7 +84,8 @@ class PrefixIndex:
     def arrive(self, rid: int, prompt: str | Sequence[int], prompt_tokens: int) -> None:
         """A request joined the router's pool."""
         hs, per = self.hashes_of(prompt, prompt_tokens)
-        self._req[rid] = _Entry(hs, int(prompt_tokens), per)
+        e = self._req[rid] = _Entry(hs, int(prompt_tokens), per)
+        e.limit = self._limit(e)
 
     def _limit(self, e: _Entry) -> int:
         """Blocks a lookup may serve: never the last prompt token (the engine recomputes it)."""
@@ -146,15 +149,16 @@ class PrefixIndex:
         return (self.capacity - self._running_kv).astype(np.float64)
 
     def cached(self, request_ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(request_ids).tolist()
-        depth = np.zeros((len(ids), self.G), dtype=np.int64)
-        per = np.zeros(len(ids), dtype=np.float64)  # prompt tokens per block, per request
-        for row, rid in enumerate(ids):
-            e = self._req.get(rid)
+        G, get, match = self.G, self._req.get, self.cache.match_groups
+        rows = []
+        for rid in np.asarray(request_ids).tolist():
+            e = get(rid)
             if e is not None and e.hashes:  # a request waits through many dispatches: each lookup starts from the last
-                groups = self.cache.match_groups(e.hashes, self._limit(e), hint=e.groups)
+                groups = match(e.hashes, e.limit, hint=e.groups)
                 if groups is not e.groups or e.depths is None:  # (the same list: nothing it holds changed)
-                    e.groups, e.depths = groups, fill_depths(groups, self.G)
-                depth[row] = e.depths
-                per[row] = e.tokens_per_block
-        return (depth * per[:, None]).astype(np.int64)
+                    e.groups = groups
+                    e.depths = (fill_depths(groups, G) * e.tokens_per_block).astype(np.int64)
+                rows.append(e.depths)
+            else:
+                rows.append(self._none)
+        return np.array(rows, dtype=np.int64).reshape(len(rows), G)

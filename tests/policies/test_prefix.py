@@ -396,3 +396,31 @@ def test_brp_decides_as_its_rule_written_plainly(seed, cfg):
     before = dict(pol._held)
     a = pol.dispatch(snap)
     assert sorted(zip(a.request_id.tolist(), a.worker.tolist())) == brp_by_the_rule(pol, snap, before)
+
+
+@pytest.mark.parametrize("cfg", ["", "ttft_slo=2", "wait_weight=0"])
+def test_brp_runs_of_held_requests_decide_as_the_rule(cfg, monkeypatch):
+    """Overloaded: most ranks full and caching most of every prompt, so requests are held in runs, which the policy
+    checks in one pass (``_leading_holds``); a few requests cached nowhere are placed between the runs."""
+    from dpbalance.policies.prefix import brp
+
+    passes = []
+    leading = brp._leading_holds
+    monkeypatch.setattr(brp, "_leading_holds", lambda *a: passes.append(leading(*a)) or passes[-1])
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        G, B = int(rng.integers(3, 17)), int(rng.integers(1, 5))
+        snap = random_snapshot(rng, G, B, int(rng.integers(20, 80)), full=True)
+        full = snap.free == 0
+        if full.all() or not full.any():
+            continue
+        s = dict(zip(snap.pool_ids.tolist(), snap.pool_prompt.tolist()))
+        hits = {i: [0] * G if rng.random() < 0.15 else np.where(full, p * 9 // 10, 0).tolist() for i, p in s.items()}
+        snap = with_view(snap, View(hits, G, rng.integers(0, 20000, G).astype(float)))
+        pol = make_policy("brp" + (":" + cfg if cfg else ""), PolicyContext(workers=G, slots=B))
+        if rng.random() < 0.5:
+            pol._held = {int(r): snap.now - float(rng.uniform(0, 60)) for r in snap.pool_ids if rng.random() < 0.3}
+        before = dict(pol._held)
+        a = pol.dispatch(snap)
+        assert sorted(zip(a.request_id.tolist(), a.worker.tolist())) == brp_by_the_rule(pol, snap, before), seed
+    assert sum(1 for k in passes if k > 0) >= 5  # the one-pass check ran and held requests in it

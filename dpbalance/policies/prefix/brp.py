@@ -151,20 +151,19 @@ class BrpPolicy(Policy):
         s, miss, tau, delta, pend_s, W = self._costs(snap, v, n)
         if not (miss < s[:, None]).any():  # nothing cached anywhere: placement cannot change the prefill work
             return self.br0.dispatch(snap)
-        free = snap.free.astype(np.int64)
+        free = snap.free.astype(np.int64).tolist()
         kvf = np.asarray(v.kv_free, dtype=np.float64).copy()
         kv_bounded = bool(np.isfinite(kvf).any())  # unlimited KV: every free rank has room
-        wait = snap.now - snap.pool_arrival[:n]
-        slo = cfg.ttft_slo
+        wait, slo = snap.now - snap.pool_arrival[:n], cfg.ttft_slo
         out = np.empty(n, dtype=np.int64)
-        beta, lam, mu = self.beta, cfg.work_weight, cfg.wait_weight
-        k = self.k
-        hold = cfg.affinity_wait_s
+        beta, lam, mu, k, hold = self.beta, cfg.work_weight, cfg.wait_weight, self.k, cfg.affinity_wait_s
         placed = np.ones(n, dtype=bool)
-        caps, now, rid = snap.caps, snap.now, snap.pool_ids[:n].tolist()
+        now, rid = snap.now, snap.pool_ids[:n].tolist()
+        closed = (snap.caps <= 0).tolist()
         held: dict[int, float] = {}  # request id -> when a dispatch first held it, for the requests held in this one
-        ok = free > 0
-        n_ok = int(ok.sum())
+        okmask = snap.free > 0  # the ranks with a free slot, kept as they fill: a mask, its indices, a list
+        okidx = np.flatnonzero(okmask)
+        ok = okmask.tolist()
         w_max = float(W.max())  # W only grows: its maximum is kept as it grows
         # every request's cost on every rank, kept current as placements change W: rank-major ([G, n]), so that
         # the column of the rank a placement changes is one contiguous row
@@ -173,42 +172,34 @@ class BrpPolicy(Policy):
         mu_k = mu * k
         C = np.empty_like(delta_t)
         _price(C, W[:, None], delta_t, lam_delta, pend_s[:, None], w_max, beta, mu_k)
-        for i in np.argsort(-delta.min(axis=1), kind="stable").tolist():
-            d = delta[i]
+        order = np.argsort(-delta.min(axis=1), kind="stable")
+        since = [self._held.get(r, now) for r in rid] if hold > 0 else None
+        may_hold = now - np.array(since) < hold if hold > 0 else None
+        pos = streak = 0  # streak: requests held in a row
+        while pos < n:
+            i = int(order[pos])
+            pos += 1
             cost = C[:, i]
-            # bounded affinity wait, counted from the first dispatch that held it (not from its arrival)
-            if hold > 0 and 0 < n_ok < self.G:
-                since = self._held.get(rid[i], now)
-                if now - since < hold and _waits_for_cache(cost, ok, caps, miss[i]):
+            # bounded affinity wait, counted from the first dispatch that held it (not from its arrival): only when
+            # the cheapest rank of all is full and not closed (the cheap tests first: most requests stop there)
+            if hold > 0 and 0 < len(okidx) < self.G and may_hold[i]:
+                g = int(cost.argmin())
+                if not ok[g] and not closed[g] and _waits_for_cache(cost, okidx, miss[i], g):
                     placed[i] = False
-                    held[rid[i]] = since
+                    held[rid[i]] = since[i]
+                    streak += 1
+                    if streak == 4:  # nothing changes until a request is placed: check the run after it at once
+                        j = pos + _leading_holds(C, order[pos:], okidx, ok, closed, miss, may_hold)
+                        for h in order[pos:j].tolist():
+                            placed[h] = False
+                            held[rid[h]] = since[h]
+                        pos = j
                     continue
-            room = ok
-            if kv_bounded:
-                room = ok & (kvf >= miss[i])
-                if not room.any():
-                    room = ok & (kvf >= kvf[ok].max())
-            if slo is not None:
-                est = wait[i] + pend_s + tau[i]
-                meet = room & (est <= slo)
-                if meet.any():
-                    room = meet
-                else:
-                    cost = est
-            if n_ok == self.G and room is ok:
-                c, cand = cost, None
-            else:
-                cand = np.flatnonzero(room)
-                c = cost[cand]
-            c_min = float(c.min())
-            tie = np.flatnonzero(c <= c_min + 1e-9 * max(1.0, abs(c_min)))
-            if len(tie) > 1:
-                best = tie if cand is None else cand[tie]
-                g = int(best[np.argmin(W[best])])
-            else:
-                g = int(tie[0]) if cand is None else int(cand[tie[0]])
+            streak = 0
+            est = None if slo is None else wait[i] + pend_s + tau[i]
+            g = self._choose(cost, okmask, okidx, miss[i], kvf if kv_bounded else None, est, W)
             out[i] = g
-            W[g] += d[g]
+            W[g] += delta[i, g]
             pend_s[g] += tau[i, g]
             if W[g] > w_max:  # the envelope rose: every rank's overflow term changes
                 w_max = float(W[g])
@@ -218,10 +209,38 @@ class BrpPolicy(Policy):
             kvf[g] -= miss[i, g]
             free[g] -= 1
             if free[g] == 0:
-                ok[g] = False
-                n_ok -= 1
+                ok[g] = okmask[g] = False
+                okidx = okidx[okidx != g]
         self._remember(held, rid, now)
         return Assignments(snap.pool_ids[:n][placed], out[placed])
+
+    def _choose(self, cost, ok, okidx, miss, kvf, est, W) -> int:
+        """The rank a request goes to: the cheapest free rank (``ok``, as a mask and as ``okidx``) whose KV headroom
+        (``kvf``, None: unlimited) holds its miss (all free ones if none does); with a TTFT target, one whose
+        estimated first token (``est``, None without a target) meets it, else the earliest estimate; ties: the
+        lowest W."""
+        room = ok
+        if kvf is not None:
+            room = ok & (kvf >= miss)
+            if not room.any():
+                room = ok & (kvf >= kvf[okidx].max())
+        if est is not None:
+            meet = room & (est <= self.cfg.ttft_slo)
+            if meet.any():
+                room = meet
+            else:
+                cost = est
+        if room is ok and len(okidx) == self.G:
+            c, cand = cost, None
+        else:
+            cand = okidx if room is ok else np.flatnonzero(room)
+            c = cost[cand]
+        c_min = float(c.min())
+        tie = np.flatnonzero(c <= c_min + 1e-9 * max(1.0, abs(c_min)))
+        if len(tie) > 1:
+            best = tie if cand is None else cand[tie]
+            return int(best[np.argmin(W[best])])
+        return int(tie[0]) if cand is None else int(cand[tie[0]])
 
     def _remember(self, held: dict[int, float], considered: list[int], now: float) -> None:
         """Keep when each held request was first held: the ones held now, and the ones held before that this
@@ -236,12 +255,26 @@ class BrpPolicy(Policy):
         self._held = held
 
 
-def _waits_for_cache(cost: np.ndarray, ok: np.ndarray, caps: np.ndarray, miss: np.ndarray) -> bool:
-    """Whether a request waits for a full rank: the cheapest rank over all ranks is full (not closed: cap 0),
-    caches more of the prompt than every free one, and costs less than every free one (a rank only less loaded is
-    never waited for)."""
-    g = int(np.argmin(cost))
-    return bool(not ok[g] and caps[g] > 0 and miss[g] < miss[ok].min() and cost[g] < cost[ok].min() - 1e-9)
+def _waits_for_cache(cost: np.ndarray, okidx: np.ndarray, miss: np.ndarray, g: int) -> bool:
+    """Whether a request waits for rank g, its cheapest over all ranks, full and not closed (the caller checks
+    both): g caches more of the prompt than every free rank (``okidx``) and costs less than every free one (a rank
+    only less loaded is never waited for)."""
+    return bool(miss[g] < miss[okidx].min() and cost[g] < cost[okidx].min() - 1e-9)
+
+
+def _leading_holds(C, rest, okidx, ok, closed, miss, may_hold) -> int:
+    """How many of the requests ``rest`` (in order) are held, one after another, before the first that is not, in
+    one pass over them all: ``_waits_for_cache`` on each request's cheapest rank, as the placement loop checks it
+    one request at a time (nothing the check reads changes while requests are only held)."""
+    if not len(rest):
+        return 0
+    Cr = C[:, rest]  # [G, m]
+    g = Cr.argmin(axis=0)
+    col = np.arange(len(rest))
+    mr = miss[rest]  # [m, G]
+    full = ~np.asarray(ok)[g] & ~np.asarray(closed)[g]
+    w = may_hold[rest] & full & (mr[col, g] < mr[:, okidx].min(axis=1)) & (Cr[g, col] < Cr[okidx].min(axis=0) - 1e-9)
+    return len(w) if w.all() else int(np.argmin(w))
 
 
 def _price(C, W, delta, lam_delta, pend, w_max: float, beta: float, mu_k: float) -> None:
