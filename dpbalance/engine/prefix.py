@@ -56,12 +56,14 @@ class PrefixCache:
         ``leading_groups``)."""
         return fill_depths(self.match_groups(hashes, limit, extra), self.G, out)
 
-    def match_groups(self, hashes: Sequence[int], limit: int | None = None, extra=None, hint=None) -> Groups:
+    def match_groups(
+        self, hashes: Sequence[int], limit: int | None = None, extra=None, hint=None, changed: int = -1
+    ) -> Groups:
         """``match_all`` as (ranks, depth) groups (``leading_groups``), for a caller that keeps them as the ``hint``
-        of the same prompt's next lookup."""
+        of the same prompt's next lookup (``changed``: see ``leading_groups``)."""
         n = len(hashes) if limit is None else min(limit, len(hashes))
         get = _Union(self.holders, extra).get if extra else self.holders.get
-        return leading_groups(hashes, n, self.G, get, hint)
+        return leading_groups(hashes, n, self.G, get, hint, changed)
 
     def holds(self, g: int, block: int) -> bool:
         return bool(self.holders.get(block, 0) >> g & 1)
@@ -178,7 +180,7 @@ def set_depth(out: np.ndarray, bits: int, depth: int) -> None:
 Groups = list  # of (ranks as a bit mask, depth) pairs, every rank in exactly one
 
 
-def leading_groups(hashes: Sequence[int], n: int, G: int, get, hint: Groups | None = None) -> Groups:
+def leading_groups(hashes: Sequence[int], n: int, G: int, get, hint: Groups | None = None, changed: int = -1) -> Groups:
     """The ranks grouped by how many of the first ``n`` blocks of ``hashes`` they hold in a row from the start
     (``get(block, 0)``: the bit mask of the ranks holding it), as (ranks, depth) pairs.
 
@@ -191,13 +193,19 @@ def leading_groups(hashes: Sequence[int], n: int, G: int, get, hint: Groups | No
     ``hint``: the groups an earlier lookup of the same prompt and ``n`` found. Holdings being prefix-closed, a group
     whose ranks all still hold its last block and none holds the next one still has that depth (two probes); only
     the ranks of the groups that fail this are searched again. Same result with or without it; when every group
-    holds, the result *is* ``hint`` (the same list), so a caller may keep what it derived from it."""
+    holds, the result *is* ``hint`` (the same list), so a caller may keep what it derived from it. ``changed``
+    (with a hint): the bit mask of the ranks whose holdings may have changed since the hint was found (-1: any);
+    the groups of the others keep their depth without a probe."""
     mask = (1 << G) - 1
     groups: Groups = []
     if hint:
+        if not changed:
+            return hint
         mask = 0
         for bits, d in hint:
-            if (d < n and get(hashes[d], 0) & bits) or (d and get(hashes[d - 1], 0) & bits != bits):
+            if not bits & changed:
+                groups.append((bits, d))
+            elif (d < n and get(hashes[d], 0) & bits) or (d and get(hashes[d - 1], 0) & bits != bits):
                 mask |= bits  # a rank of it gained the next block or lost its last: search them again
             else:
                 groups.append((bits, d))

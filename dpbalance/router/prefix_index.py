@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
+from operator import or_
 
 import numpy as np
 
@@ -49,6 +51,7 @@ class _Entry:
     groups: list | None = None  # its last lookup's (ranks, depth) groups: the next lookup's hint
     depths: np.ndarray | None = None  # [G] prompt tokens each rank holds, from ``groups``
     limit: int = 0  # blocks a lookup may serve (``PrefixIndex._limit``)
+    seen: int = -1  # how many changes to the ranks' holdings its last lookup had seen (``PrefixIndex._changes``)
 
 
 class PrefixIndex:
@@ -67,6 +70,11 @@ class PrefixIndex:
         self._cap_blocks = None if kv_capacity is None else kv_capacity // block_size
         self._req: dict[int, _Entry] = {}
         self._none = np.zeros(ranks, dtype=np.int64)  # the cached tokens of a request the index does not know
+        #: the rank (as a bit) of each change to what the ranks hold, after the first ``_base`` (forgotten): a
+        #: waiting request's next lookup probes only the ranks that changed since its last one
+        self._changes: list[int] = []
+        self._base = 0
+        self._keep = 4096
         self._pending = np.zeros(ranks, dtype=np.int64)
         self._running_kv = np.zeros(ranks, dtype=np.int64)
         self.prompt_tokens = np.zeros(ranks, dtype=np.int64)  # prompt tokens sent per rank
@@ -112,6 +120,10 @@ class PrefixIndex:
             over = self.cache.resident[rank] - self._cap_blocks
             if over > 0:
                 self.cache.evict(rank, over)
+        if len(self._changes) >= self._keep:  # lookups that saw fewer changes than this probe every rank
+            self._base += len(self._changes)
+            self._changes = []
+        self._changes.append(1 << rank)
         return hit
 
     def first_token(self, rid: int) -> None:
@@ -150,11 +162,18 @@ class PrefixIndex:
 
     def cached(self, request_ids: np.ndarray) -> np.ndarray:
         G, get, match = self.G, self._req.get, self.cache.match_groups
+        log, base = self._changes, self._base
+        top = base + len(log)
+        since: dict[int, int] = {}  # changes seen -> the ranks changed since (most lookups share one)
         rows = []
         for rid in np.asarray(request_ids).tolist():
             e = get(rid)
             if e is not None and e.hashes:  # a request waits through many dispatches: each lookup starts from the last
-                groups = match(e.hashes, e.limit, hint=e.groups)
+                changed = since.get(e.seen)
+                if changed is None:
+                    changed = since[e.seen] = -1 if e.seen < base else reduce(or_, log[e.seen - base :], 0)
+                groups = match(e.hashes, e.limit, hint=e.groups, changed=changed)
+                e.seen = top
                 if groups is not e.groups or e.depths is None:  # (the same list: nothing it holds changed)
                     e.groups = groups
                     e.depths = (fill_depths(groups, G) * e.tokens_per_block).astype(np.int64)

@@ -62,9 +62,11 @@ def test_match_all_agrees_with_a_walk_through_insertions_references_and_eviction
     unreferenced), with evictions in between: after every operation, every chain's ``match_all`` at every limit
     equals each rank's walk, and so does the search over the holders plus a second map (the simulator's queued
     requests), and so does each lookup that starts from the same chain's groups after the previous operation (the
-    ``hint`` a waiting request's next lookup gets)."""
+    ``hint`` a waiting request's next lookup gets), with and without the ranks touched since (``changed``)."""
     cache = PrefixCache(G, 16, bounded=True)
     hints: dict[tuple[int, object], list] = {}
+    told: dict[tuple[int, object], list] = {}  # the same lookups, told which ranks were touched since the last
+    touched = 0
     chains = [[hash(tuple(p[: j + 1])) for j in range(len(p))] for p in prompts]
     held: list[tuple[int, list[int]]] = []  # references taken and not yet let go
     for op, x in ops:
@@ -78,9 +80,11 @@ def test_match_all_agrees_with_a_walk_through_insertions_references_and_eviction
             cache.acquire(g, chain[k:end])
             held.append((g, chain[:end]))
         elif op == "release" and held:
+            g = held[x % len(held)][0]
             cache.release(*held.pop(x % len(held)))
         else:
             cache.evict(g, (x >> 8) % 8)
+        touched |= 1 << g
         other = {h: (x * 7919 + i) % (1 << G) for i, h in enumerate(chain[:1])}  # a one-block prefix, any ranks
         for j, c in enumerate(chains):
             for limit in (None, len(c) // 2, 0):
@@ -88,9 +92,12 @@ def test_match_all_agrees_with_a_walk_through_insertions_references_and_eviction
                 assert cache.match_all(c, limit).tolist() == want
                 groups = hints[j, limit] = cache.match_groups(c, limit, hint=hints.get((j, limit)))
                 assert fill_depths(groups, G).tolist() == want
+                told[j, limit] = cache.match_groups(c, limit, hint=told.get((j, limit)), changed=touched)
+                assert fill_depths(told[j, limit], G).tolist() == want
                 assert [cache.match(g, c, limit) for g in range(G)] == want
                 got = cache.match_all(c, limit, other).tolist()
                 assert got == walk(c, limit, G, [cache.holders, other])
+        touched = 0
 
 
 def test_a_prompts_tail_is_evicted_before_its_head():

@@ -61,12 +61,17 @@ def test_a_retry_moves_the_estimate_to_the_new_rank():
         PrefixIndex(1, kv_capacity=8)
 
 
-def test_a_waiting_requests_repeated_lookups_agree_with_a_fresh_lookup():
-    """A request waits through many dispatches and each lookup starts from its last one (``hint``); while other
-    prompts are sent and the capacity evicts, every repeated answer equals a lookup that starts from nothing."""
+@pytest.mark.parametrize("kept", [None, 3])
+def test_a_waiting_requests_repeated_lookups_agree_with_a_fresh_lookup(kept):
+    """A request waits through many dispatches and each lookup starts from its last one (``hint``), probing only
+    the ranks that changed since (``kept``: how many changes the index remembers, before the ones older than its
+    lookups are forgotten and every rank is probed); while other prompts are sent and the capacity evicts, every
+    repeated answer equals a lookup that starts from nothing."""
     rng = np.random.default_rng(5)
     stems = [[1000 * s + i for i in range(16 * 8)] for s in range(4)]  # four families of 8-block prefixes
     ix = PrefixIndex(5, kv_capacity=16 * 20)
+    if kept:
+        ix._keep = kept
     waiting = list(range(6))
     for rid in waiting:
         s = stems[rid % 4]
@@ -76,9 +81,11 @@ def test_a_waiting_requests_repeated_lookups_agree_with_a_fresh_lookup():
         rid = 100 + step
         s = stems[int(rng.integers(4))]
         k = int(rng.integers(1, 9))
-        ix.arrive(rid, s[: 16 * k] + [9], 16 * k + 1)
-        ix.sent(rid, int(rng.integers(5)))
-        ix.done(rid)
+        for _ in range(int(rng.integers(1, 4))):  # one or more sends between two lookups
+            rid += 1000
+            ix.arrive(rid, s[: 16 * k] + [9], 16 * k + 1)
+            ix.sent(rid, int(rng.integers(5)))
+            ix.done(rid)
         got = ix.cached(np.array(waiting))
         fresh = np.array([[0] * 5] * len(waiting))
         for row, w in enumerate(waiting):
