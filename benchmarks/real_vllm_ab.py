@@ -46,6 +46,7 @@ import numpy as np
 from scipy import stats as sst
 
 from dpbalance import loadgen
+from dpbalance.calibrate.engine_api import sample_sums
 from dpbalance.core import Workload
 from dpbalance.sim import SimConfig, run_simulation
 from dpbalance.traces import load_trace
@@ -133,9 +134,8 @@ def get(url: str, timeout: float = 2.0) -> str | None:
 
 
 def running_on(rank_url: str) -> float:
-    text = get(rank_url + "/metrics") or ""
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:num_requests_running")
+    return sample_sums(get(rank_url + "/metrics") or "", ("vllm:num_requests_running",)).get(
+        "vllm:num_requests_running", 0.0
     )
 
 

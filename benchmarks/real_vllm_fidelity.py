@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from real_vllm_ab import RouterProcess, blocks_of, get, wait_idle  # noqa: E402
 
+from dpbalance.calibrate.engine_api import sample_sums  # noqa: E402
 from dpbalance.core import Workload  # noqa: E402
 from dpbalance.core.openai_stream import USAGE_OPTIONS, chunks, tokens_after  # noqa: E402
 from dpbalance.engine.config import EngineConfig  # noqa: E402
@@ -146,10 +147,8 @@ def engine_counters(ranks: list[str], names: tuple[str, ...] = COUNTERS) -> dict
     """Every metric of ``names`` per rank (summed over its label sets), from the ranks' /metrics."""
     out = {k: [0.0] * len(ranks) for k in names}
     for r, u in enumerate(ranks):
-        for line in (get(u + "/metrics") or "").splitlines():
-            name = line.split("{", 1)[0]
-            if name in out:
-                out[name][r] += float(line.rsplit(" ", 1)[1])
+        for name, value in sample_sums(get(u + "/metrics") or "", names).items():
+            out[name][r] = value
     return out
 
 

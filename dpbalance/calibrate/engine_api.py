@@ -8,7 +8,6 @@ endpoint, reached by a request header (vLLM: ``X-data-parallel-rank``) and told 
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -46,22 +45,27 @@ class EngineError(RuntimeError):
     """The deployment answered in a way calibration cannot use (the message says which URL and what)."""
 
 
+def sample_sums(text: str, names=None, engine: str | None = None) -> dict[str, float]:
+    """Each sample name's value in a Prometheus text page, summed over its label sets (``names``: only these;
+    ``engine``: only samples whose ``engine`` label equals it). Names absent from the page are left out."""
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if (names is not None and s.name not in names) or (engine is not None and s.labels.get("engine") != engine):
+                continue
+            out[s.name] = out.get(s.name, 0.0) + float(s.value)
+    return out
+
+
 def parse_metrics(text: str, engine: str | None = None) -> dict[str, float]:
     """The ``METRIC_SAMPLES`` values in a Prometheus text page, summed over label sets; with ``engine``, only
     samples whose ``engine`` label equals it. Keys whose metric is absent are left out."""
-    found: dict[str, dict[str, float]] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if engine is not None and s.labels.get("engine") != engine:
-                continue
-            found.setdefault(s.name, {})
-            key = json.dumps(sorted(s.labels.items()))
-            found[s.name][key] = found[s.name].get(key, 0.0) + float(s.value)
+    found = sample_sums(text, engine=engine)
     out: dict[str, float] = {}
     for key, names in METRIC_SAMPLES.items():
         for name in names:
             if name in found:
-                out[key] = sum(found[name].values())
+                out[key] = found[name]
                 break
     return out
 

@@ -4,7 +4,7 @@ import pytest
 
 from dpbalance.calibrate.config import CalibrateConfig
 from dpbalance.calibrate.driver import plan
-from dpbalance.calibrate.engine_api import StreamRecord, parse_metrics
+from dpbalance.calibrate.engine_api import StreamRecord, parse_metrics, sample_sums
 from dpbalance.calibrate.window import Phase, PhaseDisturbed, measure_window
 
 
@@ -177,3 +177,13 @@ def test_analysis_scales_times_and_needs_three_levels(tmp_path):
     assert make_step_time(str(c.out), slots=8)(1000.0, 0.0) == pytest.approx(0.010, rel=1e-5)
     with pytest.raises(CalibrationError, match="only 2 load levels were measured"):
         analyse(DriveRecord(res[:2], [], [], 2, "m", [], None, True, True, None, 0.0, 1.0, 136), c)
+
+
+def test_sample_sums_by_name_over_label_sets():
+    """What the benchmarks read from a rank's page: each sample summed over its label sets, by its full name."""
+    got = sample_sums(VLLM_METRICS, ("vllm:inter_token_latency_seconds_count", "vllm:iteration_tokens_total_sum"))
+    assert got == {"vllm:inter_token_latency_seconds_count": 11.0, "vllm:iteration_tokens_total_sum": 36.0}
+    assert sample_sums(VLLM_METRICS, ("vllm:inter_token_latency_seconds_count",), engine="1") == {
+        "vllm:inter_token_latency_seconds_count": 4.0
+    }
+    assert sample_sums("", ("x",)) == {}
