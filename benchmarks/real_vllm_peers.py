@@ -402,7 +402,7 @@ def decisions(counters: dict[str, float]) -> dict[str, float]:
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--step-time", type=Path, required=True, help="step-time file with prefill terms (calibrate)")
+    ap.add_argument("--step-time", type=Path, help="step-time file with prefill terms (calibrate); required to run")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ranks", nargs="+", default=["http://127.0.0.1:18600", "http://127.0.0.1:18601"])
     ap.add_argument("--internal-url", default="http://127.0.0.1:18600", help="the internal-mode API server")
@@ -442,7 +442,14 @@ def parse_args():
         "prompt; sglang-router rejects token-id prompts), text to the rest",
     )
     ap.add_argument("--predict-only", action="store_true")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite peers.md in --out from its peers.json (after a change to the report)",
+    )
     a = ap.parse_args()
+    if a.step_time is None and not a.report_only:
+        ap.error("--step-time is required (except with --report-only)")
     a.fronts = [f for f in a.fronts.split(",") if f]
     a.workloads = [w for w in a.workloads.split(",") if w]
     bad = [f for f in a.fronts if not serve_front(f) and f not in (*PEERS, INTERNAL)]
@@ -474,15 +481,29 @@ def resume(a) -> tuple[dict, dict]:
     return pred, live
 
 
+def rerender(out: Path) -> int:
+    """``--report-only``: peers.md rewritten from the peers.json beside it."""
+    path = out / "peers.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"--report-only: cannot read {path} ({exc})")
+    (out / "peers.md").write_text(report(doc))
+    print(f"rewrote {out / 'peers.md'} from {path}")
+    return 0
+
+
 def main() -> int:
     a = parse_args()
+    if a.report_only:
+        return rerender(a.out)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: every front door is ended
     a.out.mkdir(parents=True, exist_ok=True)
     blocks = block_workloads(a)
     settings = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(a).items()
-        if k not in ("out", "vllm_router", "sglang_router", "predict_only", "start_block")
+        if k not in ("out", "vllm_router", "sglang_router", "predict_only", "start_block", "report_only")
     }
     if a.start_block and not a.predict_only:
         pred, live = resume(a)
