@@ -8,6 +8,7 @@ run and vLLM's own data-parallel balancer, through the same two DP ranks.
     python benchmarks/real_vllm_peers.py --step-time step_time.yaml --out peers/ \\
         --vllm-router PATH/vllm-router --sglang-router PATH/sglang-router
     dpbalance testbed down
+    python benchmarks/real_vllm_peers.py --report-only --out peers/   # peers.md again from peers.json
 
 Front doors (``--fronts``): ``dpbalance serve`` with ``round_robin``, ``br0`` and ``brp`` (``--step-time`` given,
 so ``brp`` weighs prefill at the calibrated prices; its prefix index learns the block size and KV size from the
