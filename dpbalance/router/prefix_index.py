@@ -107,7 +107,7 @@ class PrefixIndex:
             return 0
         if e.rank >= 0:  # a retry on another rank: the first rank's estimate goes
             self._unsend(e)
-        lim = self._limit(e)
+        lim = e.limit
         k = self.cache.match(rank, e.hashes, lim)
         hit = int(k * e.tokens_per_block)
         e.rank, e.uncached, e.prefilling = rank, max(0, e.prompt_tokens - hit), True

@@ -159,11 +159,10 @@ class BrpPolicy(Policy):
         beta, lam, mu, k, hold = self.beta, cfg.work_weight, cfg.wait_weight, self.k, cfg.affinity_wait_s
         placed = np.ones(n, dtype=bool)
         now, rid = snap.now, snap.pool_ids[:n].tolist()
-        closed = (snap.caps <= 0).tolist()
+        closed = snap.caps <= 0
         held: dict[int, float] = {}  # request id -> when a dispatch first held it, for the requests held in this one
-        okmask = snap.free > 0  # the ranks with a free slot, kept as they fill: a mask, its indices, a list
+        okmask = snap.free > 0  # the ranks with a free slot (free[g] > 0) as they fill, and their indices next
         okidx = np.flatnonzero(okmask)
-        ok = okmask.tolist()
         w_max = float(W.max())  # W only grows: its maximum is kept as it grows
         # every request's cost on every rank, kept current as placements change W: rank-major ([G, n]), so that
         # the column of the rank a placement changes is one contiguous row
@@ -184,12 +183,12 @@ class BrpPolicy(Policy):
             # the cheapest rank of all is full and not closed (the cheap tests first: most requests stop there)
             if hold > 0 and 0 < len(okidx) < self.G and may_hold[i]:
                 g = int(cost.argmin())
-                if not ok[g] and not closed[g] and _waits_for_cache(cost, okidx, miss[i], g):
+                if free[g] == 0 and not closed[g] and _waits_for_cache(cost, okidx, miss[i], g):
                     placed[i] = False
                     held[rid[i]] = since[i]
                     streak += 1
                     if streak == 4:  # nothing changes until a request is placed: check the run after it at once
-                        j = pos + _leading_holds(C, order[pos:], okidx, ok, closed, miss, may_hold)
+                        j = pos + _leading_holds(C, order[pos:], okmask, okidx, closed, miss, may_hold)
                         for h in order[pos:j].tolist():
                             placed[h] = False
                             held[rid[h]] = since[h]
@@ -209,7 +208,7 @@ class BrpPolicy(Policy):
             kvf[g] -= miss[i, g]
             free[g] -= 1
             if free[g] == 0:
-                ok[g] = okmask[g] = False
+                okmask[g] = False
                 okidx = okidx[okidx != g]
         self._remember(held, rid, now)
         return Assignments(snap.pool_ids[:n][placed], out[placed])
@@ -262,7 +261,7 @@ def _waits_for_cache(cost: np.ndarray, okidx: np.ndarray, miss: np.ndarray, g: i
     return bool(miss[g] < miss[okidx].min() and cost[g] < cost[okidx].min() - 1e-9)
 
 
-def _leading_holds(C, rest, okidx, ok, closed, miss, may_hold) -> int:
+def _leading_holds(C, rest, ok, okidx, closed, miss, may_hold) -> int:
     """How many of the requests ``rest`` (in order) are held, one after another, before the first that is not, in
     one pass over them all: ``_waits_for_cache`` on each request's cheapest rank, as the placement loop checks it
     one request at a time (nothing the check reads changes while requests are only held)."""
@@ -272,7 +271,7 @@ def _leading_holds(C, rest, okidx, ok, closed, miss, may_hold) -> int:
     g = Cr.argmin(axis=0)
     col = np.arange(len(rest))
     mr = miss[rest]  # [m, G]
-    full = ~np.asarray(ok)[g] & ~np.asarray(closed)[g]
+    full = ~ok[g] & ~closed[g]
     w = may_hold[rest] & full & (mr[col, g] < mr[:, okidx].min(axis=1)) & (Cr[g, col] < Cr[okidx].min(axis=0) - 1e-9)
     return len(w) if w.all() else int(np.argmin(w))
 
